@@ -1,0 +1,45 @@
+# ddval: the two commands of the README (`make reproduce`, `make test`) and a few helpers.
+# Every target creates the environment first when it is missing (.venv + node_modules).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.ddval-installed
+NODE_STAMP := node_modules/.ddval-installed
+PRESET ?= demo
+# scratch results of the test suite (never the committed results/ tables)
+TEST_RESULTS := $(CURDIR)/.cache/test-results
+
+.PHONY: env reproduce test lab bench contracts clean-test
+
+env: $(VENV_STAMP) $(NODE_STAMP)
+
+$(VENV_STAMP): requirements.txt constraints.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name ddval --display-name "Python (ddval)"
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+## the whole pipeline (01 index ... 06 figures) on the embedded demo cohort
+reproduce: env
+	$(VENV)/bin/ddval reproduce --preset $(PRESET)
+
+## the whole test suite: unit, property, integration (chain, IPFS, SLURM) and the notebooks under nbval
+test: env
+	bash tools/slurm-up.sh
+	rm -rf $(TEST_RESULTS)
+	DDVAL_RESULTS=$(TEST_RESULTS) DDVAL_PROGRESS=off $(PY) -m pytest -p no:cacheprovider \
+		--nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks tests
+
+## JupyterLab on the project's environment, with the `ddval` kernel
+lab: env
+	$(VENV)/bin/jupyter lab --allow-root --no-browser --ip 127.0.0.1 --notebook-dir notebooks
+
+## speed/memory benchmarks (tables in benchmarks/)
+bench: env
+	$(PY) benchmarks/bench_knn_shapley.py

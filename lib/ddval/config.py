@@ -1,0 +1,352 @@
+"""Typed experiment configuration.
+
+An experiment is a *preset* (``configs/<name>.yaml``) run for one or more seeds. A preset may
+``extends:`` another preset; mappings are merged key by key, everything else is replaced.
+Unknown keys are an error that names the file and the key, so a typo never silently falls back
+to a default.
+
+The public entry point is :func:`load_config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+#: The 8 harmonised findings of the paper, in the model's output order.
+LABELS: tuple[str, ...] = (
+    "atelectasis",
+    "cardiomegaly",
+    "consolidation",
+    "edema",
+    "no_finding",
+    "pleural_effusion",
+    "pneumonia",
+    "pneumothorax",
+)
+
+#: The three source datasets, by their short names.
+DATASETS: tuple[str, ...] = ("nih", "chexpert", "mimic")
+
+#: Environment variables that point at the real datasets (override ``data.roots``).
+ROOT_ENV_VARS: dict[str, str] = {
+    "nih": "DDVAL_NIH_ROOT",
+    "chexpert": "DDVAL_CHEXPERT_ROOT",
+    "mimic": "DDVAL_MIMIC_ROOT",
+}
+
+
+class ConfigError(ValueError):
+    """A preset file is malformed; the message names the file and the key."""
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Size of the embedded synthetic cohort (written by ``ddval.data.synthetic``)."""
+
+    seed: int = 0
+    patients: dict[str, int] = field(
+        default_factory=lambda: {"nih": 400, "chexpert": 400, "mimic": 400}
+    )
+    max_scans_per_patient: int = 3
+    image_size: int = 96  # side of the written images, before the resize stage
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the scans come from and how they are indexed and resized."""
+
+    source: Literal["synthetic", "real"] = "synthetic"
+    datasets: tuple[str, ...] = DATASETS
+    roots: dict[str, str] = field(default_factory=dict)  # real data; env vars take precedence
+    uncertain: Literal["zeros", "ones"] = "zeros"  # paper: U-Zeros (uncertain -> 0)
+    blank: Literal["zeros"] = "zeros"  # paper: blank -> 0
+    image_size: int = 256  # side after the resize stage (paper: 256)
+    on_corrupt: Literal["error", "quarantine"] = "error"
+    workers: int = 2
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass(frozen=True)
+class InstitutionConfig:
+    """One institution (client) of a setting: which datasets it draws from and how many scans."""
+
+    name: str
+    datasets: tuple[str, ...]
+    train: int
+    val: int
+    test: int | None = None  # None: the whole test pool of its datasets (paper, non-IID)
+    flip_rate: float = 0.0  # probability that each training label is flipped (label-flip experiment)
+
+
+@dataclass(frozen=True)
+class SettingConfig:
+    """One partition of the cohort into institutions (non-IID, IID, label flip, ...)."""
+
+    name: str
+    scheme: Literal["noniid", "iid", "shared_test"]
+    institutions: tuple[InstitutionConfig, ...]
+    coalitions: Literal["all", "grand"] = "all"  # train every coalition, or only the grand one
+    test_fraction: float = 0.2  # patient-level share of each dataset reserved for testing
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Model and federated/swarm training hyperparameters (paper defaults)."""
+
+    model: Literal["densenet121", "densenet_small"] = "densenet121"
+    pretrained: bool = True  # ImageNet weights when present in the local torch cache
+    algorithm: Literal["fedavg", "swarm"] = "fedavg"
+    weighted: bool = False  # paper: unweighted mean of the state dicts
+    max_rounds: int = 200
+    patience: int = 10
+    local_epochs: int = 1
+    lr: float = 0.01
+    momentum: float = 0.0
+    batch_size: int = 32
+    eval_batch_size: int = 32
+    augment: bool = True
+    rotation_degrees: float = 15.0
+    translate: float = 0.1
+    hflip: bool = True
+    threads: int = 2
+    num_workers: int = 0
+    device: str = "auto"  # "auto" -> cuda when available, else cpu
+
+
+@dataclass(frozen=True)
+class ValuationConfig:
+    """DDVal and the baselines."""
+
+    k: int = 3
+    test_per_class: int = 300  # balanced test set per label and institution: up to 300 + 300
+    pooling: Literal["flatten", "gap"] = "flatten"  # paper: flatten denseblock4
+    feature_dtype: Literal["float32", "float16"] = "float32"
+    methods: tuple[str, ...] = ("exact", "ddval", "or", "lambda_mr", "gtg", "safe")
+    memory_budget_mb: int = 512
+    shards: int = 1  # test-point shards (one SLURM array task each)
+    lambda_mr: float = 0.5  # discount of the lambda-MR rounds
+    gtg_eps: float = 0.001
+    gtg_round_trunc: float = 0.01
+    gtg_max_permutations: int = 50
+    dp_noise_scales: tuple[float, ...] = ()  # Gaussian noise x feature std on shared train features
+    scalability_clients: tuple[int, ...] = ()  # client counts of the scalability experiment
+    scalability_points_per_client: int = 8000
+
+
+@dataclass(frozen=True)
+class EconomyConfig:
+    """Token economy: chain, IPFS and payouts."""
+
+    rpc_url: str | None = None  # None -> embedded chain (eth-tester)
+    ipfs_api: str | None = None  # None -> embedded content-addressed store
+    pool_amount: int = 1_000_000 * 10**18
+    quorum: int = 2
+    claim_window_s: int = 7 * 24 * 3600
+    n_individuals: int = 20  # individuals that claim in the notebook
+    recipient_counts: tuple[int, ...] = (10, 100, 1000, 10000)
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    """Resources of the SLURM job arrays (``ddval submit``)."""
+
+    partition: str | None = None
+    account: str | None = None
+    cpus_per_task: int = 2
+    mem: str = "4G"
+    gpus: int = 0
+    time: str = "01:00:00"
+    max_parallel: int | None = None  # the %K of --array
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole preset. ``preset`` is the file stem; ``seeds`` are the repetitions."""
+
+    preset: str
+    seeds: tuple[int, ...] = (0,)
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    settings: tuple[SettingConfig, ...] = ()
+    train: TrainConfig = field(default_factory=TrainConfig)
+    valuation: ValuationConfig = field(default_factory=ValuationConfig)
+    economy: EconomyConfig = field(default_factory=EconomyConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+    def setting(self, name: str) -> SettingConfig:
+        """The setting called ``name``; a clear error lists the known ones."""
+        for s in self.settings:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.settings) or "(none)"
+        raise KeyError(f"preset {self.preset!r} has no setting {name!r}; known: {known}")
+
+    def dataset_root(self, dataset: str) -> Path | None:
+        """Root folder of a real dataset: environment variable, else ``data.roots``."""
+        value = os.environ.get(ROOT_ENV_VARS[dataset]) or self.data.roots.get(dataset)
+        return Path(value).expanduser() if value else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (for hashing and provenance)."""
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def repo_root() -> Path:
+    """The checkout this package lives in (``lib/ddval`` -> repository root)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def configs_dir() -> Path:
+    """Folder of the preset files (``DDVAL_CONFIGS`` overrides)."""
+    return Path(os.environ.get("DDVAL_CONFIGS", repo_root() / "configs"))
+
+
+def available_presets() -> list[str]:
+    """Names of the preset files in :func:`configs_dir`."""
+    return sorted(p.stem for p in configs_dir().glob("*.yaml"))
+
+
+def load_config(preset: str | os.PathLike, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Load a preset by name (``"demo"``) or path, apply ``overrides`` (nested dict), validate.
+
+    Raises :class:`ConfigError` naming the file and key for unknown keys or wrong types.
+    """
+    path = _preset_path(preset)
+    raw = _read_with_extends(path, seen=())
+    if overrides:
+        raw = _merge(raw, overrides)
+    raw.setdefault("preset", path.stem)
+    cfg = _build(ExperimentConfig, raw, where=str(path))
+    _validate(cfg, str(path))
+    return cfg
+
+
+def _preset_path(preset: str | os.PathLike) -> Path:
+    candidate = Path(preset)
+    if candidate.suffix in {".yaml", ".yml"} and candidate.exists():
+        return candidate.resolve()
+    path = configs_dir() / f"{preset}.yaml"
+    if not path.exists():
+        known = ", ".join(available_presets()) or "(none)"
+        raise ConfigError(f"no preset {str(preset)!r} (looked for {path}); known presets: {known}")
+    return path
+
+
+def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if path in seen:
+        raise ConfigError(f"{path}: circular 'extends' chain {[str(p) for p in seen]}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    base = _read_with_extends(_preset_path(parent), seen + (path,))
+    base.pop("preset", None)
+    return _merge(base, raw)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in {"roots", "patients"}:
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    """Recursively turn plain YAML data into the (frozen) dataclass ``cls``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown} in {cls.__name__}; allowed: {sorted(names)}")
+    kwargs = {}
+    for key, value in raw.items():
+        kwargs[key] = _coerce(hints[key], value, f"{where}: {key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required key is missing
+        raise ConfigError(f"{where}: {cls.__name__}: {exc}") from exc
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def _validate(cfg: ExperimentConfig, where: str) -> None:
+    unknown = [d for d in cfg.data.datasets if d not in DATASETS]
+    if unknown:
+        raise ConfigError(f"{where}: data.datasets has unknown dataset(s) {unknown}; known: {list(DATASETS)}")
+    names = [s.name for s in cfg.settings]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: setting names must be unique, got {names}")
+    for s in cfg.settings:
+        inst = [i.name for i in s.institutions]
+        if len(set(inst)) != len(inst):
+            raise ConfigError(f"{where}: settings.{s.name}: institution names must be unique, got {inst}")
+        for i in s.institutions:
+            if "+" in i.name or "/" in i.name:
+                raise ConfigError(f"{where}: settings.{s.name}: institution name {i.name!r} may not contain '+' or '/'")
+            bad = [d for d in i.datasets if d not in cfg.data.datasets]
+            if bad:
+                raise ConfigError(f"{where}: settings.{s.name}.{i.name}: dataset(s) {bad} not in data.datasets")
+            if not 0.0 <= i.flip_rate <= 1.0:
+                raise ConfigError(f"{where}: settings.{s.name}.{i.name}: flip_rate {i.flip_rate} not in [0, 1]")
+    if cfg.valuation.k < 1:
+        raise ConfigError(f"{where}: valuation.k must be >= 1, got {cfg.valuation.k}")
+    if not cfg.seeds:
+        raise ConfigError(f"{where}: seeds must list at least one seed")

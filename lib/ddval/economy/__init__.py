@@ -1,0 +1,1 @@
+"""ddval.economy"""
