@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Start a single-node SLURM cluster on this (Debian, root) machine, for `ddval submit --backend slurm`
+# and the SLURM integration tests (`make test`, CI). Idempotent: re-running it when the node is already
+# up changes nothing. Recipe: docs in /work/shared/reference/environment.md §7 (verified on Debian 12).
+#
+#   1. installs slurm-wlm + munge from Debian with apt-get when missing;
+#   2. writes /etc/slurm/slurm.conf for this host (CPUs = nproc, RealMemory = 90 % of MemTotal);
+#   3. creates the munge key when missing and starts munged as user munge;
+#   4. starts slurmctld and slurmd as root (restarted only when the config changed);
+#   5. waits (bounded) until `sinfo` shows the node idle.
+#
+# Environment: SLURM_UP_TIMEOUT (seconds to wait for the node, default 90).
+set -euo pipefail
+
+TIMEOUT=${SLURM_UP_TIMEOUT:-90}
+CONF_DIR=/etc/slurm
+CONF=$CONF_DIR/slurm.conf
+LOG_DIR=/var/log/slurm
+CTLD_SPOOL=/var/spool/slurmctld
+SLURMD_SPOOL=/var/spool/slurmd
+CTLD_PID=/run/slurmctld.pid
+SLURMD_PID=/run/slurmd.pid
+MUNGE_PID=/run/munge/munged.pid
+
+say() { echo "slurm-up: $*"; }
+die() { echo "slurm-up: error: $*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (installs packages and starts the SLURM daemons)"
+
+# --- 1. packages ---------------------------------------------------------------------------------
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
+    say "installing slurm-wlm and munge from Debian (about 30 s)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
+fi
+
+# --- 2. configuration ----------------------------------------------------------------------------
+NODE=$(hostname -s)
+CPUS=$(nproc)
+MEM_MB=$(awk '/^MemTotal:/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
+mkdir -p "$CONF_DIR" "$LOG_DIR" "$CTLD_SPOOL" "$SLURMD_SPOOL"
+NEW_CONF=$(mktemp)
+trap 'rm -f "$NEW_CONF"' EXIT
+cat >"$NEW_CONF" <<EOF
+# written by ddval tools/slurm-up.sh: single-node cluster for local runs and CI
+ClusterName=ddval
+SlurmctldHost=$NODE
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation=$CTLD_SPOOL
+SlurmdSpoolDir=$SLURMD_SPOOL
+SlurmctldPidFile=$CTLD_PID
+SlurmdPidFile=$SLURMD_PID
+SlurmctldLogFile=$LOG_DIR/slurmctld.log
+SlurmdLogFile=$LOG_DIR/slurmd.log
+ReturnToService=2
+# keep finished jobs visible to scontrol for an hour (no accounting database on this node)
+MinJobAge=3600
+NodeName=$NODE CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
+PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+EOF
+CHANGED=0
+if ! cmp -s "$NEW_CONF" "$CONF"; then
+    install -m 644 "$NEW_CONF" "$CONF"
+    CHANGED=1
+    say "wrote $CONF (node $NODE, $CPUS CPUs, ${MEM_MB} MB)"
+fi
+
+# --- 3. munge --------------------------------------------------------------------------------------
+alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+mkdir -p /etc/munge /run/munge /var/lib/munge /var/log/munge
+if [ ! -s /etc/munge/munge.key ]; then
+    say "creating /etc/munge/munge.key"
+    dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+fi
+chown munge: /etc/munge/munge.key /run/munge /var/lib/munge /var/log/munge
+chmod 400 /etc/munge/munge.key
+if ! alive "$MUNGE_PID"; then
+    say "starting munged as user munge"
+    runuser -u munge -- /usr/sbin/munged --pid-file="$MUNGE_PID"
+fi
+
+# --- 4. slurm daemons ------------------------------------------------------------------------------
+stop_pidfile() {  # stop the daemon this script started (by the id in its pid file), wait for it to exit
+    local pid
+    alive "$1" || return 0
+    pid=$(cat "$1")
+    kill "$pid"
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+    die "daemon $pid ($1) did not stop"
+}
+if [ "$CHANGED" -eq 1 ]; then
+    stop_pidfile "$SLURMD_PID"
+    stop_pidfile "$CTLD_PID"
+fi
+if ! alive "$CTLD_PID"; then
+    say "starting slurmctld"
+    /usr/sbin/slurmctld
+fi
+if ! alive "$SLURMD_PID"; then
+    say "starting slurmd"
+    /usr/sbin/slurmd
+fi
+
+# --- 5. wait for the node --------------------------------------------------------------------------
+state=""
+for _ in $(seq $((TIMEOUT * 2))); do
+    state=$(sinfo -h -n "$NODE" -o %T 2>/dev/null | head -n1 || true)
+    case "$state" in
+        idle|mixed|allocated|completing) say "node $NODE is $state"; exit 0 ;;
+        down*|drain*|drained*) scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true ;;
+    esac
+    sleep 0.5
+done
+die "node $NODE not idle after ${TIMEOUT}s (state '${state:-no answer}'); see $LOG_DIR/slurmctld.log and $LOG_DIR/slurmd.log"
