@@ -1,0 +1,194 @@
+"""Run one manifest task with papermill, and decide whether an earlier run of it is still valid.
+
+A task is *complete* when its completion record (``.<notebook stem>.done.json`` next to the
+executed notebook, written with :mod:`ddval.store`) has the task's hash, the executed notebook
+exists, and every stage completion record the task wrote (found under the task's ``scope``) still
+exists with all the outputs it lists. Anything else — never run, other parameters or notebook
+source, an output deleted since — means the task runs again.
+
+While it runs, papermill writes ``<name>.partial.ipynb`` after every cell; only a successful run
+is moved to ``<name>.ipynb`` (with the provenance in ``metadata.ddval``) and recorded, so a task
+killed mid-way (SLURM time limit, Ctrl-C) leaves a partial notebook to look at and no record: it
+simply runs again, and the stages inside it skip what they had already finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ddval import store
+from ddval.jobs.manifest import Task
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What :func:`run_task` did: ``status`` is ``"done"`` or ``"failed"``."""
+
+    task_id: str
+    status: str
+    seconds: float
+    message: str = ""
+
+
+def partial_path(task: Task) -> Path:
+    """Where papermill writes the notebook while the task runs."""
+    out = Path(task.output)
+    return out.with_name(out.stem + ".partial.ipynb")
+
+
+def record_file(task: Task) -> Path:
+    """The task's completion record."""
+    out = Path(task.output)
+    return store.record_path(out.parent, out.stem)
+
+
+def task_status(task: Task) -> str:
+    """``"complete"``, ``"missing"`` (never finished), ``"stale"`` (other hash) or ``"incomplete"``
+    (an output of the task, or of a stage it ran, has disappeared)."""
+    out = Path(task.output)
+    status = store.stage_status(out.parent, out.stem, _record_params(task))
+    if status != "complete":
+        return status
+    for rel in store.read_json(record_file(task))["outputs"]:
+        path = out.parent / rel
+        if path.name.endswith(".done.json") and not _stage_outputs_exist(path):
+            return "incomplete"
+    return "complete"
+
+
+def run_task(task: Task, *, progress_bar: bool | None = None, manifest: str | None = None) -> TaskOutcome:
+    """Execute ``task``'s notebook with papermill in a fresh ``ddval`` kernel; record completion.
+
+    Never raises for a failing notebook: the outcome says ``failed`` and where the partial notebook
+    with the traceback is. ``progress_bar`` defaults to on unless ``$DDVAL_PROGRESS=off``.
+    """
+    import nbformat
+    import papermill
+
+    out, partial, record = Path(task.output), partial_path(task), record_file(task)
+    if not Path(task.notebook).exists():
+        return TaskOutcome(task.task_id, "failed", 0.0, f"notebook {task.notebook} not found")
+    previous = _previous_stage_records(task)
+    record.unlink(missing_ok=True)  # from here on the task counts as not done until it succeeds
+    out.parent.mkdir(parents=True, exist_ok=True)
+    provenance = _provenance(task, manifest)
+    if progress_bar is None:
+        progress_bar = os.environ.get("DDVAL_PROGRESS", "auto") != "off"
+    started = time.time()
+    try:
+        with _kernel_sees_this_ddval():
+            papermill.execute_notebook(
+                task.notebook,
+                str(partial),
+                parameters=task.parameters,
+                kernel_name=task.kernel,
+                cwd=str(Path(task.notebook).parent),
+                progress_bar={"desc": task.label or task.task_id, "leave": False} if progress_bar else False,
+                request_save_on_cell_execute=True,
+                # the kernel's own start-up chatter (e.g. "running over TCP without encryption" on
+                # loopback) would repeat for every task; errors of the notebook itself are unaffected
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            )
+    except Exception as exc:  # noqa: BLE001 - any failure of the notebook or its kernel fails the task
+        seconds = time.time() - started
+        return TaskOutcome(task.task_id, "failed", seconds, f"{_summary(exc)}; partial notebook: {partial}")
+    seconds = time.time() - started
+    nb = nbformat.read(partial, as_version=4)
+    nb.metadata["ddval"] = {**provenance, "seconds": round(seconds, 1)}
+    store.write_text(out, nbformat.writes(nb))
+    partial.unlink(missing_ok=True)
+    records = sorted(set(previous) | set(_stage_records_since(Path(task.scope), started)))
+    outputs = [out.name] + [os.path.relpath(r, out.parent) for r in records if r.exists()]
+    store.mark_complete(out.parent, out.stem, _record_params(task), outputs)
+    return TaskOutcome(task.task_id, "done", seconds)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _record_params(task: Task) -> dict[str, Any]:
+    return {"task_id": task.task_id, "task_hash": task.task_hash}
+
+
+def _stage_outputs_exist(record: Path) -> bool:
+    """A stage completion record (``ddval.store``) exists and so does every output it lists."""
+    if not record.exists():
+        return False
+    outputs = store.read_json(record).get("outputs", [])
+    return all((record.parent / o).exists() for o in outputs)
+
+
+def _stage_records_since(scope: Path, since: float) -> list[Path]:
+    """Stage completion records under ``scope`` written at or after ``since`` (by this task)."""
+    if not scope.exists():
+        return []
+    return [p.resolve() for p in scope.rglob(".*.done.json") if p.stat().st_mtime >= since - 1.0]
+
+
+def _previous_stage_records(task: Task) -> list[Path]:
+    """Stage records claimed by the task's previous completion record (kept when a re-run of the
+    notebook finds its stages complete and so rewrites none of them)."""
+    record = record_file(task)
+    if not record.exists():
+        return []
+    out_dir = Path(task.output).parent
+    outputs = store.read_json(record).get("outputs", [])
+    return [(out_dir / o).resolve() for o in outputs if o.endswith(".done.json")]
+
+
+def _provenance(task: Task, manifest: str | None) -> dict[str, Any]:
+    from ddval.repro import git_commit, package_versions
+
+    return {
+        "task_id": task.task_id,
+        "stage": task.stage,
+        "row": task.row,
+        "manifest": manifest,
+        "task_hash": task.task_hash,
+        "parameters": task.parameters,
+        "git_commit": git_commit(),
+        "package_versions": package_versions(),
+        "host": platform.node(),
+        "slurm_job": os.environ.get("SLURM_JOB_ID"),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def pythonpath_with_this_ddval(current: str | None) -> str:
+    """``current`` (a ``PYTHONPATH``) with the ``lib/`` folder of the running ``ddval`` first, so
+    kernels and subprocesses import the same code as the runner."""
+    import ddval
+
+    lib = str(Path(ddval.__file__).resolve().parents[1])
+    parts = [p for p in (current or "").split(os.pathsep) if p and p != lib]
+    return os.pathsep.join([lib, *parts])
+
+
+@contextlib.contextmanager
+def _kernel_sees_this_ddval() -> Iterator[None]:
+    """Kernels inherit this process's environment: point their ``PYTHONPATH`` at this ``ddval``."""
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = pythonpath_with_this_ddval(old)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+def _summary(exc: Exception) -> str:
+    """One line: the exception type and the last line of its message (papermill's are long)."""
+    text = str(exc).strip().splitlines()
+    last = next((line for line in reversed(text) if line.strip()), "")
+    return f"{type(exc).__name__}: {last}"[:500]

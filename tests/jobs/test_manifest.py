@@ -1,0 +1,147 @@
+"""Manifest generation, file round trip and task hashing (fast; no notebook is executed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ddval.config import load_config
+from ddval.jobs.manifest import STAGES, Task, build_manifest, coalition_ids, read_manifest, write_manifest
+
+REPO = Path(__file__).parents[2]
+FIXTURE_NOTEBOOKS = Path(__file__).parent / "fixtures" / "notebooks"
+TINY = Path(__file__).parent / "fixtures" / "tiny.yaml"
+
+
+def by_id(tasks: list[Task]) -> dict[str, Task]:
+    return {t.task_id: t for t in tasks}
+
+
+def test_coalitions_in_config_order_smallest_first():
+    cfg = load_config("demo")
+    assert coalition_ids(cfg.setting("noniid")) == [
+        "nih", "chexpert", "mimic", "nih+chexpert", "nih+mimic", "chexpert+mimic", "nih+chexpert+mimic"]
+    assert coalition_ids(cfg.setting("labelflip")) == ["flip00+flip05+flip10+flip15+flip20+flip25"]
+
+
+def test_demo_manifest_one_train_task_per_setting(tmp_path):
+    cfg = load_config("demo")
+    tasks = build_manifest(cfg, tmp_path)
+    counts = {s: sum(t.stage == s for t in tasks) for s in STAGES}
+    n = len(cfg.seeds) * len(cfg.settings)
+    assert counts == {"index": 1, "resize": 1, "train": n, "valuation-shard": 0, "valuation": n, "economy": 1, "figures": 1}
+    train = by_id(tasks)["train/seed-1/iid"]
+    assert train.parameters == {"preset": "demo", "seed": 1, "setting": "iid", "coalition": None, "results_root": str(tmp_path)}
+    assert train.output == str(tmp_path / "demo" / "notebooks" / "seed-1" / "iid" / "03_train.ipynb")
+    assert train.notebook.endswith("notebooks/03_train.ipynb") and Path(train.notebook).is_absolute()
+    assert train.kernel == "ddval"
+
+
+def test_paper_manifest_per_coalition_and_shards(tmp_path):
+    cfg = load_config("paper_noniid")
+    tasks = build_manifest(cfg, tmp_path)
+    ids = by_id(tasks)
+    seeds, shards = len(cfg.seeds), cfg.valuation.shards
+    assert sum(t.stage == "train" for t in tasks) == seeds * 7
+    assert sum(t.stage == "valuation-shard" for t in tasks) == seeds * shards
+    shard = ids[f"valuation-shard/seed-3/noniid/2of{shards}"]
+    assert (shard.parameters["shard"], shard.parameters["n_shards"]) == (2, shards)
+    assert shard.parameters["methods"] == list(cfg.valuation.methods)
+    reduce = ids["valuation/seed-3/noniid"]
+    assert reduce.parameters["shard"] is None and reduce.parameters["n_shards"] == shards
+    assert set(reduce.depends_on) == {f"valuation-shard/seed-3/noniid/{i}of{shards}" for i in range(shards)}
+    assert set(shard.depends_on) == {f"train/seed-3/noniid/{c}" for c in coalition_ids(cfg.setting("noniid"))}
+    assert ids["train/seed-3/noniid/nih+mimic"].parameters["coalition"] == "nih+mimic"
+
+
+def test_economy_first_seed_first_setting_and_figures_last(tmp_path):
+    cfg = load_config("demo")
+    tasks = build_manifest(cfg, tmp_path, seeds=(2, 1))
+    economy = [t for t in tasks if t.stage == "economy"]
+    assert [t.task_id for t in economy] == ["economy/seed-2/noniid"]
+    e = cfg.economy
+    assert economy[0].parameters == {"preset": "demo", "seed": 2, "setting": "noniid", "rpc_url": e.rpc_url,
+                                     "ipfs_api": e.ipfs_api, "n_individuals": e.n_individuals, "results_root": str(tmp_path)}
+    figures = tasks[-1]
+    assert figures.stage == "figures" and figures.parameters == {"results_root": str(tmp_path)}
+    assert set(figures.depends_on) == {t.task_id for t in tasks if t.stage in {"valuation", "economy"}}
+
+
+def test_rows_are_topological_and_grouped_by_stage(tmp_path):
+    tasks = build_manifest(load_config("paper_iid"), tmp_path)
+    assert [t.row for t in tasks] == list(range(len(tasks)))
+    position = {t.task_id: t.row for t in tasks}
+    assert all(position[d] < t.row for t in tasks for d in t.depends_on)
+    stages = [STAGES.index(t.stage) for t in tasks]
+    assert stages == sorted(stages)  # each stage is one contiguous block of rows (one --array range)
+
+
+def test_outputs_are_unique_and_under_the_notebooks_folder(tmp_path):
+    tasks = build_manifest(load_config("paper_iid"), tmp_path)
+    outputs = [t.output for t in tasks]
+    assert len(set(outputs)) == len(outputs)
+    assert all(Path(o).is_relative_to(tmp_path / "paper_iid" / "notebooks") for o in outputs)
+
+
+def test_manifest_file_round_trip_and_errors(tmp_path):
+    tasks = build_manifest(load_config("demo"), tmp_path)
+    path = write_manifest(tasks, tmp_path / "m.jsonl")
+    assert len(path.read_text().splitlines()) == len(tasks)
+    assert read_manifest(path) == tasks
+    lines = path.read_text().splitlines()
+    broken = json.loads(lines[3])
+    del broken["output"]
+    lines[3] = json.dumps(broken)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"m\.jsonl, line 4: missing field\(s\) \['output'\]"):
+        read_manifest(path)
+    with pytest.raises(ValueError, match="row 0 has row number 21"):
+        write_manifest(list(reversed(tasks)), tmp_path / "bad.jsonl")
+    backwards = [dataclasses.replace(t, row=i) for i, t in enumerate(reversed(tasks))]
+    with pytest.raises(ValueError, match=r"bad\.jsonl: row 0 \(figures\) depends on \['valuation/seed-0/noniid', .*not listed before it"):
+        write_manifest(backwards, tmp_path / "bad.jsonl")
+
+
+def test_hash_ignores_results_root_and_slurm_resources(tmp_path):
+    a = build_manifest(load_config("demo"), tmp_path / "a")
+    b = build_manifest(load_config("demo", {"slurm": {"mem": "99G", "partition": "x"}}), tmp_path / "b")
+    assert [t.task_hash for t in a] == [t.task_hash for t in b]
+    assert len({t.task_hash for t in a}) == len(a)  # every task has its own hash
+
+
+def test_hash_changes_only_downstream_of_the_edited_section(tmp_path):
+    base = by_id(build_manifest(load_config("demo"), tmp_path))
+    edited = by_id(build_manifest(load_config("demo", {"economy": {"n_individuals": 7}}), tmp_path))
+    changed = {i for i in base if base[i].task_hash != edited[i].task_hash}
+    assert changed == {"economy/seed-0/noniid", "figures"}
+    edited = by_id(build_manifest(load_config("demo", {"valuation": {"k": 5}}), tmp_path))
+    changed = {base[i].stage for i in base if base[i].task_hash != edited[i].task_hash}
+    assert changed == {"valuation", "economy", "figures"}
+
+
+def test_hash_covers_the_notebook_source(tmp_path):
+    notebooks = Path(shutil.copytree(FIXTURE_NOTEBOOKS, tmp_path / "nb"))
+    cfg = load_config(TINY)
+    before = by_id(build_manifest(cfg, tmp_path, preset=TINY, notebooks_dir=notebooks))
+    (notebooks / "05_token_economy.ipynb").write_text((notebooks / "05_token_economy.ipynb").read_text().replace("paid", "paid:"))
+    after = by_id(build_manifest(cfg, tmp_path, preset=TINY, notebooks_dir=notebooks))
+    assert {i for i in before if before[i].task_hash != after[i].task_hash} == {"economy/seed-0/noniid"}
+
+
+def test_preset_given_as_a_file_outside_configs_is_passed_as_its_path(tmp_path):
+    cfg = load_config(TINY)
+    task = build_manifest(cfg, tmp_path, preset=TINY, notebooks_dir=FIXTURE_NOTEBOOKS)[0]
+    assert task.parameters["preset"] == str(TINY.resolve())
+    demo = build_manifest(load_config("demo"), tmp_path, preset=REPO / "configs" / "demo.yaml")[0]
+    assert demo.parameters["preset"] == "demo"
+
+
+def test_task_json_is_plain_data(tmp_path):
+    task = build_manifest(load_config("demo"), tmp_path)[2]
+    assert Task.from_json(task.to_json()) == task
+    assert json.loads(task.to_json())["depends_on"] == list(task.depends_on)
+    assert dataclasses.asdict(task)["row"] == 2
