@@ -160,8 +160,21 @@ class EconomyConfig:
 
 
 @dataclass(frozen=True)
+class SlurmStageConfig:
+    """Per-stage overrides of the SLURM resources; a field left ``None`` inherits from ``slurm:``."""
+
+    partition: str | None = None
+    account: str | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    gpus: int | None = None
+    time: str | None = None
+    max_parallel: int | None = None
+
+
+@dataclass(frozen=True)
 class SlurmConfig:
-    """Resources of the SLURM job arrays (``ddval submit``)."""
+    """Resources of the SLURM job arrays (``ddval submit``) and the task granularity of the manifest."""
 
     partition: str | None = None
     account: str | None = None
@@ -170,6 +183,14 @@ class SlurmConfig:
     gpus: int = 0
     time: str = "01:00:00"
     max_parallel: int | None = None  # the %K of --array
+    # per-stage overrides, keyed by manifest stage (index, resize, train, valuation-shard, valuation,
+    # economy, figures): e.g. GPUs only for train/valuation, a short time limit for figures
+    stages: dict[str, SlurmStageConfig] = field(default_factory=dict)
+    # extra sbatch options passed verbatim to every job array (site specifics: --qos=..., --constraint=...)
+    extra_args: tuple[str, ...] = ()
+    # "coalition": one task per coalition (cluster); "setting": one task trains all coalitions of a
+    # setting (a laptop: 2^n - 1 fewer kernel start-ups). Used by the local backend as well.
+    train_tasks: Literal["coalition", "setting"] = "coalition"
 
 
 @dataclass(frozen=True)
