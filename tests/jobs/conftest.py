@@ -43,9 +43,10 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 def ddval(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m ddval.cli ARGS` in a subprocess (as a user would); returns the completed process."""
+    """Run `python -m ddval.cli ARGS` in a subprocess (as a user would), with :func:`cli_env` plus
+    ``env``; returns the completed process."""
     return subprocess.run([sys.executable, "-m", "ddval.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env or cli_env(), cwd=REPO)
+                          timeout=timeout, env=cli_env(**(env or {})), cwd=REPO)
 
 
 def write_preset(path: Path, text: str) -> Path:

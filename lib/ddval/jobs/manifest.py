@@ -70,7 +70,7 @@ class Task:
     output: str  # executed notebook
     depends_on: tuple[str, ...]  # task ids
     scope: str  # folder holding the stage completion records this task writes
-    task_hash: str  # notebook source + parameters (minus results_root) + relevant config
+    task_hash: str  # stage, notebook source, parameters (but results_root), preset name, relevant config
     kernel: str = KERNEL
     label: str = field(default="", compare=False)  # short human description for progress displays
 
@@ -180,7 +180,9 @@ class _Builder:
         material = {
             "stage": stage,
             "notebook": store.file_sha256(notebook) if notebook.exists() else "missing",
-            "parameters": {k: v for k, v in parameters.items() if k != "results_root"},
+            # where results go and how the preset was named (name or file path) do not change them
+            "parameters": {k: v for k, v in parameters.items() if k not in {"results_root", "preset"}},
+            "preset": self.cfg.preset,
             "config": {s: self._config[s] for s in STAGE_SECTIONS[stage]},
             "seeds": hash_only,
         }

@@ -35,13 +35,12 @@ def plan(tasks: list[Task], *, force: bool = False) -> Plan:
         if force:
             reasons[t.task_id] = "forced"
             continue
-        upstream = next((d for d in t.depends_on if d in reasons), None)
-        if upstream is not None:
-            reasons[t.task_id] = f"after {upstream}"
-            continue
         status = task_status(t)
+        upstream = next((d for d in t.depends_on if d in reasons), None)
         if status != "complete":
             reasons[t.task_id] = status
+        elif upstream is not None:
+            reasons[t.task_id] = f"complete, but {upstream} runs first"
     return Plan(tasks, [t for t in tasks if t.task_id in reasons], reasons)
 
 

@@ -81,6 +81,7 @@ def run_task(task: Task, *, progress_bar: bool | None = None, manifest: str | No
     provenance = _provenance(task, manifest)
     if progress_bar is None:
         progress_bar = os.environ.get("DDVAL_PROGRESS", "auto") != "off"
+    records_before = _stage_records(Path(task.scope))
     started = time.time()
     try:
         with _kernel_sees_this_ddval():
@@ -104,7 +105,7 @@ def run_task(task: Task, *, progress_bar: bool | None = None, manifest: str | No
     nb.metadata["ddval"] = {**provenance, "seconds": round(seconds, 1)}
     store.write_text(out, nbformat.writes(nb))
     partial.unlink(missing_ok=True)
-    records = sorted(set(previous) | set(_stage_records_since(Path(task.scope), started)))
+    records = sorted(set(previous) | set(_written_since(records_before, Path(task.scope))))
     outputs = [out.name] + [os.path.relpath(r, out.parent) for r in records if r.exists()]
     store.mark_complete(out.parent, out.stem, _record_params(task), outputs)
     return TaskOutcome(task.task_id, "done", seconds)
@@ -127,11 +128,17 @@ def _stage_outputs_exist(record: Path) -> bool:
     return all((record.parent / o).exists() for o in outputs)
 
 
-def _stage_records_since(scope: Path, since: float) -> list[Path]:
-    """Stage completion records under ``scope`` written at or after ``since`` (by this task)."""
+def _stage_records(scope: Path) -> dict[Path, int]:
+    """Stage completion records under ``scope`` and their modification times (ns)."""
     if not scope.exists():
-        return []
-    return [p.resolve() for p in scope.rglob(".*.done.json") if p.stat().st_mtime >= since - 1.0]
+        return {}
+    return {p.resolve(): p.stat().st_mtime_ns for p in scope.rglob(".*.done.json")}
+
+
+def _written_since(before: dict[Path, int], scope: Path) -> list[Path]:
+    """Records under ``scope`` that are new or rewritten compared with the snapshot ``before``
+    (comparing snapshots, not clocks: file times on a cluster file system come from its server)."""
+    return [p for p, t in _stage_records(scope).items() if before.get(p) != t]
 
 
 def _previous_stage_records(task: Task) -> list[Path]:

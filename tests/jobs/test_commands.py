@@ -1,0 +1,118 @@
+"""sbatch commands (dry run), resources, and the CLI's messages (fast; nothing is submitted)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from ddval.config import load_config
+from ddval.jobs.manifest import build_manifest
+from ddval.jobs.plan import plan
+from ddval.jobs.slurm import array_spec, render_script, resources, stage_arrays
+
+REPO = Path(__file__).parents[2]
+
+
+@pytest.mark.parametrize(("rows", "k", "spec"), [
+    ([0], None, "0"),
+    ([2, 3, 4, 5], None, "2-5"),
+    ([7, 1, 2, 3, 9, 10], 4, "1-3,7,9-10%4"),
+    ([5, 5, 6], None, "5-6"),
+])
+def test_array_spec(rows, k, spec):
+    assert array_spec(rows, k) == spec
+
+
+def test_resources_layer_preset_stage_and_command_line():
+    cfg = load_config("paper_noniid")
+    assert resources(cfg, "train") == {"partition": None, "account": None, "cpus_per_task": 8, "mem": "64G",
+                                       "gpus": 1, "time": "72:00:00", "max_parallel": None}
+    assert resources(cfg, "figures")["gpus"] == 0 and resources(cfg, "figures")["time"] == "01:00:00"
+    assert resources(cfg, "figures", {"time": "00:10:00", "account": "lab"})["time"] == "00:10:00"
+    bad = load_config("demo", {"slurm": {"stages": {"trian": {"gpus": 1}}}})
+    with pytest.raises(ValueError, match=r"slurm\.stages has unknown stage\(s\) \['trian'\]"):
+        resources(bad, "train")
+
+
+def _commands(script: str) -> dict[str, list[str]]:
+    """stage -> argv of its sbatch line in a rendered submit script."""
+    out = {}
+    for line in script.splitlines():
+        m = re.match(r"JOB_(\w+)=\$\((sbatch .*)\)$", line)
+        if m:
+            out[m.group(1)] = shlex.split(m.group(2))
+    return out
+
+
+def test_chain_of_arrays_with_afterok(tmp_path):
+    cfg = load_config("paper_noniid")
+    the_plan = plan(build_manifest(cfg, tmp_path))
+    arrays = stage_arrays(the_plan, cfg, tmp_path / "logs", overrides={"partition": "gpu", "max_parallel": 10},
+                          extra_args=("--qos=long",))
+    cmds = _commands(render_script(arrays, tmp_path / "m.jsonl", python="/env/bin/python"))
+    assert list(cmds) == ["index", "resize", "train", "valuation_shard", "valuation", "economy", "figures"]
+    opts = {stage: {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith("--") and "=" in a}
+            for stage, argv in cmds.items()}
+    assert opts["train"]["--array"] == "2-85%10"  # 12 seeds x 7 coalitions
+    assert opts["valuation_shard"]["--array"] == f"86-{85 + 12 * cfg.valuation.shards}%10"
+    assert opts["resize"]["--dependency"] == "afterok:${JOB_index}"
+    assert opts["valuation"]["--dependency"] == "afterok:${JOB_valuation_shard}"
+    assert opts["figures"]["--dependency"] == "afterok:${JOB_valuation}:${JOB_economy}"
+    assert "--dependency" not in opts["index"]
+    assert opts["train"]["--gres"] == "gpu:1" and "--gres" not in opts["figures"]
+    assert opts["train"]["--mem"] == "64G" and opts["index"]["--mem"] == "16G"
+    assert all(o["--partition"] == "gpu" and o["--qos"] == "long" and o["--kill-on-invalid-dep"] == "yes" for o in opts.values())
+    assert all("--account" not in o for o in opts.values())
+    assert opts["economy"]["--output"] == f"{tmp_path / 'logs'}/economy-%A_%a.out"
+    for argv in cmds.values():  # the job script gets the manifest, the checkout and the interpreter
+        assert argv[-4:] == [str(REPO / "slurm" / "papermill_job.sh"), str(tmp_path / "m.jsonl"), str(REPO), "/env/bin/python"]
+
+
+def test_only_pending_rows_are_submitted(tmp_path):
+    cfg = load_config("demo")
+    tasks = build_manifest(cfg, tmp_path)
+    the_plan = plan(tasks)
+    partial = type(the_plan)(tasks, [t for t in tasks if t.stage in {"valuation", "figures"}], {})
+    arrays = stage_arrays(partial, cfg, tmp_path)
+    assert [(a.stage, a.after) for a in arrays] == [("valuation", ()), ("figures", ("valuation",))]
+
+
+def test_cli_dry_run_prints_the_commands_and_submits_nothing(tmp_path, run_ddval):
+    proc = run_ddval("submit", "--preset", "demo", "--backend", "slurm", "--dry-run", "--results", tmp_path,
+                     "--account", "lab42", "--time", "00:20:00")
+    assert proc.returncode == 0, proc.stderr
+    cmds = _commands(proc.stdout)
+    assert list(cmds) == ["index", "resize", "train", "valuation", "economy", "figures"]
+    assert all("--account=lab42" in argv and "--time=00:20:00" in argv for argv in cmds.values())
+    assert "dry run: nothing submitted" in proc.stdout
+    assert not (tmp_path / "demo" / "slurm").exists()  # no submission folder, no jobs
+    assert (tmp_path / "demo" / "manifest.jsonl").exists()
+
+
+def test_cli_local_dry_run_lists_pending_tasks(tmp_path, run_ddval):
+    proc = run_ddval("submit", "--preset", "demo", "--backend", "local", "--dry-run", "--results", tmp_path, "--seeds", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "10 of 10 tasks to run" in proc.stdout  # 2 data + 3 settings x (train + valuation) + economy + figures
+    assert "train/seed-1/labelflip  (missing)" in proc.stdout
+
+
+def test_real_data_preset_lists_what_is_missing(tmp_path, run_ddval):
+    env = {"DDVAL_NIH_ROOT": str(tmp_path / "nope"), "DDVAL_CHEXPERT_ROOT": "", "DDVAL_MIMIC_ROOT": ""}
+    proc = run_ddval("reproduce", "--preset", "paper_noniid", "--results", tmp_path, env=env)
+    assert proc.returncode == 2
+    err = proc.stderr
+    assert f"nih: {tmp_path / 'nope'} (from DDVAL_NIH_ROOT or data.roots.nih) is not a folder" in err
+    assert "chexpert: not configured; set DDVAL_CHEXPERT_ROOT" in err
+    assert "mimic: not configured; set DDVAL_MIMIC_ROOT" in err
+    assert not (tmp_path / "paper_noniid" / "notebooks").exists()  # nothing ran
+
+
+def test_cli_errors_are_one_line_messages(tmp_path, run_ddval):
+    proc = run_ddval("reproduce", "--preset", "no_such_preset", "--results", tmp_path)
+    assert proc.returncode == 2 and "ddval: error: no preset 'no_such_preset'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run_ddval("run-task", tmp_path / "missing.jsonl", "0")
+    assert proc.returncode == 2 and "manifest not found" in proc.stderr
