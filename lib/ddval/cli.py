@@ -173,7 +173,8 @@ def _submit_slurm(args: argparse.Namespace, cfg: ExperimentConfig, tasks: list[T
     arrays = slurm.stage_arrays(the_plan, cfg, submission / "logs", overrides=overrides, extra_args=extra)
     store.write_text(submission / "submit.sh", slurm.render_script(arrays, frozen, python=args.python))
     ids = slurm.submit(arrays, frozen, python=args.python)
-    store.write_json(submission / "jobs.json", {a.stage: {"job_id": ids[a.stage], "rows": list(a.rows), "after": list(a.after)} for a in arrays})
+    store.write_json(submission / "jobs.json", {"arrays": [
+        {"stage": a.stage, "job_id": ids[a.stage], "rows": list(a.rows), "after": list(a.after)} for a in arrays]})
     for a in arrays:
         after = f" (after {', '.join(a.after)})" if a.after else ""
         print(f"  {a.stage:16s} job {ids[a.stage]:>8s}  {len(a.rows):4d} task(s){after}")
@@ -191,20 +192,20 @@ def _print_latest_submission(cfg: ExperimentConfig, results: str | None) -> None
     subs = sorted(base.glob("*/jobs.json")) if base.exists() else []
     if not subs:
         return
-    jobs = store.read_json(subs[-1])
+    arrays = store.read_json(subs[-1])["arrays"]
     print(f"latest SLURM submission: {subs[-1].parent}")
     try:
-        states = slurm.job_states([j["job_id"] for j in jobs.values()])
+        states = slurm.job_states([a["job_id"] for a in arrays])
     except slurm.SlurmError:
         print("  (scontrol not available here)")
         return
     by_job = {}
     for s in states:
         by_job.setdefault(s.get("ArrayJobId") or s.get("JobId"), Counter())[s.get("JobState")] += 1
-    for stage, j in jobs.items():
-        c = by_job.get(j["job_id"])
+    for a in arrays:
+        c = by_job.get(a["job_id"])
         text = ", ".join(f"{n} {st}" for st, n in sorted(c.items())) if c else "no longer known to SLURM"
-        print(f"  {stage:16s} job {j['job_id']:>8s}: {text}")
+        print(f"  {a['stage']:16s} job {a['job_id']:>8s}: {text}")
 
 
 # --------------------------------------------------------------------------------------------

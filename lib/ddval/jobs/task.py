@@ -93,9 +93,9 @@ def run_task(task: Task, *, progress_bar: bool | None = None, manifest: str | No
                 cwd=str(Path(task.notebook).parent),
                 progress_bar={"desc": task.label or task.task_id, "leave": False} if progress_bar else False,
                 request_save_on_cell_execute=True,
-                # the kernel's own start-up chatter (e.g. "running over TCP without encryption" on
-                # loopback) would repeat for every task; errors of the notebook itself are unaffected
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                # the kernel's own log ("running over TCP without encryption" on loopback, "KeyboardInterrupt
+                # caught" at shutdown) would repeat in every task log; the notebook's errors are unaffected
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             )
     except Exception as exc:  # noqa: BLE001 - any failure of the notebook or its kernel fails the task
         seconds = time.time() - started
