@@ -235,14 +235,19 @@ def scalability(scal: pd.DataFrame) -> Figure:
     """Runtime (log scale) and number of coalition-utility evaluations against the number of clients, per
     method: DDVal grows with the data points, the coalition methods with 2^n."""
     s = S.scalability(scal)
+    settings = S.order_settings(s["setting"])
     fig, (a, b) = _figure(2, width=4.4)
-    for method in S.order_methods(s["method"]):
-        part = s[s["method"] == method]
-        kw = {"marker": "o", "color": method_color(method), "label": label(method, METHOD_LABELS)}
-        a.errorbar(part["n_clients"], part["wall_time_s"], yerr=_nan0(part["wall_time_s_ci95"]), capsize=2, **kw)
-        evals = part[part["n_utility_evals"] > 0]  # DDVal needs none: nothing to draw on a log axis
-        if len(evals):
-            b.plot(evals["n_clients"], evals["n_utility_evals"], **kw)
+    for setting, ls in zip(settings, ["-", "--", ":", "-."] * len(settings)):
+        for method in S.order_methods(s["method"]):
+            part = s[(s["method"] == method) & (s["setting"] == setting)]
+            if part.empty:
+                continue
+            name = label(method, METHOD_LABELS) + (f" ({label(setting, SETTING_LABELS)})" if len(settings) > 1 else "")
+            kw = {"marker": "o", "ls": ls, "color": method_color(method), "label": name}
+            a.errorbar(part["n_clients"], part["wall_time_s"], yerr=_nan0(part["wall_time_s_ci95"]), capsize=2, **kw)
+            evals = part[part["n_utility_evals"] > 0]  # DDVal needs none: nothing to draw on a log axis
+            if len(evals):
+                b.plot(evals["n_clients"], evals["n_utility_evals"], **kw)
     per_client = (s["n_points"] / s["n_clients"]).unique()
     note = f" ({per_client[0]:,.0f} data points each)" if len(per_client) == 1 else ""
     for ax in (a, b):

@@ -326,12 +326,13 @@ def flip_detection(det: pd.DataFrame) -> pd.DataFrame:
 
 
 def scalability(scal: pd.DataFrame) -> pd.DataFrame:
-    """Wall time [s] per method and client count (mean ± 95 % CI over seeds when there are several),
-    with the mean number of data points and of utility evaluations."""
-    out = summarize(scal, ["method", "n_clients"], "wall_time_s")
-    extra = scal.groupby(["method", "n_clients"], sort=False)[["n_points", "n_utility_evals"]].mean().reset_index()
-    out = out.merge(extra, on=["method", "n_clients"], how="left").sort_values(["n_clients"], kind="stable")
-    return _sort(out, methods=True)
+    """Wall time [s] per setting, method and client count (mean ± 95 % CI over seeds when there are
+    several), with the mean number of data points and of utility evaluations."""
+    keys = ["setting", "method", "n_clients"]
+    out = summarize(scal, keys, "wall_time_s")
+    extra = scal.groupby(keys, sort=False)[["n_points", "n_utility_evals"]].mean().reset_index()
+    out = out.merge(extra, on=keys, how="left").sort_values(["n_clients"], kind="stable")
+    return _sort(out, settings=True, methods=True)
 
 
 def dp_noise(dp: pd.DataFrame) -> pd.DataFrame:
@@ -379,6 +380,14 @@ def training_curves(curves: pd.DataFrame) -> pd.DataFrame:
     out = val.merge(train, on=["setting", "round"]).sort_values(["round"], kind="stable")
     out["round"] = out["round"].astype(int)
     return _sort(out, settings=True)[["setting", "round", "n_seeds", "train_loss", "train_loss_ci95", "val_loss", "val_loss_ci95"]]
+
+
+def headline(results_root: str | os.PathLike | None, preset: str) -> pd.DataFrame | None:
+    """The table ``ddval reproduce`` ends with: cosine similarity [%] of each method's institution values
+    to the exact ones, one row per method, one column per setting, ``"mean ± 95 % CI"`` over seeds.
+    None when the preset has no ``similarity.csv`` yet. ``results_root`` None: the shipped tables."""
+    sim = ResultTables.open(results_root, preset).load("similarity.csv")
+    return None if sim is None else similarity_table(sim)
 
 
 # --------------------------------------------------------------------------------------------

@@ -181,3 +181,17 @@ def test_gas_is_per_run():
     g = pd.DataFrame({"seed": [0, 0, 1, 1], "setting": "x", "operation": ["claim"] * 4, "actor": "i", "gas_used": [10, 20, 30, 40]})
     out = S.gas(g).iloc[0]
     assert out["n_tx"] == 2 and out["gas_per_run"] == 50 and out["gas_mean"] == 25
+
+
+def test_scalability_keeps_settings_apart():
+    scal = pd.DataFrame({"setting": ["a", "b"], "seed": 0, "method": "ddval", "n_clients": 2, "n_points": 100,
+                         "wall_time_s": [1.0, 3.0], "n_utility_evals": 0})
+    out = S.scalability(scal)
+    assert list(out["wall_time_s"]) == [1.0, 3.0] and list(out["setting"]) == ["a", "b"]
+
+
+def test_headline(fixture_root, tmp_path):
+    table = S.headline(fixture_root, "demo")
+    assert list(table.columns) == ["noniid", "iid"] and list(table.index) == ["ddval", "or", "lambda_mr", "gtg", "safe"]
+    assert all(" ± " in cell for cell in table.to_numpy().ravel())
+    assert S.headline(tmp_path, "demo") is None
