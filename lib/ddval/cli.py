@@ -37,10 +37,10 @@ class UsageError(Exception):
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Run every pending task locally, then print where the figures are and the headline table."""
-    cfg, seeds, tasks = _manifest(args)
+    cfg, _, tasks = _manifest(args)
     status = _run_local(args, cfg, tasks)
     print()
-    print(format_summary(cfg, seeds, args.results))
+    print(format_summary(cfg, args.results))
     return status
 
 

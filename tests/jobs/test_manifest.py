@@ -67,7 +67,7 @@ def test_economy_first_seed_first_setting_and_figures_last(tmp_path):
     assert economy[0].parameters == {"preset": "demo", "seed": 2, "setting": "noniid", "rpc_url": e.rpc_url,
                                      "ipfs_api": e.ipfs_api, "n_individuals": e.n_individuals, "results_root": str(tmp_path)}
     figures = tasks[-1]
-    assert figures.stage == "figures" and figures.parameters == {"results_root": str(tmp_path)}
+    assert figures.stage == "figures" and figures.parameters == {"preset": "demo", "results_root": str(tmp_path)}
     assert set(figures.depends_on) == {t.task_id for t in tasks if t.stage in {"valuation", "economy"}}
 
 

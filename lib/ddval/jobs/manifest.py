@@ -12,7 +12,8 @@ Stages, in order (one SLURM job array each)::
 ``train`` is one task per coalition (or per setting, ``slurm.train_tasks: setting``);
 ``valuation-shard`` exists only with ``valuation.shards > 1`` (one task per test shard, then the
 ``valuation`` task reduces the shard files and runs the rest of the valuation); ``economy`` runs
-for the first seed and the first setting; ``figures`` aggregates every seed.
+for the first seed and the first setting; ``figures`` aggregates every seed found under the
+results root (its hash also covers the seeds of the run, so a run with more seeds redraws them).
 """
 
 from __future__ import annotations
@@ -175,8 +176,6 @@ class _Builder:
         notebook = self.nb_dir / NOTEBOOKS[stage]
         hash_only = params.pop("seeds", None)  # figures: which seeds it aggregates (hash only)
         parameters = {"preset": self.preset, **params, "results_root": str(self.root)}
-        if stage == "figures":
-            parameters = {"results_root": str(self.root)}  # 06 aggregates every seed of a results root
         material = {
             "stage": stage,
             "notebook": store.file_sha256(notebook) if notebook.exists() else "missing",
