@@ -192,7 +192,7 @@ def _print_latest_submission(cfg: ExperimentConfig, results: str | None) -> None
     subs = sorted(base.glob("*/jobs.json")) if base.exists() else []
     if not subs:
         return
-    arrays = store.read_json(subs[-1])["arrays"]
+    arrays = store.read_json(subs[-1]).get("arrays", [])
     print(f"latest SLURM submission: {subs[-1].parent}")
     try:
         states = slurm.job_states([a["job_id"] for a in arrays])

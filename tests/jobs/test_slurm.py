@@ -4,6 +4,7 @@ states, exit codes, executed notebooks and logs. No mock of sbatch anywhere."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -86,3 +87,15 @@ def test_failing_task_blocks_dependent_arrays(slurm_cluster, run_ddval, tmp_path
     assert "deliberate failure" in partial_path(failed).read_text()
     log = (folder / "logs" / f"train-{jobs['train']['job_id']}_{failed.row}.out").read_text()
     assert "PapermillExecutionError" in log and "ddval task: exit status 1" in log
+
+
+def test_slurm_up_is_idempotent(slurm_cluster):
+    """A second `tools/slurm-up.sh` finds the node up and restarts nothing."""
+    import subprocess
+
+    pids = {name: Path(f"/run/{name}.pid").read_text().strip() for name in ("slurmctld", "slurmd")}
+    proc = subprocess.run(["bash", str(Path(__file__).parents[2] / "tools" / "slurm-up.sh")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "starting" not in proc.stdout and "wrote" not in proc.stdout
+    assert re.search(r"node \S+ is (idle|mixed|allocated|completing)", proc.stdout), proc.stdout
+    assert pids == {name: Path(f"/run/{name}.pid").read_text().strip() for name in ("slurmctld", "slurmd")}
