@@ -179,3 +179,13 @@ def _sleeping(path: Path) -> bool:
         return False
     return any("DDVAL_FIXTURE_SLEEP" in "".join(c["source"]) and c.get("metadata", {}).get("papermill", {}).get("status") == "running"
                for c in nb["cells"])
+
+
+def test_missing_kernel_fails_the_task_with_a_hint(tmp_path):
+    import dataclasses
+
+    task = build_manifest(load_config(TINY), tmp_path, preset=TINY, notebooks_dir=NOTEBOOKS)[0]
+    outcome = run_task(dataclasses.replace(task, kernel="no-such-kernel"), progress_bar=False)
+    assert outcome.status == "failed"
+    assert "No such kernel named no-such-kernel" in outcome.message and "make env" in outcome.message
+    assert task_status(task) == "missing" and not Path(task.output).exists()

@@ -77,6 +77,7 @@ def run_task(task: Task, *, progress_bar: bool | None = None, manifest: str | No
         return TaskOutcome(task.task_id, "failed", 0.0, f"notebook {task.notebook} not found")
     previous = _previous_stage_records(task)
     record.unlink(missing_ok=True)  # from here on the task counts as not done until it succeeds
+    out.unlink(missing_ok=True)  # an older executed notebook must not pass for this run's result
     out.parent.mkdir(parents=True, exist_ok=True)
     provenance = _provenance(task, manifest)
     if progress_bar is None:
@@ -99,7 +100,12 @@ def run_task(task: Task, *, progress_bar: bool | None = None, manifest: str | No
             )
     except Exception as exc:  # noqa: BLE001 - any failure of the notebook or its kernel fails the task
         seconds = time.time() - started
-        return TaskOutcome(task.task_id, "failed", seconds, f"{_summary(exc)}; partial notebook: {partial}")
+        message = _summary(exc)
+        if type(exc).__name__ == "NoSuchKernel":
+            message += f" (install it with `make env`, or `python -m ipykernel install --sys-prefix --name {task.kernel}`)"
+        if partial.exists():
+            message += f"; partial notebook: {partial}"
+        return TaskOutcome(task.task_id, "failed", seconds, message)
     seconds = time.time() - started
     nb = nbformat.read(partial, as_version=4)
     nb.metadata["ddval"] = {**provenance, "seconds": round(seconds, 1)}
