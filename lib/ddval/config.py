@@ -75,6 +75,9 @@ class DataConfig:
     blank: Literal["zeros"] = "zeros"  # paper: blank -> 0
     image_size: int = 256  # side after the resize stage (paper: 256)
     on_corrupt: Literal["error", "quarantine"] = "error"
+    # an image listed in a dataset's CSV but absent on disk: stop with an error naming it, or
+    # skip the row (counted in the log, listed in index_skipped.csv)
+    on_missing: Literal["error", "skip"] = "error"
     workers: int = 2
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
