@@ -48,11 +48,19 @@ CHECKPOINT_FORMAT = "ddval-train-checkpoint/1"
 
 @dataclass(frozen=True)
 class Client:
-    """One institution: its name and its training and validation data (``(x, y)`` datasets)."""
+    """One institution: its name and its training and validation data (``(x, y)`` datasets).
+
+    ``seed_key`` names the client's random streams (default: its name), so the same institution
+    draws the same batches in every coalition."""
 
     name: str
     train: Dataset
     val: Dataset
+    seed_key: str | None = None
+
+    @property
+    def stream(self) -> str:
+        return self.seed_key if self.seed_key is not None else self.name
 
     @property
     def n_train(self) -> int:
@@ -163,12 +171,12 @@ def local_train(model: nn.Module, state: State, client: Client, train_cfg: Train
     total, seen = 0.0, 0
     for epoch in range(train_cfg.local_epochs):
         # augmentation and dropout draw from the global RNG (main process) or the worker seeds
-        torch.manual_seed(derive_seed(seed, "augment", client.name, round_no, epoch))
+        torch.manual_seed(derive_seed(seed, "augment", client.stream, round_no, epoch))
         loader = make_loader(
             client.train,
             train_cfg.batch_size,
             shuffle=True,
-            seed=derive_seed(seed, "shuffle", client.name, round_no, epoch),
+            seed=derive_seed(seed, "shuffle", client.stream, round_no, epoch),
             num_workers=train_cfg.num_workers,
         )
         for x, y in progress(loader, desc=f"{client.name} round {round_no} epoch {epoch + 1}", leave=False, unit="batch"):

@@ -81,12 +81,16 @@ def _load_cached_imagenet(model: XrayDenseNet) -> None:
     if not path.exists():
         log.warning("ImageNet weights not in the torch cache (%s); DenseNet-121 starts from random init", path)
         return
-    # The cached file is torchvision's: verify its hash, rename its legacy keys, drop its 1000-way head.
-    state = DenseNet121_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
-    state = {_modern_key(k): v for k, v in state.items() if not k.startswith("classifier.")}
+    # The cached file is torchvision's: rename its legacy keys, drop its 1000-way head.
+    state = {_modern_key(k): v for k, v in _read_cached_imagenet().items() if not k.startswith("classifier.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or set(missing) != {"classifier.weight", "classifier.bias"}:
         raise RuntimeError(f"{path}: not DenseNet-121 ImageNet weights (missing {missing}, unexpected {unexpected})")
+
+
+def _read_cached_imagenet() -> dict[str, Tensor]:
+    # torchvision finds the file in the cache (no download) and checks its hash against its name
+    return DenseNet121_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
 
 
 def _modern_key(key: str) -> str:
