@@ -127,6 +127,10 @@ class TrainConfig:
     threads: int = 2
     num_workers: int = 0
     device: str = "auto"  # "auto" -> cuda when available, else cpu
+    # densenet_small only: torchvision DenseNet sizes of the CPU model (densenet121: 32, (6,12,24,16), 64)
+    small_growth_rate: int = 8
+    small_block_config: tuple[int, ...] = (2, 2, 2, 2)
+    small_init_features: int = 16
 
 
 @dataclass(frozen=True)
