@@ -111,6 +111,8 @@ def _as_unit_tensor(image: Any) -> torch.Tensor:
     """1 x H x W float32 in [0, 1] from uint8/float numpy, tensor or PIL (grayscale)."""
     if isinstance(image, Image.Image):
         image = np.array(image.convert("L"))
+    elif isinstance(image, np.ndarray) and not image.flags.writeable:
+        image = image.copy()  # torch warns on read-only arrays (e.g. np.asarray of a PIL image)
     x = torch.as_tensor(image)
     if x.ndim == 2:
         x = x[None]
