@@ -10,7 +10,7 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 /// so the set of institutions (who also attest reward allocations) is fixed for the whole run.
 /// @dev Stopping rule (evaluated when a round closes, i.e. when every institution has submitted):
 /// the round's mean validation loss is the integer mean of the submitted losses; the best round is
-/// the latest round whose mean is <= every earlier mean; training stops once
+/// the first round with the lowest mean (like numpy.argmin); training stops once
 /// `round - bestRound >= patience` (the minimum is not among the last `patience` rounds) or
 /// `round + 1 >= maxRounds`. Losses are unsigned fixed-point integers (ddval uses 1e12 per unit).
 contract SwarmRegistry is Ownable {
@@ -109,8 +109,8 @@ contract SwarmRegistry is Ownable {
     function _closeRound(uint256 round) private {
         uint256 mean = _lossSum / _institutions.length;
         _roundMeanLoss[round] = mean;
-        // `<=`: on ties the latest round is the best one (the minimum is "among the last rounds").
-        bool isBest = mean <= bestMeanLoss;
+        // Strict: on ties the earlier round stays the best one, as in ddval.train (numpy.argmin).
+        bool isBest = mean < bestMeanLoss;
         if (isBest) {
             bestMeanLoss = mean;
             bestRound = round;

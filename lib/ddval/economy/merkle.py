@@ -16,13 +16,15 @@ Only single-leaf proofs are offered (OpenZeppelin advisory GHSA-wprv-93r4-jj2p c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from eth_hash.auto import keccak
-from eth_utils import is_address, to_checksum_address
+from eth_utils import to_checksum_address
 
 UINT256_MAX = 2**256 - 1
+_HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 class MerkleError(ValueError):
@@ -89,9 +91,12 @@ class MerkleTree:
 def _validated(entries: Iterable[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
     out, seen = [], set()
     for row, (account, amount) in enumerate(entries):
-        if not isinstance(account, str) or not is_address(account):
+        if not isinstance(account, str) or not _HEX_ADDRESS.fullmatch(account):
             raise MerkleError(f"entry {row}: account {account!r} is not an address")
-        account = to_checksum_address(account)
+        checksummed = to_checksum_address(account)
+        if account != checksummed and account[2:] not in (account[2:].lower(), account[2:].upper()):
+            raise MerkleError(f"entry {row}: account {account} has an invalid EIP-55 checksum")
+        account = checksummed
         if account in seen:
             raise MerkleError(f"entry {row}: account {account} appears twice (merge its amounts first)")
         if isinstance(amount, bool) or not isinstance(amount, int):
