@@ -157,24 +157,47 @@ class Chain:
             return "Panic", tuple(decode(["uint256"], raw[4:]))
         if raw[:4] in self._error_abis:
             name, inputs = self._error_abis[raw[:4]]
-            return name, tuple(decode([i["type"] for i in inputs], raw[4:]))
+            types = [i["type"] for i in inputs]
+            values = decode(types, raw[4:])
+            return name, tuple(to_checksum_address(v) if t == "address" else v for t, v in zip(types, values))
         return None, ()
 
     def _as_tx_failed(self, exc: Exception, what: str) -> Exception:
-        data = getattr(exc, "data", None)
-        if isinstance(data, dict):
-            data = data.get("data")
-        if data is None and exc.args and isinstance(exc.args[-1], (str, bytes)) and str(exc.args[-1]).startswith("0x"):
-            data = exc.args[-1]
+        data = _revert_data(exc)
         try:
             name, args = self.decode_error(data) if isinstance(data, (str, bytes)) else (None, ())
         except Exception:  # noqa: BLE001 - undecodable revert data: keep the original message
             name, args = None, ()
+        if name is None and isinstance(data, str) and not data.startswith("0x") and "reverted" in str(exc):
+            name, args = "Error", (data,)  # eth-tester decodes Error(string) reasons to plain text
         if name is None:
             if isinstance(exc, (ValueError, TypeError)) and not hasattr(exc, "data"):
                 return exc  # a programming error (bad arguments), not a revert
             return TxFailed(f"{what} reverted: {exc}")
         return TxFailed(f"{what} reverted with {name}{args}", name, args)
+
+
+def _revert_data(exc: Exception) -> bytes | str | None:
+    """Revert data of a failed call: web3's ``.data`` (hex) or eth-tester's message."""
+    import ast
+    import re
+
+    data = getattr(exc, "data", None)
+    if isinstance(data, dict):
+        data = data.get("data")
+    if isinstance(data, (str, bytes)):
+        return data
+    text = str(exc.args[0]) if exc.args else ""
+    match = re.search(r"execution reverted: (.*)$", text, re.S)
+    if match is None:
+        return None
+    payload = match.group(1).strip()
+    if payload.startswith(("b'", 'b"')):
+        try:
+            return ast.literal_eval(payload)
+        except (ValueError, SyntaxError):
+            return None
+    return payload
 
 
 # ---------------------------------------------------------------------- connecting

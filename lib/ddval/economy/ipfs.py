@@ -22,10 +22,11 @@ lying daemon is caught. The embedded store also checks every block against its C
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -386,7 +387,8 @@ class KuboClient:
             warnings.simplefilter("ignore")
             self._client = ipfshttpclient.Client(addr, timeout=timeout)
         try:
-            self.daemon_version = self._client.version()["Version"]
+            with _quiet():
+                self.daemon_version = self._client.version()["Version"]
         except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, HTTP errors
             raise IPFSError(f"cannot reach the IPFS RPC API at {api}: {type(exc).__name__}: {exc}") from None
 
@@ -401,7 +403,8 @@ class KuboClient:
             "pin": "true",
         }
         try:
-            got = self._client.add_bytes(data, opts=opts)
+            with _quiet():
+                got = self._client.add_bytes(data, opts=opts)
         except Exception as exc:  # noqa: BLE001
             raise IPFSError(f"IPFS add of {name or len(data)} bytes failed at {self.api}: {exc}") from None
         if got != expected:
@@ -416,7 +419,8 @@ class KuboClient:
         """The bytes of ``cid`` from the daemon; rejected unless they hash back to ``cid``."""
         parsed = CID.parse(cid)
         try:
-            data = self._client.cat(cid)
+            with _quiet():
+                data = self._client.cat(cid)
         except Exception as exc:  # noqa: BLE001
             raise IPFSError(f"IPFS cat {cid} failed at {self.api}: {exc}") from None
         if cid_of(data, parsed.version) != str(parsed):
@@ -426,9 +430,18 @@ class KuboClient:
     def pin(self, cid: str) -> None:
         """Pin ``cid`` on the daemon (recursively)."""
         try:
-            self._client.pin.add(cid)
+            with _quiet():
+                self._client.pin.add(cid)
         except Exception as exc:  # noqa: BLE001
             raise IPFSError(f"IPFS pin {cid} failed at {self.api}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """ipfshttpclient 0.8.0a2 passes urllib3 a deprecated argument on every request (FutureWarning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
 
 
 def _as_multiaddr(api: str) -> str:
