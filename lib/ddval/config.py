@@ -169,6 +169,7 @@ class EconomyConfig:
     recipient_counts: tuple[int, ...] = (10, 100, 1000, 10000)
     loop_batch_size: int = 1000  # recipients per transfer-loop transaction (fits a 30 M gas block)
     measure_all_up_to: int = 1000  # embedded chain: above this many recipients, measure a sample
+    claims_all_up_to: int = 10  # embedded chain: above this many recipients, measure a sample of claims
     claim_sample: int = 20  # claims measured per recipient count when sampling
 
 

@@ -501,6 +501,12 @@ def summary(result: EconomyResult) -> pd.DataFrame:
     return pd.DataFrame([(k, v / 10**18, v) for k, v in rows], columns=["quantity", "tokens", "base_units"]).astype({"base_units": str})
 
 
+def balances_view(result: EconomyResult) -> pd.DataFrame:
+    """Balances in whole tokens (18 decimals) by kind and recipient, for the notebook."""
+    b = result.table("balances")
+    return pd.DataFrame({"kind": b["kind"], "recipient_id": b["recipient_id"], "tokens": [int(x) / 10**18 for x in b["balance"]]})
+
+
 def gas_by_operation(gas: pd.DataFrame) -> pd.DataFrame:
     """Gas per operation: count, min, mean, max (the table of notebook 05)."""
     order = list(dict.fromkeys(gas["operation"]))
@@ -515,3 +521,79 @@ def input_digest(paths: Sequence[Path]) -> str:
     for p in paths:
         h.update(bytes.fromhex(store.file_sha256(p)))
     return h.hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------- payout scaling
+
+
+def run_payout_scaling(
+    cfg: ExperimentConfig,
+    seed: int,
+    setting: str,
+    *,
+    root: str | os.PathLike | None = None,
+    rpc_url: str | None = None,
+    force: bool = False,
+) -> pd.DataFrame:
+    """Measure the payout cost table (``<S>/economy/payout_scaling.csv``, see
+    :mod:`ddval.economy.scaling`) on a fresh embedded chain or the RPC endpoint; resumable."""
+    from ddval.economy.scaling import measure_payout_scaling
+
+    eco = cfg.economy
+    rpc_url = rpc_url if rpc_url is not None else eco.rpc_url
+    outdir = economy_dir(cfg, seed, setting, root)
+    params = {
+        "counts": eco.recipient_counts,
+        "quorum": eco.quorum,
+        "batch": eco.loop_batch_size,
+        "all_up_to": eco.measure_all_up_to,
+        "claims_all_up_to": eco.claims_all_up_to,
+        "sample": eco.claim_sample,
+        "seed": seed,
+        "rpc_url": rpc_url,
+    }
+
+    def compute() -> list[Path]:
+        chain = chain_mod.connect(rpc_url, chain_id=eco.chain_id, n_accounts=eco.quorum + 1)
+        table = measure_payout_scaling(
+            chain,
+            tuple(eco.recipient_counts),
+            quorum=eco.quorum,
+            batch_size=eco.loop_batch_size,
+            loop_all_up_to=eco.measure_all_up_to,
+            claims_all_up_to=eco.claims_all_up_to,
+            claim_sample=eco.claim_sample,
+            seed=seed,
+        )
+        return [store.write_table(outdir / "payout_scaling.csv", table)]
+
+    store.run_stage(outdir, "payout_scaling", params, compute, force=force)
+    return store.read_table(outdir / "payout_scaling.csv")
+
+
+def scaling_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The scaling table as shown in notebook 05: gas in thousands, sampled rows marked."""
+    view = table[["method", "n_recipients", "n_transactions", "n_measured", "payer_gas", "total_gas", "gas_per_recipient"]].copy()
+    for col in ("payer_gas", "total_gas"):
+        view[col] = (view[col] / 1e3).round(1)
+    view["gas_per_recipient"] = view["gas_per_recipient"].round(0)
+    view = view.rename(columns={"payer_gas": "payer_kgas", "total_gas": "total_kgas"})
+    view["measured"] = ["all" if m == n else f"sample of {m}" for m, n in zip(table["n_measured"], table["n_recipients"])]
+    return view.drop(columns="n_measured")
+
+
+def plot_scaling(table: pd.DataFrame, ax=None):
+    """Gas per recipient (measured) and gas paid by the payer, against the number of recipients."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    labels = {"transfer_loop": "transfer loop (push)", "merkle_claim": "Merkle claims (pull)"}
+    for method, rows in table.groupby("method", sort=False):
+        ax[0].plot(rows["n_recipients"], rows["gas_per_recipient"], marker="o", label=labels.get(method, method))
+        ax[1].plot(rows["n_recipients"], rows["payer_gas"], marker="o", label=labels.get(method, method))
+    ax[0].set(xscale="log", xlabel="recipients", ylabel="gas per recipient", title="measured gas per recipient")
+    ax[1].set(xscale="log", yscale="log", xlabel="recipients", ylabel="gas", title="gas paid by the payer (measured rows)")
+    ax[0].legend(frameon=False)
+    ax[0].figure.tight_layout()
+    return ax
