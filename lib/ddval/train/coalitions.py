@@ -21,6 +21,7 @@ corrupt or was written with other parameters is an error, never reused silently.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -64,6 +65,9 @@ log = logging.getLogger(__name__)
 #: Worth of the empty coalition (a random classifier's AUROC).
 EMPTY_COALITION_UTILITY = 0.5
 STAGE = "train"
+#: Train settings that change how the work is scheduled, not a single number of its results
+#: (so changing them never invalidates a trained coalition).
+EXECUTION_ONLY = ("processes",)
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,7 +166,7 @@ def coalition_params(cfg: ExperimentConfig, seed: int, setting: str, members: Se
         "seed": seed,
         "setting": cfg.setting(setting),
         "members": list(members),
-        "train": cfg.train,
+        "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in EXECUTION_ONLY},
         "image_size": cfg.data.image_size,
         "partition": _frame_digest(partition),
     }
