@@ -139,9 +139,28 @@ def _check_data(cfg: ExperimentConfig, the_plan: Plan, *, warn_only: bool = Fals
     raise UsageError(text)
 
 
+def _check_not_running(cfg: ExperimentConfig, results: str | None) -> None:
+    """Refuse to start tasks while the latest SLURM submission of the preset still has jobs queued or
+    running: both would run the same tasks into the same files."""
+    base = store.preset_dir(cfg, results) / "slurm"
+    subs = sorted(base.glob("*/jobs.json")) if base.exists() else []
+    if not subs:
+        return
+    ids = [a["job_id"] for a in store.read_json(subs[-1]).get("arrays", [])]
+    try:
+        active = [s for s in slurm.job_states(ids) if s.get("JobState") not in slurm.FINAL_STATES]
+    except slurm.SlurmError:  # no SLURM here: the submission was made elsewhere, nothing to check
+        return
+    if active:
+        jobs = sorted({s.get("ArrayJobId") or s.get("JobId") for s in active})
+        raise UsageError(f"SLURM jobs {', '.join(jobs)} of the submission in {subs[-1].parent} are still queued or running; "
+                         f"wait for them (squeue -j {','.join(jobs)}) or cancel them (scancel {' '.join(jobs)}) first")
+
+
 def _run_local(args: argparse.Namespace, cfg: ExperimentConfig, tasks: list[Task]) -> int:
     the_plan = plan(tasks, force=args.force)
     _check_data(cfg, the_plan)
+    _check_not_running(cfg, args.results)
     where = manifest_path(cfg, args.results)
     print(f"ddval {cfg.preset}: {the_plan.counts()}  (manifest {where})", flush=True)
     report = local.run_local(the_plan, where, jobs=args.jobs)
@@ -160,6 +179,8 @@ def _submit_slurm(args: argparse.Namespace, cfg: ExperimentConfig, tasks: list[T
         print("nothing to submit")
         return 0
     _check_data(cfg, the_plan, warn_only=args.dry_run)
+    if not args.dry_run:
+        _check_not_running(cfg, args.results)
     overrides = {k: getattr(args, k) for k in slurm.RESOURCE_FIELDS if getattr(args, k) is not None}
     extra = tuple(args.sbatch_arg or ())
     if args.dry_run:

@@ -13,7 +13,7 @@ import pytest
 
 from ddval import store
 from ddval.jobs.manifest import read_manifest
-from ddval.jobs.slurm import job_states
+from ddval.jobs.slurm import job_states, wait_for
 from ddval.jobs.task import partial_path, task_status
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -40,10 +40,16 @@ def states_by_stage(jobs: dict) -> dict[str, list[dict]]:
 
 def test_chain_runs_on_slurm_and_resumes(slurm_cluster, run_ddval, tmp_path):
     root = tmp_path / "results"
-    proc = submit(run_ddval, root, TINY, "--wait", WAIT)
+    proc = submit(run_ddval, root, TINY)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "finished: 14 COMPLETED" in proc.stdout
+    assert "squeue -j" in proc.stdout and "ddval status --preset tiny" in proc.stdout
     folder, jobs = submission(root)
+    # while the chain is queued or running, neither a second submission nor a local run may start
+    for command in ("submit", "reproduce"):
+        clash = run_ddval(command, "--preset", TINY, "--notebooks", NOTEBOOKS, "--results", root)
+        assert clash.returncode == 2 and "are still queued or running" in clash.stderr, clash.stdout + clash.stderr
+    states = wait_for([j["job_id"] for j in jobs.values()], timeout=float(WAIT))
+    assert Counter(s["JobState"] for s in states) == {"COMPLETED": 14}
     assert list(jobs) == ["index", "resize", "train", "valuation-shard", "valuation", "economy", "figures"]
     assert jobs["figures"]["after"] == ["valuation", "economy"]
     states = [s for per_stage in states_by_stage(jobs).values() for s in per_stage]
