@@ -4,7 +4,7 @@ Notebook 05 measures the same table within its time budget on the embedded chain
 largest counts. This script executes *every* loop transaction and *every* claim, on anvil (started
 here from node_modules, on a free loopback port), and writes ``benchmarks/payout_gas.csv``:
 
-    .venv/bin/python benchmarks/bench_payout_gas.py            # about 5-10 min on 2 cores
+    .venv/bin/python benchmarks/bench_payout_gas.py   # ~11,000 transactions: 10-30 min on 2 cores
 
 Gas per transaction is identical on anvil and on the embedded eth-tester chain (checked by
 tests/economy/test_flow.py for the whole economy flow).
@@ -12,6 +12,7 @@ tests/economy/test_flow.py for the whole economy flow).
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -44,9 +45,11 @@ def start_anvil() -> tuple[str, subprocess.Popen]:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below: stop anvil
     url, proc = start_anvil()
     try:
         chain = chain_mod.connect(url, n_accounts=3)
+        client = chain.w3.client_version
         start = time.perf_counter()
         table = measure_payout_scaling(chain, COUNTS, loop_all_up_to=10**9, claims_all_up_to=10**9)
         seconds = time.perf_counter() - start
@@ -55,7 +58,7 @@ def main() -> None:
         proc.wait(timeout=10)
     table.to_csv(ROOT / "benchmarks" / "payout_gas.csv", index=False)
     print(table.to_string(index=False))
-    print(f"\nanvil {chain.w3.client_version}; every transaction executed; {seconds:.0f} s")
+    print(f"\n{client}; every transaction executed; {seconds:.0f} s")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 import pytest
-from stage_inputs import write_stage_inputs
+from econ_stage_inputs import write_stage_inputs
 
 from ddval import store
 from ddval.config import load_config
@@ -175,7 +175,7 @@ def test_negative_values_policy_error_and_unknown_accounts_send_nothing(anvil, t
 
 @pytest.mark.chain
 def test_wrong_chain_or_unreachable_endpoints_send_nothing(anvil, tmp_path):
-    from conftest import free_port
+    from econ_helpers import free_port
 
     write_stage_inputs(config(), 0, SETTING, tmp_path, n_rounds=4, patients_per_institution=6)
     probe = chain_mod.connect(anvil)
