@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import _stop, deploy, free_port, reverts, start_anvil
+from econ_helpers import _stop, deploy, free_port, reverts, start_anvil
 
 from ddval.economy import chain as chain_mod
 

@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 import pytest
-from stage_inputs import write_stage_inputs
+from econ_stage_inputs import write_stage_inputs
 
 from ddval import store
 from ddval.config import load_config
@@ -94,11 +94,16 @@ def test_gas_table_is_deterministic_on_the_embedded_chain(embedded_run, tmp_path
 
 @pytest.mark.chain
 @pytest.mark.ipfs
-def test_whole_flow_on_anvil_and_the_ipfs_daemon(anvil, ipfs_daemon, tmp_path):
+def test_whole_flow_on_anvil_and_the_ipfs_daemon(anvil, ipfs_daemon, tmp_path, embedded_run):
     cfg = config()
     write_stage_inputs(cfg, 0, SETTING, tmp_path, n_rounds=4, patients_per_institution=6)
     res = flow.run_economy(cfg, 0, SETTING, root=tmp_path, rpc_url=anvil, ipfs_api=ipfs_daemon)
     d = res.deployment
+    # the same inputs cost the same gas, transaction by transaction, as on the embedded chain
+    embedded = embedded_run[2].table("gas")
+    assert res.table("gas")[["operation", "actor", "gas_used"]].equals(embedded[["operation", "actor", "gas_used"]])
+    assert d["merkle_root"] == embedded_run[2].deployment["merkle_root"]
+    assert d["allocation_cid"] == embedded_run[2].deployment["allocation_cid"]  # daemon CID == embedded CID
     assert d["chain"] == "rpc" and d["chain_id"] == 31337 and d["ipfs"] == "daemon"
     c = chain_mod.connect(anvil)
     registry = c.at(load_artifact("SwarmRegistry"), d["registry"])
@@ -170,7 +175,7 @@ def test_negative_values_policy_error_and_unknown_accounts_send_nothing(anvil, t
 
 @pytest.mark.chain
 def test_wrong_chain_or_unreachable_endpoints_send_nothing(anvil, tmp_path):
-    from conftest import free_port
+    from econ_helpers import free_port
 
     write_stage_inputs(config(), 0, SETTING, tmp_path, n_rounds=4, patients_per_institution=6)
     probe = chain_mod.connect(anvil)

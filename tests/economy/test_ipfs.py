@@ -104,7 +104,7 @@ def test_unknown_cid_is_a_clear_error():
 
 
 def test_unreachable_daemon_is_a_clear_error():
-    from conftest import free_port
+    from econ_helpers import free_port
 
     with pytest.raises(ipfs.IPFSError, match="cannot reach the IPFS RPC API"):
         ipfs.KuboClient(f"http://127.0.0.1:{free_port()}", timeout=2)

@@ -10,7 +10,7 @@ quorum, and a treasury reclaim before the deadline.
 from __future__ import annotations
 
 import pytest
-from conftest import deploy, reverts
+from econ_helpers import deploy, reverts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from web3.logs import DISCARD

@@ -9,7 +9,7 @@ validation of the institution list and silently ignored outsiders.
 from __future__ import annotations
 
 import pytest
-from conftest import deploy, reverts
+from econ_helpers import deploy, reverts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import deploy, reverts
+from econ_helpers import deploy, reverts
 
 from web3.logs import DISCARD
 

@@ -22,7 +22,6 @@ inputs is not sent again). Nothing is sent before every input has been validated
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -312,108 +311,153 @@ def run_economy(
     return EconomyResult({k: outdir / v for k, v in names.items()}, res.skipped)
 
 
-def _run(cfg, seed, inputs: Inputs, outdir: Path, rpc_url, ipfs_api, n_individuals, names) -> list[Path]:
+@dataclass
+class _Session:
+    """What the steps of one run share: the connections, the signers, and the logs."""
+
+    cfg: ExperimentConfig
+    chain: chain_mod.Chain
+    content: ipfs.ContentStore
+    parties: Parties
+    ledger: Ledger
+    pins: list[dict[str, Any]] = field(default_factory=list)
+
+    def pin(self, kind: str, owner: str, data: bytes, label: str) -> bytes:
+        """Add ``data`` to IPFS; log it; return the binary CID that goes on chain."""
+        cid = self.content.add(data, label)
+        self.pins.append({"artifact": kind, "owner": owner, "name": label, "bytes": len(data), "cid": cid})
+        return ipfs.CID.parse(cid).to_bytes()
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Validated inputs: nothing has been sent when these exist."""
+
+    plan: RoundPlan
+    allocation: rewards.Allocation
+    features: dict[str, Path]
+
+
+def _validate(cfg: ExperimentConfig, inputs: Inputs) -> _Prepared:
     eco = cfg.economy
-    # ---- validate everything before the first transaction
     plan = plan_rounds(inputs, cfg.train.patience, cfg.train.max_rounds)
     inst_values = rewards.institution_values(pd.read_csv(inputs.institution_values), inputs.institutions, eco.value_method, source=str(inputs.institution_values))
     pat_values = rewards.patient_values(pd.read_parquet(inputs.point_values), inputs.institutions, source=str(inputs.point_values))
     allocation = rewards.allocate(inst_values, pat_values, eco.pool_amount, individual_share=eco.individual_share, negative=eco.negative_values)
-    feature_files = {name: inputs.features / f"{name}.npz" for name in inputs.institutions}
-    for name, path in feature_files.items():
+    features = {name: inputs.features / f"{name}.npz" for name in inputs.institutions}
+    for name, path in features.items():
         if not path.exists():
             raise EconomyInputError(f"{path}: deep features of {name!r} not found; run notebook 04_valuation first")
     if eco.quorum > len(inputs.institutions):
         raise EconomyInputError(f"economy.quorum {eco.quorum} exceeds the {len(inputs.institutions)} institutions")
+    return _Prepared(plan, allocation, features)
 
-    chain = chain_mod.connect(rpc_url, chain_id=eco.chain_id, n_accounts=len(inputs.institutions) + 2)
-    content = ipfs.open_store(ipfs_api, outdir / "ipfs" if ipfs_api is None else None, eco.cid_version)
-    individuals = list(allocation.table.loc[allocation.table["kind"] == "individual", "recipient_id"])
-    parties = make_parties(cfg, chain, inputs.institutions, individuals, seed)
-    table = rewards.attach_accounts(allocation, parties.accounts, source=eco.accounts_csv or "demo accounts")
-    leaves = rewards.leaves(table)
-    if not leaves:
-        raise EconomyInputError("the allocation pays nobody (every value is zero or negative); nothing to post")
-    tree = merkle.build_tree(leaves)
 
-    ledger = Ledger(chain)
-    pins: list[dict[str, Any]] = []
-
-    def pin(kind: str, owner: str, data: bytes, label: str) -> str:
-        cid = content.add(data, label)
-        pins.append({"artifact": kind, "owner": owner, "name": label, "bytes": len(data), "cid": cid})
-        return cid
-
-    # ---- contracts
-    op = parties.operator
+def _deploy(s: _Session):
+    eco, op, ledger = s.cfg.economy, s.parties.operator, s.ledger
     if eco.token_address is None:
         token = ledger.deploy("deploy_token", "operator", load_artifact("DDValToken"), op.address, eco.pool_amount, sender=op)
     else:
-        token = chain.at(load_artifact("DDValToken"), eco.token_address)  # any ERC-20: only the IERC20 part is used
-    registry = ledger.deploy("deploy_registry", "operator", load_artifact("SwarmRegistry"), op.address, cfg.train.patience, cfg.train.max_rounds, sender=op)
-    for name, acct in parties.institutions.items():
+        token = s.chain.at(load_artifact("DDValToken"), eco.token_address)  # any ERC-20: only the IERC20 part is used
+    train = s.cfg.train
+    registry = ledger.deploy("deploy_registry", "operator", load_artifact("SwarmRegistry"), op.address, train.patience, train.max_rounds, sender=op)
+    for acct in s.parties.institutions.values():
         ledger.send("register_institution", "operator", registry.functions.registerInstitution(acct.address), op)
     pool = ledger.deploy(
         "deploy_pool", "operator", load_artifact("RewardPool"),
-        token.address, registry.address, eco.quorum, parties.treasury, eco.attestation_window_s, eco.claim_window_s,
+        token.address, registry.address, eco.quorum, s.parties.treasury, eco.attestation_window_s, eco.claim_window_s,
         sender=op,
     )  # fmt: skip
+    return token, registry, pool
 
-    # ---- swarm rounds and deep features
+
+def _record_training(s: _Session, registry, plan: RoundPlan, features: dict[str, Path]) -> None:
+    """Each institution pins its local model of every round and records CID + loss; then its features."""
     for chain_round, r in enumerate(plan.rounds):
-        for name in inputs.institutions:
-            cid = pin("model", name, plan.models[(r, name)].read_bytes(), f"round {r} {name}.pt")
-            ledger.send("submit_round", name, registry.functions.submitRound(chain_round, ipfs.CID.parse(cid).to_bytes(), plan.losses[(r, name)]), parties.institutions[name])
+        for name, acct in s.parties.institutions.items():
+            cid = s.pin("model", name, plan.models[(r, name)].read_bytes(), f"round {r} {name}.pt")
+            s.ledger.send("submit_round", name, registry.functions.submitRound(chain_round, cid, plan.losses[(r, name)]), acct)
     if not registry.functions.stopped().call():
         raise RuntimeError("the registry did not stop after the last recorded round (Python and Solidity rules disagree)")
-    for name in inputs.institutions:
-        cid = pin("features", name, feature_files[name].read_bytes(), f"{name}.npz")
-        ledger.send("submit_features", name, registry.functions.submitFeatures(ipfs.CID.parse(cid).to_bytes()), parties.institutions[name])
+    for name, acct in s.parties.institutions.items():
+        cid = s.pin("features", name, features[name].read_bytes(), f"{name}.npz")
+        s.ledger.send("submit_features", name, registry.functions.submitFeatures(cid), acct)
 
-    # ---- allocation: pin the table, fund, attest (each attester re-derives the root from IPFS)
-    alloc_cid = pin("allocation", "operator", allocation_csv(tree), "allocation.csv")
-    ledger.send("approve", "operator", token.functions.approve(pool.address, eco.pool_amount), op)
-    ledger.send("fund", "operator", pool.functions.fund(eco.pool_amount), op)
-    total = sum(a for _, a in leaves)
-    for name in list(inputs.institutions)[: eco.quorum]:
-        root = root_from_table(content.cat(alloc_cid))
+
+def _post_allocation(s: _Session, token, pool, tree: merkle.MerkleTree) -> str:
+    """Pin the table, fund the pool, and let ``quorum`` institutions attest the root they rebuilt
+    from the pinned table (an attester never signs a root it has not re-derived)."""
+    eco, op = s.cfg.economy, s.parties.operator
+    cid = s.pin("allocation", "operator", allocation_csv(tree), "allocation.csv")
+    s.ledger.send("approve", "operator", token.functions.approve(pool.address, eco.pool_amount), op)
+    s.ledger.send("fund", "operator", pool.functions.fund(eco.pool_amount), op)
+    cid_text = s.pins[-1]["cid"]
+    total = sum(a for _, a in tree.values)
+    for name in list(s.parties.institutions)[: eco.quorum]:
+        root = root_from_table(s.content.cat(cid_text))
         if root != tree.root:
             raise RuntimeError(f"{name}: the pinned allocation table does not rebuild the posted root")
-        ledger.send("attest", name, pool.functions.attest(root, total, ipfs.CID.parse(alloc_cid).to_bytes()), parties.institutions[name])
+        s.ledger.send("attest", name, pool.functions.attest(root, total, cid), s.parties.institutions[name])
+    return cid_text
 
-    # ---- claims: every institution, and a seeded sample of individuals
-    claimers = list(inputs.institutions) + sample_individuals(table, n_individuals, seed)
-    by_account = {a: i for i, (a, _) in enumerate(tree.values)}
+
+def _claim(s: _Session, pool, tree: merkle.MerkleTree, claimers: Sequence[str]) -> None:
+    """Institutions claim with their own keys; demo individuals get gas money and claim themselves."""
+    op = s.parties.operator
+    index = {account: i for i, (account, _) in enumerate(tree.values)}
     for rid in claimers:
-        account = parties.accounts[rid]
-        i = by_account[account]
-        is_inst = rid in parties.institutions
-        signer = parties.institutions[rid] if is_inst else parties.individual_keys.get(rid, op)
-        if not is_inst and signer is not op:
-            ledger.send_eth("eth_for_gas", "operator", signer.address, CLAIM_GAS_ETH, op)
-        kind = "claim_institution" if is_inst else "claim_individual"
-        ledger.send(kind, "institution" if is_inst else "individual", pool.functions.claim(account, tree.values[i][1], tree.proof(i)), signer)
+        i = index[s.parties.accounts[rid]]
+        account, amount = tree.values[i]
+        if rid in s.parties.institutions:
+            s.ledger.send("claim_institution", "institution", pool.functions.claim(account, amount, tree.proof(i)), s.parties.institutions[rid])
+            continue
+        signer = s.parties.individual_keys.get(rid, op)  # without a demo key the operator relays the claim
+        if signer is not op:
+            s.ledger.send_eth("eth_for_gas", "operator", signer.address, CLAIM_GAS_ETH, op)
+        s.ledger.send("claim_individual", "individual", pool.functions.claim(account, amount, tree.proof(i)), signer)
 
-    # ---- after the deadline: leftovers to the treasury (dev chains only)
+
+def _sweep_and_check(s: _Session, token, pool) -> tuple[int, int, int]:
+    """On dev chains jump past the claim deadline and return the rest to the treasury; then check
+    ``claimed + returned + left == funded``. Returns (funded, claimed, returned)."""
     swept = 0
-    if eco.sweep and (chain.kind == "embedded" or chain.chain_id in chain_mod.DEV_CHAIN_IDS):
-        chain.advance_time(pool.functions.sweepNotBefore().call() - chain.timestamp() + 1)
-        before = token.functions.balanceOf(parties.treasury).call()
-        ledger.send("sweep", "anyone", pool.functions.sweep(), op)
-        swept = token.functions.balanceOf(parties.treasury).call() - before
+    if s.cfg.economy.sweep and (s.chain.kind == "embedded" or s.chain.chain_id in chain_mod.DEV_CHAIN_IDS):
+        s.chain.advance_time(pool.functions.sweepNotBefore().call() - s.chain.timestamp() + 1)
+        before = token.functions.balanceOf(s.parties.treasury).call()
+        s.ledger.send("sweep", "anyone", pool.functions.sweep(), s.parties.operator)
+        swept = token.functions.balanceOf(s.parties.treasury).call() - before
     claimed = pool.functions.claimedTotal().call()
     funded = pool.functions.funded().call()
     left = token.functions.balanceOf(pool.address).call()
     if claimed + swept + left != funded:
         raise RuntimeError(f"conservation violated: claimed {claimed} + returned {swept} + left {left} != funded {funded}")
+    return funded, claimed, swept
 
-    # ---- tables
-    outdir.mkdir(parents=True, exist_ok=True)
-    claimed_set = set(claimers)
-    table["claimed"] = [rid in claimed_set for rid in table["recipient_id"]]
+
+def _run(cfg, seed, inputs: Inputs, outdir: Path, rpc_url, ipfs_api, n_individuals, names) -> list[Path]:
+    eco = cfg.economy
+    prep = _validate(cfg, inputs)  # nothing is sent before every input has been checked
+    chain = chain_mod.connect(rpc_url, chain_id=eco.chain_id, n_accounts=len(inputs.institutions) + 2)
+    content = ipfs.open_store(ipfs_api, outdir / "ipfs" if ipfs_api is None else None, eco.cid_version)
+    alloc = prep.allocation
+    parties = make_parties(cfg, chain, inputs.institutions, list(alloc.table.loc[alloc.table["kind"] == "individual", "recipient_id"]), seed)
+    table = rewards.attach_accounts(alloc, parties.accounts, source=eco.accounts_csv or "demo accounts")
+    leaves = rewards.leaves(table)
+    if not leaves:
+        raise EconomyInputError("the allocation pays nobody (every value is zero or negative); nothing to post")
+    tree = merkle.build_tree(leaves)
+
+    s = _Session(cfg, chain, content, parties, Ledger(chain))
+    token, registry, pool = _deploy(s)
+    _record_training(s, registry, prep.plan, prep.features)
+    alloc_cid = _post_allocation(s, token, pool, tree)
+    claimers = list(inputs.institutions) + sample_individuals(table, n_individuals, seed)
+    _claim(s, pool, tree, claimers)
+    funded, claimed, returned = _sweep_and_check(s, token, pool)
+
+    table["claimed"] = table["recipient_id"].isin(set(claimers))
     alloc_out = table[["kind", "recipient_id", "account", "amount", "institution", "value", "claimed"]].copy()
     alloc_out["amount"] = alloc_out["amount"].map(str)  # exact: base units exceed float precision
-    balances = balances_table(token, parties, claimers, pool, funded, claimed, swept, allocation)
     deployment = {
         "chain": chain.kind,
         "chain_id": chain.chain_id,
@@ -423,19 +467,22 @@ def _run(cfg, seed, inputs: Inputs, outdir: Path, rpc_url, ipfs_api, n_individua
         "treasury": parties.treasury,
         "merkle_root": "0x" + tree.root.hex(),
         "allocation_cid": alloc_cid,
-        "allocation_total": str(total),
+        "allocation_total": str(sum(a for _, a in leaves)),
         "pool_amount": str(eco.pool_amount),
-        "remainder": str(allocation.remainder),
-        "rounds_on_chain": len(plan.rounds),
+        "remainder": str(alloc.remainder),
+        "funded": str(funded),
+        "claimed": str(claimed),
+        "returned_to_treasury": str(returned),
+        "rounds_on_chain": len(prep.plan.rounds),
         "best_round": int(registry.functions.bestRound().call()),
         "ipfs": "embedded" if ipfs_api is None else "daemon",
         "cid_version": eco.cid_version,
     }
     return [
-        store.write_table(outdir / names["gas"], ledger.table()),
+        store.write_table(outdir / names["gas"], s.ledger.table()),
         store.write_table(outdir / names["allocation"], alloc_out),
-        store.write_table(outdir / names["balances"], balances),
-        store.write_table(outdir / names["pins"], pd.DataFrame(pins)),
+        store.write_table(outdir / names["balances"], balances_table(token, parties, claimers, pool)),
+        store.write_table(outdir / names["pins"], pd.DataFrame(s.pins)),
         store.write_json(outdir / names["deployment"], deployment),
     ]
 
@@ -472,8 +519,8 @@ def sample_individuals(table: pd.DataFrame, n: int, seed: int) -> list[str]:
     return sorted(ids[i] for i in rng.choice(len(ids), size=n, replace=False))
 
 
-def balances_table(token, parties: Parties, claimers, pool, funded: int, claimed: int, swept: int, allocation) -> pd.DataFrame:
-    """Token balances after the run: claimers, treasury and pool, plus the pool's accounting."""
+def balances_table(token, parties: Parties, claimers: Sequence[str], pool) -> pd.DataFrame:
+    """Token balances after the run: the claimers, the treasury and the pool."""
     rows = []
     for rid in claimers:
         kind = "institution" if rid in parties.institutions else "individual"
@@ -489,14 +536,13 @@ def summary(result: EconomyResult) -> pd.DataFrame:
     d = result.deployment
     alloc = result.table("allocation")
     amounts = alloc["amount"].map(int)
-    claimed = amounts[alloc["claimed"]].sum()
     rows = [
         ("pool", int(d["pool_amount"])),
         ("allocated to institutions", int(amounts[alloc["kind"] == "institution"].sum())),
         ("allocated to individuals", int(amounts[alloc["kind"] == "individual"].sum())),
         ("not allocated (rounding, clipped values)", int(d["remainder"])),
-        ("claimed in this run", int(claimed)),
-        ("returned to the treasury", int(result.table("balances").query("kind == 'treasury'")["balance"].map(int).sum())),
+        ("claimed in this run", int(d["claimed"])),
+        ("returned to the treasury after the deadline", int(d["returned_to_treasury"])),
     ]
     return pd.DataFrame([(k, v / 10**18, v) for k, v in rows], columns=["quantity", "tokens", "base_units"]).astype({"base_units": str})
 
@@ -513,14 +559,6 @@ def gas_by_operation(gas: pd.DataFrame) -> pd.DataFrame:
     g = gas.groupby("operation", sort=False)["gas_used"].agg(["count", "min", "mean", "max"]).reindex(order)
     g["mean"] = g["mean"].round().astype(int)
     return g.reset_index()
-
-
-def input_digest(paths: Sequence[Path]) -> str:
-    """Short digest of the input files (shown in the notebook instead of absolute paths)."""
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(bytes.fromhex(store.file_sha256(p)))
-    return h.hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------------- payout scaling
