@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+# The fixture notebooks are inputs of the runner tests, not notebooks of the project: `make test`
+# passes --nbval, which would otherwise execute them with their defaults (preset demo) and write
+# their toy stage records into the test results of the real notebooks.
+collect_ignore_glob = ["fixtures/*"]
+
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
 FIXTURES = HERE / "fixtures"
