@@ -291,3 +291,27 @@ def test_no_training_points_and_empty_shards():
     assert out.shape == (0,)
     empty = knn_shapley_sum(np.zeros((4, 3)), np.zeros(4), np.zeros((2, 3)), np.zeros(2), test_slice=(1, 1))
     assert isinstance(empty, KnnShapleySum) and empty.n_test.tolist() == [0] and not empty.hi.any()
+
+
+def test_deterministic_torch_mode_and_device_names(medium):
+    X, Y, T, Yt = medium
+    ref = knn_shapley(X[:200], Y[:200], T[:10], Yt[:10], 3)
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)  # as ddval.repro.seed_everything sets it
+    try:
+        for device in ("cpu", torch.device("cpu"), "host", "auto" if not torch.cuda.is_available() else "cpu"):
+            np.testing.assert_array_equal(knn_shapley(X[:200], Y[:200], T[:10], Yt[:10], 3, device=device), ref)
+    finally:
+        torch.use_deterministic_algorithms(was)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            knn_shapley(X[:20], Y[:20], T[:2], Yt[:2], 3, device="cuda")
+
+
+def test_valuation_config_carries_the_engine_settings():
+    from ddval.config import load_config
+
+    cfg = load_config("demo").valuation
+    assert (cfg.k, cfg.memory_budget_mb, cfg.device, cfg.chunk, cfg.threads) == (3, 512, "auto", None, 0)
+    cfg = load_config("demo", {"valuation": {"chunk": 64, "device": "host"}}).valuation
+    assert (cfg.chunk, cfg.device) == (64, "host")
