@@ -38,7 +38,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -186,15 +185,39 @@ def worker(args) -> None:
     t0 = time.perf_counter()
     values = run(X, y, T, yt, args.k)
     wall = time.perf_counter() - t0
-    _reap_joblib_workers()  # so that their CPU time and peak RSS count as children's
+    # Peak RSS from VmHWM: ru_maxrss would also count the forking parent's memory (Linux keeps the
+    # pre-exec high-water mark). Live worker processes (pyDVL's joblib pool) are read, then reaped
+    # so that their CPU time counts as children's.
+    rss = _vm_hwm_mb(os.getpid())
+    rss_children = sum(_vm_hwm_mb(pid) for pid in _descendants(os.getpid()))
+    _reap_joblib_workers()
     cpu1 = os.times()
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     cpu += (cpu1.children_user - cpu0.children_user) + (cpu1.children_system - cpu0.children_system)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     if values is not None and args.values:
         np.save(args.values, values)
     print(json.dumps({"wall_s": wall, "cpu_s": cpu, "rss_mb": rss, "rss_children_mb": rss_children}))
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    line = next((ln for ln in status.splitlines() if ln.startswith("VmHWM:")), "VmHWM: 0 kB")
+    return int(line.split()[1]) / 1024
+
+
+def _descendants(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            out += [child, *_descendants(child)]
+    return out
 
 
 def _reap_joblib_workers() -> None:
@@ -382,7 +405,7 @@ def render(rows, args, started, load_before, load_after) -> str:
         f"after {'/'.join(f'{x:.1f}' for x in load_after)}" + (f"; {args.note}" if args.note else ""),
         f"- data: M = {args.m} test points, D = {args.d} float32 features, K = {args.k}, binary labels, seed {SEED}",
         "- wall/CPU time: the valuation call only (data loaded before); CPU = user + sys of the process and "
-        "its children; peak RSS includes the input arrays (N x D float32) and, for pyDVL, the largest joblib worker (+)",
+        "its children; peak RSS (VmHWM) includes the input arrays (N x D float32) and any worker processes",
         "- max |diff|: largest absolute difference to a float64 reference (float64 distances, stable sort)",
         "- `~`: run on the first M' test points, time scaled by M / M' (cost linear in M)",
         f"- versions: {json.dumps(versions())}",
@@ -396,11 +419,11 @@ def render(rows, args, started, load_before, load_after) -> str:
             lines.append(f"| {r['n']} | {r['method']} | | | | | | {r.get('status')} |")
             continue
         approx = "~" if r["m_used"] != args.m else ""
-        rss = r["rss_mb"] + (r["rss_children_mb"] if r["method"] == "pydvl" else 0)
+        rss = r["rss_mb"] + r["rss_children_mb"]
         speed = ours.get("wall_full") and r["wall_full"] / ours["wall_full"]
         diff = f"{r['max_diff']:.1e}" if "max_diff" in r else "–"
         note = f"M' = {r['m_used']}" if approx else ""
-        if r["method"] == "pydvl":
+        if r["rss_children_mb"]:
             note = (note + "; " if note else "") + f"RSS self {r['rss_mb']:.0f} + workers {r['rss_children_mb']:.0f}"
         lines.append(
             f"| {r['n']} | {r['method']} | {approx}{r['wall_full']:.2f} | {approx}{r['cpu_full']:.2f} | {rss:.0f} | "
