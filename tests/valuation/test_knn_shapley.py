@@ -205,7 +205,7 @@ def test_memory_budget_bounds_the_chunk(medium):
         knn_shapley(X, Y, T, Yt, 3, memory_budget_mb=0.01)
 
 
-def test_shards_sum_exactly_to_the_full_result(medium):
+def test_shards_sum_exactly_to_the_full_result(medium, tmp_path):
     X, Y, T, Yt = medium
     full = knn_shapley_sum(X, Y, T, Yt, 3)
     cuts = [0, 1, 17, 30, 45]
@@ -215,6 +215,12 @@ def test_shards_sum_exactly_to_the_full_result(medium):
     np.testing.assert_array_equal(total.lo, full.lo)
     np.testing.assert_array_equal(total.values(), knn_shapley(X, Y, T, Yt, 3))
     assert total.n_test.tolist() == [45, 45]
+    # a shard survives a round trip through an NPZ file (one per SLURM task)
+    np.savez(tmp_path / "shard.npz", **parts[0].as_arrays())
+    restored = KnnShapleySum.from_arrays(np.load(tmp_path / "shard.npz"))
+    np.testing.assert_array_equal((restored + parts[1] + parts[2] + parts[3]).hi, full.hi)
+    with pytest.raises(ValueError, match="missing"):
+        KnnShapleySum.from_arrays({"hi": full.hi})
     # the sums are sums: values() * n_test == totals()
     np.testing.assert_allclose(total.totals(), total.values() * 45, rtol=1e-14)
 

@@ -124,6 +124,23 @@ class KnnShapleySum:
             raise ValueError(f"a sum may hold at most {MAX_TEST_POINTS} test points per label (exact limbs)")
         return KnnShapleySum(self.hi + other.hi, self.lo + other.lo, n_test, self.k, self.multilabel)
 
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        """Plain arrays (for an NPZ per SLURM shard); :meth:`from_arrays` restores the sum."""
+        return {"hi": self.hi, "lo": self.lo, "n_test": self.n_test,
+                "k": np.array(self.k), "multilabel": np.array(self.multilabel)}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> KnnShapleySum:
+        """Inverse of :meth:`as_arrays` (accepts a loaded ``np.load`` NPZ)."""
+        missing = [key for key in ("hi", "lo", "n_test", "k", "multilabel") if key not in arrays]
+        if missing:
+            raise ValueError(f"not a KNN-Shapley sum: missing {missing}")
+        hi, lo = np.asarray(arrays["hi"], np.int64), np.asarray(arrays["lo"], np.int64)
+        n_test = np.asarray(arrays["n_test"], np.int64)
+        if hi.ndim != 2 or hi.shape != lo.shape or n_test.shape != (hi.shape[0],):
+            raise ValueError(f"inconsistent KNN-Shapley sum: hi {hi.shape}, lo {lo.shape}, n_test {n_test.shape}")
+        return cls(hi, lo, n_test, int(arrays["k"]), bool(arrays["multilabel"]))
+
     def totals(self) -> np.ndarray:
         """Sum over test points (float64, rounded once), shape (N,) or (N, L)."""
         # Both products are exact (|hi|, |lo| < 2**53, power-of-two scales): one rounding in the sum.
