@@ -401,15 +401,16 @@ def _resolve_slice(test_slice: slice | tuple[int, int] | None, m: int) -> tuple[
     return start, max(start, stop)
 
 
-def _rows_f64(x, r0: int, r1: int, name: str, offset: int = 0) -> np.ndarray:
-    """Rows r0:r1 as float64, with a clear error for non-finite or too-large values."""
+def _rows_f64(x, r0: int, r1: int, name: str, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows r0:r1 as float64 and their squared norms; a clear error for non-finite or too-large
+    values."""
     block = _writable_f64(x[r0:r1])
     sq = np.einsum("ij,ij->i", block, block)
     bad = ~(sq < 1e200)  # catches NaN, inf and values whose squares would overflow differences
     if bad.any():
         row = offset + r0 + int(np.flatnonzero(bad)[0])
         raise ValueError(f"{name} row {row}: features must be finite with squared norm < 1e200")
-    return block
+    return block, sq
 
 
 def _writable_f64(block) -> np.ndarray:
@@ -445,8 +446,8 @@ class _Context:
     train_block: int
     group: int
     threads: int
-    norms: np.ndarray  # (N,) float64 squared norms of the train rows
-    bound_b: float  # upper bound on max train norm
+    norms: np.ndarray  # (N,) float64 squared norms of the train rows (filled by the first GEMM pass)
+    norms_done: bool
     weights: np.ndarray  # (N,) float64 recursion weights w_i
     low_bits: int
 
@@ -494,27 +495,34 @@ class _Context:
             chunk = max_chunk
         chunk = max(1, min(chunk, n_rows))
         train_block = max(1, min(n, int(0.25 * budget) // (8 * (dim + chunk))))
-        norms = np.empty(n, np.float64)
-        for j0 in range(0, n, train_block):
-            j1 = min(j0 + train_block, n)
-            block = _rows_f64(X, j0, j1, "train_x")
-            norms[j0:j1] = np.einsum("ij,ij->i", block, block)
-            del block  # free it before the next block is read (peak memory)
-        # |x| <= sqrt(computed |x|^2 (1 + gamma_D)); a small extra factor covers the sqrt rounding.
-        bound_b = math.sqrt(float(norms.max()) * (1.0 + _gamma(dim))) * (1.0 + 4 * _U64)
         pos = np.arange(1, n + 1, dtype=np.float64)
         weights = np.minimum(float(k), pos) / (pos * k)
         low_bits = max(1, (n - 1).bit_length())
         return _Context(X, T, ytr, yte, mask, k, dev, chunk, train_block, group, threads,
-                        norms, bound_b, weights, low_bits)
+                        np.empty(n, np.float64), False, weights, low_bits)
+
+    @property
+    def bound_b(self) -> float:
+        """Upper bound on the largest train norm: sqrt(computed |x|^2 (1 + gamma_D)), plus the
+        rounding of the square root."""
+        return math.sqrt(float(self.norms.max()) * (1.0 + _gamma(self.X.shape[1]))) * (1.0 + 4 * _U64)
+
+    def _train_block(self, j0: int, j1: int) -> np.ndarray:
+        """Train rows j0:j1 as float64; the first pass also validates them and keeps their norms
+        (so the train features are converted once per chunk, never in a separate pass)."""
+        if self.norms_done:
+            return _writable_f64(self.X[j0:j1])
+        block, sq = _rows_f64(self.X, j0, j1, "train_x")
+        self.norms[j0:j1] = sq
+        self.norms_done = j1 == self.n
+        return block
 
     # -- one chunk ------------------------------------------------------------------------------
 
     def run_chunk(self, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact limb sums (int64, (L, N)) of test rows c0:c1."""
-        tests = _rows_f64(self.T, c0, c1, "test_x", 0)
-        sq_test = np.einsum("ij,ij->i", tests, tests)
-        dist = self._distances(tests, sq_test)
+        tests, sq_test = _rows_f64(self.T, c0, c1, "test_x", 0)
+        dist = self._distances(tests, sq_test)  # also fills the train norms on the first chunk
         # Rigorous bound on |computed - correctly rounded| distance per test row (see module doc).
         reach = (np.sqrt(sq_test * (1.0 + _gamma(tests.shape[1]))) * (1.0 + 4 * _U64) + self.bound_b) ** 2
         err = _gamma(tests.shape[1] + 9) * reach
@@ -532,8 +540,8 @@ class _Context:
     def _distances(self, tests: np.ndarray, sq_test: np.ndarray):
         """Squared distances (c, N) float64 by blocked GEMM: |t|^2 + |x|^2 - 2 t.x.
 
-        On the host only the dot products are computed here (a view of the result is finished row
-        group by row group in cache by :func:`_finish_distances`)."""
+        On the host only the dot products are computed here; :func:`_host_part` finishes the
+        distances row group by row group, in cache."""
         if self.device is None:
             return self._dots_host(tests)
         import torch
@@ -542,14 +550,14 @@ class _Context:
         t = torch.from_numpy(tests).to(dev)
         n = self.n
         out = torch.empty((tests.shape[0], n), dtype=torch.float64, device=dev)
-        norms = torch.from_numpy(self.norms).to(dev)
         for j0 in range(0, n, self.train_block):
             j1 = min(j0 + self.train_block, n)
-            xb = torch.from_numpy(_writable_f64(self.X[j0:j1])).to(dev)
+            xb = torch.from_numpy(self._train_block(j0, j1)).to(dev)
+            norms = torch.from_numpy(self.norms[j0:j1]).to(dev)
             if j0 == 0 and j1 == n:
-                torch.addmm(norms[j0:j1], t, xb.T, beta=1.0, alpha=-2.0, out=out)
+                torch.addmm(norms, t, xb.T, beta=1.0, alpha=-2.0, out=out)
             else:
-                out[:, j0:j1] = torch.addmm(norms[j0:j1], t, xb.T, beta=1.0, alpha=-2.0)
+                out[:, j0:j1] = torch.addmm(norms, t, xb.T, beta=1.0, alpha=-2.0)
             del xb
         out += torch.from_numpy(sq_test).to(dev)[:, None]
         return out
@@ -560,7 +568,7 @@ class _Context:
         with threadpool_limits(limits=self.threads, user_api="blas"):
             for j0 in range(0, n, self.train_block):
                 j1 = min(j0 + self.train_block, n)
-                xb = np.asarray(self.X[j0:j1], dtype=np.float64)
+                xb = self._train_block(j0, j1)
                 if j0 == 0 and j1 == n:
                     np.matmul(tests, xb.T, out=out)
                 else:
