@@ -21,6 +21,7 @@ corrupt or was written with other parameters is an error, never reused silently.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -64,6 +65,9 @@ log = logging.getLogger(__name__)
 #: Worth of the empty coalition (a random classifier's AUROC).
 EMPTY_COALITION_UTILITY = 0.5
 STAGE = "train"
+#: Train settings that change how the work is scheduled, not a single number of its results
+#: (so changing them never invalidates a trained coalition).
+EXECUTION_ONLY = ("processes",)
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,7 +166,7 @@ def coalition_params(cfg: ExperimentConfig, seed: int, setting: str, members: Se
         "seed": seed,
         "setting": cfg.setting(setting),
         "members": list(members),
-        "train": cfg.train,
+        "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in EXECUTION_ONLY},
         "image_size": cfg.data.image_size,
         "partition": _frame_digest(partition),
     }
@@ -223,8 +227,9 @@ def train_coalition(cfg: ExperimentConfig, seed: int, setting: str, members: Seq
         # timings live apart from the tables, which must be identical run to run
         timing = {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu_started, "rounds": len(result.history), "device": str(device)}
         outputs = [cdir / "best.pt", store.write_json(cdir / "timing.json", timing), *written]
-        if grand:
-            outputs += [cdir / "rounds" / "000" / "global.pt"]
+        if grand:  # every recorded state is an output: a lost one makes the stage incomplete
+            outputs += [_round_path(cdir, 0, "global")]
+            outputs += [_round_path(cdir, r, who) for r in range(1, len(result.history) + 1) for who in ("global", *members)]
         return outputs
 
     return store.run_stage(cdir, STAGE, params, compute)
