@@ -75,6 +75,9 @@ class DataConfig:
     blank: Literal["zeros"] = "zeros"  # paper: blank -> 0
     image_size: int = 256  # side after the resize stage (paper: 256)
     on_corrupt: Literal["error", "quarantine"] = "error"
+    # an image listed in a dataset's CSV but absent on disk: stop with an error naming it, or
+    # skip the row (counted in the log, listed in index_skipped.csv)
+    on_missing: Literal["error", "skip"] = "error"
     workers: int = 2
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -114,6 +117,9 @@ class TrainConfig:
     patience: int = 10
     local_epochs: int = 1
     lr: float = 0.01
+    # learning rate of round r = lr * lr_decay ** (r - 1), the same rule for every coalition
+    # (paper: 1.0, a constant rate; the original halved it for single-client coalitions only)
+    lr_decay: float = 1.0
     momentum: float = 0.0
     batch_size: int = 32
     eval_batch_size: int = 32
@@ -124,6 +130,13 @@ class TrainConfig:
     threads: int = 2
     num_workers: int = 0
     device: str = "auto"  # "auto" -> cuda when available, else cpu
+    # densenet_small only: torchvision DenseNet sizes of the CPU model (densenet121: 32, (6,12,24,16), 64)
+    small_growth_rate: int = 8
+    small_block_config: tuple[int, ...] = (2, 2, 2, 2)
+    small_init_features: int = 16
+    # coalitions trained at the same time, each in its own process with `threads` threads (the
+    # small demo models gain little from intra-op threads and lose a lot when cores are contended)
+    processes: int = 1
 
 
 @dataclass(frozen=True)
