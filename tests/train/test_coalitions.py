@@ -2,7 +2,6 @@
 
 import pandas as pd
 import pytest
-import torch
 
 from ddval import store
 from ddval.config import LABELS, load_config
