@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
-import re
 from pathlib import Path
 
 import numpy as np
@@ -204,7 +202,7 @@ def test_cohort_is_learnable():
     """A regression guard for the generator: logistic regression on 16 x 16 pixels of the demo-sized
     cohort, patient-level hold-out, must find every label (AUROC well above chance).
 
-    Reference (seed 0, demo sizes): mean AUROC about 0.89, weakest label (pneumonia) about 0.75.
+    Reference (generator v2, seed 0, demo sizes): mean AUROC 0.92, weakest label (atelectasis) 0.81.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -233,8 +231,8 @@ def test_cohort_is_learnable():
         y = (cohort[source[label]] == 1.0).to_numpy().astype(int)  # U-Zeros, as the index
         model = LogisticRegression(C=0.05, max_iter=3000).fit(x[~held], y[~held])
         auroc[label] = roc_auc_score(y[held], model.predict_proba(x[held])[:, 1])
-    assert min(auroc.values()) > 0.65, auroc
-    assert np.mean(list(auroc.values())) > 0.8, auroc
+    assert min(auroc.values()) > 0.72, auroc
+    assert np.mean(list(auroc.values())) > 0.85, auroc
 
 
 def test_sites_differ():
