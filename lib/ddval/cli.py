@@ -13,6 +13,7 @@ Every command resumes: only tasks whose outputs are missing or stale run (``--fo
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections import Counter
 from pathlib import Path
@@ -199,13 +200,22 @@ def _submit_slurm(args: argparse.Namespace, cfg: ExperimentConfig, tasks: list[T
     for a in arrays:
         after = f" (after {', '.join(a.after)})" if a.after else ""
         print(f"  {a.stage:16s} job {ids[a.stage]:>8s}  {len(a.rows):4d} task(s){after}")
-    print(slurm.watch_hint(ids, submission, cfg.preset))
+    print(slurm.watch_hint(ids, submission, _status_command(args)))
     if args.wait is None:
         return 0
     states = slurm.wait_for(list(ids.values()), timeout=args.wait)
     counts = Counter(s.get("JobState") for s in states)
     print("finished: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     return 0 if set(counts) == {"COMPLETED"} else 1
+
+
+def _status_command(args: argparse.Namespace) -> str:
+    """The ``ddval status`` command that looks at the same run as ``args``."""
+    parts = ["ddval", "status", "--preset", str(args.preset)]
+    for option in ("seeds", "results", "notebooks"):
+        if getattr(args, option):
+            parts += [f"--{option}", str(getattr(args, option))]
+    return shlex.join(parts)
 
 
 def _print_latest_submission(cfg: ExperimentConfig, results: str | None) -> None:

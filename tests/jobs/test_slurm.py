@@ -42,7 +42,8 @@ def test_chain_runs_on_slurm_and_resumes(slurm_cluster, run_ddval, tmp_path):
     root = tmp_path / "results"
     proc = submit(run_ddval, root, TINY)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "squeue -j" in proc.stdout and "ddval status --preset tiny" in proc.stdout
+    assert "squeue -j" in proc.stdout
+    assert f"ddval status --preset {TINY} --results {root} --notebooks {NOTEBOOKS}" in proc.stdout
     folder, jobs = submission(root)
     # while the chain is queued or running, neither a second submission nor a local run may start
     for command in ("submit", "reproduce"):

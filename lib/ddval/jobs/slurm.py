@@ -200,11 +200,11 @@ def wait_for(job_ids: list[str], timeout: float, poll: float = 2.0) -> list[dict
         time.sleep(poll)
 
 
-def watch_hint(ids: dict[str, str], submission: Path, preset: str) -> str:
-    """How to follow a submission."""
+def watch_hint(ids: dict[str, str], submission: Path, status_command: str) -> str:
+    """How to follow a submission (``status_command``: the ``ddval status`` line for this run)."""
     joined = ",".join(ids.values())
     return (f"watch:   squeue -j {joined}\n"
-            f"         ddval status --preset {preset}\n"
+            f"         {status_command}\n"
             f"logs:    {submission / 'logs'}/<stage>-<job>_<task>.out\n"
             f"details: scontrol show job <id>   (sacct -j {joined}, where accounting is enabled)\n"
             f"cancel:  scancel {' '.join(ids.values())}")
