@@ -75,6 +75,9 @@ class DataConfig:
     blank: Literal["zeros"] = "zeros"  # paper: blank -> 0
     image_size: int = 256  # side after the resize stage (paper: 256)
     on_corrupt: Literal["error", "quarantine"] = "error"
+    # an image listed in a dataset's CSV but absent on disk: stop with an error naming it, or
+    # skip the row (counted in the log, listed in index_skipped.csv)
+    on_missing: Literal["error", "skip"] = "error"
     workers: int = 2
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -124,6 +127,10 @@ class TrainConfig:
     threads: int = 2
     num_workers: int = 0
     device: str = "auto"  # "auto" -> cuda when available, else cpu
+    # densenet_small only: torchvision DenseNet sizes of the CPU model (densenet121: 32, (6,12,24,16), 64)
+    small_growth_rate: int = 8
+    small_block_config: tuple[int, ...] = (2, 2, 2, 2)
+    small_init_features: int = 16
 
 
 @dataclass(frozen=True)

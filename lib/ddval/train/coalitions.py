@@ -1,0 +1,502 @@
+"""Train one model per coalition of institutions and score it: the ground truth of the paper.
+
+Every non-empty coalition of a setting's institutions (only the grand one for ``coalitions: grand``)
+is trained from the same seeded initialisation by FedAvg or swarm learning and scored on the test sets
+of *all* the setting's institutions (macro-AUROC over the 8 labels, averaged over the test sets). The
+empty coalition is worth 0.5 and is not listed.
+
+Run directory of a setting (``<S>/train/``, tables in ``docs/tables.md``)::
+
+    utilities.csv  curves.csv                   assembled when every coalition is done
+    <coalition>/best.pt                         best round's global model (+ params hash)
+    <coalition>/auroc.csv  curve.csv  rounds.csv
+    <coalition>/checkpoint.pt                   resume state while training (removed when done)
+    <grand>/rounds/000/global.pt                initial model; for r >= 1: rounds/<r>/global.pt and
+    <grand>/rounds/<r>/<institution>.pt          every institution's local model (OR, λ-MR, GTG)
+
+A coalition is a stage of :mod:`ddval.store` (``<coalition>/.train.done.json``): a finished one with
+the same parameters is skipped; a half-trained one resumes from its checkpoint. A checkpoint that is
+corrupt or was written with other parameters is an error, never reused silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ddval import store
+from ddval.config import LABELS, ExperimentConfig, SettingConfig
+from ddval.progress import progress
+from ddval.repro import seed_everything
+from ddval.train.federated import (
+    CheckpointError,
+    Client,
+    RoundRecord,
+    State,
+    clone_state,
+    derive_seed,
+    fedavg_round,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+    train_rounds,
+)
+from ddval.train.metrics import coalition_utility
+from ddval.train.models import build_model
+from ddval.train.swarm import swarm_round
+
+log = logging.getLogger(__name__)
+
+#: Worth of the empty coalition (a random classifier's AUROC).
+EMPTY_COALITION_UTILITY = 0.5
+STAGE = "train"
+
+
+# --------------------------------------------------------------------------------------------
+# Coalitions and paths
+# --------------------------------------------------------------------------------------------
+
+
+def coalition_id(members: Sequence[str]) -> str:
+    """Member names joined by ``+`` (in config order): ``"nih+mimic"``."""
+    return "+".join(members)
+
+
+def all_coalitions(names: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every non-empty coalition, by size, members in ``names`` order (the grand coalition last)."""
+    return [c for k in range(1, len(names) + 1) for c in itertools.combinations(names, k)]
+
+
+def setting_coalitions(setting: SettingConfig) -> list[tuple[str, ...]]:
+    """The coalitions a setting trains: all of them, or only the grand one (``coalitions: grand``)."""
+    names = tuple(i.name for i in setting.institutions)
+    return all_coalitions(names) if setting.coalitions == "all" else [names]
+
+
+def parse_coalition(setting: SettingConfig, coalition: str | Sequence[str]) -> tuple[str, ...]:
+    """Members of ``coalition`` (an id such as ``"nih+mimic"`` or a list of names), in config order."""
+    names = [i.name for i in setting.institutions]
+    wanted = coalition.split("+") if isinstance(coalition, str) else list(coalition)
+    unknown = [w for w in wanted if w not in names]
+    if unknown or not wanted or len(set(wanted)) != len(wanted):
+        raise ValueError(f"setting {setting.name!r}: bad coalition {coalition!r}; institutions are {names}, joined by '+'")
+    members = tuple(n for n in names if n in wanted)
+    if members not in setting_coalitions(setting):
+        raise ValueError(f"setting {setting.name!r} trains only the grand coalition ({coalition_id(names)}), not {coalition!r}")
+    return members
+
+
+def train_dir(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> Path:
+    """``<root>/<preset>/seed-<seed>/<setting>/train``."""
+    return store.setting_dir(cfg, seed, setting, root) / "train"
+
+
+def coalition_dir(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], root: str | os.PathLike | None = None) -> Path:
+    """Folder of one coalition's model and tables."""
+    return train_dir(cfg, seed, setting, root) / coalition_id(members)
+
+
+# --------------------------------------------------------------------------------------------
+# Data of a setting
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettingData:
+    """A setting's partition and, per institution, its train (augmented), val and test datasets."""
+
+    partition: pd.DataFrame
+    train: dict[str, Dataset]
+    val: dict[str, Dataset]
+    test: dict[str, Dataset]
+
+    def clients(self, members: Sequence[str]) -> list[Client]:
+        return [Client(name, self.train[name], self.val[name]) for name in members]
+
+
+def load_setting_data(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> SettingData:
+    """Partition of ``setting`` (``ddval.data.splits.load_partition``) as datasets per institution."""
+    from ddval.data.dataset import XrayDataset
+    from ddval.data.splits import load_partition
+
+    partition = load_partition(cfg, seed, setting, root=root)
+    size = cfg.data.image_size
+    out: dict[str, dict[str, Dataset]] = {"train": {}, "val": {}, "test": {}}
+    for inst in cfg.setting(setting).institutions:
+        for split in out:
+            frame = partition[(partition["institution"] == inst.name) & (partition["split"] == split)].reset_index(drop=True)
+            if frame.empty:
+                raise ValueError(f"partition of setting {setting!r} (seed {seed}): institution {inst.name!r} has no {split} scans")
+            train = split == "train" and cfg.train.augment
+            out[split][inst.name] = XrayDataset(frame, size, train=train, train_cfg=cfg.train if train else None)
+    return SettingData(partition, out["train"], out["val"], out["test"])
+
+
+def test_sets(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> dict[str, Dataset]:
+    """Every institution's test set of ``setting`` (what a coalition utility is measured on)."""
+    return load_setting_data(cfg, seed, setting, root).test
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters (what a trained coalition depends on)
+# --------------------------------------------------------------------------------------------
+
+
+def coalition_params(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], partition: pd.DataFrame) -> dict[str, Any]:
+    """Everything a coalition's model depends on; its hash marks checkpoints and the stage record."""
+    return {
+        "seed": seed,
+        "setting": cfg.setting(setting),
+        "members": list(members),
+        "train": cfg.train,
+        "image_size": cfg.data.image_size,
+        "partition": _frame_digest(partition),
+    }
+
+
+def _frame_digest(frame: pd.DataFrame) -> str:
+    """Content hash of the partition (so a re-made partition never reuses old models)."""
+    ordered = frame.reindex(sorted(frame.columns), axis=1)
+    digest = hashlib.sha256("|".join(map(str, ordered.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(ordered, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Training one coalition
+# --------------------------------------------------------------------------------------------
+
+
+def train_coalition(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], data: SettingData, root: str | os.PathLike | None = None) -> store.StageResult:
+    """Train, score and record one coalition (skipped when done, resumed when half done)."""
+    members = tuple(members)
+    cdir = coalition_dir(cfg, seed, setting, members, root)
+    params = coalition_params(cfg, seed, setting, members, data.partition)
+    h = store.param_hash(params)
+    if store.stage_status(cdir, STAGE, params) == "stale":
+        log.warning("%s was trained with other parameters; retraining it", cdir)
+        _clear_models(cdir)
+    grand = members == tuple(i.name for i in cfg.setting(setting).institutions)
+
+    def compute() -> list[Path]:
+        seed_everything(seed, threads=cfg.train.threads)
+        device = resolve_device(cfg.train)
+        torch.manual_seed(derive_seed(seed, "init"))  # the same initial model for every coalition
+        model = build_model(cfg.train).to(device)
+        checkpoint = cdir / "checkpoint.pt"
+        on_round = None
+        if grand:
+            if not checkpoint.exists():
+                shutil.rmtree(cdir / "rounds", ignore_errors=True)  # leftovers of an older run
+                _save_round_state(cdir, 0, "global", clone_state(model), h)
+            on_round = lambda record: _save_round(cdir, record, h)  # noqa: E731
+        result = train_rounds(
+            model,
+            data.clients(members),
+            cfg.train,
+            seed=seed,
+            round_fn=swarm_round if cfg.train.algorithm == "swarm" else fedavg_round,
+            checkpoint=checkpoint,
+            params_hash=h,
+            on_round=on_round,
+            desc=f"{setting} {coalition_id(members)}",
+        )
+        utility = coalition_utility(model, data.test, batch_size=cfg.train.eval_batch_size, device=device)
+        written = _write_coalition_tables(cdir, cfg, seed, setting, members, result, utility)
+        save_checkpoint(cdir / "best.pt", {"state": result.best_state, "best_round": result.best_round, "members": list(members)}, h)
+        checkpoint.unlink(missing_ok=True)  # the loop state is no longer needed
+        outputs = [cdir / "best.pt", *written]
+        if grand:
+            outputs += [cdir / "rounds" / "000" / "global.pt"]
+        return outputs
+
+    return store.run_stage(cdir, STAGE, params, compute)
+
+
+def _clear_models(cdir: Path) -> None:
+    for name in ("checkpoint.pt", "best.pt"):
+        (cdir / name).unlink(missing_ok=True)
+    shutil.rmtree(cdir / "rounds", ignore_errors=True)
+
+
+def _round_path(cdir: Path, round_no: int, who: str) -> Path:
+    return cdir / "rounds" / f"{round_no:03d}" / f"{who}.pt"
+
+
+def _save_round_state(cdir: Path, round_no: int, who: str, state: State, params_hash: str) -> None:
+    save_checkpoint(_round_path(cdir, round_no, who), {"state": state, "round": round_no, "who": who}, params_hash)
+
+
+def _save_round(cdir: Path, record: RoundRecord, params_hash: str) -> None:
+    """Keep a round of the grand coalition: the merged model and every institution's local model."""
+    _save_round_state(cdir, record.round, "global", record.merged_state, params_hash)
+    for name, state in record.local_states.items():
+        _save_round_state(cdir, record.round, name, state, params_hash)
+
+
+def _write_coalition_tables(cdir: Path, cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], result, utility) -> list[Path]:
+    cid = coalition_id(members)
+    key = {"setting": setting, "seed": seed, "coalition": cid}
+    auroc = pd.DataFrame(
+        {
+            **key,
+            "members": cid,
+            "n_members": len(members),
+            "label": [*LABELS, "mean"],
+            "auroc": [*(float(utility.per_label[label]) for label in LABELS), utility.value],
+        }
+    )
+    per_set = utility.per_set.reset_index().melt(id_vars="test_set", var_name="label", value_name="auroc")
+    per_set.insert(0, "coalition", cid)
+    curve = pd.DataFrame(
+        [
+            {**key, "round": h["round"], "train_loss": h["train_loss"], "val_loss": h["val_loss"], "is_best": h["round"] == result.best_round}
+            for h in result.history
+        ]
+    )
+    rounds = pd.DataFrame(
+        [
+            {
+                "round": h["round"],
+                "institution": name,
+                "model_sha256": c["model_sha256"],
+                "merged_sha256": h["merged_sha256"],
+                "leader": h["leader"],
+                "val_loss": c["val_loss"],
+            }
+            for h in result.history
+            for name, c in h["clients"].items()
+        ]
+    )
+    return [
+        store.write_table(cdir / "auroc.csv", auroc),
+        store.write_table(cdir / "auroc_per_test_set.csv", per_set),
+        store.write_table(cdir / "curve.csv", curve),
+        store.write_table(cdir / "rounds.csv", rounds),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+
+
+def run_training_stage(
+    cfg: ExperimentConfig,
+    seed: int,
+    setting: str | None = None,
+    coalition: str | Sequence[str] | None = None,
+    root: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Train and score the coalitions of every setting (or of ``setting``; only ``coalition`` when
+    given, e.g. ``"nih+mimic"``, so one papermill job can train one coalition).
+
+    Finished coalitions are skipped, half-trained ones resume. Once all coalitions of a setting are
+    done, ``utilities.csv`` and ``curves.csv`` are assembled. Returns the utility rows (``label`` per
+    AUROC plus ``mean``) of the coalitions handled.
+    """
+    if coalition is not None and setting is None:
+        raise ValueError("coalition= needs setting= (coalition ids are per setting)")
+    names = [setting] if setting is not None else [s.name for s in cfg.settings]
+    frames = []
+    for name in names:
+        s = cfg.setting(name)
+        wanted = [parse_coalition(s, coalition)] if coalition is not None else setting_coalitions(s)
+        data = load_setting_data(cfg, seed, name, root)
+        for members in progress(wanted, desc=f"{name} coalitions", unit="coalition"):
+            train_coalition(cfg, seed, name, members, data, root)
+            frames.append(store.read_table(coalition_dir(cfg, seed, name, members, root) / "auroc.csv"))
+        _assemble_if_complete(cfg, seed, name, data.partition, root)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _coalition_status(cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root) -> dict[tuple[str, ...], tuple[str, str]]:
+    out = {}
+    for members in setting_coalitions(cfg.setting(setting)):
+        params = coalition_params(cfg, seed, setting, members, partition)
+        out[members] = (store.stage_status(coalition_dir(cfg, seed, setting, members, root), STAGE, params), store.param_hash(params))
+    return out
+
+
+def _assemble_if_complete(cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root) -> bool:
+    status = _coalition_status(cfg, seed, setting, partition, root)
+    if any(s != "complete" for s, _ in status.values()):
+        return False
+    tdir = train_dir(cfg, seed, setting, root)
+    params = {coalition_id(m): h for m, (_, h) in status.items()}
+
+    def compute() -> list[Path]:
+        dirs = [coalition_dir(cfg, seed, setting, m, root) for m in status]
+        utilities = pd.concat([store.read_table(d / "auroc.csv") for d in dirs], ignore_index=True)
+        curves = pd.concat([store.read_table(d / "curve.csv") for d in dirs], ignore_index=True)
+        return [store.write_table(tdir / "utilities.csv", utilities), store.write_table(tdir / "curves.csv", curves)]
+
+    store.run_stage(tdir, "utilities", params, compute)
+    return True
+
+
+def _require_complete(cfg: ExperimentConfig, seed: int, setting: str, root) -> pd.DataFrame:
+    from ddval.data.splits import load_partition
+
+    partition = load_partition(cfg, seed, setting, root=root)
+    status = _coalition_status(cfg, seed, setting, partition, root)
+    missing = [f"{coalition_id(m)} ({s})" for m, (s, _) in status.items() if s != "complete"]
+    if missing:
+        raise FileNotFoundError(
+            f"{train_dir(cfg, seed, setting, root)}: coalitions not trained with the current config: {', '.join(missing)}; "
+            f"run ddval.train.run_training_stage(cfg, {seed}, {setting!r}) (or notebook 03) first"
+        )
+    _assemble_if_complete(cfg, seed, setting, partition, root)
+    return partition
+
+
+def load_utilities(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The setting's ``utilities.csv`` (every coalition × label + ``mean``); a clear error names the
+    coalitions that are missing or were trained with another config."""
+    _require_complete(cfg, seed, setting, root)
+    return store.read_table(train_dir(cfg, seed, setting, root) / "utilities.csv")
+
+
+def load_curves(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The setting's ``curves.csv`` (coalition × round losses)."""
+    _require_complete(cfg, seed, setting, root)
+    return store.read_table(train_dir(cfg, seed, setting, root) / "curves.csv")
+
+
+def utility_map(utilities: pd.DataFrame) -> dict[frozenset[str], float]:
+    """``frozenset(members) → utility`` from a utilities table, the empty coalition (0.5) included —
+    the input of ``ddval.valuation.exact_shapley``."""
+    means = utilities[utilities["label"] == "mean"]
+    out = {frozenset(): EMPTY_COALITION_UTILITY}
+    out.update({frozenset(str(c).split("+")): float(u) for c, u in zip(means["coalition"], means["auroc"])})
+    return out
+
+
+def _checked_members(cfg: ExperimentConfig, setting: str, coalition: str | Sequence[str] | None) -> tuple[str, ...]:
+    s = cfg.setting(setting)
+    return tuple(i.name for i in s.institutions) if coalition is None else parse_coalition(s, coalition)
+
+
+def load_model(cfg: ExperimentConfig, seed: int, setting: str, coalition: str | Sequence[str] | None = None, root: str | os.PathLike | None = None) -> nn.Module:
+    """The best model of ``coalition`` (the grand coalition by default), on the CPU in eval mode.
+    A model trained with another config, or a corrupt file, raises an error."""
+    from ddval.data.splits import load_partition
+
+    members = _checked_members(cfg, setting, coalition)
+    cdir = coalition_dir(cfg, seed, setting, members, root)
+    params = coalition_params(cfg, seed, setting, members, load_partition(cfg, seed, setting, root=root))
+    status = store.stage_status(cdir, STAGE, params)
+    if status != "complete":
+        raise FileNotFoundError(f"{cdir}: coalition {coalition_id(members)} is {status} for the current config; run the training stage first")
+    saved = load_checkpoint(cdir / "best.pt", store.param_hash(params))
+    model = build_model(cfg.train)
+    model.load_state_dict(saved["state"])
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# Recorded rounds of the grand coalition (for OR, λ-MR, GTG-Shapley)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoundHistory:
+    """The grand coalition's training, round by round: ``global_state(r)`` is the global model after
+    round ``r`` (``r = 0``: the initial model), ``local_state(r, name)`` is institution ``name``'s
+    local model trained in round ``r`` from ``global_state(r - 1)``. States load lazily from disk."""
+
+    directory: Path
+    params_hash: str
+    institutions: tuple[str, ...]
+    n_train: dict[str, int]
+    weighted: bool
+    n_rounds: int
+    best_round: int
+
+    def global_state(self, round_no: int) -> State:
+        return self._load(round_no, "global")
+
+    def local_state(self, round_no: int, institution: str) -> State:
+        if institution not in self.institutions:
+            raise KeyError(f"no institution {institution!r}; known: {list(self.institutions)}")
+        if round_no < 1:
+            raise ValueError("local models exist for rounds >= 1")
+        return self._load(round_no, institution)
+
+    def local_states(self, round_no: int) -> dict[str, State]:
+        return {name: self.local_state(round_no, name) for name in self.institutions}
+
+    def aggregation_weights(self, members: Sequence[str]) -> list[float] | None:
+        """The FedAvg weights training used for ``members`` (``None``: unweighted)."""
+        return [float(self.n_train[m]) for m in members] if self.weighted else None
+
+    @cached_property
+    def curve(self) -> pd.DataFrame:
+        return store.read_table(self.directory / "curve.csv")
+
+    def _load(self, round_no: int, who: str) -> State:
+        if not 0 <= round_no <= self.n_rounds:
+            raise ValueError(f"round {round_no} not in 0..{self.n_rounds}")
+        return load_checkpoint(_round_path(self.directory, round_no, who), self.params_hash)["state"]
+
+
+def load_rounds(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> RoundHistory:
+    """The recorded rounds (global and per-institution states) of the setting's grand coalition."""
+    from ddval.data.splits import load_partition
+
+    s = cfg.setting(setting)
+    members = tuple(i.name for i in s.institutions)
+    partition = load_partition(cfg, seed, setting, root=root)
+    params = coalition_params(cfg, seed, setting, members, partition)
+    cdir = coalition_dir(cfg, seed, setting, members, root)
+    status = store.stage_status(cdir, STAGE, params)
+    if status != "complete":
+        raise FileNotFoundError(f"{cdir}: the grand coalition is {status} for the current config; run the training stage first")
+    best = load_checkpoint(cdir / "best.pt", store.param_hash(params))
+    curve = store.read_table(cdir / "curve.csv")
+    train = partition[partition["split"] == "train"]
+    return RoundHistory(
+        directory=cdir,
+        params_hash=store.param_hash(params),
+        institutions=members,
+        n_train={m: int((train["institution"] == m).sum()) for m in members},
+        weighted=cfg.train.weighted,
+        n_rounds=int(curve["round"].max()),
+        best_round=int(best["best_round"]),
+    )
+
+
+__all__ = [
+    "EMPTY_COALITION_UTILITY",
+    "CheckpointError",
+    "RoundHistory",
+    "SettingData",
+    "all_coalitions",
+    "coalition_dir",
+    "coalition_id",
+    "load_curves",
+    "load_model",
+    "load_rounds",
+    "load_setting_data",
+    "load_utilities",
+    "parse_coalition",
+    "run_training_stage",
+    "setting_coalitions",
+    "test_sets",
+    "train_coalition",
+    "train_dir",
+    "utility_map",
+]

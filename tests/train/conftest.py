@@ -1,0 +1,90 @@
+"""Tiny in-memory clients and a tiny DenseNet, so the training unit tests run in seconds on a CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from ddval.config import TrainConfig
+from ddval.repro import seed_everything
+from ddval.train.federated import Client
+from ddval.train.models import build_model
+
+IMAGE = 32  # the smallest input a DenseNet's five halvings accept
+
+
+def tiny_cfg(**changes) -> TrainConfig:
+    base = dict(
+        model="densenet_small",
+        pretrained=False,
+        max_rounds=4,
+        patience=2,
+        batch_size=8,
+        eval_batch_size=16,
+        lr=0.05,
+        small_growth_rate=4,
+        small_block_config=(1, 1, 1, 1),
+        small_init_features=8,
+        threads=1,
+        device="cpu",
+    )
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def tensor_dataset(n: int, seed: int, shift: float = 0.0) -> TensorDataset:
+    """Images whose mean brightness carries the labels, so a few steps learn something."""
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.rand(n, 8, generator=g) < 0.4).float()
+    x = torch.randn(n, 3, IMAGE, IMAGE, generator=g) * 0.5
+    x[:, 0] += (y[:, :4] @ torch.tensor([1.0, -1.0, 0.5, 0.25]))[:, None, None] + shift
+    return TensorDataset(x, y)
+
+
+def make_clients(n: int = 3, size: int = 20, **kwargs) -> list[Client]:
+    return [Client(f"c{i}", tensor_dataset(size, seed=i, shift=0.1 * i), tensor_dataset(8, seed=100 + i), **kwargs) for i in range(n)]
+
+
+def fresh_model(cfg: TrainConfig, seed: int = 1):
+    torch.manual_seed(seed)
+    return build_model(cfg)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    seed_everything(0, threads=1)
+    yield
+
+
+def assert_same_state(a, b) -> None:
+    assert list(a) == list(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# Test modules are imported with --import-mode=importlib and cannot import this file, so the helpers
+# above reach them as fixtures.
+@pytest.fixture
+def cfg_factory():
+    return tiny_cfg
+
+
+@pytest.fixture
+def clients_factory():
+    return make_clients
+
+
+@pytest.fixture
+def model_factory():
+    return fresh_model
+
+
+@pytest.fixture
+def data_factory():
+    return tensor_dataset
+
+
+@pytest.fixture
+def same_state():
+    return assert_same_state

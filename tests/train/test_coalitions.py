@@ -1,0 +1,140 @@
+"""The coalition stage on in-memory data: tables, recorded rounds, skip, resume, stale and corrupt files."""
+
+import pandas as pd
+import pytest
+import torch
+
+from ddval import store
+from ddval.config import LABELS, load_config
+from ddval.train import coalitions
+from ddval.train.coalitions import SettingData, all_coalitions, coalition_dir, parse_coalition, setting_coalitions, train_coalition
+from ddval.train.federated import CheckpointError, load_checkpoint, state_sha256
+
+TINY = {
+    "max_rounds": 3,
+    "patience": 3,
+    "batch_size": 8,
+    "eval_batch_size": 16,
+    "lr": 0.05,
+    "small_growth_rate": 4,
+    "small_block_config": [1, 1, 1, 1],
+    "small_init_features": 8,
+    "threads": 1,
+    "device": "cpu",
+}
+GRAND = ("nih", "chexpert", "mimic")
+
+
+def demo(**train):
+    return load_config("demo", {"train": {**TINY, **train}})
+
+
+@pytest.fixture
+def data(data_factory):
+    names = GRAND
+    frame = pd.DataFrame(
+        [{"institution": n, "split": s, "scan_id": f"{n}-{s}-{i}"} for n in names for s, k in [("train", 16), ("val", 6), ("test", 10)] for i in range(k)]
+    )
+    return SettingData(
+        partition=frame,
+        train={n: data_factory(16, seed=i) for i, n in enumerate(names)},
+        val={n: data_factory(6, seed=10 + i) for i, n in enumerate(names)},
+        test={n: data_factory(10, seed=20 + i) for i, n in enumerate(names)},
+    )
+
+
+def test_coalitions_are_enumerated_in_config_order():
+    cfg = load_config("demo")
+    assert all_coalitions(["a", "b", "c"]) == [("a",), ("b",), ("c",), ("a", "b"), ("a", "c"), ("b", "c"), ("a", "b", "c")]
+    assert [coalitions.coalition_id(c) for c in setting_coalitions(cfg.setting("noniid"))][3] == "nih+chexpert"
+    assert setting_coalitions(cfg.setting("labelflip")) == [tuple(f"flip{p:02d}" for p in range(0, 30, 5))]
+    assert parse_coalition(cfg.setting("noniid"), "mimic+nih") == ("nih", "mimic")
+    with pytest.raises(ValueError, match="institutions are"):
+        parse_coalition(cfg.setting("noniid"), "nih+cxr")
+    with pytest.raises(ValueError, match="only the grand coalition"):
+        parse_coalition(cfg.setting("labelflip"), "flip00")
+
+
+def test_grand_coalition_tables_and_recorded_rounds(tmp_path, data):
+    cfg = demo()
+    res = train_coalition(cfg, 0, "noniid", GRAND, data, root=tmp_path)
+    cdir = coalition_dir(cfg, 0, "noniid", GRAND, root=tmp_path)
+    assert not res.skipped and not (cdir / "checkpoint.pt").exists()
+    auroc = pd.read_csv(cdir / "auroc.csv")
+    assert list(auroc.columns) == ["setting", "seed", "coalition", "members", "n_members", "label", "auroc"]
+    assert auroc["label"].tolist() == [*LABELS, "mean"]
+    assert set(auroc["coalition"]) == {"nih+chexpert+mimic"} and set(auroc["n_members"]) == {3}
+    curve = pd.read_csv(cdir / "curve.csv")
+    assert curve["round"].tolist() == [1, 2, 3] and curve["is_best"].sum() == 1
+    rounds = pd.read_csv(cdir / "rounds.csv")
+    assert list(rounds.columns) == ["round", "institution", "model_sha256", "merged_sha256", "leader", "val_loss"]
+    assert len(rounds) == 9 and set(rounds["leader"]) == {"server"}
+    history = coalitions.RoundHistory(cdir, store.param_hash(coalitions.coalition_params(cfg, 0, "noniid", GRAND, data.partition)), GRAND, {n: 16 for n in GRAND}, False, 3, int(curve.loc[curve["is_best"], "round"].iloc[0]))
+    for r in (1, 2, 3):
+        row = rounds[rounds["round"] == r]
+        assert state_sha256(history.global_state(r)) == row["merged_sha256"].iloc[0]
+        for name in GRAND:
+            assert state_sha256(history.local_state(r, name)) == row.loc[row["institution"] == name, "model_sha256"].iloc[0]
+    best = load_checkpoint(cdir / "best.pt", history.params_hash)
+    assert state_sha256(best["state"]) == state_sha256(history.global_state(history.best_round))
+    # round 0 is the shared initial model: a single-institution coalition starts from it too
+    train_coalition(cfg, 0, "noniid", ("nih",), data, root=tmp_path)
+    solo = pd.read_csv(coalition_dir(cfg, 0, "noniid", ("nih",), root=tmp_path) / "rounds.csv")
+    assert solo.loc[0, "model_sha256"] == rounds[(rounds["round"] == 1) & (rounds["institution"] == "nih")]["model_sha256"].iloc[0]
+    assert not (coalition_dir(cfg, 0, "noniid", ("nih",), root=tmp_path) / "rounds").exists()  # only the grand one keeps states
+
+
+def test_done_coalition_is_skipped_and_a_changed_config_retrains(tmp_path, data, caplog):
+    train_coalition(demo(), 0, "noniid", ("nih",), data, root=tmp_path)
+    assert train_coalition(demo(), 0, "noniid", ("nih",), data, root=tmp_path).skipped
+    res = train_coalition(demo(lr=0.02), 0, "noniid", ("nih",), data, root=tmp_path)
+    assert not res.skipped
+    assert any("other parameters" in r.message for r in caplog.records)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_a_killed_run(tmp_path, data, monkeypatch):
+    cfg = demo()
+    train_coalition(cfg, 0, "noniid", GRAND, data, root=tmp_path / "full")
+    save_round = coalitions._save_round
+
+    def die_in_round_3(cdir, record, h):
+        if record.round == 3:
+            raise Killed
+        save_round(cdir, record, h)
+
+    monkeypatch.setattr(coalitions, "_save_round", die_in_round_3)
+    with pytest.raises(Killed):
+        train_coalition(cfg, 0, "noniid", GRAND, data, root=tmp_path / "killed")
+    cdir = coalition_dir(cfg, 0, "noniid", GRAND, root=tmp_path / "killed")
+    assert (cdir / "checkpoint.pt").exists() and not (cdir / "best.pt").exists()
+    # a half-trained coalition of another config is never continued
+    with pytest.raises(CheckpointError, match="different configuration"):
+        train_coalition(demo(lr=0.02), 0, "noniid", GRAND, data, root=tmp_path / "killed")
+    monkeypatch.setattr(coalitions, "_save_round", save_round)
+    assert not train_coalition(cfg, 0, "noniid", GRAND, data, root=tmp_path / "killed").skipped
+    full = coalition_dir(cfg, 0, "noniid", GRAND, root=tmp_path / "full")
+    for name in ("auroc.csv", "curve.csv", "rounds.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(full / name), pd.read_csv(cdir / name))
+
+
+def test_corrupt_checkpoint_is_an_error(tmp_path, data):
+    cfg = demo()
+    cdir = coalition_dir(cfg, 0, "noniid", ("nih",), root=tmp_path)
+    cdir.mkdir(parents=True)
+    (cdir / "checkpoint.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train_coalition(cfg, 0, "noniid", ("nih",), data, root=tmp_path)
+
+
+def test_same_seed_same_utilities_other_seed_other_model(tmp_path, data):
+    cfg = demo()
+    for root in ("a", "b"):
+        train_coalition(cfg, 0, "noniid", ("chexpert",), data, root=tmp_path / root)
+    train_coalition(cfg, 1, "noniid", ("chexpert",), data, root=tmp_path / "c")
+    read = lambda root, seed: pd.read_csv(coalition_dir(cfg, seed, "noniid", ("chexpert",), root=tmp_path / root) / "rounds.csv")  # noqa: E731
+    pd.testing.assert_frame_equal(read("a", 0), read("b", 0))
+    assert read("a", 0)["merged_sha256"].iloc[-1] != read("c", 1)["merged_sha256"].iloc[-1]
