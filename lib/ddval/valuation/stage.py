@@ -1,0 +1,421 @@
+"""Stage 04: value every data point, patient and institution of a trained setting (notebook 04).
+
+For each setting (``<S>`` = ``results/<preset>/seed-<s>/<setting>``), every step is a resumable
+:mod:`ddval.store` stage in ``<S>/valuation/`` (skipped when done with the same parameters):
+
+1. ``features/``: each institution's deep features (:mod:`ddval.valuation.features`);
+2. ``knn_values.npz``: exact KNN-Shapley per train point and label on the pooled features
+   (:mod:`ddval.valuation.pooled`), or the reduction of the SLURM shards
+   ``shards/knn-<i>-of-<n>.npz`` when all of them are present;
+3. ``point_values.parquet``, ``patient_values.csv``: DDVal's hierarchy
+   (:mod:`ddval.valuation.hierarchy`);
+4. ``methods/<method>.csv``: one file per method (``exact, ddval, or, lambda_mr, gtg, safe``);
+5. ``institution_values.csv``, ``similarity.csv``: all methods, and each one's similarity to the
+   exact Shapley values (aligned by institution name);
+6. experiments (:mod:`ddval.valuation.experiments`): ``labelflip.csv`` and ``flip_detection.csv``
+   (settings with label flips), ``dp.csv`` (settings with exact values), ``scalability.csv``
+   (first seed of the preset, in ``valuation.scalability_setting``).
+
+Settings trained with ``coalitions: grand`` have no exact values (no sub-coalition was trained):
+they get no ``exact`` rows and no similarity rows, and run only ``valuation.grand_only_methods``.
+
+Sharding (``shard=i, n_shards=n``): only the KNN partial sums of test shard ``i`` (all labels) are
+computed and written; a later call with ``shard=None`` reduces the shards (bit-identical to an
+unsharded run) and does the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ddval import store
+from ddval.config import ExperimentConfig
+from ddval.valuation import baselines, experiments
+from ddval.valuation.features import features_params, load_features
+from ddval.valuation.hierarchy import institution_values, patient_table, point_table
+from ddval.valuation.pooled import PooledFeatures, pool_features, reduce_units, shard_units, unit_sums, work_units
+
+log = logging.getLogger(__name__)
+
+#: Every method, in table order.
+METHODS = ("exact", "ddval", "or", "lambda_mr", "gtg", "safe")
+
+
+@dataclass(frozen=True)
+class ValuationResult:
+    """What the stage produced for the settings it handled (``None`` tables: not applicable)."""
+
+    institution_values: pd.DataFrame
+    similarity: pd.DataFrame
+    settings: tuple[str, ...]
+
+
+def valuation_dir(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> Path:
+    """``<S>/valuation``."""
+    return store.setting_dir(cfg, seed, setting, root) / "valuation"
+
+
+def shard_path(vdir: Path, shard: int, n_shards: int) -> Path:
+    """``<S>/valuation/shards/knn-<i>-of-<n>.npz``."""
+    return vdir / "shards" / f"knn-{shard}-of-{n_shards}.npz"
+
+
+def has_exact(cfg: ExperimentConfig, setting: str) -> bool:
+    """True when every coalition of ``setting`` is trained (exact Shapley values exist)."""
+    return cfg.setting(setting).coalitions == "all"
+
+
+def setting_methods(cfg: ExperimentConfig, setting: str, methods: Sequence[str] | None) -> list[str]:
+    """The methods run on ``setting``: ``methods`` (default ``valuation.methods``), restricted to
+    ``valuation.grand_only_methods`` and without ``exact`` on grand-only settings."""
+    wanted = list(methods if methods is not None else cfg.valuation.methods)
+    unknown = [m for m in wanted if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown valuation method(s) {unknown}; known: {list(METHODS)}")
+    if not has_exact(cfg, setting):
+        wanted = [m for m in wanted if m in cfg.valuation.grand_only_methods and m != "exact"]
+    return [m for m in METHODS if m in wanted]
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters
+# --------------------------------------------------------------------------------------------
+
+
+def _utilities_hash(cfg: ExperimentConfig, seed: int, setting: str, root) -> str:
+    from ddval.train.coalitions import train_dir
+
+    record = store.record_path(train_dir(cfg, seed, setting, root), "utilities")
+    if not record.exists():
+        raise FileNotFoundError(f"{record}: the training stage of setting {setting!r} (seed {seed}) has not finished; run notebook 03 first")
+    return store.read_json(record)["params_hash"]
+
+
+def knn_params(cfg: ExperimentConfig, seed: int, setting: str, root) -> dict:
+    """What the KNN sums depend on (not on the sharding: sharded results are bit-identical)."""
+    v = cfg.valuation
+    return {"features": store.param_hash(features_params(cfg, seed, setting, root)), "k": v.k, "test_per_class": v.test_per_class, "test_block": v.test_block}
+
+
+def inputs_params(cfg: ExperimentConfig, seed: int, setting: str, root) -> dict:
+    """What every later step depends on: the features, the KNN options and the trained coalitions."""
+    return {"seed": seed, "setting": setting, "knn": store.param_hash(knn_params(cfg, seed, setting, root)), "utilities": _utilities_hash(cfg, seed, setting, root)}
+
+
+# --------------------------------------------------------------------------------------------
+# KNN-Shapley (whole or sharded)
+# --------------------------------------------------------------------------------------------
+
+
+def _device(cfg: ExperimentConfig) -> str | None:
+    return "cuda" if cfg.train.device in ("auto", "cuda") and torch.cuda.is_available() else None
+
+
+def compute_shard(cfg: ExperimentConfig, seed: int, setting: str, shard: int, n_shards: int, root=None) -> Path:
+    """Compute and write the KNN partial sums of test shard ``shard`` of ``n_shards`` (all labels)."""
+    vdir = valuation_dir(cfg, seed, setting, root)
+    path = shard_path(vdir, shard, n_shards)
+    params = {**knn_params(cfg, seed, setting, root), "shard": shard, "n_shards": n_shards}
+
+    def compute() -> list[Path]:
+        pooled = pool_features(load_features(cfg, seed, setting, root), cfg.valuation.test_per_class)
+        units = shard_units(work_units(pooled.label_tests, cfg.valuation.test_block), shard, n_shards)
+        start = time.perf_counter()
+        sums = unit_sums(pooled, units, cfg.valuation.k, device=_device(cfg), desc=f"{setting} shard {shard}/{n_shards}")
+        wall = time.perf_counter() - start
+        return [store.write_npz(path, units=np.array([(u.label, u.start, u.stop) for u in units], dtype=np.int64).reshape(-1, 3), sums=sums, wall_time_s=np.float64(wall))]
+
+    store.run_stage(path.parent, path.stem, params, compute)
+    return path
+
+
+def _read_shards(cfg, seed, setting, n_shards, pooled, root) -> tuple[np.ndarray, float] | None:
+    """Reduce the shard files when all are present and current; ``None`` when none is; an error
+    naming the missing ones when only some are."""
+    vdir = valuation_dir(cfg, seed, setting, root)
+    base = knn_params(cfg, seed, setting, root)
+    present = [store.is_complete(vdir / "shards", shard_path(vdir, i, n_shards).stem, {**base, "shard": i, "n_shards": n_shards}) for i in range(n_shards)]
+    if not any(present):
+        return None
+    if not all(present):
+        missing = [str(shard_path(vdir, i, n_shards)) for i, ok in enumerate(present) if not ok]
+        raise FileNotFoundError(f"setting {setting!r}: {len(missing)} of {n_shards} KNN shards missing or stale: {', '.join(missing)}; run them with shard=i, n_shards={n_shards}")
+    units = work_units(pooled.label_tests, cfg.valuation.test_block)
+    got_units, sums, wall = [], [], 0.0
+    for i in range(n_shards):
+        with np.load(shard_path(vdir, i, n_shards)) as npz:
+            got_units += [tuple(map(int, u)) for u in npz["units"]]
+            sums.append(npz["sums"])
+            wall += float(npz["wall_time_s"])
+    if got_units != [(u.label, u.start, u.stop) for u in units]:
+        raise ValueError(f"{vdir / 'shards'}: the shards do not cover the work units of the current features exactly once")
+    return reduce_units(units, np.concatenate(sums), pooled.label_tests, cfg.valuation.test_block), wall
+
+
+def knn_stage(cfg: ExperimentConfig, seed: int, setting: str, pooled: Callable[[], PooledFeatures], n_shards: int | None = None, root=None) -> Path:
+    """Stage ``knn``: ``knn_values.npz`` with the ``(N, 8)`` KNN-Shapley values per train point and
+    label (``label_values``), the train scan ids and the compute time (summed over shards when
+    reduced from them). Reduces the shard files when all ``n_shards`` (default
+    ``valuation.shards``) are present, else computes everything. ``pooled`` is called only when
+    there is work to do."""
+    vdir = valuation_dir(cfg, seed, setting, root)
+    path = vdir / "knn_values.npz"
+    n = n_shards or cfg.valuation.shards
+
+    def compute() -> list[Path]:
+        data = pooled()
+        reduced = _read_shards(cfg, seed, setting, n, data, root) if n > 1 else None
+        if reduced is None:
+            units = work_units(data.label_tests, cfg.valuation.test_block)
+            start = time.perf_counter()
+            sums = unit_sums(data, units, cfg.valuation.k, device=_device(cfg), desc=f"{setting} KNN-Shapley")
+            reduced = reduce_units(units, sums, data.label_tests, cfg.valuation.test_block), time.perf_counter() - start
+        values, wall = reduced
+        return [store.write_npz(path, label_values=values, wall_time_s=np.float64(wall), scan_id=data.scan_id)]
+
+    store.run_stage(vdir, "knn", knn_params(cfg, seed, setting, root), compute)
+    return path
+
+
+def read_knn_values(path: Path, pooled: PooledFeatures) -> tuple[np.ndarray, float]:
+    """``(label_values, wall_time_s)`` of ``knn_values.npz``, checked against the pooled rows."""
+    with np.load(path) as npz:
+        if not np.array_equal(npz["scan_id"], pooled.scan_id):
+            raise ValueError(f"{path}: rows do not match the current features; delete it to recompute")
+        return npz["label_values"], float(npz["wall_time_s"])
+
+
+# --------------------------------------------------------------------------------------------
+# One setting
+# --------------------------------------------------------------------------------------------
+
+
+class _Context:
+    """Lazily loaded inputs of one setting (features, utilities, recorded rounds, evaluator)."""
+
+    def __init__(self, cfg: ExperimentConfig, seed: int, setting: str, root):
+        self.cfg, self.seed, self.setting, self.root = cfg, seed, setting, root
+        self.players = [i.name for i in cfg.setting(setting).institutions]
+        self._cache: dict = {}
+
+    def _get(self, key, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    @property
+    def feats(self):
+        return self._get("feats", lambda: load_features(self.cfg, self.seed, self.setting, self.root))
+
+    @property
+    def pooled(self) -> PooledFeatures:
+        return self._get("pooled", lambda: pool_features(self.feats, self.cfg.valuation.test_per_class))
+
+    @property
+    def utility(self) -> dict:
+        from ddval.train import load_utilities, utility_map
+
+        return self._get("utility", lambda: utility_map(load_utilities(self.cfg, self.seed, self.setting, self.root)))
+
+    @property
+    def grand_utility(self) -> float:
+        return self.utility[frozenset(self.players)]
+
+    @property
+    def partition(self) -> pd.DataFrame:
+        from ddval.data.splits import load_partition
+
+        return self._get("partition", lambda: load_partition(self.cfg, self.seed, self.setting, root=self.root))
+
+    @property
+    def history(self):
+        from ddval.train import load_rounds
+
+        return self._get("history", lambda: load_rounds(self.cfg, self.seed, self.setting, self.root))
+
+    @property
+    def evaluator(self):
+        from ddval.train import load_model
+        from ddval.valuation.reconstruct import UtilityEvaluator, test_tensors
+
+        return self._get("evaluator", lambda: UtilityEvaluator(load_model(self.cfg, self.seed, self.setting, root=self.root), test_tensors(self.partition, self.players, self.cfg.data.image_size)))
+
+    def n_flipped(self) -> np.ndarray:
+        """Flipped-label count of every pooled train point (joined on institution and scan id)."""
+        train = self.partition[self.partition["split"] == "train"].set_index(["institution", "scan_id"])["n_flipped"]
+        keys = pd.MultiIndex.from_arrays([self.pooled.institution, self.pooled.scan_id])
+        return train.reindex(keys).fillna(0).to_numpy(dtype=np.int64)
+
+
+def ddval_tables(ctx: _Context, label_values: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """Points, patients and institution values of DDVal."""
+    p = ctx.pooled
+    points = point_table(label_values, institution=p.institution, scan_id=p.scan_id, patient_id=p.patient_id, sex=p.sex, age=p.age, n_flipped=ctx.n_flipped(), grand_utility=ctx.grand_utility)
+    return points, patient_table(points), institution_values(points, ctx.players)
+
+
+def run_method(ctx: _Context, method: str) -> baselines.MethodResult:
+    """Run one baseline (not ``ddval``) on the setting."""
+    v = ctx.cfg.valuation
+    torch.set_num_threads(ctx.cfg.train.threads)
+    if method == "exact":
+        return baselines.exact_values(ctx.utility, ctx.players)
+    if method == "or":
+        return baselines.or_values(ctx.history, ctx.evaluator, ctx.players)
+    if method == "lambda_mr":
+        return baselines.lambda_mr_values(ctx.history, ctx.evaluator, ctx.players, v.lambda_mr)
+    if method == "gtg":
+        return baselines.gtg_values(ctx.history, ctx.evaluator, ctx.players, gtg_options(ctx.cfg), ctx.seed)
+    if method == "safe":
+        return baselines.safe_values(ctx.feats, ctx.players, ctx.grand_utility, v.safe_alphas)
+    raise ValueError(f"unknown method {method!r}")
+
+
+def gtg_options(cfg: ExperimentConfig) -> baselines.GTGOptions:
+    """GTG-Shapley's options from ``valuation.gtg_*``."""
+    v = cfg.valuation
+    return baselines.GTGOptions(v.gtg_eps, v.gtg_round_trunc, v.gtg_max_permutations, v.gtg_min_permutations, v.gtg_converge_tol, v.gtg_converge_window)
+
+
+def value_setting(cfg: ExperimentConfig, seed: int, setting: str, methods: Sequence[str] | None = None, n_shards: int | None = None, root=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every valuation step of one setting (resumable); returns its institution and similarity tables."""
+    ctx = _Context(cfg, seed, setting, root)
+    vdir = valuation_dir(cfg, seed, setting, root)
+    inputs = inputs_params(cfg, seed, setting, root)
+    wanted = setting_methods(cfg, setting, methods)
+
+    knn_path = knn_stage(cfg, seed, setting, lambda: ctx.pooled, n_shards, root)
+
+    def ddval_step() -> list[Path]:
+        label_values, knn_time = read_knn_values(knn_path, ctx.pooled)
+        start = time.perf_counter()
+        points, patients, values = ddval_tables(ctx, label_values)
+        wall = knn_time + time.perf_counter() - start
+        result = baselines.MethodResult("ddval", values, wall, 0)
+        return [
+            store.write_table(vdir / "point_values.parquet", points),
+            store.write_table(vdir / "patient_values.csv", patients),
+            store.write_table(vdir / "methods" / "ddval.csv", result.table(setting, seed)),
+        ]
+
+    store.run_stage(vdir, "ddval", {**inputs, "knn_values": store.file_sha256(knn_path)}, ddval_step)
+    for method in wanted:
+        if method == "ddval":
+            continue
+        out = vdir / "methods" / f"{method}.csv"
+        params = {**inputs, "method": method, "options": _method_options(cfg, method)}
+        store.run_stage(vdir / "methods", method, params, lambda m=method, o=out: [store.write_table(o, run_method(ctx, m).table(setting, seed))])
+
+    files = [vdir / "methods" / f"{m}.csv" for m in wanted]
+    tables_params = {"files": {f.name: store.file_sha256(f) for f in files}}
+
+    def tables_step() -> list[Path]:
+        values = pd.concat([store.read_table(f) for f in files], ignore_index=True)
+        return [store.write_table(vdir / "institution_values.csv", values), store.write_table(vdir / "similarity.csv", similarity_table(values, setting, seed))]
+
+    store.run_stage(vdir, "tables", tables_params, tables_step)
+    _experiments(ctx, vdir, inputs)
+    return store.read_table(vdir / "institution_values.csv"), store.read_table(vdir / "similarity.csv")
+
+
+def _method_options(cfg: ExperimentConfig, method: str) -> dict:
+    v = cfg.valuation
+    return {
+        "exact": {},
+        "or": {},
+        "lambda_mr": {"lambda": v.lambda_mr},
+        "gtg": {k: getattr(v, k) for k in ("gtg_eps", "gtg_round_trunc", "gtg_max_permutations", "gtg_min_permutations", "gtg_converge_tol", "gtg_converge_window")},
+        "safe": {"alphas": list(v.safe_alphas)},
+    }[method]
+
+
+def similarity_table(values: pd.DataFrame, setting: str, seed: int) -> pd.DataFrame:
+    """``similarity.csv``: every method (≠ exact) against the exact values, aligned by institution
+    name; empty when the setting has no exact values."""
+    from ddval.valuation.compare import similarity
+
+    columns = ["setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error"]
+    exact = values[values["method"] == "exact"].set_index("institution")["value"]
+    rows = []
+    if not exact.empty:
+        for method, frame in values[values["method"] != "exact"].groupby("method", sort=False):
+            sim = similarity(exact, frame.set_index("institution")["value"])
+            rows.append({"setting": setting, "seed": seed, "method": method, **{k: float(sim[k]) for k in columns[3:]}})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _experiments(ctx: _Context, vdir: Path, inputs: dict) -> None:
+    cfg, seed, setting = ctx.cfg, ctx.seed, ctx.setting
+    flips = {i.name: i.flip_rate for i in cfg.setting(setting).institutions}
+    if any(r > 0 for r in flips.values()):
+        params = {**inputs, "points": store.file_sha256(vdir / "point_values.parquet")}
+        store.run_stage(vdir, "labelflip", params, lambda: experiments.write_labelflip(vdir, setting, seed, flips))
+    if has_exact(cfg, setting) and cfg.valuation.dp_noise_scales:
+        params = {**inputs, "scales": list(cfg.valuation.dp_noise_scales)}
+        store.run_stage(vdir, "dp", params, lambda: [store.write_table(vdir / "dp.csv", experiments.dp_table(ctx, ddval_label_values_fn(ctx)))])
+    if cfg.valuation.scalability_clients and seed == cfg.seeds[0] and setting == scalability_setting(cfg):
+        v = cfg.valuation
+        params = {**inputs, "clients": list(v.scalability_clients), "points": v.scalability_points_per_client, "cap": v.scalability_time_cap_s}
+        store.run_stage(vdir, "scalability", params, lambda: [store.write_table(vdir / "scalability.csv", experiments.scalability_table(ctx))])
+
+
+def ddval_label_values_fn(ctx: _Context):
+    """``pooled → (N, 8) label values`` with the stage's KNN options (used by the experiments)."""
+    v = ctx.cfg.valuation
+
+    def fn(pooled: PooledFeatures) -> np.ndarray:
+        units = work_units(pooled.label_tests, v.test_block)
+        return reduce_units(units, unit_sums(pooled, units, v.k, device=_device(ctx.cfg), desc="KNN-Shapley"), pooled.label_tests, v.test_block)
+
+    return fn
+
+
+def scalability_setting(cfg: ExperimentConfig) -> str:
+    """``valuation.scalability_setting``, else the setting with the most institutions."""
+    if cfg.valuation.scalability_setting:
+        return cfg.setting(cfg.valuation.scalability_setting).name
+    return max(cfg.settings, key=lambda s: len(s.institutions)).name
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+
+
+def run_valuation_stage(
+    cfg: ExperimentConfig,
+    seed: int,
+    setting: str | None = None,
+    methods: Sequence[str] | None = None,
+    shard: int | None = None,
+    n_shards: int | None = None,
+    root: str | os.PathLike | None = None,
+) -> ValuationResult | list[Path]:
+    """Value the settings of ``cfg`` (or only ``setting``) for ``seed`` (see the module docstring).
+
+    With ``shard=i, n_shards=n`` only the KNN partial sums of test shard ``i`` are computed (one
+    SLURM array task); the list of shard files written is returned. Otherwise every step runs (or
+    is skipped when done) and the institution values and similarities of the handled settings are
+    returned."""
+    names = [setting] if setting is not None else [s.name for s in cfg.settings]
+    for name in names:
+        cfg.setting(name)  # fail early on an unknown setting
+    if shard is not None:
+        if n_shards is None:
+            raise ValueError("shard= needs n_shards=")
+        return [compute_shard(cfg, seed, name, shard, n_shards, root) for name in names]
+    values, sims = [], []
+    for name in names:
+        v, s = value_setting(cfg, seed, name, methods, n_shards, root)
+        values.append(v)
+        sims.append(s)
+    return ValuationResult(pd.concat(values, ignore_index=True), pd.concat(sims, ignore_index=True), tuple(names))
