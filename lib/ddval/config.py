@@ -142,7 +142,10 @@ class ValuationConfig:
     pooling: Literal["flatten", "gap"] = "flatten"  # paper: flatten denseblock4
     feature_dtype: Literal["float32", "float16"] = "float32"
     methods: tuple[str, ...] = ("exact", "ddval", "or", "lambda_mr", "gtg", "safe")
-    memory_budget_mb: int = 512
+    memory_budget_mb: int = 512  # working memory of knn_shapley (distances of a test chunk, buffers)
+    device: str = "auto"  # knn_shapley: "auto" (cuda if available, else host), "host", "cpu", "cuda"
+    chunk: int | None = None  # knn_shapley test points per chunk; None: as many as memory_budget_mb allows
+    threads: int = 0  # knn_shapley host worker threads; 0: torch.get_num_threads()
     shards: int = 1  # test-point shards (one SLURM array task each)
     lambda_mr: float = 0.5  # discount of the lambda-MR rounds
     gtg_eps: float = 0.001
