@@ -117,6 +117,9 @@ class TrainConfig:
     patience: int = 10
     local_epochs: int = 1
     lr: float = 0.01
+    # learning rate of round r = lr * lr_decay ** (r - 1), the same rule for every coalition
+    # (paper: 1.0, a constant rate; the original halved it for single-client coalitions only)
+    lr_decay: float = 1.0
     momentum: float = 0.0
     batch_size: int = 32
     eval_batch_size: int = 32
@@ -131,6 +134,9 @@ class TrainConfig:
     small_growth_rate: int = 8
     small_block_config: tuple[int, ...] = (2, 2, 2, 2)
     small_init_features: int = 16
+    # coalitions trained at the same time, each in its own process with `threads` threads (the
+    # small demo models gain little from intra-op threads and lose a lot when cores are contended)
+    processes: int = 1
 
 
 @dataclass(frozen=True)

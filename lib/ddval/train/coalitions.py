@@ -9,7 +9,7 @@ Run directory of a setting (``<S>/train/``, tables in ``docs/tables.md``)::
 
     utilities.csv  curves.csv                   assembled when every coalition is done
     <coalition>/best.pt                         best round's global model (+ params hash)
-    <coalition>/auroc.csv  curve.csv  rounds.csv
+    <coalition>/auroc.csv  auroc_per_test_set.csv  curve.csv  rounds.csv  timing.json
     <coalition>/checkpoint.pt                   resume state while training (removed when done)
     <grand>/rounds/000/global.pt                initial model; for r >= 1: rounds/<r>/global.pt and
     <grand>/rounds/<r>/<institution>.pt          every institution's local model (OR, λ-MR, GTG)
@@ -21,11 +21,13 @@ corrupt or was written with other parameters is an error, never reused silently.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import logging
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -63,6 +65,9 @@ log = logging.getLogger(__name__)
 #: Worth of the empty coalition (a random classifier's AUROC).
 EMPTY_COALITION_UTILITY = 0.5
 STAGE = "train"
+#: Train settings that change how the work is scheduled, not a single number of its results
+#: (so changing them never invalidates a trained coalition).
+EXECUTION_ONLY = ("processes",)
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,7 +166,7 @@ def coalition_params(cfg: ExperimentConfig, seed: int, setting: str, members: Se
         "seed": seed,
         "setting": cfg.setting(setting),
         "members": list(members),
-        "train": cfg.train,
+        "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in EXECUTION_ONLY},
         "image_size": cfg.data.image_size,
         "partition": _frame_digest(partition),
     }
@@ -192,6 +197,7 @@ def train_coalition(cfg: ExperimentConfig, seed: int, setting: str, members: Seq
     grand = members == tuple(i.name for i in cfg.setting(setting).institutions)
 
     def compute() -> list[Path]:
+        started, cpu_started = time.perf_counter(), time.process_time()
         seed_everything(seed, threads=cfg.train.threads)
         device = resolve_device(cfg.train)
         torch.manual_seed(derive_seed(seed, "init"))  # the same initial model for every coalition
@@ -218,7 +224,9 @@ def train_coalition(cfg: ExperimentConfig, seed: int, setting: str, members: Seq
         written = _write_coalition_tables(cdir, cfg, seed, setting, members, result, utility)
         save_checkpoint(cdir / "best.pt", {"state": result.best_state, "best_round": result.best_round, "members": list(members)}, h)
         checkpoint.unlink(missing_ok=True)  # the loop state is no longer needed
-        outputs = [cdir / "best.pt", *written]
+        # timings live apart from the tables, which must be identical run to run
+        timing = {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu_started, "rounds": len(result.history), "device": str(device)}
+        outputs = [cdir / "best.pt", store.write_json(cdir / "timing.json", timing), *written]
         if grand:
             outputs += [cdir / "rounds" / "000" / "global.pt"]
         return outputs
@@ -304,23 +312,75 @@ def run_training_stage(
     """Train and score the coalitions of every setting (or of ``setting``; only ``coalition`` when
     given, e.g. ``"nih+mimic"``, so one papermill job can train one coalition).
 
-    Finished coalitions are skipped, half-trained ones resume. Once all coalitions of a setting are
-    done, ``utilities.csv`` and ``curves.csv`` are assembled. Returns the utility rows (``label`` per
-    AUROC plus ``mean``) of the coalitions handled.
+    Finished coalitions are skipped, half-trained ones resume. With ``train.processes > 1`` that
+    many coalitions train at once, each in its own process (results are identical either way).
+    Once all coalitions of a setting are done, ``utilities.csv`` and ``curves.csv`` are assembled.
+    Returns the utility rows (``label`` per AUROC plus ``mean``) of the coalitions handled.
     """
     if coalition is not None and setting is None:
         raise ValueError("coalition= needs setting= (coalition ids are per setting)")
+    from ddval.data.splits import load_partition
+
     names = [setting] if setting is not None else [s.name for s in cfg.settings]
-    frames = []
+    partitions = {name: load_partition(cfg, seed, name, root=root) for name in names}
+    tasks = [
+        (name, members)
+        for name in names
+        for members in ([parse_coalition(cfg.setting(name), coalition)] if coalition is not None else setting_coalitions(cfg.setting(name)))
+    ]
+    todo = [
+        (name, members)
+        for name, members in tasks
+        if store.stage_status(coalition_dir(cfg, seed, name, members, root), STAGE, coalition_params(cfg, seed, name, members, partitions[name])) != "complete"
+    ]
+    if cfg.train.processes > 1 and len(todo) > 1:
+        _train_in_processes(cfg, seed, todo, root)
+    else:
+        data: dict[str, SettingData] = {}
+        for name, members in progress(todo, desc="coalitions", unit="coalition"):
+            if name not in data:
+                data[name] = load_setting_data(cfg, seed, name, root)
+            train_coalition(cfg, seed, name, members, data[name], root)
     for name in names:
-        s = cfg.setting(name)
-        wanted = [parse_coalition(s, coalition)] if coalition is not None else setting_coalitions(s)
-        data = load_setting_data(cfg, seed, name, root)
-        for members in progress(wanted, desc=f"{name} coalitions", unit="coalition"):
-            train_coalition(cfg, seed, name, members, data, root)
-            frames.append(store.read_table(coalition_dir(cfg, seed, name, members, root) / "auroc.csv"))
-        _assemble_if_complete(cfg, seed, name, data.partition, root)
-    return pd.concat(frames, ignore_index=True)
+        _assemble_if_complete(cfg, seed, name, partitions[name], root)
+    return pd.concat([store.read_table(coalition_dir(cfg, seed, n, m, root) / "auroc.csv") for n, m in tasks], ignore_index=True)
+
+
+# Worker processes keep each setting's datasets (images decoded once) across their tasks.
+_WORKER_DATA: dict[str, SettingData] = {}
+
+
+def _train_task(cfg: ExperimentConfig, seed: int, setting: str, members: tuple[str, ...], root: str) -> str:
+    if setting not in _WORKER_DATA:
+        _WORKER_DATA[setting] = load_setting_data(cfg, seed, setting, root)
+    train_coalition(cfg, seed, setting, members, _WORKER_DATA[setting], root)
+    return coalition_id(members)
+
+
+def _train_in_processes(cfg: ExperimentConfig, seed: int, todo: list[tuple[str, tuple[str, ...]]], root) -> None:
+    """Train ``todo`` in ``train.processes`` spawned processes, largest coalitions first."""
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    root = str(store.results_root(root))
+    order = sorted(todo, key=lambda task: -len(task[1]))  # the longest jobs first balance the load
+    # spawn, not fork: a forked child inherits torch's thread pools in an undefined state
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(cfg.train.processes, len(order)), mp_context=context) as pool:
+        futures = [pool.submit(_train_task, cfg, seed, name, members, root) for name, members in order]
+        bar = progress(total=len(futures), desc="coalitions", unit="coalition")
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    future.result()  # re-raises a worker's error here
+                bar.update(len(done))
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            bar.close()
 
 
 def _coalition_status(cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root) -> dict[tuple[str, ...], tuple[str, str]]:
@@ -370,10 +430,34 @@ def load_utilities(cfg: ExperimentConfig, seed: int, setting: str, root: str | o
     return store.read_table(train_dir(cfg, seed, setting, root) / "utilities.csv")
 
 
-def load_curves(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The setting's ``curves.csv`` (coalition × round losses)."""
-    _require_complete(cfg, seed, setting, root)
-    return store.read_table(train_dir(cfg, seed, setting, root) / "curves.csv")
+def load_curves(
+    cfg: ExperimentConfig,
+    seed: int,
+    setting: str | None = None,
+    coalition: str | Sequence[str] | None = None,
+    root: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Training curves (coalition × round: ``train_loss, val_loss, is_best``) of the same scope as
+    :func:`run_training_stage` (every setting, one setting, or one coalition of it); a coalition
+    not trained with the current config is an error naming it."""
+    from ddval.data.splits import load_partition
+
+    if coalition is not None and setting is None:
+        raise ValueError("coalition= needs setting= (coalition ids are per setting)")
+    frames, missing = [], []
+    for name in [setting] if setting is not None else [s.name for s in cfg.settings]:
+        partition = load_partition(cfg, seed, name, root=root)
+        scope = [parse_coalition(cfg.setting(name), coalition)] if coalition is not None else setting_coalitions(cfg.setting(name))
+        for members in scope:
+            cdir = coalition_dir(cfg, seed, name, members, root)
+            status = store.stage_status(cdir, STAGE, coalition_params(cfg, seed, name, members, partition))
+            if status != "complete":
+                missing.append(f"{name}/{coalition_id(members)} ({status})")
+            else:
+                frames.append(store.read_table(cdir / "curve.csv"))
+    if missing:
+        raise FileNotFoundError(f"coalitions not trained with the current config: {', '.join(missing)}; run ddval.train.run_training_stage first")
+    return pd.concat(frames, ignore_index=True)
 
 
 def utility_map(utilities: pd.DataFrame) -> dict[frozenset[str], float]:

@@ -99,6 +99,27 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, see
     )
 
 
+def check_train_config(train_cfg: TrainConfig) -> None:
+    """Raise ``ValueError`` naming the ``train.`` field whose value cannot work."""
+    rules = [
+        ("max_rounds", train_cfg.max_rounds >= 1, ">= 1"),
+        ("patience", train_cfg.patience >= 1, ">= 1"),
+        ("local_epochs", train_cfg.local_epochs >= 1, ">= 1"),
+        ("lr", train_cfg.lr > 0, "> 0"),
+        ("lr_decay", 0 < train_cfg.lr_decay <= 1, "in (0, 1]"),
+        ("momentum", 0 <= train_cfg.momentum < 1, "in [0, 1)"),
+        ("batch_size", train_cfg.batch_size >= 1, ">= 1"),
+        ("eval_batch_size", train_cfg.eval_batch_size >= 1, ">= 1"),
+        ("threads", train_cfg.threads >= 1, ">= 1"),
+        ("num_workers", train_cfg.num_workers >= 0, ">= 0"),
+        ("processes", train_cfg.processes >= 1, ">= 1"),
+        ("small_block_config", len(train_cfg.small_block_config) == 4 and min(train_cfg.small_block_config) >= 1, "4 positive block sizes"),
+    ]
+    for name, ok, expected in rules:
+        if not ok:
+            raise ValueError(f"train.{name} must be {expected}, got {getattr(train_cfg, name)!r}")
+
+
 def resolve_device(train_cfg: TrainConfig) -> torch.device:
     """``train.device``, with ``"auto"`` meaning CUDA when available."""
     if train_cfg.device == "auto":
@@ -166,7 +187,7 @@ def local_train(model: nn.Module, state: State, client: Client, train_cfg: Train
     device = next(model.parameters()).device
     model.load_state_dict(state)
     model.train()
-    optimiser = torch.optim.SGD(model.parameters(), lr=train_cfg.lr, momentum=train_cfg.momentum)
+    optimiser = torch.optim.SGD(model.parameters(), lr=round_lr(train_cfg, round_no), momentum=train_cfg.momentum)
     loss_fn = nn.BCELoss()
     total, seen = 0.0, 0
     for epoch in range(train_cfg.local_epochs):
@@ -190,6 +211,12 @@ def local_train(model: nn.Module, state: State, client: Client, train_cfg: Train
     if seen == 0:
         raise ValueError(f"client {client.name!r}: empty training set")
     return clone_state(model), total / seen
+
+
+def round_lr(train_cfg: TrainConfig, round_no: int) -> float:
+    """Learning rate of round ``round_no`` (1-based): ``lr * lr_decay ** (round_no - 1)``; it
+    depends on the round only, so every coalition follows the same rule and a resumed run too."""
+    return train_cfg.lr * train_cfg.lr_decay ** (round_no - 1)
 
 
 @torch.no_grad()
@@ -373,6 +400,7 @@ def train_rounds(
     """
     if not clients:
         raise ValueError("train_rounds needs at least one client")
+    check_train_config(train_cfg)
     names = [c.name for c in clients]
     weights = [c.n_train for c in clients] if train_cfg.weighted else None
     global_state = clone_state(model)
