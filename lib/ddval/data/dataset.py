@@ -110,7 +110,9 @@ def affine(x: torch.Tensor, flip: bool, angle: float, tx: float, ty: float, base
 def _as_unit_tensor(image: Any) -> torch.Tensor:
     """1 x H x W float32 in [0, 1] from uint8/float numpy, tensor or PIL (grayscale)."""
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("L"))
+        image = np.array(image.convert("L"))
+    elif isinstance(image, np.ndarray) and not image.flags.writeable:
+        image = image.copy()  # torch warns on read-only arrays (e.g. np.asarray of a PIL image)
     x = torch.as_tensor(image)
     if x.ndim == 2:
         x = x[None]
@@ -130,7 +132,7 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     img = read_grayscale(path)
     if size is not None and img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)  # a writable copy (torch warns on read-only arrays)
 
 
 def _cache_budget() -> int:

@@ -278,9 +278,9 @@ def _consolidation(d, u, v, lungs, f: Finding, ap: bool):
     rng = np.random.default_rng(f.seed)
     for side in _sides(f.side):
         cu, cv = _lung_point(rng, side, rng.choice([(0.05, 0.35), (0.35, 0.65), (0.6, 0.95)]))
-        ru, rv = rng.uniform(0.07, 0.10) * (0.8 + 0.4 * f.severity), rng.uniform(0.08, 0.12)
+        ru, rv = rng.uniform(0.08, 0.11) * (0.8 + 0.4 * f.severity), rng.uniform(0.09, 0.13)
         region = ellipse(u, v, cu, cv, ru, rv, edge=0.18) * np.clip(lungs[side] * 1.3, 0, 1)
-        d = _over(d, (0.5 + 0.4 * f.severity) * region)
+        d = _over(d, (0.55 + 0.4 * f.severity) * region)
     return d
 
 
@@ -289,12 +289,12 @@ def _pneumonia(d, u, v, lungs, f: Finding, ap: bool):
     fluff = sample_layers(_fluff_texture()[None], u + rng.uniform(-0.3, 0.3), v + rng.uniform(-0.3, 0.3))[0]
     for side in _sides(f.side):
         alpha = np.zeros_like(u)
-        for _ in range(int(rng.integers(3, 7))):
+        for _ in range(int(rng.integers(3, 8))):
             cu, cv = _lung_point(rng, side, (0.3, 1.0))
-            s = rng.uniform(0.025, 0.045)
+            s = rng.uniform(0.03, 0.05)
             alpha = np.maximum(alpha, blob(u, v, cu, cv, s, s * rng.uniform(0.8, 1.4)))
         patchy = alpha * (0.45 + 0.9 * fluff)
-        d = _over(d, (0.4 + 0.4 * f.severity) * np.clip(patchy, 0, 1) * np.clip(lungs[side] * 1.3, 0, 1))
+        d = _over(d, (0.45 + 0.4 * f.severity) * np.clip(patchy, 0, 1) * np.clip(lungs[side] * 1.3, 0, 1))
     return d
 
 
@@ -307,12 +307,12 @@ def _atelectasis(d, u, v, lungs, f: Finding, ap: bool):
             ang = math.radians(rng.uniform(-20, 20))
             p0 = (cu - half * math.cos(ang), cv - half * math.sin(ang))
             p1 = (cu + half * math.cos(ang), cv + half * math.sin(ang))
-            width = 0.010 + 0.008 * f.severity
-            d = _over(d, (0.4 + 0.35 * f.severity) * band(u, v, p0, p1, width) * np.clip(lungs[side] * 1.5, 0, 1))
+            width = 0.014 + 0.010 * f.severity
+            d = _over(d, (0.5 + 0.35 * f.severity) * band(u, v, p0, p1, width) * np.clip(lungs[side] * 1.5, 0, 1))
         # volume loss: a subsegmental wedge of density at the base
         u0, u1, _, _ = LUNG_BOX[side]
-        wedge = blob(u, v, (u0 + u1) / 2, LUNG_BOTTOM[side] - 0.03, 0.07, 0.025)
-        d = _over(d, 0.35 * f.severity * wedge * np.clip(lungs[side] * 1.5, 0, 1))
+        wedge = blob(u, v, (u0 + u1) / 2, LUNG_BOTTOM[side] - 0.03, 0.09, 0.035)
+        d = _over(d, 0.5 * f.severity * wedge * np.clip(lungs[side] * 1.5, 0, 1))
     return d
 
 
@@ -338,7 +338,7 @@ def _pneumothorax(d, u, v, lungs, f: Finding, ap: bool, texture=None):
         hu, hv = HILA[side]
         # The collapsed lung is the chest-wall ellipse shrunk towards the hilum: the pleural gap is
         # widest at the apex and the lateral wall and vanishes towards the hilum and the base.
-        keep = 1.0 - (0.12 + 0.22 * f.severity)
+        keep = 1.0 - (0.18 + 0.22 * f.severity)
         pu, pv = hu + (u - hu) / keep, hv + (v - hv) / keep
         r = np.sqrt(((pu - cu) / ru) ** 2 + ((pv - cv) / rv) ** 2)
         upper = _sigmoid((0.62 - v) / 0.04)  # upright patient: air collects apically
@@ -346,7 +346,7 @@ def _pneumothorax(d, u, v, lungs, f: Finding, ap: bool, texture=None):
         rim = _sigmoid((r - 1.0) / 0.015) * inside
         if texture is not None:
             d = d - rim * texture  # no lung markings beyond the pleural line
-        d = d * (1.0 - 0.45 * rim)  # air: more lucent than aerated lung
+        d = d * (1.0 - 0.6 * rim)  # air: more lucent than aerated lung
         line = np.exp(-(((r - 1.0) / 0.012) ** 2)) * inside
         d = _over(d, 0.5 * line)
     return d

@@ -195,3 +195,35 @@ def summary(resized: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
     n_index = index.groupby("dataset", sort=False).size()
     n_resized = resized.groupby("dataset", sort=False).size().reindex(n_index.index, fill_value=0)
     return pd.DataFrame({"indexed": n_index, "resized": n_resized, "quarantined": n_index - n_resized})
+
+
+#: Short names of the labels for figure captions.
+ABBREVIATIONS = {"atelectasis": "Atel", "cardiomegaly": "Card", "consolidation": "Cons", "edema": "Edem",
+                 "no_finding": "NoF", "pleural_effusion": "Eff", "pneumonia": "Pneu", "pneumothorax": "Ptx"}
+
+
+def montage(frame: pd.DataFrame, per_dataset: int = 8, seed: int = 0):
+    """A matplotlib figure: ``per_dataset`` random scans of each dataset (rows), captioned with
+    their positive labels. For looking at the data, not for analysis."""
+    import matplotlib.pyplot as plt
+
+    from ddval.config import LABELS
+
+    datasets = list(pd.unique(frame["dataset"]))
+    fig, axes = plt.subplots(len(datasets), per_dataset, figsize=(1.5 * per_dataset, 1.75 * len(datasets)), squeeze=False)
+    for r, dataset in enumerate(datasets):
+        rows = frame.loc[frame["dataset"] == dataset]
+        picked = rows.sample(n=min(per_dataset, len(rows)), random_state=seed)
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(picked):
+                ax.axis("off")
+                continue
+            row = picked.iloc[c]
+            ax.imshow(np.asarray(read_grayscale(row["path"])), cmap="gray", vmin=0, vmax=255)
+            ax.set_title(" ".join(ABBREVIATIONS[lab] for lab in LABELS if row[lab] == 1.0) or "-", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(dataset)
+    fig.tight_layout()
+    return fig

@@ -87,7 +87,7 @@ NIH_NAMES = {
 
 #: Version of the generator: bump it when a change alters the pixels or labels, so that cohorts
 #: cached in run directories are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 #: Name of the marker file that identifies a folder written by :func:`write_cohort`.
 MARKER = ".ddval-synthetic.json"
@@ -199,7 +199,7 @@ def _study_findings(site: SiteProfile, cardiomegaly: bool, age: float, rng: np.r
     present["atelectasis"] = r() < site.atelectasis + 0.3 * present["pleural_effusion"] + 0.1 * infection
     present["support_devices"] = r() < min(0.95, site.devices * (1 + hf + present["pneumothorax"]))
     present["enlarged_cardiomediastinum"] = (present["cardiomegaly"] and r() < 0.4) or r() < 0.03
-    return {k: (float(rng.uniform(0.35, 1.0)) if v else 0.0) for k, v in present.items()}
+    return {k: (float(rng.uniform(0.45, 1.0)) if v else 0.0) for k, v in present.items()}
 
 
 #: Observation name (CheXpert) -> our key.
