@@ -161,7 +161,6 @@ class ValuationConfig:
     scalability_clients: tuple[int, ...] = ()  # client counts of the scalability experiment
     scalability_points_per_client: int = 8000
     # --- valuation pipeline (ddval.valuation.stage / experiments / baselines) ---
-    test_block: int = 256  # test points per KNN work unit (the unit of sharding; results do not depend on it)
     grand_only_methods: tuple[str, ...] = ("ddval",)  # methods run on `coalitions: grand` settings (no exact values there)
     safe_alphas: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)  # SaFE ridge penalties (RidgeCV, leave-one-out)
     gtg_min_permutations: int = 30  # GTG-Shapley: permutations before the convergence test (Liu et al.: max(30, n))

@@ -5,7 +5,7 @@ import pytest
 
 from ddval.config import LABELS
 from ddval.valuation.knn_shapley import knn_shapley
-from ddval.valuation.pooled import Unit, balanced_indices, pool_features, reduce_units, shard_units, unit_sums, work_units
+from ddval.valuation.pooled import balanced_indices, knn_sum, label_values, pool_features, label_test_mask, shard_slice
 
 
 def test_balanced_indices_take_the_first_of_each_class_in_order():
@@ -53,27 +53,30 @@ def test_mismatched_feature_widths_are_an_error(features_factory):
         pool_features({"a": feats["a"], "b": other["b"]}, 2)
 
 
-def test_units_cover_every_test_point_once_and_shards_partition_them():
-    tests = [np.arange(10), np.arange(3), np.arange(0)]
-    units = work_units(tests, block=4)
-    assert units == [Unit(0, 0, 4), Unit(0, 4, 8), Unit(0, 8, 10), Unit(1, 0, 3)]
-    for n in (1, 2, 3, 4, 7):
-        parts = [shard_units(units, i, n) for i in range(n)]
-        assert [u for p in parts for u in p] == units
+def test_shard_slices_partition_the_test_rows():
+    for m in (0, 1, 7, 30):
+        for n in (1, 2, 3, 7):
+            slices = [shard_slice(m, i, n) for i in range(n)]
+            assert slices[0][0] == 0 and slices[-1][1] == m
+            assert all(a[1] == b[0] for a, b in zip(slices, slices[1:]))
     with pytest.raises(ValueError, match="shard must be"):
-        shard_units(units, 3, 3)
+        shard_slice(10, 3, 3)
 
 
-def test_sharded_sums_reduce_to_exactly_the_unsharded_values(features_factory):
+def test_masked_sums_are_the_per_label_games_and_shards_add_up_exactly(features_factory):
     pooled = pool_features(features_factory(), per_class=3)
-    units = work_units(pooled.label_tests, block=4)
-    whole = reduce_units(units, unit_sums(pooled, units, 3), pooled.label_tests, 4)
-    for n in (2, 3, 5):
-        sums = np.concatenate([unit_sums(pooled, shard_units(units, i, n), 3) for i in range(n)])
-        assert np.array_equal(reduce_units(units, sums, pooled.label_tests, 4), whole)  # bit-identical
-    # and the reduction is the mean over each label's test set of the engine's values
+    mask = label_test_mask(pooled)
+    assert mask.shape == (30, len(LABELS)) and [mask[:, l].sum() for l in range(len(LABELS))] == [len(r) for r in pooled.label_tests]
+    whole = label_values(knn_sum(pooled, 3))
+    # each label's value is its own binary game over its balanced test set
     for ell, rows in enumerate(pooled.label_tests):
         direct = knn_shapley(pooled.train_x, pooled.train_y[:, ell], pooled.test_x[rows], pooled.test_y[rows, ell], k=3)
-        np.testing.assert_allclose(whole[:, ell], direct, rtol=0, atol=1e-12)
-    with pytest.raises(ValueError, match="exactly once"):
-        reduce_units(units[:-1], np.zeros((len(units) - 1, pooled.n_train)), pooled.label_tests, 4)
+        np.testing.assert_allclose(whole[:, ell], direct, rtol=0, atol=1e-15)
+    for n in (2, 3, 7):
+        parts = [knn_sum(pooled, 3, rows=shard_slice(30, i, n)) for i in range(n)]
+        total = parts[0]
+        for p in parts[1:]:
+            total = total + p
+        assert np.array_equal(label_values(total), whole)  # bit-identical
+    with pytest.raises(ValueError, match="no test points"):
+        label_values(knn_sum(pooled, 3, rows=(3, 3)))

@@ -85,7 +85,8 @@ def test_sharded_equals_unsharded_exactly(valued, tmp_path):
         whole = npz["label_values"]
     (v / "knn_values.npz").rename(tmp_path / "whole.npz")
     written = stage.run_valuation_stage(cfg, 0, setting="noniid", shard=0, n_shards=3, root=root)
-    assert written == [v / "shards" / "knn-0-of-3.npz"] and written[0].exists()
+    assert written.shard_files == (v / "shards" / "knn-0-of-3.npz",) and written.shard_files[0].exists()
+    assert written.institution_values.empty and list(written.similarity.columns)[:3] == ["setting", "seed", "method"]
     with pytest.raises(FileNotFoundError, match=r"knn-1-of-3\.npz.*knn-2-of-3\.npz"):
         stage.run_valuation_stage(cfg, 0, setting="noniid", n_shards=3, root=root)
     for i in (1, 2):

@@ -25,9 +25,8 @@ summaries over seeds (mean ± 95 % Student-t CI, ``ddval.valuation.compare.mean_
   - ``safe``: measured (``n`` local ridge fits on ``P`` points each, ``2^n − 2`` ensemble
     utilities) under the same cap, extrapolated beyond it;
   - ``exact``: always **extrapolated**: ``2^n − 1`` trainings; a coalition of ``m`` members trains
-    ``R`` rounds of ``m`` local epochs over ``P`` scans, with the per-scan cost of one local epoch
-    measured here on the setting's first institution and ``R`` the mean number of rounds the
-    setting's coalitions trained.
+    ``R`` rounds over ``m · P`` scans, at the training stage's measured wall time per scan and round
+    (``timing.json`` of the setting's trained coalitions; ``R`` their mean number of rounds).
 
   Extrapolated rows have ``measured = False``; never read them as measurements.
 """
@@ -199,39 +198,51 @@ def _safe_rows(ctx, ns: Sequence[int], points: int, cap: float) -> list[dict]:
     return rows
 
 
-def _exact_rows(ctx, ns: Sequence[int], points: int) -> list[dict]:
-    """Exact retraining, extrapolated from a measured local epoch (see the module docstring)."""
-    from ddval.train.coalitions import load_setting_data
-    from ddval.train.federated import clone_state, local_train
-    from ddval.train.models import build_model
+def training_times(cfg: ExperimentConfig, seed: int, setting: str, root=None) -> pd.DataFrame:
+    """Per trained coalition of ``setting``: ``coalition, n_members, n_train, wall_s, rounds`` from
+    the training stage's ``timing.json`` (rows without one are left out)."""
+    from ddval.train.coalitions import coalition_dir, coalition_id, setting_coalitions
 
-    cfg = ctx.cfg
-    data = load_setting_data(cfg, ctx.seed, ctx.setting, ctx.root)
-    first = data.clients([ctx.players[0]])[0]
-    model = build_model(cfg.train)
-    start = time.perf_counter()
-    local_train(model, clone_state(model), first, cfg.train, seed=ctx.seed, round_no=1)
-    per_scan = (time.perf_counter() - start) / first.n_train
-    curves = store.read_table(Path(ctx.history.directory).parent / "curves.csv")
-    rounds = float(curves.groupby("coalition")["round"].max().mean())
+    s = cfg.setting(setting)
+    sizes = {i.name: i.train for i in s.institutions}
+    rows = []
+    for members in setting_coalitions(s):
+        path = coalition_dir(cfg, seed, setting, members, root) / "timing.json"
+        if path.exists():
+            t = store.read_json(path)
+            rows.append({"coalition": coalition_id(members), "n_members": len(members), "n_train": sum(sizes[m] for m in members),
+                         "wall_s": float(t["wall_s"]), "rounds": int(t["rounds"])})
+    return pd.DataFrame(rows, columns=["coalition", "n_members", "n_train", "wall_s", "rounds"])
+
+
+def _exact_rows(ctx, ns: Sequence[int], points: int) -> list[dict]:
+    """Exact retraining, extrapolated from the training stage's measured time per scan and round."""
+    times = training_times(ctx.cfg, ctx.seed, ctx.setting, ctx.root)
+    if times.empty:
+        return []
+    per_scan_round = float((times["wall_s"] / (times["rounds"] * times["n_train"])).mean())
+    rounds = float(times["rounds"].mean())
     rows = []
     for n in ns:
-        epochs = rounds * n * 2 ** (n - 1)  # Σ_S |S| local epochs per round
-        rows.append(_row("exact", n, points, epochs * points * per_scan, 2**n - 1, False, "extrapolated: measured local-epoch cost x rounds x members over all coalitions"))
+        scan_rounds = rounds * points * n * 2 ** (n - 1)  # Σ_S |S| · P scans per round
+        rows.append(_row("exact", n, points, scan_rounds * per_scan_round, 2**n - 1, False,
+                         "extrapolated: measured training time per scan and round x rounds x members x P over all coalitions"))
     return rows
 
 
 def crossover(scal: pd.DataFrame) -> pd.DataFrame:
     """Per method, the smallest client count at which DDVal is faster, and whether both times
     there are measurements."""
-    ddval = scal[scal["method"] == "ddval"].set_index("n_clients")
     rows = []
+    if scal.empty:
+        return pd.DataFrame(rows, columns=["method", "ddval_faster_from_n", "measured"])
+    ddval = scal[scal["method"] == "ddval"].set_index("n_clients")
     for method, frame in scal[scal["method"] != "ddval"].groupby("method", sort=False):
         frame = frame.set_index("n_clients")
         faster = [n for n in frame.index if n in ddval.index and ddval.at[n, "wall_time_s"] < frame.at[n, "wall_time_s"]]
         n = min(faster) if faster else None
         rows.append({"method": method, "ddval_faster_from_n": n, "measured": bool(n is not None and frame.at[n, "measured"] and ddval.at[n, "measured"])})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["method", "ddval_faster_from_n", "measured"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,22 +10,21 @@
   institutions hold the same test pool) is used **once**: the original pooled six identical
   copies, which only reweights every test point by the same factor 6, so the values are the same
   and the distinct points cost a sixth of the work.
-* **Work units**: the KNN-Shapley sums are computed in fixed blocks of ``valuation.test_block``
-  test points of one label. A unit's result is the *sum* over its test points of the per-test-
-  point values; the value of label ℓ is the sum of its units, in unit order, divided by the number
-  of its test points. Because the blocks do not depend on how the units are spread over SLURM
-  shards, sharded and unsharded runs add the same numbers in the same order: bit-identical.
+* **Sharding**: all labels share one sort per test point (the engine's ``test_mask``: test point
+  ``t`` counts for label ℓ only when it is in ℓ's balanced set). A SLURM shard is a contiguous
+  slice of the distinct test points; the engine keeps the un-averaged sums exactly
+  (:class:`ddval.valuation.knn_shapley.KnnShapleySum`), so the shards add up to the unsharded
+  result bit for bit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from ddval.config import LABELS
-from ddval.progress import progress
 from ddval.valuation.features import InstitutionFeatures
 
 
@@ -49,15 +48,6 @@ class PooledFeatures:
     @property
     def n_train(self) -> int:
         return len(self.train_x)
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One block of the work: test points ``label_tests[label][start:stop]``."""
-
-    label: int
-    start: int
-    stop: int
 
 
 def balanced_indices(y: np.ndarray, per_class: int) -> np.ndarray:
@@ -110,45 +100,37 @@ def pool_features(feats: Mapping[str, InstitutionFeatures], per_class: int, dtyp
     )
 
 
-def work_units(label_tests: Sequence[np.ndarray], block: int) -> list[Unit]:
-    """All units: per label (in label order), consecutive blocks of ``block`` test points."""
-    if block < 1:
-        raise ValueError(f"valuation.test_block must be >= 1, got {block}")
-    return [Unit(ell, s, min(s + block, len(t))) for ell, t in enumerate(label_tests) for s in range(0, len(t), block)]
+def label_test_mask(pooled: PooledFeatures) -> np.ndarray:
+    """``(M, L)`` boolean: test point ``t`` is in label ℓ's balanced test set."""
+    mask = np.zeros((len(pooled.test_ids), len(pooled.label_tests)), dtype=bool)
+    for ell, rows in enumerate(pooled.label_tests):
+        mask[rows, ell] = True
+    return mask
 
 
-def shard_units(units: Sequence[Unit], shard: int, n_shards: int) -> list[Unit]:
-    """The contiguous share of ``units`` that shard ``shard`` (0-based) of ``n_shards`` computes."""
+def shard_slice(n_test: int, shard: int, n_shards: int) -> tuple[int, int]:
+    """The contiguous test rows ``[start, stop)`` that shard ``shard`` (0-based) of ``n_shards`` computes."""
     if n_shards < 1 or not 0 <= shard < n_shards:
         raise ValueError(f"shard must be in 0..{n_shards - 1} (n_shards={n_shards}), got {shard}")
-    bounds = np.linspace(0, len(units), n_shards + 1).round().astype(int)
-    return list(units[bounds[shard]:bounds[shard + 1]])
+    bounds = np.linspace(0, n_test, n_shards + 1).round().astype(int)
+    return int(bounds[shard]), int(bounds[shard + 1])
 
 
-def unit_sums(pooled: PooledFeatures, units: Sequence[Unit], k: int, *, device: str | None = None, chunk: int | None = None, desc: str = "KNN-Shapley") -> np.ndarray:
-    """``(len(units), N)`` float64: for every unit, the sum over its test points of the exact
-    KNN-Shapley values of the train points in that label's binary game."""
-    from ddval.valuation.knn_shapley import knn_shapley
+def knn_sum(pooled: PooledFeatures, k: int, *, rows: tuple[int, int] | None = None, device: str | None = None,
+            chunk: int | None = None, threads: int | None = None, memory_budget_mb: float | None = None):
+    """Exact un-averaged KNN-Shapley sums (:class:`~ddval.valuation.knn_shapley.KnnShapleySum`,
+    8 labels, each over its balanced test set) over the test rows ``rows`` (default: all)."""
+    from ddval.valuation.knn_shapley import knn_shapley_sum
 
-    out = np.zeros((len(units), pooled.n_train), dtype=np.float64)
-    for j, u in enumerate(progress(units, desc=desc, leave=False, unit="block")):
-        rows = pooled.label_tests[u.label][u.start:u.stop]
-        values = knn_shapley(pooled.train_x, pooled.train_y[:, u.label], pooled.test_x[rows], pooled.test_y[rows, u.label], k=k, device=device, chunk=chunk)
-        out[j] = np.asarray(values, dtype=np.float64) * len(rows)  # mean over the block -> sum
-    return out
+    return knn_shapley_sum(pooled.train_x, pooled.train_y, pooled.test_x, pooled.test_y, k, test_slice=rows,
+                           test_mask=label_test_mask(pooled), device=device, chunk=chunk, threads=threads,
+                           memory_budget_mb=memory_budget_mb)
 
 
-def reduce_units(units: Sequence[Unit], sums: np.ndarray, label_tests: Sequence[np.ndarray], block: int) -> np.ndarray:
-    """``(N, L)`` per-label values (mean over each label's test points) from the unit sums; the
-    units must be exactly :func:`work_units` ``(label_tests, block)`` (the sums are added in that order)."""
-    if list(units) != work_units(label_tests, block) or len(sums) != len(units):
-        raise ValueError("reduce_units needs the sums of every work unit exactly once, in order")
-    n_labels = len(label_tests)
-    totals = np.zeros((sums.shape[1], n_labels), dtype=np.float64)
-    for j, u in enumerate(units):
-        totals[:, u.label] += sums[j]
-    sizes = np.array([len(t) for t in label_tests], dtype=np.float64)
-    if (sizes == 0).any():
-        empty = [LABELS[i] for i in np.flatnonzero(sizes == 0)]
+def label_values(total) -> np.ndarray:
+    """``(N, L)`` per-label values (means over each label's test set) of a complete sum; a label
+    without test points is an error."""
+    if (total.n_test == 0).any():
+        empty = [LABELS[i] for i in np.flatnonzero(total.n_test == 0)]
         raise ValueError(f"no test points for label(s) {empty}")
-    return totals / sizes
+    return total.values()

@@ -42,21 +42,24 @@ from ddval.config import ExperimentConfig
 from ddval.valuation import baselines, experiments
 from ddval.valuation.features import features_params, load_features
 from ddval.valuation.hierarchy import institution_values, patient_table, point_table
-from ddval.valuation.pooled import PooledFeatures, pool_features, reduce_units, shard_units, unit_sums, work_units
+from ddval.valuation.pooled import PooledFeatures, knn_sum, label_values, pool_features, shard_slice
 
 log = logging.getLogger(__name__)
 
 #: Every method, in table order.
 METHODS = ("exact", "ddval", "or", "lambda_mr", "gtg", "safe")
+INSTITUTION_COLUMNS = ["setting", "seed", "method", "institution", "value", "wall_time_s", "n_utility_evals"]
+SIMILARITY_COLUMNS = ["setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error"]
 
 
 @dataclass(frozen=True)
 class ValuationResult:
-    """What the stage produced for the settings it handled (``None`` tables: not applicable)."""
+    """What the stage produced for the settings it handled."""
 
     institution_values: pd.DataFrame
     similarity: pd.DataFrame
     settings: tuple[str, ...]
+    shard_files: tuple[Path, ...] = ()  # shard mode: the KNN partial sums written (tables are empty)
 
 
 def valuation_dir(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> Path:
@@ -103,12 +106,12 @@ def _utilities_hash(cfg: ExperimentConfig, seed: int, setting: str, root) -> str
 def knn_params(cfg: ExperimentConfig, seed: int, setting: str, root) -> dict:
     """What the KNN sums depend on (not on the sharding: sharded results are bit-identical)."""
     v = cfg.valuation
-    return {"features": store.param_hash(features_params(cfg, seed, setting, root)), "k": v.k, "test_per_class": v.test_per_class, "test_block": v.test_block}
+    return {"features": store.param_hash(features_params(cfg, seed, setting, root)), "k": v.k, "test_per_class": v.test_per_class}
 
 
 def inputs_params(cfg: ExperimentConfig, seed: int, setting: str, root) -> dict:
-    """What every later step depends on: the features, the KNN options and the trained coalitions."""
-    return {"seed": seed, "setting": setting, "knn": store.param_hash(knn_params(cfg, seed, setting, root)), "utilities": _utilities_hash(cfg, seed, setting, root)}
+    """What every step after the KNN depends on: the features and the trained coalitions."""
+    return {"seed": seed, "setting": setting, "features": store.param_hash(features_params(cfg, seed, setting, root)), "utilities": _utilities_hash(cfg, seed, setting, root)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,31 +119,36 @@ def inputs_params(cfg: ExperimentConfig, seed: int, setting: str, root) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _device(cfg: ExperimentConfig) -> str | None:
-    return "cuda" if cfg.train.device in ("auto", "cuda") and torch.cuda.is_available() else None
+def _knn_options(cfg: ExperimentConfig) -> dict:
+    """The engine's options from ``valuation.device / chunk / threads / memory_budget_mb``."""
+    v = cfg.valuation
+    return {"device": v.device, "chunk": v.chunk, "threads": v.threads or None, "memory_budget_mb": v.memory_budget_mb}
 
 
 def compute_shard(cfg: ExperimentConfig, seed: int, setting: str, shard: int, n_shards: int, root=None) -> Path:
-    """Compute and write the KNN partial sums of test shard ``shard`` of ``n_shards`` (all labels)."""
+    """Compute and write the exact KNN partial sums of test shard ``shard`` of ``n_shards`` (all labels)."""
     vdir = valuation_dir(cfg, seed, setting, root)
     path = shard_path(vdir, shard, n_shards)
     params = {**knn_params(cfg, seed, setting, root), "shard": shard, "n_shards": n_shards}
 
     def compute() -> list[Path]:
+        torch.set_num_threads(cfg.train.threads)
         pooled = pool_features(load_features(cfg, seed, setting, root), cfg.valuation.test_per_class)
-        units = shard_units(work_units(pooled.label_tests, cfg.valuation.test_block), shard, n_shards)
+        rows = shard_slice(len(pooled.test_ids), shard, n_shards)
         start = time.perf_counter()
-        sums = unit_sums(pooled, units, cfg.valuation.k, device=_device(cfg), desc=f"{setting} shard {shard}/{n_shards}")
+        total = knn_sum(pooled, cfg.valuation.k, rows=rows, **_knn_options(cfg))
         wall = time.perf_counter() - start
-        return [store.write_npz(path, units=np.array([(u.label, u.start, u.stop) for u in units], dtype=np.int64).reshape(-1, 3), sums=sums, wall_time_s=np.float64(wall))]
+        return [store.write_npz(path, **total.as_arrays(), rows=np.array(rows, dtype=np.int64), wall_time_s=np.float64(wall))]
 
     store.run_stage(path.parent, path.stem, params, compute)
     return path
 
 
-def _read_shards(cfg, seed, setting, n_shards, pooled, root) -> tuple[np.ndarray, float] | None:
-    """Reduce the shard files when all are present and current; ``None`` when none is; an error
+def _read_shards(cfg, seed, setting, n_shards, pooled, root):
+    """The sum of the shard files when all are present and current; ``None`` when none is; an error
     naming the missing ones when only some are."""
+    from ddval.valuation.knn_shapley import KnnShapleySum
+
     vdir = valuation_dir(cfg, seed, setting, root)
     base = knn_params(cfg, seed, setting, root)
     present = [store.is_complete(vdir / "shards", shard_path(vdir, i, n_shards).stem, {**base, "shard": i, "n_shards": n_shards}) for i in range(n_shards)]
@@ -149,16 +157,15 @@ def _read_shards(cfg, seed, setting, n_shards, pooled, root) -> tuple[np.ndarray
     if not all(present):
         missing = [str(shard_path(vdir, i, n_shards)) for i, ok in enumerate(present) if not ok]
         raise FileNotFoundError(f"setting {setting!r}: {len(missing)} of {n_shards} KNN shards missing or stale: {', '.join(missing)}; run them with shard=i, n_shards={n_shards}")
-    units = work_units(pooled.label_tests, cfg.valuation.test_block)
-    got_units, sums, wall = [], [], 0.0
+    total, wall = None, 0.0
     for i in range(n_shards):
         with np.load(shard_path(vdir, i, n_shards)) as npz:
-            got_units += [tuple(map(int, u)) for u in npz["units"]]
-            sums.append(npz["sums"])
+            if tuple(npz["rows"]) != shard_slice(len(pooled.test_ids), i, n_shards):
+                raise ValueError(f"{shard_path(vdir, i, n_shards)}: covers other test rows than the current features; delete the shards")
+            part = KnnShapleySum.from_arrays(npz)
             wall += float(npz["wall_time_s"])
-    if got_units != [(u.label, u.start, u.stop) for u in units]:
-        raise ValueError(f"{vdir / 'shards'}: the shards do not cover the work units of the current features exactly once")
-    return reduce_units(units, np.concatenate(sums), pooled.label_tests, cfg.valuation.test_block), wall
+        total = part if total is None else total + part
+    return total, wall
 
 
 def knn_stage(cfg: ExperimentConfig, seed: int, setting: str, pooled: Callable[[], PooledFeatures], n_shards: int | None = None, root=None) -> Path:
@@ -172,15 +179,15 @@ def knn_stage(cfg: ExperimentConfig, seed: int, setting: str, pooled: Callable[[
     n = n_shards or cfg.valuation.shards
 
     def compute() -> list[Path]:
+        torch.set_num_threads(cfg.train.threads)
         data = pooled()
         reduced = _read_shards(cfg, seed, setting, n, data, root) if n > 1 else None
         if reduced is None:
-            units = work_units(data.label_tests, cfg.valuation.test_block)
             start = time.perf_counter()
-            sums = unit_sums(data, units, cfg.valuation.k, device=_device(cfg), desc=f"{setting} KNN-Shapley")
-            reduced = reduce_units(units, sums, data.label_tests, cfg.valuation.test_block), time.perf_counter() - start
-        values, wall = reduced
-        return [store.write_npz(path, label_values=values, wall_time_s=np.float64(wall), scan_id=data.scan_id)]
+            total = knn_sum(data, cfg.valuation.k, **_knn_options(cfg))
+            reduced = total, time.perf_counter() - start
+        total, wall = reduced
+        return [store.write_npz(path, label_values=label_values(total), wall_time_s=np.float64(wall), scan_id=data.scan_id)]
 
     store.run_stage(vdir, "knn", knn_params(cfg, seed, setting, root), compute)
     return path
@@ -268,7 +275,9 @@ def run_method(ctx: _Context, method: str) -> baselines.MethodResult:
     v = ctx.cfg.valuation
     torch.set_num_threads(ctx.cfg.train.threads)
     if method == "exact":
-        return baselines.exact_values(ctx.utility, ctx.players)
+        times = experiments.training_times(ctx.cfg, ctx.seed, ctx.setting, ctx.root)
+        wall = float(times["wall_s"].sum()) if len(times) == 2 ** len(ctx.players) - 1 else float("nan")
+        return baselines.exact_values(ctx.utility, ctx.players, train_time_s=wall)
     if method == "or":
         return baselines.or_values(ctx.history, ctx.evaluator, ctx.players)
     if method == "lambda_mr":
@@ -308,6 +317,7 @@ def value_setting(cfg: ExperimentConfig, seed: int, setting: str, methods: Seque
         ]
 
     store.run_stage(vdir, "ddval", {**inputs, "knn_values": store.file_sha256(knn_path)}, ddval_step)
+    knn_inputs = {**inputs, "knn": knn_params(cfg, seed, setting, root)}
     for method in wanted:
         if method == "ddval":
             continue
@@ -323,7 +333,7 @@ def value_setting(cfg: ExperimentConfig, seed: int, setting: str, methods: Seque
         return [store.write_table(vdir / "institution_values.csv", values), store.write_table(vdir / "similarity.csv", similarity_table(values, setting, seed))]
 
     store.run_stage(vdir, "tables", tables_params, tables_step)
-    _experiments(ctx, vdir, inputs)
+    _experiments(ctx, vdir, knn_inputs)
     return store.read_table(vdir / "institution_values.csv"), store.read_table(vdir / "similarity.csv")
 
 
@@ -343,7 +353,7 @@ def similarity_table(values: pd.DataFrame, setting: str, seed: int) -> pd.DataFr
     name; empty when the setting has no exact values."""
     from ddval.valuation.compare import similarity
 
-    columns = ["setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error"]
+    columns = SIMILARITY_COLUMNS
     exact = values[values["method"] == "exact"].set_index("institution")["value"]
     rows = []
     if not exact.empty:
@@ -364,17 +374,15 @@ def _experiments(ctx: _Context, vdir: Path, inputs: dict) -> None:
         store.run_stage(vdir, "dp", params, lambda: [store.write_table(vdir / "dp.csv", experiments.dp_table(ctx, ddval_label_values_fn(ctx)))])
     if cfg.valuation.scalability_clients and seed == cfg.seeds[0] and setting == scalability_setting(cfg):
         v = cfg.valuation
-        params = {**inputs, "clients": list(v.scalability_clients), "points": v.scalability_points_per_client, "cap": v.scalability_time_cap_s}
+        params = {**inputs, "clients": list(v.scalability_clients), "points": v.scalability_points_per_client, "cap": v.scalability_time_cap_s,
+                  "options": {m: _method_options(cfg, m) for m in ("lambda_mr", "gtg", "safe")}}
         store.run_stage(vdir, "scalability", params, lambda: [store.write_table(vdir / "scalability.csv", experiments.scalability_table(ctx))])
 
 
 def ddval_label_values_fn(ctx: _Context):
     """``pooled → (N, 8) label values`` with the stage's KNN options (used by the experiments)."""
-    v = ctx.cfg.valuation
-
     def fn(pooled: PooledFeatures) -> np.ndarray:
-        units = work_units(pooled.label_tests, v.test_block)
-        return reduce_units(units, unit_sums(pooled, units, v.k, device=_device(ctx.cfg), desc="KNN-Shapley"), pooled.label_tests, v.test_block)
+        return label_values(knn_sum(pooled, ctx.cfg.valuation.k, **_knn_options(ctx.cfg)))
 
     return fn
 
@@ -399,23 +407,32 @@ def run_valuation_stage(
     shard: int | None = None,
     n_shards: int | None = None,
     root: str | os.PathLike | None = None,
-) -> ValuationResult | list[Path]:
+) -> ValuationResult:
     """Value the settings of ``cfg`` (or only ``setting``) for ``seed`` (see the module docstring).
 
     With ``shard=i, n_shards=n`` only the KNN partial sums of test shard ``i`` are computed (one
-    SLURM array task); the list of shard files written is returned. Otherwise every step runs (or
-    is skipped when done) and the institution values and similarities of the handled settings are
-    returned."""
+    SLURM array task); the result then lists the shard files and its tables are empty. Otherwise
+    every step runs (or is skipped when done) and the institution values and similarities of the
+    handled settings are returned."""
     names = [setting] if setting is not None else [s.name for s in cfg.settings]
     for name in names:
         cfg.setting(name)  # fail early on an unknown setting
     if shard is not None:
         if n_shards is None:
             raise ValueError("shard= needs n_shards=")
-        return [compute_shard(cfg, seed, name, shard, n_shards, root) for name in names]
+        files = tuple(compute_shard(cfg, seed, name, shard, n_shards, root) for name in names)
+        return ValuationResult(pd.DataFrame(columns=INSTITUTION_COLUMNS), pd.DataFrame(columns=SIMILARITY_COLUMNS), tuple(names), files)
     values, sims = [], []
     for name in names:
         v, s = value_setting(cfg, seed, name, methods, n_shards, root)
         values.append(v)
         sims.append(s)
     return ValuationResult(pd.concat(values, ignore_index=True), pd.concat(sims, ignore_index=True), tuple(names))
+
+
+def load_tables(cfg: ExperimentConfig, seed: int, name: str, setting: str | None = None, root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Table ``name`` (e.g. ``"labelflip.csv"``) of every setting of ``seed`` that has it (or of
+    ``setting``), concatenated; an empty frame when none has it."""
+    names = [setting] if setting is not None else [s.name for s in cfg.settings]
+    frames = [store.read_table(p) for n in names if (p := valuation_dir(cfg, seed, n, root) / name).exists()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
