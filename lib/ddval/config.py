@@ -168,6 +168,7 @@ class ValuationConfig:
     gtg_converge_window: int = 10  # GTG-Shapley: permutations the convergence test looks back
     scalability_setting: str | None = None  # setting whose features/rounds the scalability runs use (None: most institutions)
     scalability_time_cap_s: float = 5.0  # per method: measure client counts while the projected time stays under this
+    model_threads: int = 0  # torch threads of the valuation stage (feature extraction, model evaluation); 0: train.threads
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ import torch
 from ddval import store
 from ddval.config import ExperimentConfig
 from ddval.valuation import baselines, experiments
-from ddval.valuation.features import features_params, load_features
+from ddval.valuation.features import features_dir, features_params, load_features, stage_threads
 from ddval.valuation.hierarchy import institution_values, patient_table, point_table
 from ddval.valuation.pooled import PooledFeatures, knn_sum, label_values, pool_features, shard_slice
 
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 #: Every method, in table order.
 METHODS = ("exact", "ddval", "or", "lambda_mr", "gtg", "safe")
+#: Reference row of ``similarity.csv``: equal shares for every institution.
+EQUAL_SPLIT = "equal_split"
 INSTITUTION_COLUMNS = ["setting", "seed", "method", "institution", "value", "wall_time_s", "n_utility_evals"]
 SIMILARITY_COLUMNS = ["setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error"]
 
@@ -132,7 +134,6 @@ def compute_shard(cfg: ExperimentConfig, seed: int, setting: str, shard: int, n_
     params = {**knn_params(cfg, seed, setting, root), "shard": shard, "n_shards": n_shards}
 
     def compute() -> list[Path]:
-        torch.set_num_threads(cfg.train.threads)
         pooled = pool_features(load_features(cfg, seed, setting, root), cfg.valuation.test_per_class)
         rows = shard_slice(len(pooled.test_ids), shard, n_shards)
         start = time.perf_counter()
@@ -179,7 +180,6 @@ def knn_stage(cfg: ExperimentConfig, seed: int, setting: str, pooled: Callable[[
     n = n_shards or cfg.valuation.shards
 
     def compute() -> list[Path]:
-        torch.set_num_threads(cfg.train.threads)
         data = pooled()
         reduced = _read_shards(cfg, seed, setting, n, data, root) if n > 1 else None
         if reduced is None:
@@ -204,6 +204,26 @@ def read_knn_values(path: Path, pooled: PooledFeatures) -> tuple[np.ndarray, flo
 # --------------------------------------------------------------------------------------------
 # One setting
 # --------------------------------------------------------------------------------------------
+
+
+def _timed(vdir: Path, step: str, compute: Callable, only_if: Callable[[], bool] | None = None) -> Callable:
+    """``compute`` wrapped so that its wall and CPU time go into ``<S>/valuation/timings.json``
+    (step → seconds of the last computation; kept apart from the tables, which must be identical
+    run to run). ``only_if`` decides, before running, whether the call is worth recording."""
+
+    def run():
+        record = only_if() if only_if is not None else True
+        start, cpu = time.perf_counter(), time.process_time()
+        out = compute()
+        if record:
+            path = vdir / "timings.json"
+            timings = store.read_json(path) if path.exists() else {}
+            timings[step] = {"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu}
+            store.write_json(path, timings)
+        return out
+
+    return run
+
 
 
 class _Context:
@@ -273,7 +293,6 @@ def ddval_tables(ctx: _Context, label_values: np.ndarray) -> tuple[pd.DataFrame,
 def run_method(ctx: _Context, method: str) -> baselines.MethodResult:
     """Run one baseline (not ``ddval``) on the setting."""
     v = ctx.cfg.valuation
-    torch.set_num_threads(ctx.cfg.train.threads)
     if method == "exact":
         times = experiments.training_times(ctx.cfg, ctx.seed, ctx.setting, ctx.root)
         wall = float(times["wall_s"].sum()) if len(times) == 2 ** len(ctx.players) - 1 else float("nan")
@@ -301,8 +320,9 @@ def value_setting(cfg: ExperimentConfig, seed: int, setting: str, methods: Seque
     vdir = valuation_dir(cfg, seed, setting, root)
     inputs = inputs_params(cfg, seed, setting, root)
     wanted = setting_methods(cfg, setting, methods)
-
-    knn_path = knn_stage(cfg, seed, setting, lambda: ctx.pooled, n_shards, root)
+    if store.stage_status(features_dir(cfg, seed, setting, root), "features", features_params(cfg, seed, setting, root)) != "complete":
+        _timed(vdir, "features", lambda: ctx.feats)()
+    knn_path = _timed(vdir, "knn", lambda: knn_stage(cfg, seed, setting, lambda: ctx.pooled, n_shards, root), only_if=lambda: store.stage_status(vdir, "knn", knn_params(cfg, seed, setting, root)) != "complete")()
 
     def ddval_step() -> list[Path]:
         label_values, knn_time = read_knn_values(knn_path, ctx.pooled)
@@ -316,14 +336,14 @@ def value_setting(cfg: ExperimentConfig, seed: int, setting: str, methods: Seque
             store.write_table(vdir / "methods" / "ddval.csv", result.table(setting, seed)),
         ]
 
-    store.run_stage(vdir, "ddval", {**inputs, "knn_values": store.file_sha256(knn_path)}, ddval_step)
+    store.run_stage(vdir, "ddval", {**inputs, "knn_values": store.file_sha256(knn_path)}, _timed(vdir, "ddval tables", ddval_step))
     knn_inputs = {**inputs, "knn": knn_params(cfg, seed, setting, root)}
     for method in wanted:
         if method == "ddval":
             continue
         out = vdir / "methods" / f"{method}.csv"
         params = {**inputs, "method": method, "options": _method_options(cfg, method)}
-        store.run_stage(vdir / "methods", method, params, lambda m=method, o=out: [store.write_table(o, run_method(ctx, m).table(setting, seed))])
+        store.run_stage(vdir / "methods", method, params, _timed(vdir, method, lambda m=method, o=out: [store.write_table(o, run_method(ctx, m).table(setting, seed))]))
 
     files = [vdir / "methods" / f"{m}.csv" for m in wanted]
     tables_params = {"files": {f.name: store.file_sha256(f) for f in files}}
@@ -350,15 +370,19 @@ def _method_options(cfg: ExperimentConfig, method: str) -> dict:
 
 def similarity_table(values: pd.DataFrame, setting: str, seed: int) -> pd.DataFrame:
     """``similarity.csv``: every method (≠ exact) against the exact values, aligned by institution
-    name; empty when the setting has no exact values."""
+    name, plus the reference row ``equal_split`` (every institution gets the same share of the exact
+    total): the score of a method that knows nothing but the number of institutions. Empty when the
+    setting has no exact values."""
     from ddval.valuation.compare import similarity
 
     columns = SIMILARITY_COLUMNS
     exact = values[values["method"] == "exact"].set_index("institution")["value"]
     rows = []
     if not exact.empty:
-        for method, frame in values[values["method"] != "exact"].groupby("method", sort=False):
-            sim = similarity(exact, frame.set_index("institution")["value"])
+        estimates = {m: f.set_index("institution")["value"] for m, f in values[values["method"] != "exact"].groupby("method", sort=False)}
+        estimates[EQUAL_SPLIT] = pd.Series(exact.sum() / len(exact), index=exact.index)
+        for method, estimate in estimates.items():
+            sim = similarity(exact, estimate)
             rows.append({"setting": setting, "seed": seed, "method": method, **{k: float(sim[k]) for k in columns[3:]}})
     return pd.DataFrame(rows, columns=columns)
 
@@ -368,15 +392,15 @@ def _experiments(ctx: _Context, vdir: Path, inputs: dict) -> None:
     flips = {i.name: i.flip_rate for i in cfg.setting(setting).institutions}
     if any(r > 0 for r in flips.values()):
         params = {**inputs, "points": store.file_sha256(vdir / "point_values.parquet")}
-        store.run_stage(vdir, "labelflip", params, lambda: experiments.write_labelflip(vdir, setting, seed, flips))
+        store.run_stage(vdir, "labelflip", params, _timed(vdir, "labelflip", lambda: experiments.write_labelflip(vdir, setting, seed, flips)))
     if has_exact(cfg, setting) and cfg.valuation.dp_noise_scales:
         params = {**inputs, "scales": list(cfg.valuation.dp_noise_scales)}
-        store.run_stage(vdir, "dp", params, lambda: [store.write_table(vdir / "dp.csv", experiments.dp_table(ctx, ddval_label_values_fn(ctx)))])
+        store.run_stage(vdir, "dp", params, _timed(vdir, "dp", lambda: [store.write_table(vdir / "dp.csv", experiments.dp_table(ctx, ddval_label_values_fn(ctx)))]))
     if cfg.valuation.scalability_clients and seed == cfg.seeds[0] and setting == scalability_setting(cfg):
         v = cfg.valuation
         params = {**inputs, "clients": list(v.scalability_clients), "points": v.scalability_points_per_client, "cap": v.scalability_time_cap_s,
                   "options": {m: _method_options(cfg, m) for m in ("lambda_mr", "gtg", "safe")}}
-        store.run_stage(vdir, "scalability", params, lambda: [store.write_table(vdir / "scalability.csv", experiments.scalability_table(ctx))])
+        store.run_stage(vdir, "scalability", params, _timed(vdir, "scalability", lambda: [store.write_table(vdir / "scalability.csv", experiments.scalability_table(ctx))]))
 
 
 def ddval_label_values_fn(ctx: _Context):
@@ -417,6 +441,7 @@ def run_valuation_stage(
     names = [setting] if setting is not None else [s.name for s in cfg.settings]
     for name in names:
         cfg.setting(name)  # fail early on an unknown setting
+    torch.set_num_threads(stage_threads(cfg))
     if shard is not None:
         if n_shards is None:
             raise ValueError("shard= needs n_shards=")
