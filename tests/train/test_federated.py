@@ -147,3 +147,21 @@ def test_checkpoint_of_another_config_or_other_clients_is_an_error(tmp_path, cfg
         train_fedavg(model_factory(cfg), clients_factory(2), cfg_factory(max_rounds=2), seed=0, checkpoint=ckpt, params_hash="new")
     with pytest.raises(CheckpointError, match="clients"):
         train_rounds(model_factory(cfg), clients_factory(3), cfg_factory(max_rounds=2), seed=0, checkpoint=ckpt, params_hash="old")
+
+
+def test_learning_rate_rule_is_the_same_for_every_coalition(cfg_factory, clients_factory, model_factory):
+    from ddval.train.federated import round_lr
+
+    cfg = cfg_factory(lr=0.2, lr_decay=0.5)
+    assert [round_lr(cfg, r) for r in (1, 2, 3)] == [0.2, 0.1, 0.05]
+    assert round_lr(cfg_factory(lr=0.2), 50) == 0.2  # paper: constant
+    # a single-client coalition and a three-client one take the same steps in round 1
+    alone = train_fedavg(model_factory(cfg), clients_factory(3)[:1], cfg_factory(max_rounds=1), seed=0)
+    together = train_fedavg(model_factory(cfg), clients_factory(3), cfg_factory(max_rounds=1), seed=0)
+    assert alone.history[0]["clients"]["c0"]["model_sha256"] == together.history[0]["clients"]["c0"]["model_sha256"]
+
+
+@pytest.mark.parametrize("field, value", [("patience", 0), ("lr", 0.0), ("lr_decay", 1.5), ("momentum", 1.0), ("batch_size", 0), ("small_block_config", (1, 1, 1))])
+def test_bad_train_settings_are_named(field, value, cfg_factory, clients_factory, model_factory):
+    with pytest.raises(ValueError, match=f"train.{field}"):
+        train_fedavg(model_factory(cfg_factory()), clients_factory(1), cfg_factory(**{field: value}), seed=0)

@@ -227,8 +227,9 @@ def train_coalition(cfg: ExperimentConfig, seed: int, setting: str, members: Seq
         # timings live apart from the tables, which must be identical run to run
         timing = {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu_started, "rounds": len(result.history), "device": str(device)}
         outputs = [cdir / "best.pt", store.write_json(cdir / "timing.json", timing), *written]
-        if grand:
-            outputs += [cdir / "rounds" / "000" / "global.pt"]
+        if grand:  # every recorded state is an output: a lost one makes the stage incomplete
+            outputs += [_round_path(cdir, 0, "global")]
+            outputs += [_round_path(cdir, r, who) for r in range(1, len(result.history) + 1) for who in ("global", *members)]
         return outputs
 
     return store.run_stage(cdir, STAGE, params, compute)
