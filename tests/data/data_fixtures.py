@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ddval.config import DATASETS, LABELS, load_config
+from ddval.config import DATASETS, LABELS
 
 # The real headers, written out here independently of ddval's own constants.
 NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"

@@ -7,13 +7,9 @@ import math
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from data_fixtures import (
-    CHEXPERT_HEADER,
-    CHEXPERT_ROWS,
-    MIMIC_METADATA_HEADER,
     MIMIC_META_ROWS,
     NIH_HEADER,
     NIH_ROWS,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
-import re
 from pathlib import Path
 
 import numpy as np

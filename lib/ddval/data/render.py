@@ -257,10 +257,6 @@ def _lung_point(rng, side, zone=(0.0, 1.0)):
     return rng.uniform(u0 + 0.03, u1 - 0.03), v
 
 
-def _cardiomegaly(d, u, v, lungs, f: Finding, ap: bool):
-    return d  # drawn by the heart silhouette (see render); kept for symmetry of the dispatch
-
-
 def _effusion(d, u, v, lungs, f: Finding, ap: bool):
     rng = np.random.default_rng(f.seed)
     for side in _sides(f.side):
@@ -373,7 +369,6 @@ def _support_devices(d, u, v, lungs, f: Finding, ap: bool):
 
 
 _RENDERERS = {
-    "cardiomegaly": _cardiomegaly,
     "pleural_effusion": _effusion,
     "consolidation": _consolidation,
     "pneumonia": _pneumonia,
@@ -382,7 +377,8 @@ _RENDERERS = {
     "lung_lesion": _lung_lesion,
     "support_devices": _support_devices,
 }
-#: Kinds of findings that change pixels.
+#: Kinds of :class:`Finding` that change pixels. (Cardiomegaly is not a Finding: it is the patient's
+#: cardiac silhouette, ``ScanSpec.heart_half_width``.)
 RENDERED = tuple(_RENDERERS) + ("pneumothorax",)
 
 

@@ -261,7 +261,7 @@ def sample_site(dataset: str, n_patients: int, max_scans: int, seed: int, size: 
             ap = bool(rng.random() < site.ap)
             findings = tuple(
                 render.Finding(kind, s, int(rng.integers(0, 3)), int(rng.integers(2**31)))
-                for kind, s in sev.items() if s > 0 and kind in render.RENDERED and kind != "cardiomegaly"
+                for kind, s in sev.items() if s > 0 and kind in render.RENDERED
             )
             acquisition = render.Acquisition(
                 gamma=rng.uniform(*site.gamma), contrast=site.contrast * rng.uniform(0.93, 1.07),
