@@ -55,23 +55,30 @@ Speed and memory (see ``benchmarks/bench_knn_shapley.py``)
   (units 2**-31 and 2**-63; the split rounds once, by at most 2**-64) whose float64 sums are exact
   integers. Results are therefore bit-identical for any chunk size, thread count or test-shard split
   (:class:`KnnShapleySum` adds exactly).
-* Threads: torch intra-op threads for the GEMM, the same number of worker threads (NumPy releases
-  the GIL) for sort + recursion on the host. ``device="cpu"/"cuda"`` runs sort + recursion as torch
-  ops on that device instead (same results bit for bit on the CPU).
+* Threads: on the host the GEMM runs on the BLAS thread pool (limited to ``threads`` with
+  threadpoolctl) and sort + recursion on as many worker threads (NumPy releases the GIL); the
+  default is torch's intra-op thread count when torch is loaded, else the usable cores. The host
+  path needs no torch (its import alone is ~0.5 GB of RSS and seconds of start-up).
+  ``device="cpu"/"cuda"`` runs the GEMM, sort and recursion as torch ops on that device instead
+  (same values bit for bit on the CPU).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+from threadpoolctl import threadpool_limits
 
 from ddval.progress import progress
+
+if TYPE_CHECKING:  # torch is imported only for the device path and torch inputs
+    import torch
 
 __all__ = ["KnnShapleySum", "knn_shapley", "knn_shapley_sum", "knn_shapley_loop"]
 
@@ -184,7 +191,7 @@ def knn_shapley(
     k
         K of the KNN classifier (paper: 3).
     device
-        ``None`` or ``"host"``: the host path (torch GEMM + NumPy SIMD sort, worker threads). ``"cpu"``,
+        ``None`` or ``"host"``: the host path (BLAS GEMM + NumPy SIMD sort, worker threads). ``"cpu"``,
         ``"cuda"``, a ``torch.device``: sort and recursion as torch ops on that device.
         ``"auto"``: ``"cuda"`` when available, else the host path. All give the same values
         (bit-identical on the CPU).
@@ -198,7 +205,8 @@ def knn_shapley(
         Working memory (excluding the inputs): distances of a chunk, converted train blocks and the
         per-thread buffers. Default ``$DDVAL_MEMORY_BUDGET_MB`` or 512.
     threads
-        Worker threads on the host; default (``None`` or 0) ``torch.get_num_threads()``.
+        Threads on the host (BLAS and workers); default (``None`` or 0): torch's intra-op thread
+        count when torch is loaded, else the usable cores.
 
     Returns
     -------
@@ -307,7 +315,7 @@ def knn_shapley_loop(train_x: Any, train_y: Any, test_x: Any, test_y: Any, k: in
 
 def _as_features(x: Any, name: str):
     """A 2-D array-like of features (no copy for arrays and memory maps)."""
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
         x = x.detach().cpu().numpy()
     if not (hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "reshape")):
         x = np.asarray(x)
@@ -375,7 +383,7 @@ def _as_mask(test_mask: Any, m: int, n_labels: int) -> np.ndarray | None:
 
 
 def _as_numpy(a: Any) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
+    if _is_tensor(a):
         return a.detach().cpu().numpy()
     return np.asarray(a)
 
@@ -393,15 +401,16 @@ def _resolve_slice(test_slice: slice | tuple[int, int] | None, m: int) -> tuple[
     return start, max(start, stop)
 
 
-def _rows_f64(x, r0: int, r1: int, name: str, offset: int = 0) -> np.ndarray:
-    """Rows r0:r1 as float64, with a clear error for non-finite or too-large values."""
+def _rows_f64(x, r0: int, r1: int, name: str, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows r0:r1 as float64 and their squared norms; a clear error for non-finite or too-large
+    values."""
     block = _writable_f64(x[r0:r1])
     sq = np.einsum("ij,ij->i", block, block)
     bad = ~(sq < 1e200)  # catches NaN, inf and values whose squares would overflow differences
     if bad.any():
         row = offset + r0 + int(np.flatnonzero(bad)[0])
         raise ValueError(f"{name} row {row}: features must be finite with squared norm < 1e200")
-    return block
+    return block, sq
 
 
 def _writable_f64(block) -> np.ndarray:
@@ -437,8 +446,8 @@ class _Context:
     train_block: int
     group: int
     threads: int
-    norms: np.ndarray  # (N,) float64 squared norms of the train rows
-    bound_b: float  # upper bound on max train norm
+    norms: np.ndarray  # (N,) float64 squared norms of the train rows (filled by the first GEMM pass)
+    norms_done: bool
     weights: np.ndarray  # (N,) float64 recursion weights w_i
     low_bits: int
 
@@ -454,7 +463,7 @@ class _Context:
     def build(X, T, ytr, yte, mask, k, device, chunk, memory_budget_mb, threads, n_rows) -> _Context:
         n, dim = X.shape
         dev = _resolve_device(device)
-        threads = int(threads or torch.get_num_threads())
+        threads = int(threads or _default_threads())
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         budget = _budget_bytes(memory_budget_mb)
@@ -486,26 +495,34 @@ class _Context:
             chunk = max_chunk
         chunk = max(1, min(chunk, n_rows))
         train_block = max(1, min(n, int(0.25 * budget) // (8 * (dim + chunk))))
-        norms = np.empty(n, np.float64)
-        for j0 in range(0, n, train_block):
-            j1 = min(j0 + train_block, n)
-            block = _rows_f64(X, j0, j1, "train_x")
-            norms[j0:j1] = np.einsum("ij,ij->i", block, block)
-        # |x| <= sqrt(computed |x|^2 (1 + gamma_D)); a small extra factor covers the sqrt rounding.
-        bound_b = math.sqrt(float(norms.max()) * (1.0 + _gamma(dim))) * (1.0 + 4 * _U64)
         pos = np.arange(1, n + 1, dtype=np.float64)
         weights = np.minimum(float(k), pos) / (pos * k)
         low_bits = max(1, (n - 1).bit_length())
         return _Context(X, T, ytr, yte, mask, k, dev, chunk, train_block, group, threads,
-                        norms, bound_b, weights, low_bits)
+                        np.empty(n, np.float64), False, weights, low_bits)
+
+    @property
+    def bound_b(self) -> float:
+        """Upper bound on the largest train norm: sqrt(computed |x|^2 (1 + gamma_D)), plus the
+        rounding of the square root."""
+        return math.sqrt(float(self.norms.max()) * (1.0 + _gamma(self.X.shape[1]))) * (1.0 + 4 * _U64)
+
+    def _train_block(self, j0: int, j1: int) -> np.ndarray:
+        """Train rows j0:j1 as float64; the first pass also validates them and keeps their norms
+        (so the train features are converted once per chunk, never in a separate pass)."""
+        if self.norms_done:
+            return _writable_f64(self.X[j0:j1])
+        block, sq = _rows_f64(self.X, j0, j1, "train_x")
+        self.norms[j0:j1] = sq
+        self.norms_done = j1 == self.n
+        return block
 
     # -- one chunk ------------------------------------------------------------------------------
 
     def run_chunk(self, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact limb sums (int64, (L, N)) of test rows c0:c1."""
-        tests = _rows_f64(self.T, c0, c1, "test_x", 0)
-        sq_test = np.einsum("ij,ij->i", tests, tests)
-        dist = self._distances(tests, sq_test)
+        tests, sq_test = _rows_f64(self.T, c0, c1, "test_x", 0)
+        dist = self._distances(tests, sq_test)  # also fills the train norms on the first chunk
         # Rigorous bound on |computed - correctly rounded| distance per test row (see module doc).
         reach = (np.sqrt(sq_test * (1.0 + _gamma(tests.shape[1]))) * (1.0 + 4 * _U64) + self.bound_b) ** 2
         err = _gamma(tests.shape[1] + 9) * reach
@@ -515,27 +532,49 @@ class _Context:
         # adjacent pair between them: flag those runs (level 1), then re-sort them.
         thr1 = (2.0 * err + trunc) * (1.0 + 1e-6)
         thr2 = 2.0 * err * (1.0 + 1e-6)
-        rows = _ChunkRows(self, c0, c1, tests, thr1, thr2)
+        rows = _ChunkRows(self, c0, c1, tests, sq_test, thr1, thr2)
         if self.device is None:
             return _host_chunk(dist, rows)
         return _torch_chunk(dist, rows)
 
     def _distances(self, tests: np.ndarray, sq_test: np.ndarray):
-        """Squared distances (c, N) float64 by blocked GEMM: |t|^2 + |x|^2 - 2 t.x."""
-        dev = self.device or torch.device("cpu")
+        """Squared distances (c, N) float64 by blocked GEMM: |t|^2 + |x|^2 - 2 t.x.
+
+        On the host only the dot products are computed here; :func:`_host_part` finishes the
+        distances row group by row group, in cache."""
+        if self.device is None:
+            return self._dots_host(tests)
+        import torch
+
+        dev = self.device
         t = torch.from_numpy(tests).to(dev)
         n = self.n
         out = torch.empty((tests.shape[0], n), dtype=torch.float64, device=dev)
-        norms = torch.from_numpy(self.norms).to(dev)
         for j0 in range(0, n, self.train_block):
             j1 = min(j0 + self.train_block, n)
-            xb = torch.from_numpy(_writable_f64(self.X[j0:j1])).to(dev)
+            xb = torch.from_numpy(self._train_block(j0, j1)).to(dev)
+            norms = torch.from_numpy(self.norms[j0:j1]).to(dev)
             if j0 == 0 and j1 == n:
-                torch.addmm(norms[j0:j1], t, xb.T, beta=1.0, alpha=-2.0, out=out)
+                torch.addmm(norms, t, xb.T, beta=1.0, alpha=-2.0, out=out)
             else:
-                out[:, j0:j1] = torch.addmm(norms[j0:j1], t, xb.T, beta=1.0, alpha=-2.0)
+                out[:, j0:j1] = torch.addmm(norms, t, xb.T, beta=1.0, alpha=-2.0)
+            del xb
         out += torch.from_numpy(sq_test).to(dev)[:, None]
-        return out.numpy() if self.device is None else out
+        return out
+
+    def _dots_host(self, tests: np.ndarray) -> np.ndarray:
+        n = self.n
+        out = np.empty((tests.shape[0], n))
+        with threadpool_limits(limits=self.threads, user_api="blas"):
+            for j0 in range(0, n, self.train_block):
+                j1 = min(j0 + self.train_block, n)
+                xb = self._train_block(j0, j1)
+                if j0 == 0 and j1 == n:
+                    np.matmul(tests, xb.T, out=out)
+                else:
+                    out[:, j0:j1] = tests @ xb.T
+                del xb  # free this block before the next one is read (peak memory)
+        return out
 
 
 @dataclass
@@ -546,6 +585,7 @@ class _ChunkRows:
     c0: int
     c1: int
     tests: np.ndarray  # (c, D) float64
+    sq_test: np.ndarray  # (c,) squared norms of the test rows
     thr1: np.ndarray  # (c,) level-1 near-tie threshold (packed-key order)
     thr2: np.ndarray  # (c,) level-2 threshold (float64 order)
 
@@ -556,9 +596,23 @@ class _ChunkRows:
         return None if self.ctx.mask is None else self.ctx.mask[self.c0:self.c1]
 
 
+def _is_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _default_threads() -> int:
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.get_num_threads()
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _resolve_device(device: str | torch.device | None) -> torch.device | None:
     if device is None or (isinstance(device, str) and device == "host"):
         return None
+    import torch
+
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda") if torch.cuda.is_available() else None
     dev = torch.device(device)
@@ -615,6 +669,10 @@ def _host_part(dist: np.ndarray, rows: _ChunkRows, r_start: int, r_stop: int) ->
     for r0 in range(r_start, r_stop, g):
         r1 = min(r0 + g, r_stop)
         d = dist[r0:r1]
+        # finish the distances in cache: |t|^2 + |x|^2 - 2 t.x (the GEMM gave t.x)
+        d *= -2.0
+        d += ctx.norms
+        d += rows.sq_test[r0:r1, None]
         key, tmp, sign = packed[: r1 - r0], scratch[: r1 - r0], aux[: r1 - r0]
         # Order-preserving int64 image of the float64 distances; low bits replaced by the index.
         _flip_negative(d.view(np.int64), sign, out=key)
@@ -675,6 +733,8 @@ def _limbs_np(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _torch_chunk(dist: torch.Tensor, rows: _ChunkRows) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
     ctx = rows.ctx
     dev = dist.device
     n, n_labels = ctx.n, ctx.n_labels
