@@ -40,6 +40,10 @@ test: env
 lab: env
 	$(VENV)/bin/jupyter lab --allow-root --no-browser --ip 127.0.0.1 --notebook-dir notebooks
 
+## recompile the Solidity contracts with the pinned solc-js (artifacts are committed; a test checks them)
+contracts: env
+	$(PY) contracts/build.py
+
 ## speed/memory benchmarks (tables in benchmarks/)
 bench: env
 	$(PY) benchmarks/bench_knn_shapley.py

@@ -173,15 +173,29 @@ class ValuationConfig:
 
 @dataclass(frozen=True)
 class EconomyConfig:
-    """Token economy: chain, IPFS and payouts."""
+    """Token economy: chain, IPFS and payouts (``ddval.economy``; policy in ``ddval.economy.rewards``)."""
 
-    rpc_url: str | None = None  # None -> embedded chain (eth-tester)
+    rpc_url: str | None = None  # None -> embedded chain (eth-tester); keys only from the environment
+    chain_id: int | None = None  # expected chain id of rpc_url (None: accept what it serves)
     ipfs_api: str | None = None  # None -> embedded content-addressed store
+    cid_version: int = 1  # 1: `ipfs add --cid-version=1` (raw leaves); 0: Kubo's default Qm...
+    token_address: str | None = None  # an existing ERC-20 as pool asset; None -> deploy the demo token
+    treasury: str | None = None  # receives leftovers after the deadline; None -> a dev account (dev chains only)
+    accounts_csv: str | None = None  # kind, recipient_id, account; None -> derived demo accounts (dev chains only)
     pool_amount: int = 1_000_000 * 10**18
-    quorum: int = 2
+    value_method: str = "ddval"  # institution_values.csv method that weighs the institutions
+    individual_share: float = 0.5  # share of each institution's reward passed on to its patients
+    negative_values: Literal["zero", "error"] = "zero"  # clip negative values to 0, or reject them
+    quorum: int = 2  # institutions that must attest the same allocation before anyone can claim
+    attestation_window_s: int = 7 * 24 * 3600  # after this, an unattested pool returns to the treasury
     claim_window_s: int = 7 * 24 * 3600
+    sweep: bool = True  # dev chains: jump past the claim deadline and return leftovers to the treasury
     n_individuals: int = 20  # individuals that claim in the notebook
     recipient_counts: tuple[int, ...] = (10, 100, 1000, 10000)
+    loop_batch_size: int = 1000  # recipients per transfer-loop transaction (fits a 30 M gas block)
+    measure_all_up_to: int = 1000  # embedded chain: above this many recipients, measure a sample
+    claims_all_up_to: int = 10  # embedded chain: above this many recipients, measure a sample of claims
+    claim_sample: int = 20  # claims measured per recipient count when sampling
 
 
 @dataclass(frozen=True)

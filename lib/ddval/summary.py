@@ -1,0 +1,416 @@
+"""Result tables of a preset, gathered over seeds, and the numbers behind every figure.
+
+The stages write one tidy table per seed and setting (``docs/tables.md``). This module finds them
+(``<root>/<preset>/seed-<s>/<setting>/<stage>/<file>``), checks their columns, stacks them with
+``seed`` and ``setting`` columns, and reduces them to *summaries*: mean and half-width of the 95 %
+Student-t confidence interval over seeds (the paper's ``mean_confidence_stats``). ``ddval.plots``
+draws each summary; notebook 06 prints them.
+
+Units in the summaries are the units on the figures: Shapley values and cosine similarities in
+percent (``*_pct``), times in seconds, gas in gas units.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ddval.config import repo_root
+from ddval.store import read_table
+
+#: Result file -> (stage folder, required columns, numeric columns), from ``docs/tables.md``.
+TABLES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "institution_values.csv": (
+        "valuation",
+        ("setting", "seed", "method", "institution", "value"),
+        ("value",),
+    ),
+    "similarity.csv": (
+        "valuation",
+        ("setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error"),
+        ("cosine", "pearson", "spearman", "max_abs_error"),
+    ),
+    "point_values.parquet": ("valuation", ("institution", "scan_id", "n_flipped", "value"), ("n_flipped", "value")),
+    "labelflip.csv": ("valuation", ("setting", "seed", "institution", "flip_rate", "value"), ("flip_rate", "value")),
+    "flip_detection.csv": ("valuation", ("setting", "seed", "auroc", "n_flipped", "n_clean"), ("auroc", "n_flipped", "n_clean")),
+    "dp.csv": ("valuation", ("setting", "seed", "noise_scale", "cosine", "pearson", "spearman"), ("noise_scale", "cosine")),
+    "scalability.csv": (
+        "valuation",
+        ("method", "n_clients", "n_points", "wall_time_s", "n_utility_evals"),
+        ("n_clients", "n_points", "wall_time_s"),
+    ),
+    "gas.csv": ("economy", ("operation", "actor", "gas_used"), ("gas_used",)),
+    "payout_scaling.csv": (
+        "economy",
+        ("method", "n_recipients", "total_gas", "gas_per_recipient", "n_transactions"),
+        ("n_recipients", "total_gas", "gas_per_recipient", "n_transactions"),
+    ),
+    "curves.csv": (
+        "train",
+        ("setting", "seed", "coalition", "round", "train_loss", "val_loss"),
+        ("round", "train_loss", "val_loss"),
+    ),
+}
+
+#: Display order of the valuation methods (``institution_values.csv``'s ``method``).
+METHODS: tuple[str, ...] = ("exact", "ddval", "or", "lambda_mr", "gtg", "safe")
+
+#: Display order of the settings that commonly occur; others follow alphabetically.
+SETTING_ORDER: tuple[str, ...] = ("noniid", "iid", "labelflip")
+
+#: The paper's headline numbers (abstract): cosine similarity [%] of the institutional values to the
+#: exact ones. The IID / non-IID order of the baseline numbers is inferred from the abstract's wording.
+PAPER_HEADLINE_PCT: dict[tuple[str, str], float] = {
+    ("ddval", "iid"): 99.969,
+    ("ddval", "noniid"): 99.969,
+    ("best_baseline", "iid"): 99.301,
+    ("best_baseline", "noniid"): 97.250,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------
+
+
+def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of the two-sided Student-t confidence interval of the mean.
+
+    ``h = sem · t.ppf((1 + confidence) / 2, n − 1)``, as in the paper's ``mean_confidence_stats``.
+    NaNs are dropped; fewer than two values give a NaN half-width (no interval from one seed).
+    """
+    x = np.asarray(list(values), dtype=float)
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return math.nan, math.nan
+    m = float(x.mean())
+    if x.size < 2:
+        return m, math.nan
+    sem = float(x.std(ddof=1)) / math.sqrt(x.size)
+    return m, sem * float(stats.t.ppf((1.0 + confidence) / 2.0, x.size - 1))
+
+
+def summarize(frame: pd.DataFrame, by: Sequence[str], value: str, scale: float = 1.0, name: str | None = None) -> pd.DataFrame:
+    """Mean ± 95 % t-CI of ``value`` (× ``scale``) over the rows of each ``by`` group.
+
+    Returns the ``by`` columns (in order of first appearance), ``n_seeds`` (rows per group), ``<name>``
+    and ``<name>_ci95`` (``name`` defaults to ``value``).
+    """
+    name = name or value
+    rows = []
+    for key, grp in frame.groupby(list(by), sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        m, h = mean_ci(grp[value].to_numpy(dtype=float) * scale)
+        rows.append((*key, len(grp), m, h))
+    return pd.DataFrame(rows, columns=[*by, "n_seeds", name, f"{name}_ci95"])
+
+
+# --------------------------------------------------------------------------------------------
+# Finding and loading the tables of a preset
+# --------------------------------------------------------------------------------------------
+
+
+def shipped_results_root() -> Path:
+    """``<repo>/results``: the result tables committed with the repository."""
+    return repo_root() / "results"
+
+
+def _seed_key(path: Path) -> tuple[int, str]:
+    seed = path.name.removeprefix("seed-")
+    return (int(seed), "") if seed.isdigit() else (1 << 62, seed)
+
+
+def order_settings(settings: Iterable[str]) -> list[str]:
+    """Settings in display order: :data:`SETTING_ORDER` first, then the others alphabetically."""
+    settings = list(dict.fromkeys(settings))
+    known = [s for s in SETTING_ORDER if s in settings]
+    return known + sorted(s for s in settings if s not in SETTING_ORDER)
+
+
+def order_methods(methods: Iterable[str]) -> list[str]:
+    """Methods in display order: :data:`METHODS` first, then the others alphabetically."""
+    methods = list(dict.fromkeys(methods))
+    return [m for m in METHODS if m in methods] + sorted(m for m in methods if m not in METHODS)
+
+
+def check_table(frame: pd.DataFrame, path: str | os.PathLike, required: Sequence[str], numeric: Sequence[str] = ()) -> None:
+    """Raise ``ValueError`` naming ``path``, the row and the field when a required column is missing or a
+    numeric field does not parse as a number."""
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected {list(required)} (docs/tables.md)")
+    for col in numeric:
+        parsed = pd.to_numeric(frame[col], errors="coerce")
+        bad = parsed.isna() & frame[col].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(f"{path}: row {row + 1}, field {col!r}: {frame[col].iloc[row]!r} is not a number")
+
+
+@dataclass(frozen=True)
+class ResultTables:
+    """The result tables of one preset under a results root (read-only; figures go to ``figures_dir``)."""
+
+    root: Path
+    preset: str
+
+    @classmethod
+    def open(cls, results_root: str | os.PathLike | None, preset: str) -> "ResultTables":
+        """``results_root`` None means the tables shipped in the repository (:func:`shipped_results_root`),
+        not ``$DDVAL_RESULTS``: the figures notebook must give the same numbers on every fresh clone."""
+        root = Path(results_root).expanduser().resolve() if results_root else shipped_results_root()
+        return cls(root, preset)
+
+    @property
+    def preset_dir(self) -> Path:
+        return self.root / self.preset
+
+    @property
+    def figures_dir(self) -> Path:
+        """``<root>/<preset>/figures`` (same place as ``ddval.store.figures_dir``)."""
+        return self.preset_dir / "figures"
+
+    def pattern(self, name: str) -> str:
+        """Where ``name`` is looked for, relative to the results root (for messages)."""
+        return f"{self.preset}/seed-*/*/{TABLES[name][0]}/{name}"
+
+    def paths(self, name: str, settings: Iterable[str] | None = None) -> list[Path]:
+        """Files of table ``name`` over all seeds and settings, in seed order then setting name."""
+        if name not in TABLES:
+            raise KeyError(f"unknown result table {name!r}; known: {sorted(TABLES)}")
+        stage = TABLES[name][0]
+        wanted = None if settings is None else set(settings)
+        found = []
+        for seed_dir in sorted(self.preset_dir.glob("seed-*"), key=_seed_key):
+            for path in sorted(seed_dir.glob(f"*/{stage}/{name}")):
+                if wanted is None or path.parts[-3] in wanted:
+                    found.append(path)
+        return found
+
+    def load(self, name: str, settings: Iterable[str] | None = None) -> pd.DataFrame | None:
+        """All seeds' and settings' rows of table ``name`` with ``seed`` and ``setting`` columns, or None
+        when no file exists. A file whose own ``seed``/``setting`` disagrees with its folder is an error."""
+        frames = []
+        for path in self.paths(name, settings):
+            frame = read_table(path)
+            _, required, numeric = TABLES[name]
+            check_table(frame, path, required, numeric)
+            seed, setting = int(path.parts[-4].removeprefix("seed-")), path.parts[-3]
+            frame = _stamp(frame, path, "seed", seed)
+            frame = _stamp(frame, path, "setting", setting)
+            frames.append(frame)
+        if not frames:
+            return None
+        return pd.concat(frames, ignore_index=True)
+
+    def inventory(self) -> pd.DataFrame:
+        """One row per known table: how many files, which seeds and settings (for the notebook's first cell)."""
+        rows = []
+        for name in TABLES:
+            paths = self.paths(name)
+            seeds = sorted({int(p.parts[-4].removeprefix("seed-")) for p in paths})
+            settings = order_settings(p.parts[-3] for p in paths)
+            rows.append((name, len(paths), " ".join(map(str, seeds)) or "-", " ".join(settings) or "-"))
+        return pd.DataFrame(rows, columns=["table", "files", "seeds", "settings"])
+
+
+def _stamp(frame: pd.DataFrame, path: Path, column: str, value: object) -> pd.DataFrame:
+    if column not in frame.columns:
+        frame = frame.copy()
+        frame.insert(0, column, value)
+        return frame
+    differs = frame[column].astype(str) != str(value)
+    if differs.any():
+        row = int(np.flatnonzero(differs.to_numpy())[0])
+        raise ValueError(
+            f"{path}: row {row + 1}, field {column!r}: {frame[column].iloc[row]!r} disagrees with the folder ({value!r})"
+        )
+    return frame
+
+
+# --------------------------------------------------------------------------------------------
+# The numbers behind each figure (one function per figure; same names as in ddval.plots)
+# --------------------------------------------------------------------------------------------
+
+
+def accuracy_settings(values: pd.DataFrame) -> list[str]:
+    """Settings of ``institution_values`` that have exact values (the SV-accuracy experiments); all
+    settings when none has."""
+    with_exact = values.loc[values["method"] == "exact", "setting"].unique()
+    return order_settings(with_exact if len(with_exact) else values["setting"].unique())
+
+
+def institution_values(values: pd.DataFrame) -> pd.DataFrame:
+    """Institution Shapley value [% macro-AUROC] per setting, method and institution: mean ± 95 % CI."""
+    values = values[values["setting"].isin(accuracy_settings(values))]
+    out = summarize(values, ["setting", "method", "institution"], "value", 100.0, "value_pct")
+    return _sort(out, settings=True, methods=True)
+
+
+def similarity(sim: pd.DataFrame) -> pd.DataFrame:
+    """Cosine similarity [%] to the exact values per setting and method (mean ± 95 % CI), with the
+    mean Pearson and Spearman correlations and the mean largest absolute error."""
+    out = summarize(sim, ["setting", "method"], "cosine", 100.0, "cosine_pct")
+    extra = sim.groupby(["setting", "method"], sort=False)[["pearson", "spearman", "max_abs_error"]].mean().reset_index()
+    return _sort(out.merge(extra, on=["setting", "method"], how="left"), settings=True, methods=True)
+
+
+def similarity_table(sim: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The paper's table: one row per method, one column per setting, ``"mean ± ci"`` cosine similarity
+    in percent (``digits`` decimals, the paper's 3)."""
+    s = similarity(sim)
+    cell = s.apply(lambda r: _pm(r["cosine_pct"], r["cosine_pct_ci95"], digits), axis=1)
+    table = s.assign(cell=cell).pivot(index="method", columns="setting", values="cell")
+    table = table.reindex(index=order_methods(table.index), columns=order_settings(table.columns))
+    table.index.name, table.columns.name = "method", None
+    return table
+
+
+def paper_comparison(sim: pd.DataFrame) -> pd.DataFrame:
+    """Our cosine similarity [%] next to the paper's headline numbers: DDVal and the best baseline
+    (highest mean among the methods other than exact and ddval), per IID / non-IID setting."""
+    s = similarity(sim)
+    rows = []
+    for setting in [x for x in ("iid", "noniid") if x in set(s["setting"])]:
+        here = s[s["setting"] == setting]
+        ddval = here[here["method"] == "ddval"]
+        base = here[~here["method"].isin(["exact", "ddval"])].sort_values("cosine_pct", ascending=False, kind="stable")
+        for who, frame in (("ddval", ddval), ("best_baseline", base)):
+            if len(frame):
+                r = frame.iloc[0]
+                rows.append((setting, who, r["method"], r["cosine_pct"], r["cosine_pct_ci95"], PAPER_HEADLINE_PCT[(who, setting)]))
+    return pd.DataFrame(rows, columns=["setting", "row", "method", "cosine_pct", "cosine_pct_ci95", "paper_pct"])
+
+
+def labelflip_values(flip: pd.DataFrame) -> pd.DataFrame:
+    """DDVal institution value [%] per label-flip setting and flip rate [%]: mean ± 95 % CI."""
+    flip = flip.assign(flip_rate_pct=flip["flip_rate"] * 100.0)
+    out = summarize(flip, ["setting", "institution", "flip_rate_pct"], "value", 100.0, "value_pct")
+    return _sort(out.sort_values(["flip_rate_pct"], kind="stable"), settings=True)
+
+
+def point_scale(values: Iterable[float]) -> int:
+    """Power of ten ``e`` such that ``max |v| / 10**e`` lies in [1, 10) (0 for all-zero input): per-point
+    values shrink as 1/N, so their unit follows the data."""
+    x = np.abs(np.asarray(list(values), dtype=float))
+    x = x[np.isfinite(x) & (x > 0)]
+    return int(math.floor(math.log10(x.max()))) if x.size else 0
+
+
+def flipped_points(points: pd.DataFrame) -> pd.DataFrame:
+    """Mean per-image value by number of flipped labels, per setting: each seed's mean first, then
+    mean ± 95 % CI over seeds. ``value``/``value_ci95`` are in units of ``unit`` (a power of ten chosen by
+    :func:`point_scale`, e.g. ``"1e-04"``); ``n_points`` counts the images over all seeds."""
+    per_seed = points.groupby(["setting", "n_flipped", "seed"], sort=True)["value"].agg(["mean", "size"]).reset_index()
+    e = point_scale(per_seed["mean"])
+    out = summarize(per_seed, ["setting", "n_flipped"], "mean", 10.0**-e, "value")
+    counts = per_seed.groupby(["setting", "n_flipped"], sort=False)["size"].sum().rename("n_points").reset_index()
+    out = out.merge(counts, on=["setting", "n_flipped"], how="left")
+    out["n_flipped"] = out["n_flipped"].astype(int)
+    out["unit"] = f"1e{e:+03d}"
+    return _sort(out, settings=True)
+
+
+def flip_detection(det: pd.DataFrame) -> pd.DataFrame:
+    """Flip-detection AUROC per setting (mean ± 95 % CI) with the mean counts of flipped and clean images."""
+    out = summarize(det, ["setting"], "auroc")
+    counts = det.groupby("setting", sort=False)[["n_flipped", "n_clean"]].mean().reset_index()
+    return _sort(out.merge(counts, on="setting", how="left"), settings=True)
+
+
+def scalability(scal: pd.DataFrame) -> pd.DataFrame:
+    """Wall time [s] per setting, method and client count (mean ± 95 % CI over seeds when there are
+    several), with the mean number of data points and of utility evaluations."""
+    keys = ["setting", "method", "n_clients"]
+    out = summarize(scal, keys, "wall_time_s")
+    extra = scal.groupby(keys, sort=False)[["n_points", "n_utility_evals"]].mean().reset_index()
+    out = out.merge(extra, on=keys, how="left").sort_values(["n_clients"], kind="stable")
+    return _sort(out, settings=True, methods=True)
+
+
+def dp_noise(dp: pd.DataFrame) -> pd.DataFrame:
+    """Cosine similarity [%] of DDVal under Gaussian feature noise, per setting and noise scale
+    (mean ± 95 % CI), with the mean Pearson and Spearman correlations."""
+    out = summarize(dp, ["setting", "noise_scale"], "cosine", 100.0, "cosine_pct")
+    extra = dp.groupby(["setting", "noise_scale"], sort=False)[["pearson", "spearman"]].mean().reset_index()
+    out = out.merge(extra, on=["setting", "noise_scale"], how="left").sort_values("noise_scale", kind="stable")
+    return _sort(out, settings=True)
+
+
+def gas(gas_table: pd.DataFrame) -> pd.DataFrame:
+    """Gas per operation and actor: transactions per run, mean / min / max gas per transaction and gas
+    per run (a run is one seed and setting), in the table's order of first appearance."""
+    runs = gas_table[["seed", "setting"]].drop_duplicates().shape[0]
+    g = gas_table.groupby(["operation", "actor"], sort=False)["gas_used"]
+    out = g.agg(n_tx="size", gas_mean="mean", gas_min="min", gas_max="max", gas_sum="sum").reset_index()
+    out["n_tx"] = out["n_tx"] / runs
+    out["gas_per_run"] = out.pop("gas_sum") / runs
+    return out
+
+
+def payout_scaling(payout: pd.DataFrame) -> pd.DataFrame:
+    """Total gas, gas per recipient and transactions per payout method and recipient count (mean over
+    seeds when there are several)."""
+    cols = ["total_gas", "gas_per_recipient", "n_transactions"]
+    out = payout.groupby(["method", "n_recipients"], sort=False)[cols].mean().reset_index()
+    rank = {m: i for i, m in enumerate(pd.unique(out["method"]))}
+    return out.assign(_r=out["method"].map(rank)).sort_values(["_r", "n_recipients"], kind="stable").drop(columns="_r").reset_index(drop=True)
+
+
+def grand_coalitions(curves: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the largest coalition of each setting (the model whose features DDVal uses)."""
+    size = curves["coalition"].astype(str).str.count(r"\+") + 1
+    largest = size.groupby(curves["setting"]).transform("max")
+    return curves[size == largest]
+
+
+def training_curves(curves: pd.DataFrame) -> pd.DataFrame:
+    """Grand-coalition training and validation loss per setting and round: mean ± 95 % CI over seeds
+    (seeds that stopped earlier drop out of later rounds; ``n_seeds`` says how many remain)."""
+    grand = grand_coalitions(curves)
+    val = summarize(grand, ["setting", "round"], "val_loss")
+    train = summarize(grand, ["setting", "round"], "train_loss").drop(columns="n_seeds")
+    out = val.merge(train, on=["setting", "round"]).sort_values(["round"], kind="stable")
+    out["round"] = out["round"].astype(int)
+    return _sort(out, settings=True)[["setting", "round", "n_seeds", "train_loss", "train_loss_ci95", "val_loss", "val_loss_ci95"]]
+
+
+def headline(results_root: str | os.PathLike | None, preset: str) -> pd.DataFrame | None:
+    """The table ``ddval reproduce`` ends with: cosine similarity [%] of each method's institution values
+    to the exact ones, one row per method, one column per setting, ``"mean ± 95 % CI"`` over seeds.
+    None when the preset has no ``similarity.csv`` yet. ``results_root`` None: the shipped tables."""
+    sim = ResultTables.open(results_root, preset).load("similarity.csv")
+    return None if sim is None else similarity_table(sim)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _pm(mean: float, half: float, digits: int) -> str:
+    if math.isnan(half):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def _sort(frame: pd.DataFrame, settings: bool = False, methods: bool = False) -> pd.DataFrame:
+    """Stable sort by display order of setting and/or method, keeping the order within groups."""
+    keys = []
+    if settings:
+        rank = {s: i for i, s in enumerate(order_settings(frame["setting"]))}
+        keys.append(frame["setting"].map(rank))
+    if methods:
+        rank = {m: i for i, m in enumerate(order_methods(frame["method"]))}
+        keys.append(frame["method"].map(rank))
+    if not keys:
+        return frame.reset_index(drop=True)
+    order = np.lexsort([k.to_numpy() for k in reversed(keys)])
+    return frame.iloc[order].reset_index(drop=True)
