@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 #: Every method, in table order.
 METHODS = ("exact", "ddval", "or", "lambda_mr", "gtg", "safe")
-#: Reference row of ``similarity.csv``: equal shares for every institution.
+#: The reference of :func:`equal_split_similarity`: equal shares for every institution.
 EQUAL_SPLIT = "equal_split"
 INSTITUTION_COLUMNS = ["setting", "seed", "method", "institution", "value", "wall_time_s", "n_utility_evals"]
 SIMILARITY_COLUMNS = ["setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error"]
@@ -368,23 +368,32 @@ def _method_options(cfg: ExperimentConfig, method: str) -> dict:
     }[method]
 
 
-def similarity_table(values: pd.DataFrame, setting: str, seed: int) -> pd.DataFrame:
+def similarity_table(values: pd.DataFrame, setting: str, seed: int, reference: bool = False) -> pd.DataFrame:
     """``similarity.csv``: every method (≠ exact) against the exact values, aligned by institution
-    name, plus the reference row ``equal_split`` (every institution gets the same share of the exact
-    total): the score of a method that knows nothing but the number of institutions. Empty when the
-    setting has no exact values."""
+    name; empty when the setting has no exact values. ``reference=True`` scores instead the
+    equal split (every institution the same share of the exact total, method ``equal_split``): what a
+    method that knows only the number of institutions reaches (not written to ``similarity.csv``)."""
     from ddval.valuation.compare import similarity
 
     columns = SIMILARITY_COLUMNS
     exact = values[values["method"] == "exact"].set_index("institution")["value"]
     rows = []
     if not exact.empty:
-        estimates = {m: f.set_index("institution")["value"] for m, f in values[values["method"] != "exact"].groupby("method", sort=False)}
-        estimates[EQUAL_SPLIT] = pd.Series(exact.sum() / len(exact), index=exact.index)
+        if reference:
+            estimates = {EQUAL_SPLIT: pd.Series(exact.sum() / len(exact), index=exact.index)}
+        else:
+            estimates = {m: f.set_index("institution")["value"] for m, f in values[values["method"] != "exact"].groupby("method", sort=False)}
         for method, estimate in estimates.items():
             sim = similarity(exact, estimate)
             rows.append({"setting": setting, "seed": seed, "method": method, **{k: float(sim[k]) for k in columns[3:]}})
     return pd.DataFrame(rows, columns=columns)
+
+
+def equal_split_similarity(values: pd.DataFrame) -> pd.DataFrame:
+    """The ``equal_split`` reference (see :func:`similarity_table`) for every setting and seed of an
+    ``institution_values`` table."""
+    frames = [similarity_table(f, setting, seed, reference=True) for (setting, seed), f in values.groupby(["setting", "seed"], sort=False)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SIMILARITY_COLUMNS)
 
 
 def _experiments(ctx: _Context, vdir: Path, inputs: dict) -> None:
