@@ -151,3 +151,62 @@ def test_evaluator_forwards_identical_test_sets_once_and_matches_the_training_ut
     ev = UtilityEvaluator(build_model(cfg.train), tensors)
     assert len(ev._images) == 20  # the duplicated set is forwarded once
     assert ev(best) == pytest.approx(coalition_utility(model, sets, batch_size=16).value, abs=1e-12)
+
+
+class CountingEvaluator:
+    """A stand-in utility: a deterministic number from the state, counting the calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, state):
+        self.calls += 1
+        return float(state["0.weight"].double().sum())
+
+
+def _history(n_rounds=3, names=("a", "b", "c")):
+    globals_, locals_ = [_bn_state(0)], []
+    for r in range(1, n_rounds + 1):
+        loc = {n: _bn_state(10 * r + i) for i, n in enumerate(names)}
+        locals_.append(loc)
+        globals_.append(average_states(list(loc.values())))
+    return FakeHistory(globals_, locals_, names, best_round=n_rounds)
+
+
+def test_model_games_score_each_model_once_and_charge_every_method_its_own_cost():
+    from ddval.valuation.baselines import GTGOptions, gtg_values, lambda_mr_values, or_values
+    from ddval.valuation.reconstruct import ModelGames
+
+    hist = _history()
+    ev = CountingEvaluator()
+    games = ModelGames(hist, ev)
+    lam = lambda_mr_values(games, list(hist.institutions), 0.5)
+    # 3 rounds x 8 coalitions, but a global model ends one round and starts the next: 4 + 3 x 6
+    assert lam.n_utility_evals == ev.calls == 4 + 3 * 6
+    gtg = gtg_values(games, list(hist.institutions), GTGOptions(eps=0.0, round_trunc=-1.0, max_permutations=12, min_permutations=12), seed=0)
+    assert ev.calls == 22 and gtg.n_utility_evals == 22  # all shared with λ-MR, none scored again
+    assert gtg.wall_time_s >= sum(games._seconds.values()) * 0.999  # charged for every model it used
+    orr = or_values(games, list(hist.institutions))
+    assert orr.n_utility_evals == 7 and ev.calls == 29
+    # the values are those of the plain computation
+    u = {frozenset(s): ev(round_state(hist, 2, sorted(s, key="abc".index))) for s in [(), ("a",), ("b",), ("c",), ("a", "b"), ("a", "c"), ("b", "c"), ("a", "b", "c")]}
+    assert lam.details["round_games"][1] == pytest.approx(u)
+
+
+def test_rank_auroc_equals_the_training_metric():
+    from hypothesis import given, settings, strategies as st
+
+    from ddval.train.metrics import per_label_auroc
+    from ddval.valuation.reconstruct import rank_auroc
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.integers(1, 60), st.integers(0, 2**31 - 1), st.booleans())
+    def check(n, seed, ties):
+        rng = np.random.default_rng(seed)
+        y = (rng.random((n, 8)) < rng.random(8)).astype(float)
+        s = rng.integers(0, 4, (n, 8)).astype(float) if ties else rng.normal(size=(n, 8))
+        np.testing.assert_allclose(rank_auroc(y, s), per_label_auroc(y, s), rtol=0, atol=1e-12, equal_nan=True)
+
+    check()
+    with pytest.raises(ValueError, match="0/1"):
+        rank_auroc(np.full((3, 8), 2.0), np.zeros((3, 8)))

@@ -1,7 +1,10 @@
 """Institution-level baselines computed from the grand coalition's recorded training (no retraining).
 
 Every method returns a :class:`MethodResult`: the value of every institution, the wall time and the
-number of utility evaluations (a model or ensemble scored on the test sets) it needed.
+number of utility evaluations (a model or ensemble scored on the test sets) it needed. OR, λ-MR and
+GTG-Shapley score models through one :class:`~ddval.valuation.reconstruct.ModelGames` per setting:
+a model is scored once even when several methods (or rounds) need it, and every method is charged
+the measured cost of every model it asks for, so its wall time is what it would take on its own.
 
 * ``exact`` — the ground truth: exact Shapley values of the utilities of the *retrained*
   coalitions (training stage), ``v(∅) = 0.5``. Its cost is the 2^n − 1 trainings.
@@ -43,7 +46,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ddval.train.metrics import mean_auroc, per_label_auroc
+from ddval.train.metrics import mean_auroc
+from ddval.valuation.reconstruct import rank_auroc
 
 Coalition = frozenset
 
@@ -182,44 +186,39 @@ def exact_values(utilities: Mapping[Coalition, float], players: Sequence[str], t
     return MethodResult("exact", shapley(utilities, players), train_time_s, 2 ** len(players) - 1, {"utilities": dict(utilities)})
 
 
-def or_values(history, evaluator: Callable, players: Sequence[str]) -> MethodResult:
-    """OR: exact Shapley over the utilities of the reconstructed coalition models."""
-    from ddval.valuation.reconstruct import accumulated_updates, or_state
-
-    start = time.perf_counter()
-    updates = accumulated_updates(history)
-    utility = {frozenset(): 0.5}
-    for s in coalitions(players)[1:]:
-        utility[s] = evaluator(or_state(history, [p for p in players if p in s], updates))
-    values = shapley(utility, players)
-    return MethodResult("or", values, time.perf_counter() - start, len(utility) - 1, {"utilities": utility})
+def or_values(games, players: Sequence[str]) -> MethodResult:
+    """OR: exact Shapley over the utilities of the reconstructed coalition models
+    (``games``: :class:`ddval.valuation.reconstruct.ModelGames`)."""
+    with games.ledger() as ledger:
+        utility = {frozenset(): 0.5}
+        for s in coalitions(players)[1:]:
+            utility[s] = games.or_utility(sorted(s))
+        values = shapley(utility, players)
+    return MethodResult("or", values, ledger.seconds, ledger.n_evals, {"utilities": utility, "eval_seconds": ledger.eval_seconds})
 
 
-def _round_utility(history, evaluator: Callable, round_no: int, players: Sequence[str]) -> Callable[[Coalition], float]:
-    """``S ↦ U(θ_S^r)`` for round ``round_no`` (states loaded once per round)."""
-    from ddval.valuation.reconstruct import round_state
-
-    locals_ = history.local_states(round_no)
-    return lambda s: evaluator(round_state(history, round_no, [p for p in players if p in s], locals_))
+def _round_utility(games, round_no: int) -> Callable[[Coalition], float]:
+    """``S ↦ U(θ_S^r)`` for round ``round_no``."""
+    return lambda s: games.round_utility(round_no, sorted(s))
 
 
-def lambda_mr_values(history, evaluator: Callable, players: Sequence[str], lam: float) -> MethodResult:
+def lambda_mr_values(games, players: Sequence[str], lam: float) -> MethodResult:
     """λ-MR over rounds 1 … r* (every coalition scored in every round)."""
-    start = time.perf_counter()
-    games = []
-    for r in range(1, history.best_round + 1):
-        u = _round_utility(history, evaluator, r, players)
-        games.append({s: u(s) for s in coalitions(players)})
-    values = lambda_mr(games, players, lam)
-    return MethodResult("lambda_mr", values, time.perf_counter() - start, sum(len(g) for g in games), {"round_games": games})
+    with games.ledger() as ledger:
+        games_r = []
+        for r in range(1, games.history.best_round + 1):
+            u = _round_utility(games, r)
+            games_r.append({s: u(s) for s in coalitions(players)})
+        values = lambda_mr(games_r, players, lam)
+    return MethodResult("lambda_mr", values, ledger.seconds, ledger.n_evals, {"round_games": games_r, "eval_seconds": ledger.eval_seconds})
 
 
-def gtg_values(history, evaluator: Callable, players: Sequence[str], options: GTGOptions, seed: int) -> MethodResult:
+def gtg_values(games, players: Sequence[str], options: GTGOptions, seed: int) -> MethodResult:
     """GTG-Shapley over rounds 1 … r*."""
-    start = time.perf_counter()
-    rounds = [_round_utility(history, evaluator, r, players) for r in range(1, history.best_round + 1)]
-    values, evals, per_round = gtg_shapley(rounds, players, options, seed)
-    return MethodResult("gtg", values, time.perf_counter() - start, evals, {"per_round": per_round})
+    with games.ledger() as ledger:
+        rounds = [_round_utility(games, r) for r in range(1, games.history.best_round + 1)]
+        values, _, per_round = gtg_shapley(rounds, players, options, seed)
+    return MethodResult("gtg", values, ledger.seconds, ledger.n_evals, {"per_round": per_round, "eval_seconds": ledger.eval_seconds})
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,7 +242,7 @@ def ensemble_utility(predictions: Mapping[str, Sequence[np.ndarray]], members: S
     prediction on test set ``t``."""
     if not members:
         raise ValueError("an ensemble needs at least one member")
-    per_set = np.array([mean_auroc(per_label_auroc(y, np.mean([predictions[m][t] for m in members], axis=0))) for t, y in enumerate(test_labels)])
+    per_set = np.array([mean_auroc(rank_auroc(y, np.mean([predictions[m][t] for m in members], axis=0))) for t, y in enumerate(test_labels)])
     weights = np.ones(len(per_set)) if multiplicity is None else np.asarray(multiplicity, dtype=float)
     ok = ~np.isnan(per_set)
     return float(np.sum(per_set[ok] * weights[ok]) / np.sum(weights[ok])) if ok.any() else float("nan")

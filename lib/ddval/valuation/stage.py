@@ -276,6 +276,12 @@ class _Context:
 
         return self._get("evaluator", lambda: UtilityEvaluator(load_model(self.cfg, self.seed, self.setting, root=self.root), test_tensors(self.partition, self.players, self.cfg.data.image_size)))
 
+    @property
+    def games(self):
+        from ddval.valuation.reconstruct import ModelGames
+
+        return self._get("games", lambda: ModelGames(self.history, self.evaluator))
+
     def n_flipped(self) -> np.ndarray:
         """Flipped-label count of every pooled train point (joined on institution and scan id)."""
         train = self.partition[self.partition["split"] == "train"].set_index(["institution", "scan_id"])["n_flipped"]
@@ -298,11 +304,11 @@ def run_method(ctx: _Context, method: str) -> baselines.MethodResult:
         wall = float(times["wall_s"].sum()) if len(times) == 2 ** len(ctx.players) - 1 else float("nan")
         return baselines.exact_values(ctx.utility, ctx.players, train_time_s=wall)
     if method == "or":
-        return baselines.or_values(ctx.history, ctx.evaluator, ctx.players)
+        return baselines.or_values(ctx.games, ctx.players)
     if method == "lambda_mr":
-        return baselines.lambda_mr_values(ctx.history, ctx.evaluator, ctx.players, v.lambda_mr)
+        return baselines.lambda_mr_values(ctx.games, ctx.players, v.lambda_mr)
     if method == "gtg":
-        return baselines.gtg_values(ctx.history, ctx.evaluator, ctx.players, gtg_options(ctx.cfg), ctx.seed)
+        return baselines.gtg_values(ctx.games, ctx.players, gtg_options(ctx.cfg), ctx.seed)
     if method == "safe":
         return baselines.safe_values(ctx.feats, ctx.players, ctx.grand_utility, v.safe_alphas)
     raise ValueError(f"unknown method {method!r}")
