@@ -190,6 +190,7 @@ def or_values(games, players: Sequence[str]) -> MethodResult:
     """OR: exact Shapley over the utilities of the reconstructed coalition models
     (``games``: :class:`ddval.valuation.reconstruct.ModelGames`)."""
     with games.ledger() as ledger:
+        games.prepare_or(players)
         utility = {frozenset(): 0.5}
         for s in coalitions(players)[1:]:
             utility[s] = games.or_utility(sorted(s))

@@ -15,7 +15,8 @@ summaries over seeds (mean ± 95 % Student-t CI, ``ddval.valuation.compare.mean_
   (``scalability.csv``, column ``measured``):
 
   - ``ddval``: measured at every ``n``: KNN-Shapley (8 labels) on ``n × P`` train points (the
-    setting's pooled features, repeated as needed) against the setting's balanced test sets;
+    setting's pooled features, repeated with a tiny perturbation as needed, see
+    :func:`repeat_pooled`) against the setting's balanced test sets;
   - ``or``, ``lambda_mr``, ``gtg``: measured on the setting's recorded training for the client
     counts that exist there (the first ``n`` institutions) while the method's projected time
     stays under ``valuation.scalability_time_cap_s`` (each model is scored once and timed; a client
@@ -122,10 +123,21 @@ def dp_table(ctx, label_values_fn: Callable[[PooledFeatures], np.ndarray]) -> pd
 # --------------------------------------------------------------------------------------------
 
 
-def repeat_pooled(pooled: PooledFeatures, n_points: int) -> PooledFeatures:
-    """The pooled train set cut or repeated to ``n_points`` rows (test sets unchanged)."""
+def repeat_pooled(pooled: PooledFeatures, n_points: int, seed: int = 0) -> PooledFeatures:
+    """The pooled train set cut or repeated to ``n_points`` rows (test sets unchanged). Repeated
+    copies get a small seeded perturbation (10⁻³ × the per-feature standard deviation): exact copies
+    would be exact distance ties, which the engine resolves on a slower exact path that real data
+    does not hit, so the timing would measure tie handling instead of the method."""
     idx = np.arange(n_points) % pooled.n_train
-    return replace(pooled, **{k: getattr(pooled, k)[idx] for k in ("train_x", "train_y", "institution", "scan_id", "patient_id", "sex", "age")})
+    out = replace(pooled, **{k: getattr(pooled, k)[idx] for k in ("train_x", "train_y", "institution", "scan_id", "patient_id", "sex", "age")})
+    copies = np.arange(n_points) >= pooled.n_train
+    if copies.any():
+        x = out.train_x.astype(np.float32, copy=True)
+        sigma = pooled.train_x.std(axis=0, dtype=np.float64)
+        rng = np.random.default_rng([int(seed), 0x7363])  # "sc"
+        x[copies] += (rng.normal(size=(int(copies.sum()), x.shape[1])) * (1e-3 * sigma)).astype(np.float32)
+        out = replace(out, train_x=x)
+    return out
 
 
 def _evals(method: str, n: int, rounds: int, max_perms: int) -> int:
@@ -147,7 +159,7 @@ def scalability_table(ctx) -> pd.DataFrame:
     knn = ddval_label_values_fn(ctx)
     rows = []
     for n in ns:
-        sub = repeat_pooled(ctx.pooled, n * points)
+        sub = repeat_pooled(ctx.pooled, n * points, ctx.seed)
         start = time.perf_counter()
         knn(sub)
         rows.append(_row("ddval", n, points, time.perf_counter() - start, 0, True, "measured: KNN-Shapley, 8 labels"))
@@ -188,7 +200,7 @@ def _safe_rows(ctx, ns: Sequence[int], points: int, cap: float) -> list[dict]:
     for n in ns:
         evals = 2**n - 2
         if fit_s is None or n * fit_s + evals * eval_s <= cap:
-            sub = repeat_pooled(pooled, n * points)
+            sub = repeat_pooled(pooled, n * points, ctx.seed)
             start = time.perf_counter()
             preds = {}
             for c in range(n):
@@ -269,7 +281,9 @@ def collect(cfg: ExperimentConfig, table: str, root: str | os.PathLike | None = 
 
 
 def summary(frame: pd.DataFrame, by: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
-    """Mean and 95 % t-CI half-width of ``columns`` over the rows of each ``by`` group (seeds)."""
+    """Mean and 95 % t-CI half-width of ``columns`` over the rows of each ``by`` group (seeds).
+    Undefined entries (NaN, e.g. a correlation of a constant vector) are left out of a column's
+    mean; ``n_seeds`` counts the rows of the group."""
     from ddval.valuation.compare import mean_ci
 
     rows = []
@@ -277,7 +291,8 @@ def summary(frame: pd.DataFrame, by: Sequence[str], columns: Sequence[str]) -> p
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
         row["n_seeds"] = len(group)
         for c in columns:
-            m, h = mean_ci(group[c].to_numpy(dtype=float))
-            row[c], row[f"{c}_ci"] = m, h
+            x = group[c].to_numpy(dtype=float)
+            x = x[np.isfinite(x)]
+            row[c], row[f"{c}_ci"] = mean_ci(x) if x.size else (float("nan"), float("nan"))
         rows.append(row)
     return pd.DataFrame(rows)

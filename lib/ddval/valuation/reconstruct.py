@@ -234,13 +234,18 @@ class ModelGames:
         """A context that charges the models requested inside it (see :class:`Ledger`)."""
         return Ledger(self)
 
+    def prepare_or(self, institutions: Sequence[str]) -> None:
+        """Build the accumulated updates ``D_c`` of ``institutions`` in one pass over the recorded
+        rounds (a fixed cost of OR, charged to the open ledgers' own time)."""
+        missing = [c for c in self._ordered(institutions) if c not in self._updates]
+        if missing:
+            self._updates.update(accumulated_updates(self.history, institutions=missing))
+
     def or_utility(self, members: Sequence[str]) -> float:
         members = self._ordered(members)
 
         def make() -> State:
-            missing = [m for m in members if m not in self._updates]
-            if missing:  # each institution's accumulated update is built once, when first needed
-                self._updates.update(accumulated_updates(self.history, institutions=missing))
+            self.prepare_or(members)  # usually done already, for all members at once
             return or_state(self.history, members, self._updates)
 
         return self._get(("or", members), make)
