@@ -82,7 +82,7 @@ def run_variant(cfg, seed: int, data_root: Path, work: Path) -> tuple[dict, pd.D
 def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     cols = list(frame.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for _, row in frame.iterrows():
+    for row in frame.astype(object).itertuples(index=False):  # object: ints stay ints
         cells = [f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

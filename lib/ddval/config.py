@@ -151,7 +151,7 @@ class ValuationConfig:
     memory_budget_mb: int = 512  # working memory of knn_shapley (distances of a test chunk, buffers)
     device: str = "auto"  # knn_shapley: "auto" (cuda if available, else host), "host", "cpu", "cuda"
     chunk: int | None = None  # knn_shapley test points per chunk; None: as many as memory_budget_mb allows
-    threads: int = 0  # knn_shapley host worker threads; 0: torch.get_num_threads()
+    threads: int = 0  # knn_shapley host threads (BLAS + workers); 0: torch.get_num_threads() if torch is loaded, else the usable cores
     shards: int = 1  # test-point shards (one SLURM array task each)
     lambda_mr: float = 0.5  # discount of the lambda-MR rounds
     gtg_eps: float = 0.001

@@ -2,7 +2,6 @@
 
 import pandas as pd
 import pytest
-import torch
 
 from ddval import store
 from ddval.config import LABELS, load_config
@@ -138,3 +137,12 @@ def test_same_seed_same_utilities_other_seed_other_model(tmp_path, data):
     read = lambda root, seed: pd.read_csv(coalition_dir(cfg, seed, "noniid", ("chexpert",), root=tmp_path / root) / "rounds.csv")  # noqa: E731
     pd.testing.assert_frame_equal(read("a", 0), read("b", 0))
     assert read("a", 0)["merged_sha256"].iloc[-1] != read("c", 1)["merged_sha256"].iloc[-1]
+
+
+def test_swarm_stage_records_rotating_leaders_and_the_fedavg_models(tmp_path, data):
+    train_coalition(demo(), 0, "noniid", GRAND, data, root=tmp_path / "fedavg")
+    train_coalition(demo(algorithm="swarm"), 0, "noniid", GRAND, data, root=tmp_path / "swarm")
+    fed = pd.read_csv(coalition_dir(demo(), 0, "noniid", GRAND, root=tmp_path / "fedavg") / "rounds.csv")
+    swarm = pd.read_csv(coalition_dir(demo(), 0, "noniid", GRAND, root=tmp_path / "swarm") / "rounds.csv")
+    assert swarm.groupby("round")["leader"].first().tolist() == ["nih", "chexpert", "mimic"]
+    pd.testing.assert_frame_equal(fed.drop(columns="leader"), swarm.drop(columns="leader"))

@@ -73,5 +73,5 @@ def test_a_foreign_file_in_the_cache_is_refused(empty_hub):
     path = imagenet_weights_path()
     path.parent.mkdir(parents=True)
     torch.save({"x": torch.zeros(1)}, path)  # right name, wrong bytes
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="unusable ImageNet weights"):
         build_model(TrainConfig(model="densenet121", pretrained=True))
