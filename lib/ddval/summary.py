@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ddval.config import repo_root
 from ddval.store import read_table
+from ddval.valuation import compare
 
 #: Result file -> (stage folder, required columns, numeric columns), from ``docs/tables.md``.
 TABLES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
@@ -81,20 +81,13 @@ PAPER_HEADLINE_PCT: dict[tuple[str, str], float] = {
 
 
 def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and half-width of the two-sided Student-t confidence interval of the mean.
-
-    ``h = sem · t.ppf((1 + confidence) / 2, n − 1)``, as in the paper's ``mean_confidence_stats``.
-    NaNs are dropped; fewer than two values give a NaN half-width (no interval from one seed).
-    """
+    """Mean and 95 % Student-t half-width over seeds (:func:`ddval.valuation.compare.mean_ci`),
+    ignoring NaNs (a seed whose metric is undefined); no values at all give ``(nan, nan)``."""
     x = np.asarray(list(values), dtype=float)
     x = x[~np.isnan(x)]
     if x.size == 0:
         return math.nan, math.nan
-    m = float(x.mean())
-    if x.size < 2:
-        return m, math.nan
-    sem = float(x.std(ddof=1)) / math.sqrt(x.size)
-    return m, sem * float(stats.t.ppf((1.0 + confidence) / 2.0, x.size - 1))
+    return compare.mean_ci(x, confidence)
 
 
 def summarize(frame: pd.DataFrame, by: Sequence[str], value: str, scale: float = 1.0, name: str | None = None) -> pd.DataFrame:
