@@ -8,7 +8,7 @@ folders of the seed (``<S>/valuation``) are **deleted** first, so every step is 
 point it at a scratch root, never at results you want to keep. Prints, per setting and step, the
 wall time and the CPU time (user + sys of this process, less sensitive to other load on a shared
 machine) recorded by the stage in ``timings.json``, the total, and writes the table to
-``benchmarks/bench_valuation_stage.md`` (``--out``).
+``benchmarks/results/valuation_stage.md`` (``--out``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", default=None, help="results root (default $DDVAL_RESULTS)")
-    parser.add_argument("--out", default=str(HERE / "bench_valuation_stage.md"), help="markdown table to write ('-': print only)")
+    parser.add_argument("--out", default=str(HERE / "results" / "valuation_stage.md"), help="markdown table to write ('-': print only)")
     args = parser.parse_args()
     os.environ.setdefault("DDVAL_PROGRESS", "off")
 

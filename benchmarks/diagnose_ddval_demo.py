@@ -5,7 +5,7 @@
 Needs a results root where stages 01-04 of the preset ran for the seeds (non-IID and IID settings).
 DDVal's KNN step takes milliseconds on the demo, so its choices can be varied cheaply on the same
 trained models; nothing here changes the pipeline's defaults (the paper's: flattened denseblock4,
-K = 3, balanced test sets). Prints, and writes to ``benchmarks/diagnose_ddval_demo.md``:
+K = 3, balanced test sets). Prints, and writes to ``benchmarks/results/diagnose_ddval_demo.md``:
 
 1. the noise floor of the ground truth: cosine of the *equal split* (every institution the same
    share) to the exact values, and in the IID setting, where institutions are exchangeable and the
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--settings", nargs="+", default=["noniid", "iid"])
-    parser.add_argument("--out", default=str(HERE / "diagnose_ddval_demo.md"))
+    parser.add_argument("--out", default=str(HERE / "results" / "diagnose_ddval_demo.md"))
     args = parser.parse_args()
     os.environ.setdefault("DDVAL_PROGRESS", "off")
 

@@ -8,7 +8,7 @@ training noise), so its cosine similarities cannot tell an informative method fr
 spread: ``iid_flip`` (three exchangeable institutions, 0 / 20 / 40 % of their training labels
 flipped) and ``noniid_size`` (one dataset each, 75 / 150 / 300 training scans). This script runs
 stages 01-04 of that preset for its seeds (resumable, in ``$DDVAL_RESULTS``) and writes the summary
-over seeds to ``benchmarks/probe_quality.md``.
+over seeds to ``benchmarks/results/probe_quality.md``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE.parent / "lib"))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(HERE / "probe_quality.md"))
+    parser.add_argument("--out", default=str(HERE / "results" / "probe_quality.md"))
     args = parser.parse_args()
     os.environ.setdefault("DDVAL_PROGRESS", "off")
     if not os.environ.get("DDVAL_RESULTS"):
