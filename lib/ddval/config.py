@@ -160,6 +160,15 @@ class ValuationConfig:
     dp_noise_scales: tuple[float, ...] = ()  # Gaussian noise x feature std on shared train features
     scalability_clients: tuple[int, ...] = ()  # client counts of the scalability experiment
     scalability_points_per_client: int = 8000
+    # --- valuation pipeline (ddval.valuation.stage / experiments / baselines) ---
+    grand_only_methods: tuple[str, ...] = ("ddval",)  # methods run on `coalitions: grand` settings (no exact values there)
+    safe_alphas: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)  # SaFE ridge penalties (RidgeCV, leave-one-out)
+    gtg_min_permutations: int = 30  # GTG-Shapley: permutations before the convergence test (Liu et al.: max(30, n))
+    gtg_converge_tol: float = 0.05  # GTG-Shapley: mean relative change of the running values over the window
+    gtg_converge_window: int = 10  # GTG-Shapley: permutations the convergence test looks back
+    scalability_setting: str | None = None  # setting whose features/rounds the scalability runs use (None: most institutions)
+    scalability_time_cap_s: float = 5.0  # per method: measure client counts while the projected time stays under this
+    model_threads: int = 0  # torch threads of the valuation stage (feature extraction, model evaluation); 0: train.threads
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,478 @@
+"""Stage 04: value every data point, patient and institution of a trained setting (notebook 04).
+
+For each setting (``<S>`` = ``results/<preset>/seed-<s>/<setting>``), every step is a resumable
+:mod:`ddval.store` stage in ``<S>/valuation/`` (skipped when done with the same parameters):
+
+1. ``features/``: each institution's deep features (:mod:`ddval.valuation.features`);
+2. ``knn_values.npz``: exact KNN-Shapley per train point and label on the pooled features
+   (:mod:`ddval.valuation.pooled`), or the reduction of the SLURM shards
+   ``shards/knn-<i>-of-<n>.npz`` when all of them are present;
+3. ``point_values.parquet``, ``patient_values.csv``: DDVal's hierarchy
+   (:mod:`ddval.valuation.hierarchy`);
+4. ``methods/<method>.csv``: one file per method (``exact, ddval, or, lambda_mr, gtg, safe``);
+5. ``institution_values.csv``, ``similarity.csv``: all methods, and each one's similarity to the
+   exact Shapley values (aligned by institution name);
+6. experiments (:mod:`ddval.valuation.experiments`): ``labelflip.csv`` and ``flip_detection.csv``
+   (settings with label flips), ``dp.csv`` (settings with exact values), ``scalability.csv``
+   (first seed of the preset, in ``valuation.scalability_setting``).
+
+Settings trained with ``coalitions: grand`` have no exact values (no sub-coalition was trained):
+they get no ``exact`` rows and no similarity rows, and run only ``valuation.grand_only_methods``.
+
+Sharding (``shard=i, n_shards=n``): only the KNN partial sums of test shard ``i`` (all labels) are
+computed and written; a later call with ``shard=None`` reduces the shards (bit-identical to an
+unsharded run) and does the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ddval import store
+from ddval.config import ExperimentConfig
+from ddval.valuation import baselines, experiments
+from ddval.valuation.features import features_dir, features_params, load_features, stage_threads
+from ddval.valuation.hierarchy import institution_values, patient_table, point_table
+from ddval.valuation.pooled import PooledFeatures, knn_sum, label_values, pool_features, shard_slice
+
+log = logging.getLogger(__name__)
+
+#: Every method, in table order.
+METHODS = ("exact", "ddval", "or", "lambda_mr", "gtg", "safe")
+#: The reference of :func:`equal_split_similarity`: equal shares for every institution.
+EQUAL_SPLIT = "equal_split"
+INSTITUTION_COLUMNS = ["setting", "seed", "method", "institution", "value", "wall_time_s", "n_utility_evals"]
+SIMILARITY_COLUMNS = ["setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error"]
+
+
+@dataclass(frozen=True)
+class ValuationResult:
+    """What the stage produced for the settings it handled."""
+
+    institution_values: pd.DataFrame
+    similarity: pd.DataFrame
+    settings: tuple[str, ...]
+    shard_files: tuple[Path, ...] = ()  # shard mode: the KNN partial sums written (tables are empty)
+
+
+def valuation_dir(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> Path:
+    """``<S>/valuation``."""
+    return store.setting_dir(cfg, seed, setting, root) / "valuation"
+
+
+def shard_path(vdir: Path, shard: int, n_shards: int) -> Path:
+    """``<S>/valuation/shards/knn-<i>-of-<n>.npz``."""
+    return vdir / "shards" / f"knn-{shard}-of-{n_shards}.npz"
+
+
+def has_exact(cfg: ExperimentConfig, setting: str) -> bool:
+    """True when every coalition of ``setting`` is trained (exact Shapley values exist)."""
+    return cfg.setting(setting).coalitions == "all"
+
+
+def setting_methods(cfg: ExperimentConfig, setting: str, methods: Sequence[str] | None) -> list[str]:
+    """The methods run on ``setting``: ``methods`` (default ``valuation.methods``), restricted to
+    ``valuation.grand_only_methods`` and without ``exact`` on grand-only settings."""
+    wanted = list(methods if methods is not None else cfg.valuation.methods)
+    unknown = [m for m in wanted if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown valuation method(s) {unknown}; known: {list(METHODS)}")
+    if not has_exact(cfg, setting):
+        wanted = [m for m in wanted if m in cfg.valuation.grand_only_methods and m != "exact"]
+    return [m for m in METHODS if m in wanted]
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters
+# --------------------------------------------------------------------------------------------
+
+
+def _utilities_hash(cfg: ExperimentConfig, seed: int, setting: str, root) -> str:
+    from ddval.train.coalitions import train_dir
+
+    record = store.record_path(train_dir(cfg, seed, setting, root), "utilities")
+    if not record.exists():
+        raise FileNotFoundError(f"{record}: the training stage of setting {setting!r} (seed {seed}) has not finished; run notebook 03 first")
+    return store.read_json(record)["params_hash"]
+
+
+def knn_params(cfg: ExperimentConfig, seed: int, setting: str, root) -> dict:
+    """What the KNN sums depend on (not on the sharding: sharded results are bit-identical)."""
+    v = cfg.valuation
+    return {"features": store.param_hash(features_params(cfg, seed, setting, root)), "k": v.k, "test_per_class": v.test_per_class}
+
+
+def inputs_params(cfg: ExperimentConfig, seed: int, setting: str, root) -> dict:
+    """What every step after the KNN depends on: the features and the trained coalitions."""
+    return {"seed": seed, "setting": setting, "features": store.param_hash(features_params(cfg, seed, setting, root)), "utilities": _utilities_hash(cfg, seed, setting, root)}
+
+
+# --------------------------------------------------------------------------------------------
+# KNN-Shapley (whole or sharded)
+# --------------------------------------------------------------------------------------------
+
+
+def _knn_options(cfg: ExperimentConfig) -> dict:
+    """The engine's options from ``valuation.device / chunk / threads / memory_budget_mb``."""
+    v = cfg.valuation
+    return {"device": v.device, "chunk": v.chunk, "threads": v.threads or None, "memory_budget_mb": v.memory_budget_mb}
+
+
+def compute_shard(cfg: ExperimentConfig, seed: int, setting: str, shard: int, n_shards: int, root=None) -> Path:
+    """Compute and write the exact KNN partial sums of test shard ``shard`` of ``n_shards`` (all labels)."""
+    vdir = valuation_dir(cfg, seed, setting, root)
+    path = shard_path(vdir, shard, n_shards)
+    params = {**knn_params(cfg, seed, setting, root), "shard": shard, "n_shards": n_shards}
+
+    def compute() -> list[Path]:
+        pooled = pool_features(load_features(cfg, seed, setting, root), cfg.valuation.test_per_class)
+        rows = shard_slice(len(pooled.test_ids), shard, n_shards)
+        start = time.perf_counter()
+        total = knn_sum(pooled, cfg.valuation.k, rows=rows, **_knn_options(cfg))
+        wall = time.perf_counter() - start
+        return [store.write_npz(path, **total.as_arrays(), rows=np.array(rows, dtype=np.int64), wall_time_s=np.float64(wall))]
+
+    store.run_stage(path.parent, path.stem, params, compute)
+    return path
+
+
+def _read_shards(cfg, seed, setting, n_shards, pooled, root):
+    """The sum of the shard files when all are present and current; ``None`` when none is; an error
+    naming the missing ones when only some are."""
+    from ddval.valuation.knn_shapley import KnnShapleySum
+
+    vdir = valuation_dir(cfg, seed, setting, root)
+    base = knn_params(cfg, seed, setting, root)
+    present = [store.is_complete(vdir / "shards", shard_path(vdir, i, n_shards).stem, {**base, "shard": i, "n_shards": n_shards}) for i in range(n_shards)]
+    if not any(present):
+        return None
+    if not all(present):
+        missing = [str(shard_path(vdir, i, n_shards)) for i, ok in enumerate(present) if not ok]
+        raise FileNotFoundError(f"setting {setting!r}: {len(missing)} of {n_shards} KNN shards missing or stale: {', '.join(missing)}; run them with shard=i, n_shards={n_shards}")
+    total, wall = None, 0.0
+    for i in range(n_shards):
+        with np.load(shard_path(vdir, i, n_shards)) as npz:
+            if tuple(npz["rows"]) != shard_slice(len(pooled.test_ids), i, n_shards):
+                raise ValueError(f"{shard_path(vdir, i, n_shards)}: covers other test rows than the current features; delete the shards")
+            part = KnnShapleySum.from_arrays(npz)
+            wall += float(npz["wall_time_s"])
+        total = part if total is None else total + part
+    return total, wall
+
+
+def knn_stage(cfg: ExperimentConfig, seed: int, setting: str, pooled: Callable[[], PooledFeatures], n_shards: int | None = None, root=None) -> Path:
+    """Stage ``knn``: ``knn_values.npz`` with the ``(N, 8)`` KNN-Shapley values per train point and
+    label (``label_values``), the train scan ids and the compute time (summed over shards when
+    reduced from them). Reduces the shard files when all ``n_shards`` (default
+    ``valuation.shards``) are present, else computes everything. ``pooled`` is called only when
+    there is work to do."""
+    vdir = valuation_dir(cfg, seed, setting, root)
+    path = vdir / "knn_values.npz"
+    n = n_shards or cfg.valuation.shards
+
+    def compute() -> list[Path]:
+        data = pooled()
+        reduced = _read_shards(cfg, seed, setting, n, data, root) if n > 1 else None
+        if reduced is None:
+            start = time.perf_counter()
+            total = knn_sum(data, cfg.valuation.k, **_knn_options(cfg))
+            reduced = total, time.perf_counter() - start
+        total, wall = reduced
+        return [store.write_npz(path, label_values=label_values(total), wall_time_s=np.float64(wall), scan_id=data.scan_id)]
+
+    store.run_stage(vdir, "knn", knn_params(cfg, seed, setting, root), compute)
+    return path
+
+
+def read_knn_values(path: Path, pooled: PooledFeatures) -> tuple[np.ndarray, float]:
+    """``(label_values, wall_time_s)`` of ``knn_values.npz``, checked against the pooled rows."""
+    with np.load(path) as npz:
+        if not np.array_equal(npz["scan_id"], pooled.scan_id):
+            raise ValueError(f"{path}: rows do not match the current features; delete it to recompute")
+        return npz["label_values"], float(npz["wall_time_s"])
+
+
+# --------------------------------------------------------------------------------------------
+# One setting
+# --------------------------------------------------------------------------------------------
+
+
+def _timed(vdir: Path, step: str, compute: Callable, only_if: Callable[[], bool] | None = None) -> Callable:
+    """``compute`` wrapped so that its wall and CPU time go into ``<S>/valuation/timings.json``
+    (step → seconds of the last computation; kept apart from the tables, which must be identical
+    run to run). ``only_if`` decides, before running, whether the call is worth recording."""
+
+    def run():
+        record = only_if() if only_if is not None else True
+        start, cpu = time.perf_counter(), time.process_time()
+        out = compute()
+        if record:
+            path = vdir / "timings.json"
+            timings = store.read_json(path) if path.exists() else {}
+            timings[step] = {"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu}
+            store.write_json(path, timings)
+        return out
+
+    return run
+
+
+
+class _Context:
+    """Lazily loaded inputs of one setting (features, utilities, recorded rounds, evaluator)."""
+
+    def __init__(self, cfg: ExperimentConfig, seed: int, setting: str, root):
+        self.cfg, self.seed, self.setting, self.root = cfg, seed, setting, root
+        self.players = [i.name for i in cfg.setting(setting).institutions]
+        self._cache: dict = {}
+
+    def _get(self, key, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    @property
+    def feats(self):
+        return self._get("feats", lambda: load_features(self.cfg, self.seed, self.setting, self.root))
+
+    @property
+    def pooled(self) -> PooledFeatures:
+        return self._get("pooled", lambda: pool_features(self.feats, self.cfg.valuation.test_per_class))
+
+    @property
+    def utility(self) -> dict:
+        from ddval.train import load_utilities, utility_map
+
+        return self._get("utility", lambda: utility_map(load_utilities(self.cfg, self.seed, self.setting, self.root)))
+
+    @property
+    def grand_utility(self) -> float:
+        return self.utility[frozenset(self.players)]
+
+    @property
+    def partition(self) -> pd.DataFrame:
+        from ddval.data.splits import load_partition
+
+        return self._get("partition", lambda: load_partition(self.cfg, self.seed, self.setting, root=self.root))
+
+    @property
+    def history(self):
+        from ddval.train import load_rounds
+
+        return self._get("history", lambda: load_rounds(self.cfg, self.seed, self.setting, self.root))
+
+    @property
+    def evaluator(self):
+        from ddval.train import load_model
+        from ddval.valuation.reconstruct import UtilityEvaluator, test_tensors
+
+        return self._get("evaluator", lambda: UtilityEvaluator(load_model(self.cfg, self.seed, self.setting, root=self.root), test_tensors(self.partition, self.players, self.cfg.data.image_size)))
+
+    @property
+    def games(self):
+        from ddval.valuation.reconstruct import ModelGames
+
+        return self._get("games", lambda: ModelGames(self.history, self.evaluator))
+
+    def n_flipped(self) -> np.ndarray:
+        """Flipped-label count of every pooled train point (joined on institution and scan id)."""
+        train = self.partition[self.partition["split"] == "train"].set_index(["institution", "scan_id"])["n_flipped"]
+        keys = pd.MultiIndex.from_arrays([self.pooled.institution, self.pooled.scan_id])
+        return train.reindex(keys).fillna(0).to_numpy(dtype=np.int64)
+
+
+def ddval_tables(ctx: _Context, label_values: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """Points, patients and institution values of DDVal."""
+    p = ctx.pooled
+    points = point_table(label_values, institution=p.institution, scan_id=p.scan_id, patient_id=p.patient_id, sex=p.sex, age=p.age, n_flipped=ctx.n_flipped(), grand_utility=ctx.grand_utility)
+    return points, patient_table(points), institution_values(points, ctx.players)
+
+
+def run_method(ctx: _Context, method: str) -> baselines.MethodResult:
+    """Run one baseline (not ``ddval``) on the setting."""
+    v = ctx.cfg.valuation
+    if method == "exact":
+        times = experiments.training_times(ctx.cfg, ctx.seed, ctx.setting, ctx.root)
+        wall = float(times["wall_s"].sum()) if len(times) == 2 ** len(ctx.players) - 1 else float("nan")
+        return baselines.exact_values(ctx.utility, ctx.players, train_time_s=wall)
+    if method == "or":
+        return baselines.or_values(ctx.games, ctx.players)
+    if method == "lambda_mr":
+        return baselines.lambda_mr_values(ctx.games, ctx.players, v.lambda_mr)
+    if method == "gtg":
+        return baselines.gtg_values(ctx.games, ctx.players, gtg_options(ctx.cfg), ctx.seed)
+    if method == "safe":
+        return baselines.safe_values(ctx.feats, ctx.players, ctx.grand_utility, v.safe_alphas)
+    raise ValueError(f"unknown method {method!r}")
+
+
+def gtg_options(cfg: ExperimentConfig) -> baselines.GTGOptions:
+    """GTG-Shapley's options from ``valuation.gtg_*``."""
+    v = cfg.valuation
+    return baselines.GTGOptions(v.gtg_eps, v.gtg_round_trunc, v.gtg_max_permutations, v.gtg_min_permutations, v.gtg_converge_tol, v.gtg_converge_window)
+
+
+def value_setting(cfg: ExperimentConfig, seed: int, setting: str, methods: Sequence[str] | None = None, n_shards: int | None = None, root=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every valuation step of one setting (resumable); returns its institution and similarity tables."""
+    ctx = _Context(cfg, seed, setting, root)
+    vdir = valuation_dir(cfg, seed, setting, root)
+    inputs = inputs_params(cfg, seed, setting, root)
+    wanted = setting_methods(cfg, setting, methods)
+    if store.stage_status(features_dir(cfg, seed, setting, root), "features", features_params(cfg, seed, setting, root)) != "complete":
+        _timed(vdir, "features", lambda: ctx.feats)()
+    knn_path = _timed(vdir, "knn", lambda: knn_stage(cfg, seed, setting, lambda: ctx.pooled, n_shards, root), only_if=lambda: store.stage_status(vdir, "knn", knn_params(cfg, seed, setting, root)) != "complete")()
+
+    def ddval_step() -> list[Path]:
+        label_values, knn_time = read_knn_values(knn_path, ctx.pooled)
+        start = time.perf_counter()
+        points, patients, values = ddval_tables(ctx, label_values)
+        wall = knn_time + time.perf_counter() - start
+        result = baselines.MethodResult("ddval", values, wall, 0)
+        return [
+            store.write_table(vdir / "point_values.parquet", points),
+            store.write_table(vdir / "patient_values.csv", patients),
+            store.write_table(vdir / "methods" / "ddval.csv", result.table(setting, seed)),
+        ]
+
+    store.run_stage(vdir, "ddval", {**inputs, "knn_values": store.file_sha256(knn_path)}, _timed(vdir, "ddval tables", ddval_step))
+    knn_inputs = {**inputs, "knn": knn_params(cfg, seed, setting, root)}
+    for method in wanted:
+        if method == "ddval":
+            continue
+        out = vdir / "methods" / f"{method}.csv"
+        params = {**inputs, "method": method, "options": _method_options(cfg, method)}
+        store.run_stage(vdir / "methods", method, params, _timed(vdir, method, lambda m=method, o=out: [store.write_table(o, run_method(ctx, m).table(setting, seed))]))
+
+    files = [vdir / "methods" / f"{m}.csv" for m in wanted]
+    tables_params = {"files": {f.name: store.file_sha256(f) for f in files}}
+
+    def tables_step() -> list[Path]:
+        values = pd.concat([store.read_table(f) for f in files], ignore_index=True)
+        return [store.write_table(vdir / "institution_values.csv", values), store.write_table(vdir / "similarity.csv", similarity_table(values, setting, seed))]
+
+    store.run_stage(vdir, "tables", tables_params, tables_step)
+    _experiments(ctx, vdir, knn_inputs)
+    return store.read_table(vdir / "institution_values.csv"), store.read_table(vdir / "similarity.csv")
+
+
+def _method_options(cfg: ExperimentConfig, method: str) -> dict:
+    v = cfg.valuation
+    return {
+        "exact": {},
+        "or": {},
+        "lambda_mr": {"lambda": v.lambda_mr},
+        "gtg": {k: getattr(v, k) for k in ("gtg_eps", "gtg_round_trunc", "gtg_max_permutations", "gtg_min_permutations", "gtg_converge_tol", "gtg_converge_window")},
+        "safe": {"alphas": list(v.safe_alphas)},
+    }[method]
+
+
+def similarity_table(values: pd.DataFrame, setting: str, seed: int, reference: bool = False) -> pd.DataFrame:
+    """``similarity.csv``: every method (≠ exact) against the exact values, aligned by institution
+    name; empty when the setting has no exact values. ``reference=True`` scores instead the
+    equal split (every institution the same share of the exact total, method ``equal_split``): what a
+    method that knows only the number of institutions reaches (not written to ``similarity.csv``)."""
+    from ddval.valuation.compare import similarity
+
+    columns = SIMILARITY_COLUMNS
+    exact = values[values["method"] == "exact"].set_index("institution")["value"]
+    rows = []
+    if not exact.empty:
+        if reference:
+            estimates = {EQUAL_SPLIT: pd.Series(exact.sum() / len(exact), index=exact.index)}
+        else:
+            estimates = {m: f.set_index("institution")["value"] for m, f in values[values["method"] != "exact"].groupby("method", sort=False)}
+        for method, estimate in estimates.items():
+            sim = similarity(exact, estimate)
+            rows.append({"setting": setting, "seed": seed, "method": method, **{k: float(sim[k]) for k in columns[3:]}})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def equal_split_similarity(values: pd.DataFrame) -> pd.DataFrame:
+    """The ``equal_split`` reference (see :func:`similarity_table`) for every setting and seed of an
+    ``institution_values`` table."""
+    frames = [similarity_table(f, setting, seed, reference=True) for (setting, seed), f in values.groupby(["setting", "seed"], sort=False)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SIMILARITY_COLUMNS)
+
+
+def _experiments(ctx: _Context, vdir: Path, inputs: dict) -> None:
+    cfg, seed, setting = ctx.cfg, ctx.seed, ctx.setting
+    flips = {i.name: i.flip_rate for i in cfg.setting(setting).institutions}
+    if any(r > 0 for r in flips.values()):
+        params = {**inputs, "points": store.file_sha256(vdir / "point_values.parquet")}
+        store.run_stage(vdir, "labelflip", params, _timed(vdir, "labelflip", lambda: experiments.write_labelflip(vdir, setting, seed, flips)))
+    if has_exact(cfg, setting) and cfg.valuation.dp_noise_scales:
+        params = {**inputs, "scales": list(cfg.valuation.dp_noise_scales)}
+        store.run_stage(vdir, "dp", params, _timed(vdir, "dp", lambda: [store.write_table(vdir / "dp.csv", experiments.dp_table(ctx, ddval_label_values_fn(ctx)))]))
+    if cfg.valuation.scalability_clients and seed == cfg.seeds[0] and setting == scalability_setting(cfg):
+        v = cfg.valuation
+        params = {**inputs, "clients": list(v.scalability_clients), "points": v.scalability_points_per_client, "cap": v.scalability_time_cap_s,
+                  "options": {m: _method_options(cfg, m) for m in ("lambda_mr", "gtg", "safe")}}
+        store.run_stage(vdir, "scalability", params, _timed(vdir, "scalability", lambda: [store.write_table(vdir / "scalability.csv", experiments.scalability_table(ctx))]))
+
+
+def ddval_label_values_fn(ctx: _Context):
+    """``pooled → (N, 8) label values`` with the stage's KNN options (used by the experiments)."""
+    def fn(pooled: PooledFeatures) -> np.ndarray:
+        return label_values(knn_sum(pooled, ctx.cfg.valuation.k, **_knn_options(ctx.cfg)))
+
+    return fn
+
+
+def scalability_setting(cfg: ExperimentConfig) -> str:
+    """``valuation.scalability_setting``, else the setting with the most institutions."""
+    if cfg.valuation.scalability_setting:
+        return cfg.setting(cfg.valuation.scalability_setting).name
+    return max(cfg.settings, key=lambda s: len(s.institutions)).name
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+
+
+def run_valuation_stage(
+    cfg: ExperimentConfig,
+    seed: int,
+    setting: str | None = None,
+    methods: Sequence[str] | None = None,
+    shard: int | None = None,
+    n_shards: int | None = None,
+    root: str | os.PathLike | None = None,
+) -> ValuationResult:
+    """Value the settings of ``cfg`` (or only ``setting``) for ``seed`` (see the module docstring).
+
+    With ``shard=i, n_shards=n`` only the KNN partial sums of test shard ``i`` are computed (one
+    SLURM array task); the result then lists the shard files and its tables are empty. Otherwise
+    every step runs (or is skipped when done) and the institution values and similarities of the
+    handled settings are returned."""
+    names = [setting] if setting is not None else [s.name for s in cfg.settings]
+    for name in names:
+        cfg.setting(name)  # fail early on an unknown setting
+    torch.set_num_threads(stage_threads(cfg))
+    if shard is not None:
+        if n_shards is None:
+            raise ValueError("shard= needs n_shards=")
+        files = tuple(compute_shard(cfg, seed, name, shard, n_shards, root) for name in names)
+        return ValuationResult(pd.DataFrame(columns=INSTITUTION_COLUMNS), pd.DataFrame(columns=SIMILARITY_COLUMNS), tuple(names), files)
+    values, sims = [], []
+    for name in names:
+        v, s = value_setting(cfg, seed, name, methods, n_shards, root)
+        values.append(v)
+        sims.append(s)
+    return ValuationResult(pd.concat(values, ignore_index=True), pd.concat(sims, ignore_index=True), tuple(names))
+
+
+def load_tables(cfg: ExperimentConfig, seed: int, name: str, setting: str | None = None, root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Table ``name`` (e.g. ``"labelflip.csv"``) of every setting of ``seed`` that has it (or of
+    ``setting``), concatenated; an empty frame when none has it."""
+    names = [setting] if setting is not None else [s.name for s in cfg.settings]
+    frames = [store.read_table(p) for n in names if (p := valuation_dir(cfg, seed, n, root) / name).exists()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
