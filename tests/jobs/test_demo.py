@@ -1,7 +1,8 @@
 """The demo preset end to end with the real notebooks, run once and shared by the tests below:
 
 1. `ddval submit --preset demo --backend slurm` on the local SLURM cluster (real sbatch, one array
-   per stage chained with afterok), waited for, checked: states, exit codes, notebooks, tables;
+   per stage chained with afterok): no second run may start while it is queued; waited for, checked:
+   states, exit codes, notebooks, tables, logs; re-submitting finds nothing to do;
 2. `ddval reproduce` on the same results: the local backend finds every task complete (resume
    across backends) and prints the figures folder and the headline table;
 3. a deleted valuation table: `ddval reproduce` re-runs exactly that valuation task and the figures
@@ -26,7 +27,7 @@ from ddval import store
 from ddval.config import load_config
 from ddval.jobs.manifest import build_manifest, read_manifest
 from ddval.jobs.plan import plan
-from ddval.jobs.slurm import job_states
+from ddval.jobs.slurm import wait_for
 from ddval.jobs.task import run_task, task_status
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -36,13 +37,22 @@ WAIT = 2400  # seconds for the whole seed-0 chain (about 5 min on an idle 2-core
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, slurm_cluster, run_ddval):
-    """Results root of the demo chain (seed 0) run on SLURM, its submission folder and the submit output."""
+    """Results root of the demo chain (seed 0) run on SLURM, its submission folder and the final job
+    states. While the chain is queued or running, neither a second submission nor a local run of the
+    same preset and results may start (they would run the same tasks into the same files)."""
     root = tmp_path_factory.mktemp("demo")
-    proc = run_ddval("submit", "--preset", "demo", "--backend", "slurm", "--seeds", "0", "--results", root,
-                     "--wait", str(WAIT), timeout=WAIT + 120)
+    args = ("--preset", "demo", "--seeds", "0", "--results", root)
+    proc = run_ddval("submit", "--backend", "slurm", *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"ddval status --preset demo --seeds 0 --results {root}" in proc.stdout
     (jobs,) = sorted((root / "demo" / "slurm").glob("*/jobs.json"))
-    assert proc.returncode == 0, proc.stdout + proc.stderr + _failed_logs(jobs.parent)
-    return root, jobs.parent, proc
+    ids = [a["job_id"] for a in store.read_json(jobs)["arrays"]]
+    for command in ("submit", "reproduce"):
+        clash = run_ddval(command, *args)
+        assert clash.returncode == 2 and "are still queued or running" in clash.stderr, clash.stdout + clash.stderr
+    states = wait_for(ids, timeout=WAIT)
+    assert {s["JobState"] for s in states} == {"COMPLETED"}, _failed_logs(jobs.parent)
+    return root, jobs.parent, states
 
 
 def _failed_logs(folder: Path) -> str:
@@ -50,11 +60,11 @@ def _failed_logs(folder: Path) -> str:
     return "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in logs)
 
 
-def test_demo_chain_on_slurm(demo):
-    root, folder, proc = demo
+def test_demo_chain_on_slurm(demo, run_ddval):
+    root, folder, states = demo
     arrays = store.read_json(folder / "jobs.json")["arrays"]
     assert [a["stage"] for a in arrays] == ["index", "resize", "train", "valuation", "economy", "figures"]
-    states = job_states([a["job_id"] for a in arrays])
+    assert [a["after"] for a in arrays] == [[], ["index"], ["resize"], ["train"], ["valuation"], ["valuation", "economy"]]
     tasks = read_manifest(folder / "manifest.jsonl")
     assert len(states) == len(tasks) == 2 + 2 * 3 + 2
     assert Counter((s["JobState"], s["ExitCode"]) for s in states) == {("COMPLETED", "0:0"): len(tasks)}
@@ -67,6 +77,14 @@ def test_demo_chain_on_slurm(demo):
         sim = store.read_table(store.setting_dir(cfg, 0, setting, root) / "valuation" / "similarity.csv")
         assert "ddval" in set(sim["method"]) and sim["cosine"].between(-1, 1).all()
     assert list(store.figures_dir(cfg, root).glob("*.png"))
+    logs = sorted((folder / "logs").glob("*.out"))
+    assert len(logs) == len(tasks) and all("ddval task: exit status 0" in p.read_text() for p in logs)
+    again = run_ddval("submit", "--preset", "demo", "--seeds", "0", "--results", root)  # resume: nothing left
+    assert again.returncode == 0 and f"0 of {len(tasks)} tasks to run" in again.stdout and "nothing to submit" in again.stdout
+    status = run_ddval("status", "--preset", "demo", "--seeds", "0", "--results", root)
+    assert f"0 of {len(tasks)} tasks to run" in status.stdout
+    assert "train               3 complete     0 pending" in status.stdout
+    assert "  figures          job" in status.stdout and "1 COMPLETED" in status.stdout
 
 
 def test_reproduce_resumes_the_slurm_run(demo, run_ddval):

@@ -1,6 +1,7 @@
 """Local backend end to end on the fixture notebooks (real papermill runs, one kernel per task):
-full run with provenance, resume, re-runs after a deleted output or an edited config, sharded ==
-unsharded, a failing task blocking its dependents (with --jobs 2), a killed task restarting."""
+full run with provenance, resume, re-runs after a deleted output or an edited config, a failing
+task blocking its dependents (with --jobs 2), a killed task restarting. Sharded == unsharded is
+tested on the real valuation notebook in test_demo.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import time
 from pathlib import Path
 
 import nbformat
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -65,24 +65,6 @@ def test_full_run_executes_every_task_with_provenance(tiny_run):
     assert f"figures:   {root / 'tiny' / 'figures'}" in proc.stdout
     headline = proc.stdout.split("cosine similarity [%] of the institution values")[1].splitlines()
     assert headline[1].split() == ["noniid", "iid"] and headline[3].split()[0] == "ddval"
-
-
-def test_sharded_valuation_equals_unsharded(tiny_run, tmp_path):
-    root, _ = tiny_run
-    copy = tmp_path / "copy"
-    shutil.copytree(root / "tiny", copy / "tiny")
-    cfg = load_config(TINY)
-    unsharded = load_config(TINY, {"valuation": {"shards": 1}})
-    task = next(t for t in build_manifest(unsharded, copy, preset=TINY, notebooks_dir=NOTEBOOKS)
-                if t.task_id == "valuation/seed-0/noniid")
-    assert task.parameters["shard"] is None and task.parameters["n_shards"] == 1
-    shutil.rmtree(copy / "tiny" / "seed-0" / "noniid" / "valuation")
-    assert run_task(task, progress_bar=False).status == "done"
-    sharded = pd.read_csv(root / "tiny" / "seed-0" / "noniid" / "valuation" / "point_values.csv")
-    whole = pd.read_csv(copy / "tiny" / "seed-0" / "noniid" / "valuation" / "point_values.csv")
-    assert cfg.valuation.shards == 2 and len(whole) == 20
-    np.testing.assert_allclose(sharded["value"], whole["value"], rtol=1e-12, atol=1e-15)
-    assert (sharded["institution"] == whole["institution"]).all()
 
 
 def test_resume_then_rerun_after_a_deleted_output(tiny_run, run_ddval, tmp_path):

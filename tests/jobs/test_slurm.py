@@ -1,6 +1,7 @@
-"""The SLURM backend on the real single-node cluster (`tools/slurm-up.sh`): `ddval submit` calls
-sbatch for real, one array per stage chained with afterok; the tests wait (bounded) and check job
-states, exit codes, executed notebooks and logs. No mock of sbatch anywhere."""
+"""The SLURM backend on the real single-node cluster (`tools/slurm-up.sh`) with the fixture notebooks:
+`ddval submit` calls sbatch for real, one array per stage chained with afterok (per-coalition train
+tasks, test-shard arrays); a failing task must cancel the arrays after it. The success path on the
+real notebooks, resume and the no-second-run guard are in test_demo.py. No mock of sbatch anywhere."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from ddval import store
 from ddval.jobs.manifest import read_manifest
-from ddval.jobs.slurm import job_states, wait_for
-from ddval.jobs.task import partial_path, task_status
+from ddval.jobs.slurm import job_states
+from ddval.jobs.task import partial_path
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -36,39 +36,6 @@ def submission(root: Path) -> tuple[Path, dict]:
 
 def states_by_stage(jobs: dict) -> dict[str, list[dict]]:
     return {stage: job_states([j["job_id"]]) for stage, j in jobs.items()}
-
-
-def test_chain_runs_on_slurm_and_resumes(slurm_cluster, run_ddval, tmp_path):
-    root = tmp_path / "results"
-    proc = submit(run_ddval, root, TINY)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "squeue -j" in proc.stdout
-    assert f"ddval status --preset {TINY} --results {root} --notebooks {NOTEBOOKS}" in proc.stdout
-    folder, jobs = submission(root)
-    # while the chain is queued or running, neither a second submission nor a local run may start
-    for command in ("submit", "reproduce"):
-        clash = run_ddval(command, "--preset", TINY, "--notebooks", NOTEBOOKS, "--results", root)
-        assert clash.returncode == 2 and "are still queued or running" in clash.stderr, clash.stdout + clash.stderr
-    states = wait_for([j["job_id"] for j in jobs.values()], timeout=float(WAIT))
-    assert Counter(s["JobState"] for s in states) == {"COMPLETED": 14}
-    assert list(jobs) == ["index", "resize", "train", "valuation-shard", "valuation", "economy", "figures"]
-    assert jobs["figures"]["after"] == ["valuation", "economy"]
-    states = [s for per_stage in states_by_stage(jobs).values() for s in per_stage]
-    assert len(states) == 14 and {(s["JobState"], s["ExitCode"]) for s in states} == {("COMPLETED", "0:0")}
-    for t in read_manifest(folder / "manifest.jsonl"):
-        assert task_status(t) == "complete", t.task_id
-        meta = nbformat.read(t.output, as_version=4).metadata["ddval"]
-        assert meta["slurm_job"] and meta["manifest"] == str(folder / "manifest.jsonl")
-    logs = sorted((folder / "logs").glob("*.out"))
-    assert len(logs) == 14 and all("ddval task: exit status 0" in p.read_text() for p in logs)
-
-    again = submit(run_ddval, root, TINY)  # resume: nothing left to do, nothing submitted
-    assert again.returncode == 0 and "0 of 14 tasks to run" in again.stdout and "nothing to submit" in again.stdout
-    status = run_ddval("status", "--preset", TINY, "--notebooks", NOTEBOOKS, "--results", root)
-    assert "0 of 14 tasks to run" in status.stdout and "7 COMPLETED" not in status.stdout
-    assert "train               4 complete     0 pending" in status.stdout
-    local = run_ddval("reproduce", "--preset", TINY, "--notebooks", NOTEBOOKS, "--results", root)
-    assert "0 ran, 14 already complete" in local.stdout  # the same records serve both backends
 
 
 def test_failing_task_blocks_dependent_arrays(slurm_cluster, run_ddval, tmp_path):

@@ -26,7 +26,7 @@ from typing import Any
 
 from ddval import store
 from ddval.config import ExperimentConfig, SlurmStageConfig, repo_root
-from ddval.jobs.manifest import STAGES, Task
+from ddval.jobs.manifest import STAGES
 from ddval.jobs.plan import Plan
 
 #: Job states after which a job will not change any more.
@@ -218,9 +218,3 @@ def _require(command: str) -> None:
     if shutil.which(command) is None:
         raise SlurmError(f"{command} not found: on a cluster, load SLURM (e.g. `module load slurm`); "
                          "on this machine, start the local cluster with `bash tools/slurm-up.sh` (root)")
-
-
-def tasks_of(arrays: list[StageArray], tasks: list[Task]) -> dict[str, list[Task]]:
-    """Tasks of each array (for messages)."""
-    by_row = {t.row: t for t in tasks}
-    return {a.stage: [by_row[r] for r in a.rows] for a in arrays}
