@@ -118,9 +118,9 @@ def test_sharded_valuation_equals_unsharded(demo, tmp_path):
     copy = tmp_path / "results"
     shutil.copytree(root / "demo", copy / "demo", ignore=shutil.ignore_patterns("notebooks", "slurm", "figures"))
     shutil.rmtree(store.setting_dir(cfg, 0, "noniid", copy) / "valuation")
-    sharded = load_config("demo", {"valuation": {"shards": 3}})
+    sharded = load_config("demo", {"valuation": {"shards": 2}})
     tasks = [t for t in build_manifest(sharded, copy, seeds=(0,)) if t.task_id.startswith(("valuation-shard/seed-0/noniid", "valuation/seed-0/noniid"))]
-    assert [t.parameters["shard"] for t in tasks] == [0, 1, 2, None] and {t.parameters["n_shards"] for t in tasks} == {3}
+    assert [t.parameters["shard"] for t in tasks] == [0, 1, None] and {t.parameters["n_shards"] for t in tasks} == {2}
     for t in tasks:  # the notebooks load "demo" (shards: 1): the split comes from the task parameters only
         outcome = run_task(t, progress_bar=False)
         assert outcome.status == "done", outcome.message
