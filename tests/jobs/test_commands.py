@@ -116,3 +116,16 @@ def test_cli_errors_are_one_line_messages(tmp_path, run_ddval):
     assert "Traceback" not in proc.stderr
     proc = run_ddval("run-task", tmp_path / "missing.jsonl", "0")
     assert proc.returncode == 2 and "manifest not found" in proc.stderr
+
+
+def test_job_script_refuses_to_run_outside_an_array(tmp_path):
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    proc = subprocess.run(["bash", str(REPO / "slurm" / "papermill_job.sh"), str(tmp_path / "m.jsonl")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and "run me as a job array" in proc.stderr
+    proc = subprocess.run(["bash", str(REPO / "slurm" / "papermill_job.sh"), str(tmp_path / "m.jsonl"), str(tmp_path)],
+                          capture_output=True, text=True, env={**env, "SLURM_ARRAY_TASK_ID": "0"})
+    assert proc.returncode == 2 and f"no Python environment at {tmp_path}/.venv/bin/python" in proc.stderr
