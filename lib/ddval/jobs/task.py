@@ -85,7 +85,7 @@ def run_task(task: Task, *, progress_bar: bool | None = None, manifest: str | No
     records_before = _stage_records(Path(task.scope))
     started = time.time()
     try:
-        with _kernel_sees_this_ddval():
+        with _kernel_environment():
             papermill.execute_notebook(
                 task.notebook,
                 str(partial),
@@ -187,17 +187,23 @@ def pythonpath_with_this_ddval(current: str | None) -> str:
 
 
 @contextlib.contextmanager
-def _kernel_sees_this_ddval() -> Iterator[None]:
-    """Kernels inherit this process's environment: point their ``PYTHONPATH`` at this ``ddval``."""
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = pythonpath_with_this_ddval(old)
+def _kernel_environment() -> Iterator[None]:
+    """Kernels inherit this process's environment: point their ``PYTHONPATH`` at this ``ddval`` and,
+    unless ``$DDVAL_PROGRESS`` is set (the SLURM job script sets ``text`` for its logs), switch the
+    stages' progress bars off: the runner shows its own, and bars of a stage's worker processes
+    would write straight into the terminal over them."""
+    wanted = {"PYTHONPATH": pythonpath_with_this_ddval(os.environ.get("PYTHONPATH")),
+              "DDVAL_PROGRESS": os.environ.get("DDVAL_PROGRESS", "off")}
+    old = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _summary(exc: Exception) -> str:
