@@ -15,11 +15,12 @@ from ddval.economy import flow, ipfs, merkle, rewards
 from ddval.economy.contracts import load_artifact
 
 SETTING = "noniid"
-OVERRIDES = {"economy": {"n_individuals": 4}}
+#: Four stand-in rounds: one improving round, then a plateau of exactly ``patience`` rounds.
+PATIENCE = 3
 
 
 def config(**economy):
-    return load_config("demo", {"economy": {**OVERRIDES["economy"], **economy}})
+    return load_config("demo", {"economy": {"n_individuals": 4, **economy}, "train": {"patience": PATIENCE}})
 
 
 @pytest.fixture(scope="module")
