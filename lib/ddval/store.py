@@ -213,6 +213,25 @@ def record_path(stage_dir: str | os.PathLike, name: str) -> Path:
     return Path(stage_dir) / f".{name}.done.json"
 
 
+def require_record(stage_dir: str | os.PathLike, name: str, what_to_run: str) -> dict:
+    """The completion record of an earlier stage ``name``; ``FileNotFoundError`` naming the record and
+    ``what_to_run`` (e.g. "run notebook 03 first") when that stage has not finished."""
+    record = record_path(stage_dir, name)
+    if not record.exists():
+        raise FileNotFoundError(f"{record} not found: {what_to_run}")
+    return read_json(record)
+
+
+def write_table_and_report(path: str | os.PathLike, table: "Any", report_path: str | os.PathLike, report: "Any") -> list[Path]:
+    """Write ``table`` and, only when it has rows, ``report`` (skipped or quarantined rows); a report
+    left by an earlier run is removed, so its presence always describes this table. Returns the paths."""
+    outputs = [write_table(path, table)]
+    Path(report_path).unlink(missing_ok=True)
+    if len(report):
+        outputs.append(write_table(report_path, report))
+    return outputs
+
+
 def stage_status(stage_dir: str | os.PathLike, name: str, params: Any) -> str:
     """``"complete"``, ``"missing"`` (never finished), ``"stale"`` (other parameters) or ``"incomplete"``
     (finished, but an output has since disappeared)."""

@@ -82,3 +82,18 @@ def test_layout_honours_environment(monkeypatch, tmp_path):
     assert store.setting_dir(cfg, 1, "noniid") == tmp_path / "demo" / "seed-1" / "noniid"
     with pytest.raises(KeyError, match="known"):
         store.setting_dir(cfg, 1, "nope")
+
+
+def test_require_record_names_the_missing_stage_and_what_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"\.index\.done\.json not found: run stage 01 first"):
+        store.require_record(tmp_path, "index", "run stage 01 first")
+    store.mark_complete(tmp_path, "index", {"x": 1}, [])
+    assert store.require_record(tmp_path, "index", "run stage 01 first")["params_hash"] == store.param_hash({"x": 1})
+
+
+def test_report_is_written_only_with_rows_and_a_stale_one_is_removed(tmp_path):
+    table, report = pd.DataFrame({"a": [1]}), pd.DataFrame({"path": ["bad.png"]})
+    paths = store.write_table_and_report(tmp_path / "t.csv", table, tmp_path / "r.csv", report)
+    assert [p.name for p in paths] == ["t.csv", "r.csv"] and (tmp_path / "r.csv").exists()
+    paths = store.write_table_and_report(tmp_path / "t.csv", table, tmp_path / "r.csv", report.iloc[:0])
+    assert [p.name for p in paths] == ["t.csv"] and not (tmp_path / "r.csv").exists()

@@ -571,11 +571,7 @@ def run_index_stage(cfg: ExperimentConfig, root: str | os.PathLike | None = None
 
     def compute() -> list[Path]:
         index, skipped = build_index_with_skips(cfg, roots)
-        outputs = [store.write_table(ddir / "index.parquet", index)]
-        (ddir / "index_skipped.csv").unlink(missing_ok=True)
-        if len(skipped):
-            outputs.append(store.write_table(ddir / "index_skipped.csv", skipped))
-        return outputs
+        return store.write_table_and_report(ddir / "index.parquet", index, ddir / "index_skipped.csv", skipped)
 
     store.run_stage(ddir, "index", params, compute)
     return store.read_table(ddir / "index.parquet")

@@ -166,25 +166,19 @@ def run_resize_stage(cfg: ExperimentConfig, root: str | os.PathLike | None = Non
     ``index_resized.parquet`` (and ``resize_quarantine.csv`` when scans were quarantined).
     Skipped when complete with the same parameters; resumes file by file after a kill."""
     ddir = store.data_dir(cfg, root)
-    index_record = store.record_path(ddir, "index")
-    if not index_record.exists():
-        raise FileNotFoundError(
-            f"{index_record} not found: run stage 01 first (notebooks/01_index.ipynb or "
-            "ddval.data.index.run_index_stage)"
-        )
+    index_record = store.require_record(
+        ddir, "index", "run stage 01 first (notebooks/01_index.ipynb or ddval.data.index.run_index_stage)"
+    )
     size = cfg.data.image_size
-    params = {"image_size": size, "on_corrupt": cfg.data.on_corrupt,
-              "index": store.read_json(index_record)["params_hash"]}
+    params = {"image_size": size, "on_corrupt": cfg.data.on_corrupt, "index": index_record["params_hash"]}
 
     def compute() -> list[Path]:
         index = store.read_table(ddir / "index.parquet")
         resized, quarantine = resize_index(index, ddir / "resized" / str(size), size, workers=cfg.data.workers,
                                            on_corrupt=cfg.data.on_corrupt)
-        outputs = [store.write_table(ddir / "index_resized.parquet", resized)]
-        (ddir / "resize_quarantine.csv").unlink(missing_ok=True)
-        if len(quarantine):
-            outputs.append(store.write_table(ddir / "resize_quarantine.csv", quarantine))
-        return outputs
+        return store.write_table_and_report(
+            ddir / "index_resized.parquet", resized, ddir / "resize_quarantine.csv", quarantine
+        )
 
     store.run_stage(ddir, "resize", params, compute)
     return store.read_table(ddir / "index_resized.parquet")

@@ -208,14 +208,12 @@ def load_partition(cfg: ExperimentConfig, seed: int, setting_name: str, root: st
     created from ``index_resized.parquet`` on first use (a stage with its completion record)."""
     setting = cfg.setting(setting_name)
     ddir = store.data_dir(cfg, root)
-    record = store.record_path(ddir, "resize")
-    if not record.exists():
-        raise FileNotFoundError(
-            f"{record} not found: run stages 01 and 02 first (notebooks 01_index and 02_resize, or "
-            "ddval.data.index.run_index_stage and ddval.data.resize.run_resize_stage)"
-        )
+    record = store.require_record(
+        ddir, "resize", "run stages 01 and 02 first (notebooks 01_index and 02_resize, or "
+        "ddval.data.index.run_index_stage and ddval.data.resize.run_resize_stage)"
+    )
     sdir = store.setting_dir(cfg, seed, setting_name, root)
-    params = {"setting": setting, "seed": int(seed), "index": store.read_json(record)["params_hash"]}
+    params = {"setting": setting, "seed": int(seed), "index": record["params_hash"]}
 
     def compute() -> list[Path]:
         index = store.read_table(ddir / "index_resized.parquet")

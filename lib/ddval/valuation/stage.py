@@ -99,10 +99,11 @@ def setting_methods(cfg: ExperimentConfig, setting: str, methods: Sequence[str] 
 def _utilities_hash(cfg: ExperimentConfig, seed: int, setting: str, root) -> str:
     from ddval.train.coalitions import train_dir
 
-    record = store.record_path(train_dir(cfg, seed, setting, root), "utilities")
-    if not record.exists():
-        raise FileNotFoundError(f"{record}: the training stage of setting {setting!r} (seed {seed}) has not finished; run notebook 03 first")
-    return store.read_json(record)["params_hash"]
+    record = store.require_record(
+        train_dir(cfg, seed, setting, root), "utilities",
+        f"the training stage of setting {setting!r} (seed {seed}) has not finished; run notebook 03 first",
+    )
+    return record["params_hash"]
 
 
 def knn_params(cfg: ExperimentConfig, seed: int, setting: str, root) -> dict:
