@@ -559,14 +559,20 @@ def run_index_stage(cfg: ExperimentConfig, root: str | os.PathLike | None = None
 
         store.run_stage(raw, "cohort", cohort_params, write)
         roots = synthetic.cohort_roots(raw)
+        # The cohort is determined by its own parameters: hash those rather than its paths and file
+        # times, so a preset gives the same hashes (and byte-identical checkpoints, hence the same
+        # CIDs and gas in the economy stage) in every results folder and on every re-run.
+        inputs: dict[str, Any] = {"cohort": store.param_hash(cohort_params)}
     else:
         roots = real_roots(cfg)
-    files = [f for name in cfg.data.datasets for f in source_files(name, roots[name])]
+        files = [f for name in cfg.data.datasets for f in source_files(name, roots[name])]
+        inputs = {
+            "roots": {k: str(Path(v).resolve()) for k, v in roots.items() if k in cfg.data.datasets},
+            "files": _fingerprint(files),
+        }
     params = {
         "source": cfg.data.source, "datasets": cfg.data.datasets, "uncertain": cfg.data.uncertain,
-        "blank": cfg.data.blank, "on_missing": cfg.data.on_missing,
-        "roots": {k: str(Path(v).resolve()) for k, v in roots.items() if k in cfg.data.datasets},
-        "files": _fingerprint(files),
+        "blank": cfg.data.blank, "on_missing": cfg.data.on_missing, **inputs,
     }
 
     def compute() -> list[Path]:
