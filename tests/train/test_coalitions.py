@@ -146,3 +146,16 @@ def test_swarm_stage_records_rotating_leaders_and_the_fedavg_models(tmp_path, da
     swarm = pd.read_csv(coalition_dir(demo(), 0, "noniid", GRAND, root=tmp_path / "swarm") / "rounds.csv")
     assert swarm.groupby("round")["leader"].first().tolist() == ["nih", "chexpert", "mimic"]
     pd.testing.assert_frame_equal(fed.drop(columns="leader"), swarm.drop(columns="leader"))
+
+
+def test_model_hash_ignores_where_the_scans_lie_but_not_what_they_are(data):
+    cfg = demo()
+    here = data.partition.assign(path=lambda f: "/results/a/" + f["scan_id"] + ".png")
+    there = data.partition.assign(path=lambda f: "/elsewhere/b/" + f["scan_id"] + ".png")
+    relabelled = here.assign(split=here["split"].where(here.index != 0, "val"))
+
+    def h(frame):
+        return store.param_hash(coalitions.coalition_params(cfg, 0, "noniid", GRAND, frame))
+
+    assert h(here) == h(there)
+    assert h(relabelled) != h(here)

@@ -165,3 +165,13 @@ def test_learning_rate_rule_is_the_same_for_every_coalition(cfg_factory, clients
 def test_bad_train_settings_are_named(field, value, cfg_factory, clients_factory, model_factory):
     with pytest.raises(ValueError, match=f"train.{field}"):
         train_fedavg(model_factory(cfg_factory()), clients_factory(1), cfg_factory(**{field: value}), seed=0)
+
+
+def test_the_same_checkpoint_has_the_same_bytes_wherever_it_is_written(tmp_path):
+    """Checkpoints are pinned to IPFS by content: equal payloads must give equal files (and CIDs)."""
+    from ddval.train.federated import save_checkpoint
+
+    payload = {"state": {"w": torch.arange(6, dtype=torch.float32)}, "round": 1}
+    a = save_checkpoint(tmp_path / "a" / "nih.pt", payload, "h")
+    b = save_checkpoint(tmp_path / "b" / "other.pt", payload, "h")
+    assert a.read_bytes() == b.read_bytes()

@@ -172,9 +172,15 @@ def coalition_params(cfg: ExperimentConfig, seed: int, setting: str, members: Se
     }
 
 
+#: Partition columns that say where a scan lies, not what it is: left out of the digest, so the same
+#: preset gives the same hashes (and byte-identical checkpoints) in any results folder.
+LOCATION_COLUMNS = ("path",)
+
+
 def _frame_digest(frame: pd.DataFrame) -> str:
-    """Content hash of the partition (so a re-made partition never reuses old models)."""
-    ordered = frame.reindex(sorted(frame.columns), axis=1)
+    """Content hash of the partition (so a re-made partition never reuses old models); the scans'
+    locations are not part of it (the image size is, in :func:`coalition_params`)."""
+    ordered = frame.reindex(sorted(c for c in frame.columns if c not in LOCATION_COLUMNS), axis=1)
     digest = hashlib.sha256("|".join(map(str, ordered.columns)).encode())
     digest.update(pd.util.hash_pandas_object(ordered, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]

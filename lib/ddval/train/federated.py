@@ -333,9 +333,11 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any], params_hash: str) -> Path:
-    """Atomically write ``payload`` (tensors and plain data) with its parameter hash."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, "params_hash": params_hash, **payload}, tmp)
+    """Atomically write ``payload`` (tensors and plain data) with its parameter hash. Written through
+    a file object: given a path, ``torch.save`` names the archive's records after the file (here a
+    random temporary name), and the same checkpoint would get different bytes, hence CIDs, each time."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save({"format": CHECKPOINT_FORMAT, "params_hash": params_hash, **payload}, fh)
     return Path(path)
 
 
