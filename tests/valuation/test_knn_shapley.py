@@ -7,6 +7,8 @@ import importlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from valuation_oracles import (
     brute_force_knn_shapley,
@@ -154,6 +156,29 @@ def test_guard_against_the_exact_order_at_scale_with_duplicates():
     assert np.abs(knn_shapley(X, y, T, yt, 3) - expected).max() <= 1e-12
 
 
+@pytest.mark.parametrize("with_negative", [False, True])
+def test_packed_sort_orders_by_distance_then_index(with_negative):
+    """The host sort (distance bits + index in one int64 key) equals a lexsort by (distance, index),
+    also for rows with negative computed distances (rounding near zero). -0.0 sorts before +0.0;
+    the pair is flagged as near (gap 0), so the guard puts it in index order."""
+    rng = np.random.default_rng(13)
+    n = 300
+    d = np.round(rng.random((4, n)) * 50) / 8 + 1.0  # many exact ties
+    if with_negative:
+        d[:, ::7] = -np.round(rng.random((4, len(range(0, n, 7)))) * 4) / 1024  # -0.0 among them
+        d[:, 5:20:2] = 0.0
+    low_bits = (n - 1).bit_length()
+    buf = engine._HostBuffers.allocate(len(d), n, np.dtype(np.int8))
+    order, near = engine._sorted_order(d.copy(), np.full(len(d), 1e-9), low_bits, buf)
+    for row in range(len(d)):
+        expected = np.lexsort((np.arange(n), ~np.signbit(d[row]), d[row]))
+        np.testing.assert_array_equal(order[row], expected)
+        np.testing.assert_array_equal(near[row], np.diff(d[row][expected]) <= 1e-9)
+    if with_negative:
+        zero = d == 0
+        assert (zero & np.signbit(d)).any() and (zero & ~np.signbit(d)).any() and (d < 0).any()
+
+
 def test_guard_skips_runs_whose_matches_agree():
     X = np.zeros((50, 3))  # all at one place: one run of ties
     T = np.ones((2, 3))
@@ -232,11 +257,29 @@ def test_sums_of_different_games_do_not_add(medium):
 
 
 def test_limbs_hold_the_values_to_2_to_the_minus_64():
-    s = np.array([[0.3, -1 / 3, 1e-30, 2.0**-32 + 2.0**-70, -0.0, 1 / 7]])
-    hi, lo = engine._limbs_np(s)
-    assert np.all(hi == np.round(hi)) and np.all(lo == np.round(lo))
-    assert np.abs(hi).max() <= 2**31 and np.abs(lo).max() <= 2**31
-    np.testing.assert_allclose(hi * 2.0**-31 + lo * 2.0**-63, s, rtol=0, atol=2.0**-64)
+    s = np.array([[0.3, -1 / 3, 1e-30, 2.0**-32 + 2.0**-70, -0.0, 1 / 7, 1.0, -1.0]])
+    hi, lo = engine._limbs_np(s.copy())
+    hi_units, lo_units = hi * 2.0**31, lo * 2.0**63
+    assert np.all(hi_units == np.round(hi_units)) and np.all(lo_units == np.round(lo_units))
+    assert np.abs(hi_units).max() <= 2**31 and np.abs(lo_units).max() <= 2**31
+    np.testing.assert_allclose(hi + lo, s, rtol=0, atol=2.0**-64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(-1.0, 1.0), min_size=1, max_size=20), st.integers(0, 40))
+def test_limbs_round_as_rint_half_to_even(values, shift):
+    """The host's add-and-subtract rounding equals the torch path's round(s * 2**b) on every value,
+    the half-way cases of both limbs included."""
+    s = np.array(values) * 2.0**-shift
+    halves_hi = (np.rint(s * 2.0**32) + 0.5) * 2.0**-32  # odd multiples of 2**-32: ties of the high limb
+    j = np.rint(s * 2.0**20)
+    halves_lo = j * 2.0**-31 + (j % 7 + 0.5) * 2.0**-63  # ties of the low limb (exactly representable)
+    s = np.stack([s, np.clip(halves_hi, -1, 1), halves_lo])
+    hi, lo = engine._limbs_np(s.copy())
+    hi_ref = np.rint(s * 2.0**31)
+    lo_ref = np.rint((s - hi_ref * 2.0**-31) * 2.0**63)
+    np.testing.assert_array_equal(hi * 2.0**31, hi_ref)
+    np.testing.assert_array_equal(lo * 2.0**63, lo_ref)
 
 
 # -- inputs -------------------------------------------------------------------------------------------

@@ -39,10 +39,13 @@ Speed and memory (see ``benchmarks/bench_knn_shapley.py``)
 ------------------------------------------------------------
 * Distances: blocked float64 GEMM, d = |t|^2 + |x|^2 - 2 t.x, test points in chunks whose size
   follows ``memory_budget_mb`` (never an N x M matrix), train rows converted block by block, so
-  memory-mapped and float16 inputs work. Float64 rather than float32: the rigorous float32 error
-  bound (gamma_D |t| |x|, about 6e-5 relative at D = 1024) exceeds the typical gap between
-  neighbouring distances at N = 50k, so a float32 guard would send nearly every pair to the slow
-  path, while the float64 GEMM costs only ~0.25 s more at N = 50k, M = 600 on 2 cores.
+  memory-mapped and float16 inputs work. BLAS writes each block's products straight into the
+  distance matrix; the train block and every per-row buffer are allocated once and reused (fresh
+  arrays of that size cost more in page faults than the arithmetic on them). Float64 rather than
+  float32: the rigorous float32 error bound (gamma_D |t| |x|, about 6e-5 relative at D = 1024)
+  exceeds the typical gap between neighbouring distances at N = 50k, so a float32 guard would send
+  nearly every pair to the slow path, while the float64 GEMM costs only ~0.3 s more at N = 50k,
+  M = 600 on 2 cores.
 * Order: each distance is packed with its index into one int64 (order-preserving bits with the low
   ceil(log2 N) bits replaced by the index) and sorted with NumPy's SIMD sort; this gives the order
   and the index tie-break in one pass.
@@ -51,10 +54,10 @@ Speed and memory (see ``benchmarks/bench_knn_shapley.py``)
   distance, and pairs still within the GEMM bound by the exactly computed distance (error-free
   transformations + ``math.fsum``). Runs of points whose label matches are all equal are skipped:
   their order does not change any value.
-* Accumulation is exact: every per-test-point value is split into two integer limbs
-  (units 2**-31 and 2**-63; the split rounds once, by at most 2**-64) whose float64 sums are exact
-  integers. Results are therefore bit-identical for any chunk size, thread count or test-shard split
-  (:class:`KnnShapleySum` adds exactly).
+* Accumulation is exact: every per-test-point value is split into two limbs, multiples of 2**-31
+  and 2**-63 (the split rounds once, by at most 2**-64, half to even by adding and subtracting a
+  constant), whose float64 sums are exact. Results are therefore bit-identical for any chunk size,
+  thread count or test-shard split (:class:`KnnShapleySum` adds exactly).
 * Threads: on the host the GEMM runs on the BLAS thread pool (limited to ``threads`` with
   threadpoolctl) and sort + recursion on as many worker threads (NumPy releases the GIL); the
   default is torch's intra-op thread count when torch is loaded, else the usable cores. The host
@@ -401,24 +404,31 @@ def _resolve_slice(test_slice: slice | tuple[int, int] | None, m: int) -> tuple[
     return start, max(start, stop)
 
 
-def _rows_f64(x, r0: int, r1: int, name: str, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Rows r0:r1 as float64 and their squared norms; a clear error for non-finite or too-large
-    values."""
-    block = _writable_f64(x[r0:r1])
+def _rows_f64(x, r0: int, r1: int, name: str, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows r0:r1 as float64 (in ``out[:r1 - r0]`` when given) and their squared norms; a clear
+    error for non-finite or too-large values."""
+    block = _f64_rows(x, r0, r1, out)
     sq = np.einsum("ij,ij->i", block, block)
     bad = ~(sq < 1e200)  # catches NaN, inf and values whose squares would overflow differences
     if bad.any():
-        row = offset + r0 + int(np.flatnonzero(bad)[0])
+        row = r0 + int(np.flatnonzero(bad)[0])
         raise ValueError(f"{name} row {row}: features must be finite with squared norm < 1e200")
     return block, sq
 
 
-def _writable_f64(block) -> np.ndarray:
-    """A float64, C-contiguous, writable copy-or-view (torch refuses read-only memory maps)."""
-    out = np.asarray(block, dtype=np.float64)
-    if not (out.flags.writeable and out.flags.c_contiguous):
-        out = np.array(out, dtype=np.float64, order="C")
-    return out
+def _f64_rows(x, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Rows r0:r1 as a float64, C-contiguous, writable array (torch refuses read-only memory maps).
+
+    With ``out`` the rows are converted into ``out[:r1 - r0]``: a buffer reused block after block
+    costs no fresh pages (a new 80 MB array per train block cost more than the GEMM's 10 %)."""
+    if out is None:
+        block = np.asarray(x[r0:r1], dtype=np.float64)
+        if not (block.flags.writeable and block.flags.c_contiguous):
+            block = np.array(block, dtype=np.float64, order="C")
+        return block
+    block = out[: r1 - r0]
+    np.copyto(block, np.asarray(x[r0:r1]), casting="unsafe")  # real dtypes only (_as_features)
+    return block
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,21 +517,25 @@ class _Context:
         rounding of the square root."""
         return math.sqrt(float(self.norms.max()) * (1.0 + _gamma(self.X.shape[1]))) * (1.0 + 4 * _U64)
 
-    def _train_block(self, j0: int, j1: int) -> np.ndarray:
-        """Train rows j0:j1 as float64; the first pass also validates them and keeps their norms
-        (so the train features are converted once per chunk, never in a separate pass)."""
+    def _train_block(self, j0: int, j1: int, out: np.ndarray) -> np.ndarray:
+        """Train rows j0:j1 as float64 in ``out``; the first pass also validates them and keeps
+        their norms (so the train features are converted once per chunk, never in a separate pass)."""
         if self.norms_done:
-            return _writable_f64(self.X[j0:j1])
-        block, sq = _rows_f64(self.X, j0, j1, "train_x")
+            return _f64_rows(self.X, j0, j1, out)
+        block, sq = _rows_f64(self.X, j0, j1, "train_x", out)
         self.norms[j0:j1] = sq
         self.norms_done = j1 == self.n
         return block
+
+    def _train_buffer(self) -> np.ndarray:
+        """One float64 buffer of ``train_block`` rows, reused by every block of a chunk."""
+        return np.empty((min(self.train_block, self.n), self.X.shape[1]))
 
     # -- one chunk ------------------------------------------------------------------------------
 
     def run_chunk(self, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact limb sums (int64, (L, N)) of test rows c0:c1."""
-        tests, sq_test = _rows_f64(self.T, c0, c1, "test_x", 0)
+        tests, sq_test = _rows_f64(self.T, c0, c1, "test_x")
         dist = self._distances(tests, sq_test)  # also fills the train norms on the first chunk
         # Rigorous bound on |computed - correctly rounded| distance per test row (see module doc).
         reach = (np.sqrt(sq_test * (1.0 + _gamma(tests.shape[1]))) * (1.0 + 4 * _U64) + self.bound_b) ** 2
@@ -540,19 +554,20 @@ class _Context:
     def _distances(self, tests: np.ndarray, sq_test: np.ndarray):
         """Squared distances (c, N) float64 by blocked GEMM: |t|^2 + |x|^2 - 2 t.x.
 
-        On the host only the dot products are computed here; :func:`_host_part` finishes the
+        On the host only the products -2 t.x are computed here; :func:`_host_part` finishes the
         distances row group by row group, in cache."""
         if self.device is None:
-            return self._dots_host(tests)
+            return self._dots_host(-2.0 * tests)  # scaling by -2 is exact: the GEMM gives -2 t.x
         import torch
 
         dev = self.device
         t = torch.from_numpy(tests).to(dev)
         n = self.n
         out = torch.empty((tests.shape[0], n), dtype=torch.float64, device=dev)
+        buffer = self._train_buffer()
         for j0 in range(0, n, self.train_block):
             j1 = min(j0 + self.train_block, n)
-            xb = torch.from_numpy(self._train_block(j0, j1)).to(dev)
+            xb = torch.from_numpy(self._train_block(j0, j1, buffer)).to(dev)  # synchronous copy
             norms = torch.from_numpy(self.norms[j0:j1]).to(dev)
             if j0 == 0 and j1 == n:
                 torch.addmm(norms, t, xb.T, beta=1.0, alpha=-2.0, out=out)
@@ -565,15 +580,12 @@ class _Context:
     def _dots_host(self, tests: np.ndarray) -> np.ndarray:
         n = self.n
         out = np.empty((tests.shape[0], n))
+        buffer = self._train_buffer()
         with threadpool_limits(limits=self.threads, user_api="blas"):
             for j0 in range(0, n, self.train_block):
                 j1 = min(j0 + self.train_block, n)
-                xb = self._train_block(j0, j1)
-                if j0 == 0 and j1 == n:
-                    np.matmul(tests, xb.T, out=out)
-                else:
-                    out[:, j0:j1] = tests @ xb.T
-                del xb  # free this block before the next one is read (peak memory)
+                # BLAS writes straight into the column block of `out` (no temporary)
+                np.matmul(tests, self._train_block(j0, j1, buffer).T, out=out[:, j0:j1])
         return out
 
 
@@ -647,57 +659,106 @@ def _host_chunk(dist: np.ndarray, rows: _ChunkRows) -> tuple[np.ndarray, np.ndar
             results = [f.result() for f in futures]
     hi = np.zeros((ctx.n_labels, ctx.n), np.int64)
     lo = np.zeros((ctx.n_labels, ctx.n), np.int64)
-    for part_hi, part_lo in results:  # integer-valued float64 < 2**53: exact conversion and sums
-        hi += part_hi.astype(np.int64)
-        lo += part_lo.astype(np.int64)
+    for part_hi, part_lo in results:  # exact: power-of-two scaling of sums that are exact
+        hi += (part_hi * 2.0**HI_BITS).astype(np.int64)
+        lo += (part_lo * 2.0**LO_BITS).astype(np.int64)
     return hi, lo
 
 
 def _host_part(dist: np.ndarray, rows: _ChunkRows, r_start: int, r_stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact limb sums of test rows r_start:r_stop, in units: (L, N) float64 multiples of 2**-31 and
+    2**-63 (exact sums, see :func:`_limbs_np`). Every step writes into buffers reused by each
+    group of rows: a fresh array of a group's size costs more in page faults than the step."""
     ctx = rows.ctx
     n, n_labels = ctx.n, ctx.n_labels
     acc_hi = np.zeros((n_labels, n))
     acc_lo = np.zeros((n_labels, n))
-    index = np.arange(n, dtype=np.int64)
-    low_mask = np.int64((1 << ctx.low_bits) - 1)
-    high_mask = ~low_mask
     labels, active = rows.labels(), rows.active()
-    g = ctx.group
-    packed = np.empty((g, n), np.int64)
-    scratch = np.empty((g, n), np.int64)
-    aux = np.empty((g, n), np.int64)
-    for r0 in range(r_start, r_stop, g):
-        r1 = min(r0 + g, r_stop)
+    buf = _HostBuffers.allocate(ctx.group, n, ctx.ytr.dtype)
+    for r0 in range(r_start, r_stop, ctx.group):
+        r1 = min(r0 + ctx.group, r_stop)
         d = dist[r0:r1]
-        # finish the distances in cache: |t|^2 + |x|^2 - 2 t.x (the GEMM gave t.x)
-        d *= -2.0
+        # finish the distances in cache: |t|^2 + |x|^2 - 2 t.x (the GEMM gave -2 t.x)
         d += ctx.norms
         d += rows.sq_test[r0:r1, None]
-        key, tmp, sign = packed[: r1 - r0], scratch[: r1 - r0], aux[: r1 - r0]
-        # Order-preserving int64 image of the float64 distances; low bits replaced by the index.
-        _flip_negative(d.view(np.int64), sign, out=key)
-        np.bitwise_and(key, high_mask, out=key)
-        np.bitwise_or(key, index, out=key)
-        key.sort(axis=1)
-        order = np.bitwise_and(key, low_mask, out=tmp)
-        # Guard on the truncated distances (the sorted keys without their index bits, as float64).
-        np.bitwise_and(key, high_mask, out=key)
-        _flip_negative(key, sign, out=key)
-        near = np.diff(key.view(np.float64), axis=1) <= rows.thr1[r0:r1, None]
+        order, near = _sorted_order(d, rows.thr1[r0:r1], ctx.low_bits, buf)
         for i in np.flatnonzero(near.any(axis=1)):
             _resolve_near_ties(order[i], d[i], near[i], rows, r0 + i)
         for lab in range(n_labels):
             sel = None if active is None else active[r0:r1, lab]
-            if sel is not None and not sel.any():
+            if sel is None or sel.all():
+                ord_l, y_t = order, labels[r0:r1, lab]
+            elif sel.any():
+                ord_l, y_t = order[sel], labels[r0:r1, lab][sel]
+            else:
                 continue
-            ord_l = order if sel is None or sel.all() else order[sel]
-            y_t = labels[r0:r1, lab] if sel is None or sel.all() else labels[r0:r1, lab][sel]
-            s = _recursion_np(ctx.ytr[lab][ord_l] == y_t[:, None], ctx.weights)
-            hi, lo = _limbs_np(s)
+            hi, lo = _position_limbs(ord_l, ctx.ytr[lab], y_t, ctx.weights, buf)
             flat = ord_l.ravel()
             acc_hi[lab] += np.bincount(flat, weights=hi.ravel(), minlength=n)
             acc_lo[lab] += np.bincount(flat, weights=lo.ravel(), minlength=n)
     return acc_hi, acc_lo
+
+
+@dataclass
+class _HostBuffers:
+    """One worker's scratch arrays for a group of ``g`` rows of N positions (about 52 bytes each)."""
+
+    key: np.ndarray  # int64 packed sort keys
+    order: np.ndarray  # int64 training index per position
+    sign: np.ndarray  # int64 scratch of _flip_negative
+    gap: np.ndarray  # float64 gaps between neighbouring truncated distances
+    near: np.ndarray  # bool near-tie flags
+    codes: np.ndarray  # int8/int32 label codes in sorted order
+    match: np.ndarray  # bool label matches in sorted order
+    terms: np.ndarray  # float64 recursion terms, then the values s
+    high: np.ndarray  # float64 high limbs
+
+    @classmethod
+    def allocate(cls, g: int, n: int, code_dtype: np.dtype) -> _HostBuffers:
+        i64, f64 = np.empty((g, n), np.int64), np.empty((g, n))
+        return cls(i64, np.empty_like(i64), np.empty_like(i64), f64, np.empty((g, max(0, n - 1)), bool),
+                   np.empty((g, n), code_dtype), np.empty((g, n), bool), np.empty_like(f64), np.empty_like(f64))
+
+
+def _sorted_order(d: np.ndarray, thr1: np.ndarray, low_bits: int, buf: _HostBuffers) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of a group of rows of float64 distances ``d`` (ties by index) and the near-tie
+    flags of the guard (``near[r, p]``: positions p and p+1 of row r within ``thr1[r]``).
+
+    Each distance is packed with its index into one int64 (order-preserving bits, the low
+    ``low_bits`` bits replaced by the index), so one SIMD sort gives the order and the tie-break.
+    The guard compares the sorted keys without their index bits, as float64."""
+    g = d.shape[0]
+    key, order, sign = buf.key[:g], buf.order[:g], buf.sign[:g]
+    low_mask = np.int64((1 << low_bits) - 1)
+    high_mask = ~low_mask
+    bits = d.view(np.int64)
+    negative = bits.min() < 0  # distances are non-negative but for rounding near zero
+    if negative:
+        _flip_negative(bits, sign, out=key)
+        np.bitwise_and(key, high_mask, out=key)
+    else:  # non-negative float64 bits are already ordered as int64
+        np.bitwise_and(bits, high_mask, out=key)
+    np.bitwise_or(key, np.arange(d.shape[1], dtype=np.int64), out=key)
+    key.sort(axis=1)
+    np.bitwise_and(key, low_mask, out=order)
+    np.bitwise_and(key, high_mask, out=key)
+    if negative:
+        _flip_negative(key, sign, out=key)
+    truncated = key.view(np.float64)
+    gap, near = buf.gap[:g, : d.shape[1] - 1], buf.near[:g]
+    np.subtract(truncated[:, 1:], truncated[:, :-1], out=gap)
+    np.less_equal(gap, thr1[:, None], out=near)
+    return order, near
+
+
+def _position_limbs(order: np.ndarray, train_codes: np.ndarray, test_codes: np.ndarray, weights: np.ndarray,
+                    buf: _HostBuffers) -> tuple[np.ndarray, np.ndarray]:
+    """Limbs of the values at each sorted position of some rows (one label): matches, recursion,
+    split, all in ``buf``."""
+    rows = len(order)
+    codes = np.take(train_codes, order, out=buf.codes[:rows], mode="clip")  # "clip": unbuffered
+    match = np.equal(codes, test_codes[:, None], out=buf.match[:rows])
+    return _limbs_np(_recursion_np(match, weights, buf.terms[:rows]), buf.high[:rows])
 
 
 def _flip_negative(bits: np.ndarray, sign: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -707,24 +768,36 @@ def _flip_negative(bits: np.ndarray, sign: np.ndarray, out: np.ndarray) -> np.nd
     return np.bitwise_xor(bits, sign, out=out)
 
 
-def _recursion_np(match: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _recursion_np(match: np.ndarray, weights: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Per-position values s = reverse_cumsum((m - m_next) * w), m_next of the last position = 0."""
     m = match.view(np.int8)
-    diff = np.empty(m.shape, np.int8)
-    np.subtract(m[:, :-1], m[:, 1:], out=diff[:, :-1])
-    diff[:, -1] = m[:, -1]
-    terms = diff * weights
-    out = np.empty_like(terms)
-    np.cumsum(terms[:, ::-1], axis=1, out=out[:, ::-1])
-    return out
+    step = np.empty(m.shape, np.int8)
+    np.subtract(m[:, :-1], m[:, 1:], out=step[:, :-1])
+    step[:, -1] = m[:, -1]
+    terms = np.multiply(step, weights, out=out)
+    np.cumsum(terms[:, ::-1], axis=1, out=terms[:, ::-1])
+    return terms
 
 
-def _limbs_np(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Split s into integer-valued limbs: s ~ hi 2**-31 + lo 2**-63 (hi exact, lo rounded once)."""
-    hi = np.rint(s * 2.0**HI_BITS)
-    rest = s - hi * 2.0**-HI_BITS  # exact (Sterbenz): |rest| <= 2**-32
-    lo = np.rint(rest * 2.0**LO_BITS)
-    return hi, lo
+#: Adding then subtracting 1.5 * 2**(52 - b) rounds |s| < 2**(51 - b) to a multiple of 2**-b, half to
+#: even, exactly as rint(s * 2**b) * 2**-b (the constant is an even multiple of 2**-b).
+_ROUND_HI = 1.5 * 2.0 ** (52 - HI_BITS)
+_ROUND_LO = 1.5 * 2.0 ** (52 - LO_BITS)
+
+
+def _limbs_np(s: np.ndarray, high: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Split values |s| <= 1 into two limbs, in place: s ~ hi + lo with hi a multiple of 2**-31
+    (exact split) and lo = the rest rounded once to a multiple of 2**-63 (|lo| <= 2**-32).
+
+    Returns (hi, lo); ``lo`` overwrites ``s``. Sums of such limbs are exact in float64 while
+    |sum hi| < 2**22 and |sum lo| < 2**-10, i.e. for up to 2**21 test points.
+    """
+    hi = np.add(s, _ROUND_HI, out=high)
+    hi -= _ROUND_HI
+    s -= hi  # exact (Sterbenz): |rest| <= 2**-32
+    s += _ROUND_LO
+    s -= _ROUND_LO
+    return hi, s
 
 
 # ---------------------------------------------------------------------------------------------
