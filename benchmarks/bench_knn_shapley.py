@@ -382,35 +382,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for n in sizes:
-            refs: dict[int, np.ndarray] = {}
-            for method in methods:
-                used = plan(method, n, args.m)
-                if used is None:
-                    rows.append(dict(n=n, method=method, status="not run (cap)"))
-                    print(f"N={n:>7} {method:12s} not run (cap)", flush=True)
-                    continue
-                out = tmp / f"{method}-{n}.npy"
-                res = run_worker(method, data_dir, n, used, args.k, out, args.timeout)
-                if res["status"] == "ok" and args.repeats > 1 and res["wall_s"] < REPEAT_BELOW_S:
-                    again = [run_worker(method, data_dir, n, used, args.k, None, args.timeout)
-                             for _ in range(args.repeats - 1)]
-                    res = median_run([res, *(r for r in again if r["status"] == "ok")])
-                row = dict(n=n, method=method, m_used=used, **res)
-                if res["status"] == "ok":
-                    scale = args.m / used
-                    row["wall_full"] = res["wall_s"] * scale
-                    row["cpu_full"] = res["cpu_s"] * scale
-                    if out.exists():
-                        if used not in refs:
-                            ref_path = tmp / f"ref-{n}-{used}.npy"
-                            ref = run_worker("reference", data_dir, n, used, args.k, ref_path, args.timeout)
-                            if ref["status"] != "ok":
-                                raise RuntimeError(f"reference failed at N={n}: {ref['status']}")
-                            refs[used] = np.load(ref_path)
-                        row["max_diff"] = float(np.abs(np.load(out) - refs[used]).max())
-                rows.append(row)
-                print(f"N={n:>7} {method:12s} {row.get('status')} wall={fmt(row.get('wall_full'))} s "
-                      f"rss={fmt(row.get('rss_mb'), 0)} MB diff={row.get('max_diff', '–')}", flush=True)
+            rows += measure_size(n, methods, args, data_dir, tmp)
     load_after = os.getloadavg()
     table = render(rows, args, started, load_before, load_after)
     print(table)
@@ -418,6 +390,54 @@ def main(argv=None) -> None:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(table)
         print(f"written to {args.out}")
+
+
+def measure_size(n: int, methods: list[str], args, data_dir: Path, tmp: Path) -> list[dict]:
+    """One row per method at size n. Each method runs once; then the fast ones (first run below
+    REPEAT_BELOW_S) run ``--repeats - 1`` more rounds, interleaved method after method, so that a
+    slow spell of the machine falls on all of them alike; their row gives the median."""
+    runs: dict[str, list[dict]] = {}
+    used = {method: plan(method, n, args.m) for method in methods}
+    for method in methods:
+        if used[method] is not None:
+            runs[method] = [run_worker(method, data_dir, n, used[method], args.k, tmp / f"{method}-{n}.npy", args.timeout)]
+    fast = [m for m, r in runs.items() if r[0]["status"] == "ok" and r[0]["wall_s"] < REPEAT_BELOW_S]
+    for _ in range(args.repeats - 1):
+        for method in fast:
+            again = run_worker(method, data_dir, n, used[method], args.k, None, args.timeout)
+            if again["status"] == "ok":
+                runs[method].append(again)
+    refs: dict[int, np.ndarray] = {}
+    rows = []
+    for method in methods:
+        if used[method] is None:
+            rows.append(dict(n=n, method=method, status="not run (cap)"))
+            print(f"N={n:>7} {method:12s} not run (cap)", flush=True)
+            continue
+        res = median_run(runs[method]) if method in fast and len(runs[method]) > 1 else runs[method][0]
+        row = dict(n=n, method=method, m_used=used[method], **res)
+        if res["status"] == "ok":
+            scale = args.m / used[method]
+            row["wall_full"] = res["wall_s"] * scale
+            row["cpu_full"] = res["cpu_s"] * scale
+            row["walls"] = [w * scale for w in res.get("walls", [])]
+            out = tmp / f"{method}-{n}.npy"
+            if out.exists():
+                if used[method] not in refs:
+                    refs[used[method]] = reference_values(n, used[method], args, data_dir, tmp)
+                row["max_diff"] = float(np.abs(np.load(out) - refs[used[method]]).max())
+        rows.append(row)
+        print(f"N={n:>7} {method:12s} {row.get('status')} wall={fmt(row.get('wall_full'))} s "
+              f"rss={fmt(row.get('rss_mb'), 0)} MB diff={row.get('max_diff', '–')}", flush=True)
+    return rows
+
+
+def reference_values(n: int, m: int, args, data_dir: Path, tmp: Path) -> np.ndarray:
+    ref_path = tmp / f"ref-{n}-{m}.npy"
+    ref = run_worker("reference", data_dir, n, m, args.k, ref_path, args.timeout)
+    if ref["status"] != "ok":
+        raise RuntimeError(f"reference failed at N={n}: {ref['status']}")
+    return np.load(ref_path)
 
 
 def render(rows, args, started, load_before, load_after) -> str:
@@ -435,8 +455,8 @@ def render(rows, args, started, load_before, load_after) -> str:
         "its children; peak RSS (VmHWM) includes the input arrays (N x D float32) and any worker processes",
         "- max |diff|: largest absolute difference to a float64 reference (float64 distances, stable sort)",
         "- `~`: run on the first M' test points, time scaled by M / M' (cost linear in M)",
-        f"- methods faster than {REPEAT_BELOW_S:.0f} s: median of {args.repeats} runs (each in a fresh process; "
-        "range in the notes), slower ones: one run",
+        f"- methods faster than {REPEAT_BELOW_S:.0f} s: median of {args.repeats} runs, each in a fresh process, "
+        "in rounds over the methods (a slow spell of the machine hits all alike; range in the notes); slower ones: one run",
         f"- versions: {json.dumps(versions())}",
         "",
         "| N | method | wall s | CPU s | peak RSS MB | max abs diff | ddval faster by | notes |",
@@ -453,7 +473,8 @@ def render(rows, args, started, load_before, load_after) -> str:
         diff = f"{r['max_diff']:.1e}" if "max_diff" in r else "–"
         note = f"M' = {r['m_used']}" if approx else ""
         if r.get("walls"):
-            note = f"median of {len(r['walls'])} ({r['walls'][0]:.2f}-{r['walls'][-1]:.2f})"
+            runs = f"median of {len(r['walls'])} ({approx}{r['walls'][0]:.2f}-{r['walls'][-1]:.2f})"
+            note = f"{note}; {runs}" if note else runs
         if r["rss_children_mb"]:
             note = (note + "; " if note else "") + f"RSS self {r['rss_mb']:.0f} + workers {r['rss_children_mb']:.0f}"
         lines.append(
