@@ -567,7 +567,8 @@ class _Context:
         buffer = self._train_buffer()
         for j0 in range(0, n, self.train_block):
             j1 = min(j0 + self.train_block, n)
-            xb = torch.from_numpy(self._train_block(j0, j1, buffer)).to(dev)  # synchronous copy
+            # .to() copies synchronously (or aliases on the CPU): addmm reads it before the refill
+            xb = torch.from_numpy(self._train_block(j0, j1, buffer)).to(dev)
             norms = torch.from_numpy(self.norms[j0:j1]).to(dev)
             if j0 == 0 and j1 == n:
                 torch.addmm(norms, t, xb.T, beta=1.0, alpha=-2.0, out=out)
