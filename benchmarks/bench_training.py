@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "lib"))
 
 import pandas as pd  # noqa: E402
 
-from ddval import store  # noqa: E402
+from ddval import layout, store  # noqa: E402
 from ddval.config import load_config  # noqa: E402
 from ddval.data.index import run_index_stage  # noqa: E402
 from ddval.data.resize import run_resize_stage  # noqa: E402
@@ -53,8 +53,8 @@ def prepare_data(cfg, root: Path) -> None:
 
 def run_variant(cfg, seed: int, data_root: Path, work: Path) -> tuple[dict, pd.DataFrame]:
     """Train everything into ``work`` (whose data folder links to the prepared one), timed."""
-    store.data_dir(cfg, work).parent.mkdir(parents=True, exist_ok=True)
-    store.data_dir(cfg, work).symlink_to(store.data_dir(cfg, data_root), target_is_directory=True)
+    layout.data_dir(cfg, work).parent.mkdir(parents=True, exist_ok=True)
+    layout.data_dir(cfg, work).symlink_to(layout.data_dir(cfg, data_root), target_is_directory=True)
     wall, cpu = time.perf_counter(), cpu_seconds()
     utilities = run_training_stage(cfg, seed, root=work)
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu

@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ddval import store
+from ddval import layout, store
 from ddval.config import ConfigError, ExperimentConfig, load_config
 from ddval.jobs import local, slurm
 from ddval.jobs.manifest import STAGES, Task, build_manifest, manifest_path, read_manifest, write_manifest
@@ -63,7 +63,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Per stage: complete / pending tasks; the latest SLURM submission's job states."""
     cfg, _, tasks = _manifest(args, write=False)
     the_plan = plan(tasks)
-    print(f"preset {cfg.preset}, results {store.preset_dir(cfg, args.results)}: {the_plan.counts()}")
+    print(f"preset {cfg.preset}, results {layout.preset_dir(cfg, args.results)}: {the_plan.counts()}")
     for stage in STAGES:
         of_stage = [t for t in tasks if t.stage == stage]
         if of_stage:
@@ -143,7 +143,7 @@ def _check_data(cfg: ExperimentConfig, the_plan: Plan, *, warn_only: bool = Fals
 def _check_not_running(cfg: ExperimentConfig, results: str | None) -> None:
     """Refuse to start tasks while the latest SLURM submission of the preset still has jobs queued or
     running: both would run the same tasks into the same files."""
-    base = store.preset_dir(cfg, results) / "slurm"
+    base = layout.preset_dir(cfg, results) / "slurm"
     subs = sorted(base.glob("*/jobs.json")) if base.exists() else []
     if not subs:
         return
@@ -219,7 +219,7 @@ def _status_command(args: argparse.Namespace) -> str:
 
 
 def _print_latest_submission(cfg: ExperimentConfig, results: str | None) -> None:
-    base = store.preset_dir(cfg, results) / "slurm"
+    base = layout.preset_dir(cfg, results) / "slurm"
     subs = sorted(base.glob("*/jobs.json")) if base.exists() else []
     if not subs:
         return

@@ -1,11 +1,4 @@
-"""Run-directory layout, atomic writes, and stage completion records (resume).
-
-Layout (``<root>`` is ``$DDVAL_RESULTS`` or ``<repo>/results``)::
-
-    <root>/<preset>/data/                     cohort, index, resized scans (seed-independent)
-    <root>/<preset>/seed-<s>/<setting>/       partition, training, valuation, economy of one seed
-    <root>/<preset>/figures/                  figures and summary tables over seeds
-    <root>/<preset>/notebooks/                executed notebooks (papermill)
+"""Atomic writes and stage completion records (resume). Where things live: :mod:`ddval.layout`.
 
 A stage writes its outputs, then a completion record ``.<stage>.done.json`` holding the hash of
 its parameters and the list of its outputs. :func:`run_stage` skips a stage whose record has the
@@ -30,48 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ddval.config import ExperimentConfig, repo_root
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------------------------
-# Layout
-# --------------------------------------------------------------------------------------------
-
-
-def results_root(root: str | os.PathLike | None = None) -> Path:
-    """``root`` if given, else ``$DDVAL_RESULTS``, else ``<repo>/results``."""
-    if root is not None:
-        return Path(root).expanduser().resolve()
-    env = os.environ.get("DDVAL_RESULTS")
-    return Path(env).expanduser().resolve() if env else repo_root() / "results"
-
-
-def preset_dir(cfg: ExperimentConfig, root: str | os.PathLike | None = None) -> Path:
-    """``<root>/<preset>``."""
-    return results_root(root) / cfg.preset
-
-
-def data_dir(cfg: ExperimentConfig, root: str | os.PathLike | None = None) -> Path:
-    """Seed-independent data of a preset: cohort, index, resized scans."""
-    return preset_dir(cfg, root) / "data"
-
-
-def run_dir(cfg: ExperimentConfig, seed: int, root: str | os.PathLike | None = None) -> Path:
-    """``<root>/<preset>/seed-<seed>``."""
-    return preset_dir(cfg, root) / f"seed-{seed}"
-
-
-def setting_dir(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> Path:
-    """``<root>/<preset>/seed-<seed>/<setting>``."""
-    cfg.setting(setting)  # fails clearly on an unknown setting
-    return run_dir(cfg, seed, root) / setting
-
-
-def figures_dir(cfg: ExperimentConfig, root: str | os.PathLike | None = None) -> Path:
-    """``<root>/<preset>/figures``."""
-    return preset_dir(cfg, root) / "figures"
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,45 +22,9 @@ import numpy as np
 import pandas as pd
 
 from ddval.config import repo_root
+from ddval.layout import METHODS, TABLES
 from ddval.store import read_table
 from ddval.valuation import compare
-
-#: Result file -> (stage folder, required columns, numeric columns), from ``docs/tables.md``.
-TABLES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    "institution_values.csv": (
-        "valuation",
-        ("setting", "seed", "method", "institution", "value"),
-        ("value",),
-    ),
-    "similarity.csv": (
-        "valuation",
-        ("setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error"),
-        ("cosine", "pearson", "spearman", "max_abs_error"),
-    ),
-    "point_values.parquet": ("valuation", ("institution", "scan_id", "n_flipped", "value"), ("n_flipped", "value")),
-    "labelflip.csv": ("valuation", ("setting", "seed", "institution", "flip_rate", "value"), ("flip_rate", "value")),
-    "flip_detection.csv": ("valuation", ("setting", "seed", "auroc", "n_flipped", "n_clean"), ("auroc", "n_flipped", "n_clean")),
-    "dp.csv": ("valuation", ("setting", "seed", "noise_scale", "cosine", "pearson", "spearman"), ("noise_scale", "cosine")),
-    "scalability.csv": (
-        "valuation",
-        ("method", "n_clients", "n_points", "wall_time_s", "n_utility_evals"),
-        ("n_clients", "n_points", "wall_time_s"),
-    ),
-    "gas.csv": ("economy", ("operation", "actor", "gas_used"), ("gas_used",)),
-    "payout_scaling.csv": (
-        "economy",
-        ("method", "n_recipients", "total_gas", "gas_per_recipient", "n_transactions"),
-        ("n_recipients", "total_gas", "gas_per_recipient", "n_transactions"),
-    ),
-    "curves.csv": (
-        "train",
-        ("setting", "seed", "coalition", "round", "train_loss", "val_loss"),
-        ("round", "train_loss", "val_loss"),
-    ),
-}
-
-#: Display order of the valuation methods (``institution_values.csv``'s ``method``).
-METHODS: tuple[str, ...] = ("exact", "ddval", "or", "lambda_mr", "gtg", "safe")
 
 #: Display order of the settings that commonly occur; others follow alphabetically.
 SETTING_ORDER: tuple[str, ...] = ("noniid", "iid", "labelflip")
@@ -172,13 +136,13 @@ class ResultTables:
 
     def pattern(self, name: str) -> str:
         """Where ``name`` is looked for, relative to the results root (for messages)."""
-        return f"{self.preset}/seed-*/*/{TABLES[name][0]}/{name}"
+        return f"{self.preset}/seed-*/*/{TABLES[name].stage}/{name}"
 
     def paths(self, name: str, settings: Iterable[str] | None = None) -> list[Path]:
         """Files of table ``name`` over all seeds and settings, in seed order then setting name."""
         if name not in TABLES:
             raise KeyError(f"unknown result table {name!r}; known: {sorted(TABLES)}")
-        stage = TABLES[name][0]
+        stage = TABLES[name].stage
         wanted = None if settings is None else set(settings)
         found = []
         for seed_dir in sorted(self.preset_dir.glob("seed-*"), key=_seed_key):
@@ -193,8 +157,8 @@ class ResultTables:
         frames = []
         for path in self.paths(name, settings):
             frame = read_table(path)
-            _, required, numeric = TABLES[name]
-            check_table(frame, path, required, numeric)
+            table = TABLES[name]
+            check_table(frame, path, table.required, table.numeric)
             seed, setting = int(path.parts[-4].removeprefix("seed-")), path.parts[-3]
             frame = _stamp(frame, path, "seed", seed)
             frame = _stamp(frame, path, "setting", setting)

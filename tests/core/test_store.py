@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from ddval import store
+from ddval import layout, store
 
 
 def test_param_hash_is_stable_and_order_free():
@@ -79,9 +79,9 @@ def test_layout_honours_environment(monkeypatch, tmp_path):
 
     monkeypatch.setenv("DDVAL_RESULTS", str(tmp_path))
     cfg = load_config("demo")
-    assert store.setting_dir(cfg, 1, "noniid") == tmp_path / "demo" / "seed-1" / "noniid"
+    assert layout.setting_dir(cfg, 1, "noniid") == tmp_path / "demo" / "seed-1" / "noniid"
     with pytest.raises(KeyError, match="known"):
-        store.setting_dir(cfg, 1, "nope")
+        layout.setting_dir(cfg, 1, "nope")
 
 
 def test_require_record_names_the_missing_stage_and_what_to_run(tmp_path):

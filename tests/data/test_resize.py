@@ -12,7 +12,7 @@ import pytest
 from data_fixtures import tiny_image
 from PIL import Image
 
-from ddval import store
+from ddval import layout, store
 from ddval.config import LABELS
 from ddval.data.index import run_index_stage
 from ddval.data.resize import CorruptImageError, read_grayscale, resize_index, resized_paths, run_resize_stage
@@ -120,7 +120,7 @@ def test_stage_writes_index_resized_and_skips_when_done(tmp_path, tiny_cfg):
         run_resize_stage(tiny_cfg, root)
     index = run_index_stage(tiny_cfg, root)
     resized = run_resize_stage(tiny_cfg, root)
-    data = store.data_dir(tiny_cfg, root)
+    data = layout.data_dir(tiny_cfg, root)
     assert store.is_complete(data, "resize", {"image_size": 8, "on_corrupt": "error",
                                                "index": store.read_json(data / ".index.done.json")["params_hash"]})
     assert len(resized) == len(index) and (resized["scan_id"] == index["scan_id"]).all()
@@ -143,6 +143,6 @@ def test_stage_quarantine_report(tmp_path, tiny_cfg):
     bad.write_bytes(bad.read_bytes()[:50])
     cfg = dataclasses.replace(tiny_cfg, data=dataclasses.replace(tiny_cfg.data, on_corrupt="quarantine"))
     resized = run_resize_stage(cfg, root)
-    report = store.read_table(store.data_dir(cfg, root) / "resize_quarantine.csv")
+    report = store.read_table(layout.data_dir(cfg, root) / "resize_quarantine.csv")
     assert report["path"].tolist() == [str(bad)]
     assert len(resized) == len(index) - 1

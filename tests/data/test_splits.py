@@ -9,7 +9,7 @@ from data_fixtures import fake_index
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ddval import store
+from ddval import layout, store
 from ddval.config import LABELS, InstitutionConfig, SettingConfig
 from ddval.data.index import run_index_stage
 from ddval.data.resize import run_resize_stage
@@ -174,7 +174,7 @@ def test_load_partition_stage(tmp_path, tiny_cfg):
     run_index_stage(tiny_cfg, root)
     run_resize_stage(tiny_cfg, root)
     part = load_partition(tiny_cfg, 0, "noniid", root)
-    sdir = store.setting_dir(tiny_cfg, 0, "noniid", root)
+    sdir = layout.setting_dir(tiny_cfg, 0, "noniid", root)
     assert (sdir / "partition.parquet").exists() and (sdir / ".partition.done.json").exists()
     assert sizes(part)[("nih", "train")] == 10 and sizes(part)[("mimic", "val")] == 3
     assert part["path"].str.contains("/resized/8/").all()  # points at the resized scans
@@ -196,6 +196,6 @@ def test_synthetic_stage_hashes_do_not_depend_on_the_results_folder(tmp_path, ti
         run_index_stage(tiny_cfg, root)
         run_resize_stage(tiny_cfg, root)
         load_partition(tiny_cfg, 0, "noniid", root)
-        sdir = store.setting_dir(tiny_cfg, 0, "noniid", root)
+        sdir = layout.setting_dir(tiny_cfg, 0, "noniid", root)
         hashes.append(store.read_json(store.record_path(sdir, "partition"))["params_hash"])
     assert hashes[0] == hashes[1]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddval import store
+from ddval import layout, store
 from ddval.config import ExperimentConfig
 
 
@@ -38,7 +38,7 @@ def write_stage_inputs(
     """Write the inputs of the economy stage for one setting under ``root``; return ``<S>``."""
     rng = np.random.default_rng(seed)
     names = [i.name for i in cfg.setting(setting).institutions]
-    sdir = store.setting_dir(cfg, seed, setting, root)
+    sdir = layout.setting_dir(cfg, seed, setting, root)
     grand = sdir / "train" / "+".join(names)
     patience = min(cfg.train.patience, n_rounds - 1)
     assert n_rounds - patience >= 1

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from econ_stage_inputs import write_stage_inputs
 
-from ddval import store
+from ddval import layout, store
 from ddval.config import load_config
 from ddval.economy import chain as chain_mod
 from ddval.economy import flow, ipfs, merkle, rewards
@@ -47,7 +47,7 @@ def test_rounds_features_and_allocation_are_pinned_and_verifiable(embedded_run):
     assert (pins["artifact"] == "model").sum() == 4 * len(names)
     assert (pins["artifact"] == "features").sum() == len(names)
     content = ipfs.EmbeddedStore(res.outputs["gas"].parent / "ipfs")
-    sdir = store.setting_dir(cfg, 0, SETTING, root)
+    sdir = layout.setting_dir(cfg, 0, SETTING, root)
     feat = pins[pins["artifact"] == "features"].iloc[0]
     assert content.cat(feat["cid"]) == (sdir / "valuation" / "features" / f"{feat['owner']}.npz").read_bytes()
     d = res.deployment
@@ -57,7 +57,7 @@ def test_rounds_features_and_allocation_are_pinned_and_verifiable(embedded_run):
 
 def test_payouts_equal_the_policy_and_are_conserved(embedded_run):
     cfg, root, res = embedded_run
-    sdir = store.setting_dir(cfg, 0, SETTING, root)
+    sdir = layout.setting_dir(cfg, 0, SETTING, root)
     names = tuple(i.name for i in cfg.setting(SETTING).institutions)
     expected = rewards.allocate(
         rewards.institution_values(pd.read_csv(sdir / "valuation" / "institution_values.csv"), names, "ddval"),
@@ -120,7 +120,7 @@ def test_whole_flow_on_anvil_and_the_ipfs_daemon(anvil, ipfs_daemon, tmp_path, e
     first = pins[pins["artifact"] == "model"].iloc[0]
     on_chain = registry.functions.modelCid(0, c.accounts[1].address).call()
     assert str(ipfs.CID.parse(on_chain)) == first["cid"]
-    model = store.setting_dir(cfg, 0, SETTING, tmp_path) / "train" / "nih+chexpert+mimic" / "rounds" / "001" / "nih.pt"
+    model = layout.setting_dir(cfg, 0, SETTING, tmp_path) / "train" / "nih+chexpert+mimic" / "rounds" / "001" / "nih.pt"
     assert first["owner"] == "nih" and daemon.cat(first["cid"]) == model.read_bytes()
     claimed = pool.functions.claimedTotal().call()
     assert claimed + int(res.table("balances").set_index("recipient_id").loc["treasury", "balance"]) == cfg.economy.pool_amount

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ddval import store
+from ddval import layout, store
 from ddval.config import load_config
 from ddval.jobs.manifest import build_manifest, read_manifest
 from ddval.jobs.plan import plan
@@ -74,9 +74,9 @@ def test_demo_chain_on_slurm(demo, run_ddval):
         assert meta["slurm_job"] and meta["task_hash"] == t.task_hash
     cfg = load_config("demo")
     for setting in ("noniid", "iid"):
-        sim = store.read_table(store.setting_dir(cfg, 0, setting, root) / "valuation" / "similarity.csv")
+        sim = store.read_table(layout.setting_dir(cfg, 0, setting, root) / "valuation" / "similarity.csv")
         assert "ddval" in set(sim["method"]) and sim["cosine"].between(-1, 1).all()
-    assert list(store.figures_dir(cfg, root).glob("*.png"))
+    assert list(layout.figures_dir(cfg, root).glob("*.png"))
     logs = sorted((folder / "logs").glob("*.out"))
     assert len(logs) == len(tasks) and all("ddval task: exit status 0" in p.read_text() for p in logs)
     again = run_ddval("submit", "--preset", "demo", "--seeds", "0", "--results", root)  # resume: nothing left
@@ -102,7 +102,7 @@ def test_reproduce_resumes_the_slurm_run(demo, run_ddval):
 def test_reproduce_reruns_a_missing_valuation_table(demo, run_ddval):
     root, _, _ = demo
     cfg = load_config("demo")
-    table = store.setting_dir(cfg, 0, "iid", root) / "valuation" / "similarity.csv"
+    table = layout.setting_dir(cfg, 0, "iid", root) / "valuation" / "similarity.csv"
     before = table.read_bytes()
     table.unlink()
     the_plan = plan(build_manifest(cfg, root, seeds=(0,)))
@@ -117,15 +117,15 @@ def test_sharded_valuation_equals_unsharded(demo, tmp_path):
     cfg = load_config("demo")
     copy = tmp_path / "results"
     shutil.copytree(root / "demo", copy / "demo", ignore=shutil.ignore_patterns("notebooks", "slurm", "figures"))
-    shutil.rmtree(store.setting_dir(cfg, 0, "noniid", copy) / "valuation")
+    shutil.rmtree(layout.setting_dir(cfg, 0, "noniid", copy) / "valuation")
     sharded = load_config("demo", {"valuation": {"shards": 2}})
     tasks = [t for t in build_manifest(sharded, copy, seeds=(0,)) if t.task_id.startswith(("valuation-shard/seed-0/noniid", "valuation/seed-0/noniid"))]
     assert [t.parameters["shard"] for t in tasks] == [0, 1, None] and {t.parameters["n_shards"] for t in tasks} == {2}
     for t in tasks:  # the notebooks load "demo" (shards: 1): the split comes from the task parameters only
         outcome = run_task(t, progress_bar=False)
         assert outcome.status == "done", outcome.message
-    ours = store.setting_dir(cfg, 0, "noniid", copy) / "valuation"
-    theirs = store.setting_dir(cfg, 0, "noniid", root) / "valuation"
+    ours = layout.setting_dir(cfg, 0, "noniid", copy) / "valuation"
+    theirs = layout.setting_dir(cfg, 0, "noniid", root) / "valuation"
     a, b = pd.read_parquet(ours / "point_values.parquet"), pd.read_parquet(theirs / "point_values.parquet")
     assert list(a.columns) == list(b.columns) and (a["scan_id"] == b["scan_id"]).all()
     value_cols = [c for c in a.columns if c.startswith("value")]

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ddval import store
+from ddval import layout, store
 from ddval.config import load_config
 from ddval.train import load_curves, load_model, load_rounds, load_utilities, run_training_stage, utility_map
 from ddval.train.coalitions import coalition_dir
@@ -70,7 +70,7 @@ def test_stage_outputs_and_loaders(root):
     assert u[frozenset()] == 0.5 and set(u) == {frozenset(), frozenset({"nih"}), frozenset({"mimic"}), frozenset({"nih", "mimic"})}
     curves = load_curves(cfg, 0, root=root)
     assert set(curves["coalition"]) == {"nih", "mimic", "nih+mimic", "clean+noisy"}
-    assert (store.setting_dir(cfg, 0, "pair", root) / "train" / "curves.csv").exists()
+    assert (layout.setting_dir(cfg, 0, "pair", root) / "train" / "curves.csv").exists()
 
     # the best model reproduces its recorded utility, and the grand coalition's rounds load
     from ddval.train.coalitions import test_sets
@@ -106,7 +106,7 @@ def test_changed_config_is_never_reused_silently(root):
 def test_processes_give_the_same_results(root, tmp_path):
     cfg = tiny(processes=2)
     (tmp_path / "demo").mkdir()
-    (tmp_path / "demo" / "data").symlink_to(store.data_dir(cfg, root), target_is_directory=True)
+    (tmp_path / "demo" / "data").symlink_to(layout.data_dir(cfg, root), target_is_directory=True)
     parallel = run_training_stage(cfg, 0, setting="pair", root=tmp_path)
     serial = run_training_stage(tiny(), 0, setting="pair", root=root)
     pd.testing.assert_frame_equal(parallel.sort_values(["coalition", "label"]).reset_index(drop=True), serial.sort_values(["coalition", "label"]).reset_index(drop=True))

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ddval import store
+from ddval import layout, store
 from ddval.config import DATASETS, LABELS, ROOT_ENV_VARS, ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -509,7 +509,7 @@ def build_index_with_skips(cfg: ExperimentConfig, roots: dict[str, str | os.Path
         else:
             from ddval.data.synthetic import cohort_roots
 
-            roots = cohort_roots(store.data_dir(cfg) / "raw")
+            roots = cohort_roots(layout.data_dir(cfg) / "raw")
     parts, skipped = [], []
     for name in DATASETS:
         if name not in cfg.data.datasets:
@@ -547,7 +547,7 @@ def run_index_stage(cfg: ExperimentConfig, root: str | os.PathLike | None = None
     parameters). Returns the index."""
     from ddval.data import synthetic
 
-    ddir = store.data_dir(cfg, root)
+    ddir = layout.data_dir(cfg, root)
     if cfg.data.source == "synthetic":
         raw = ddir / "raw"
         cohort_params = {"synthetic": cfg.data.synthetic, "datasets": cfg.data.datasets,

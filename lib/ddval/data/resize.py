@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ddval import store
+from ddval import layout, store
 from ddval.config import ExperimentConfig
 from ddval.progress import progress
 
@@ -165,7 +165,7 @@ def run_resize_stage(cfg: ExperimentConfig, root: str | os.PathLike | None = Non
     """Stage 02: resize every scan of ``index.parquet`` to ``data.image_size`` and write
     ``index_resized.parquet`` (and ``resize_quarantine.csv`` when scans were quarantined).
     Skipped when complete with the same parameters; resumes file by file after a kill."""
-    ddir = store.data_dir(cfg, root)
+    ddir = layout.data_dir(cfg, root)
     index_record = store.require_record(
         ddir, "index", "run stage 01 first (notebooks/01_index.ipynb or ddval.data.index.run_index_stage)"
     )

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddval import store
+from ddval import layout, store
 from ddval.config import DATASETS, LABELS, ExperimentConfig, InstitutionConfig, SettingConfig
 
 #: The split names, in row order.
@@ -207,12 +207,12 @@ def load_partition(cfg: ExperimentConfig, seed: int, setting_name: str, root: st
     """The partition of ``setting_name`` for ``seed``: ``<results>/<preset>/seed-<s>/<setting>/partition.parquet``,
     created from ``index_resized.parquet`` on first use (a stage with its completion record)."""
     setting = cfg.setting(setting_name)
-    ddir = store.data_dir(cfg, root)
+    ddir = layout.data_dir(cfg, root)
     record = store.require_record(
         ddir, "resize", "run stages 01 and 02 first (notebooks 01_index and 02_resize, or "
         "ddval.data.index.run_index_stage and ddval.data.resize.run_resize_stage)"
     )
-    sdir = store.setting_dir(cfg, seed, setting_name, root)
+    sdir = layout.setting_dir(cfg, seed, setting_name, root)
     params = {"setting": setting, "seed": int(seed), "index": record["params_hash"]}
 
     def compute() -> list[Path]:

@@ -37,7 +37,8 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import is_address, to_checksum_address
 
-from ddval import store
+from ddval import layout, store
+from ddval.layout import economy_dir
 from ddval.config import ExperimentConfig
 from ddval.economy import chain as chain_mod
 from ddval.economy import ipfs, merkle, rewards
@@ -72,22 +73,17 @@ class Inputs:
         return [self.institution_values, self.point_values, self.rounds]
 
 
-def grand_coalition(cfg: ExperimentConfig, setting: str) -> str:
-    """Directory name of the grand coalition (member names joined by ``+`` in config order)."""
-    return "+".join(i.name for i in cfg.setting(setting).institutions)
-
-
 def locate_inputs(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> Inputs:
     """Where the training and valuation stages put this stage's inputs; a clear error if absent."""
-    sdir = store.setting_dir(cfg, seed, setting, root)
-    grand = sdir / "train" / grand_coalition(cfg, setting)
+    vdir = layout.valuation_dir(cfg, seed, setting, root)
+    grand = layout.train_dir(cfg, seed, setting, root) / layout.grand_coalition_id(cfg, setting)
     inputs = Inputs(
         institutions=tuple(i.name for i in cfg.setting(setting).institutions),
-        institution_values=sdir / "valuation" / "institution_values.csv",
-        point_values=sdir / "valuation" / "point_values.parquet",
+        institution_values=vdir / "institution_values.csv",
+        point_values=vdir / "point_values.parquet",
         rounds=grand / "rounds.csv",
         round_models=grand / "rounds",
-        features=sdir / "valuation" / "features",
+        features=layout.features_dir(cfg, seed, setting, root),
     )
     for path, stage in ((inputs.rounds, "03_train"), (inputs.institution_values, "04_valuation"), (inputs.point_values, "04_valuation")):
         if not path.exists():
@@ -267,11 +263,6 @@ class EconomyResult:
     @property
     def deployment(self) -> dict[str, Any]:
         return store.read_json(self.outputs["deployment"])
-
-
-def economy_dir(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> Path:
-    """``<S>/economy``."""
-    return store.setting_dir(cfg, seed, setting, root) / "economy"
 
 
 def run_economy(

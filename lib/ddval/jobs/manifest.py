@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ddval import store
+from ddval import layout, store
 from ddval.config import ExperimentConfig, SettingConfig, configs_dir, repo_root
 
 #: Manifest stages in execution order.
@@ -135,12 +135,12 @@ def build_manifest(
     restricts the run to some seeds (default: the preset's), ``notebooks_dir`` holds the notebooks
     (default ``<repo>/notebooks``).
     """
-    root = store.results_root(results_root)
+    root = layout.results_root(results_root)
     nb_dir = Path(notebooks_dir).resolve() if notebooks_dir else repo_root() / "notebooks"
     seeds = tuple(seeds) if seeds else cfg.seeds
     builder = _Builder(cfg, root, nb_dir, preset_parameter(cfg, preset))
-    builder.add("index", "index", {}, "01_index.ipynb", store.data_dir(cfg, root), (), "index the cohort")
-    builder.add("resize", "resize", {}, "02_resize.ipynb", store.data_dir(cfg, root), ("index",), "resize scans")
+    builder.add("index", "index", {}, "01_index.ipynb", layout.data_dir(cfg, root), (), "index the cohort")
+    builder.add("resize", "resize", {}, "02_resize.ipynb", layout.data_dir(cfg, root), ("index",), "resize scans")
     for seed in seeds:
         for setting in cfg.settings:
             builder.add_seed_setting(seed, setting)
@@ -151,11 +151,11 @@ def build_manifest(
         params = {"seed": seeds[0], "setting": first, "rpc_url": e.rpc_url, "ipfs_api": e.ipfs_api, "n_individuals": e.n_individuals}
         builder.add(
             "economy", f"economy/seed-{seeds[0]}/{first}", params,
-            f"seed-{seeds[0]}/{first}/05_token_economy.ipynb", store.setting_dir(cfg, seeds[0], first, root),
+            f"seed-{seeds[0]}/{first}/05_token_economy.ipynb", layout.setting_dir(cfg, seeds[0], first, root),
             (valuation,), f"token economy seed {seeds[0]} {first}",
         )
     everything_before = tuple(t.task_id for t in builder.tasks if t.stage in {"valuation", "economy"}) or ("resize",)
-    builder.add("figures", "figures", {"seeds": list(seeds)}, "06_figures.ipynb", store.figures_dir(cfg, root),
+    builder.add("figures", "figures", {"seeds": list(seeds)}, "06_figures.ipynb", layout.figures_dir(cfg, root),
                 everything_before, "figures and tables")
     # rows grouped by stage: each stage's job array is one contiguous range of rows
     ordered = sorted(builder.tasks, key=lambda t: (STAGES.index(t.stage), t.row))
@@ -167,7 +167,7 @@ class _Builder:
 
     def __init__(self, cfg: ExperimentConfig, root: Path, nb_dir: Path, preset: str):
         self.cfg, self.root, self.nb_dir, self.preset = cfg, root, nb_dir, preset
-        self.out_dir = store.preset_dir(cfg, root) / "notebooks"
+        self.out_dir = layout.preset_dir(cfg, root) / "notebooks"
         self.tasks: list[Task] = []
         self._config = cfg.to_dict()
 
@@ -194,7 +194,7 @@ class _Builder:
     def add_seed_setting(self, seed: int, setting: SettingConfig) -> None:
         cfg, name = self.cfg, setting.name
         where = f"seed-{seed}/{name}"
-        scope = store.setting_dir(cfg, seed, name, self.root)
+        scope = layout.setting_dir(cfg, seed, name, self.root)
         base = {"seed": seed, "setting": name}
         if cfg.slurm.train_tasks == "setting":
             train = [(f"train/{where}", None, f"{where}/03_train.ipynb")]
@@ -226,7 +226,7 @@ class _Builder:
 
 def manifest_path(cfg: ExperimentConfig, results_root: str | os.PathLike | None = None) -> Path:
     """``<root>/<preset>/manifest.jsonl``: the manifest of the latest run or submission."""
-    return store.preset_dir(cfg, results_root) / "manifest.jsonl"
+    return layout.preset_dir(cfg, results_root) / "manifest.jsonl"
 
 
 def write_manifest(tasks: list[Task], path: str | os.PathLike) -> Path:

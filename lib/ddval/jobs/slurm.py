@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ddval import store
+from ddval import layout, store
 from ddval.config import ExperimentConfig, SlurmStageConfig, repo_root
 from ddval.jobs.manifest import STAGES
 from ddval.jobs.plan import Plan
@@ -155,7 +155,7 @@ def submit(arrays: list[StageArray], manifest: str | Path, *, python: str | None
 
 def new_submission_dir(cfg: ExperimentConfig, results_root: str | Path | None = None) -> Path:
     """``<results>/<preset>/slurm/<YYYYmmdd-HHMMSS>[-n]/`` (created, with ``logs/``)."""
-    base = store.preset_dir(cfg, results_root) / "slurm"
+    base = layout.preset_dir(cfg, results_root) / "slurm"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path, n = base / stamp, 1
     while path.exists():

@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import os
 
-from ddval import store
+from ddval import layout, store
 from ddval.config import ExperimentConfig
 from ddval.summary import headline
 
 
 def format_summary(cfg: ExperimentConfig, results_root: str | os.PathLike | None = None) -> str:
     """The text ``ddval reproduce`` prints at the end."""
-    figures = store.figures_dir(cfg, results_root)
+    figures = layout.figures_dir(cfg, results_root)
     pngs = sorted(figures.glob("*.png")) if figures.exists() else []
     lines = [
         f"figures:   {figures}  ({len(pngs)} PNG + PDF, numbers behind each in summary_<name>.csv)",
-        f"notebooks: {store.preset_dir(cfg, results_root) / 'notebooks'}",
+        f"notebooks: {layout.preset_dir(cfg, results_root) / 'notebooks'}",
     ]
-    table = headline(store.results_root(results_root), cfg.preset)
+    table = headline(layout.results_root(results_root), cfg.preset)
     if table is None:
         lines.append("headline:  no similarity.csv yet (no setting with exact values has been valued)")
     else:

@@ -39,7 +39,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ddval import store
+from ddval import layout, store
+from ddval.layout import coalition_dir, coalition_id, train_dir
 from ddval.config import LABELS, ExperimentConfig, SettingConfig
 from ddval.progress import progress
 from ddval.repro import seed_everything
@@ -75,11 +76,6 @@ EXECUTION_ONLY = ("processes",)
 # --------------------------------------------------------------------------------------------
 
 
-def coalition_id(members: Sequence[str]) -> str:
-    """Member names joined by ``+`` (in config order): ``"nih+mimic"``."""
-    return "+".join(members)
-
-
 def all_coalitions(names: Sequence[str]) -> list[tuple[str, ...]]:
     """Every non-empty coalition, by size, members in ``names`` order (the grand coalition last)."""
     return [c for k in range(1, len(names) + 1) for c in itertools.combinations(names, k)]
@@ -102,16 +98,6 @@ def parse_coalition(setting: SettingConfig, coalition: str | Sequence[str]) -> t
     if members not in setting_coalitions(setting):
         raise ValueError(f"setting {setting.name!r} trains only the grand coalition ({coalition_id(names)}), not {coalition!r}")
     return members
-
-
-def train_dir(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> Path:
-    """``<root>/<preset>/seed-<seed>/<setting>/train``."""
-    return store.setting_dir(cfg, seed, setting, root) / "train"
-
-
-def coalition_dir(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], root: str | os.PathLike | None = None) -> Path:
-    """Folder of one coalition's model and tables."""
-    return train_dir(cfg, seed, setting, root) / coalition_id(members)
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,7 +355,7 @@ def _train_in_processes(cfg: ExperimentConfig, seed: int, todo: list[tuple[str, 
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
-    root = str(store.results_root(root))
+    root = str(layout.results_root(root))
     order = sorted(todo, key=lambda task: -len(task[1]))  # the longest jobs first balance the load
     # spawn, not fork: a forked child inherits torch's thread pools in an undefined state
     context = multiprocessing.get_context("spawn")

@@ -46,11 +46,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddval import store
+from ddval import layout, store
 from ddval.config import ExperimentConfig
 from ddval.valuation.pooled import PooledFeatures, pool_features
 
-SCALABILITY_COLUMNS = ["method", "n_clients", "n_points", "wall_time_s", "n_utility_evals", "measured", "basis"]
+SCALABILITY_COLUMNS = layout.columns("scalability.csv")
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,7 +274,7 @@ def collect(cfg: ExperimentConfig, table: str, root: str | os.PathLike | None = 
     frames = []
     for seed in cfg.seeds:
         for s in cfg.settings:
-            path = store.setting_dir(cfg, seed, s.name, root) / "valuation" / table
+            path = layout.valuation_dir(cfg, seed, s.name, root) / table
             if path.exists():
                 frames.append(store.read_table(path))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -33,7 +33,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ddval import store
+from ddval import layout, store
+from ddval.layout import features_dir
 from ddval.config import LABELS, ExperimentConfig
 from ddval.progress import progress
 
@@ -155,11 +156,6 @@ def stage_threads(cfg: ExperimentConfig) -> int:
 # --------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------
-
-
-def features_dir(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> Path:
-    """``<S>/valuation/features``."""
-    return store.setting_dir(cfg, seed, setting, root) / "valuation" / "features"
 
 
 def write_features(path: str | os.PathLike, feats: InstitutionFeatures) -> Path:

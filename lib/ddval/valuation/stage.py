@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ddval import store
+from ddval import layout, store
+from ddval.layout import EQUAL_SPLIT, METHODS, shard_path, valuation_dir
 from ddval.config import ExperimentConfig
 from ddval.valuation import baselines, experiments
 from ddval.valuation.features import features_dir, features_params, load_features, stage_threads
@@ -46,12 +47,8 @@ from ddval.valuation.pooled import PooledFeatures, knn_sum, label_values, pool_f
 
 log = logging.getLogger(__name__)
 
-#: Every method, in table order.
-METHODS = ("exact", "ddval", "or", "lambda_mr", "gtg", "safe")
-#: The reference of :func:`equal_split_similarity`: equal shares for every institution.
-EQUAL_SPLIT = "equal_split"
-INSTITUTION_COLUMNS = ["setting", "seed", "method", "institution", "value", "wall_time_s", "n_utility_evals"]
-SIMILARITY_COLUMNS = ["setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error"]
+INSTITUTION_COLUMNS = layout.columns("institution_values.csv")
+SIMILARITY_COLUMNS = layout.columns("similarity.csv")
 
 
 @dataclass(frozen=True)
@@ -62,16 +59,6 @@ class ValuationResult:
     similarity: pd.DataFrame
     settings: tuple[str, ...]
     shard_files: tuple[Path, ...] = ()  # shard mode: the KNN partial sums written (tables are empty)
-
-
-def valuation_dir(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> Path:
-    """``<S>/valuation``."""
-    return store.setting_dir(cfg, seed, setting, root) / "valuation"
-
-
-def shard_path(vdir: Path, shard: int, n_shards: int) -> Path:
-    """``<S>/valuation/shards/knn-<i>-of-<n>.npz``."""
-    return vdir / "shards" / f"knn-{shard}-of-{n_shards}.npz"
 
 
 def has_exact(cfg: ExperimentConfig, setting: str) -> bool:

@@ -1,0 +1,177 @@
+"""Where everything lives: the run-folder layout, the result tables and the valuation methods.
+
+This module is the one owner of these facts; writers and readers import them from here.
+
+Layout (``<root>`` is ``$DDVAL_RESULTS`` or ``<repo>/results``)::
+
+    <root>/<preset>/data/                               cohort, index, resized scans (seed-independent)
+    <root>/<preset>/seed-<s>/<setting>/                 partition of one seed and setting (``<S>``)
+    <S>/train/<coalition>/                              one coalition's model and tables
+    <S>/valuation/  <S>/valuation/features/  <S>/valuation/shards/
+    <S>/economy/
+    <root>/<preset>/figures/                            figures and summary tables over seeds
+    <root>/<preset>/notebooks/                          executed notebooks (papermill)
+
+Result tables (columns, one row per what, who writes them) are described in ``docs/tables.md``;
+:data:`TABLES` holds the machine-readable part of that contract.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ddval.config import ExperimentConfig
+
+#: Every valuation method, in table and display order (``institution_values.csv``'s ``method``).
+METHODS: tuple[str, ...] = ("exact", "ddval", "or", "lambda_mr", "gtg", "safe")
+
+#: The reference allocation that gives every institution the same share (a row of the similarity views).
+EQUAL_SPLIT = "equal_split"
+
+
+# --------------------------------------------------------------------------------------------
+# Run folders
+# --------------------------------------------------------------------------------------------
+
+Root = str | os.PathLike | None
+
+
+def results_root(root: Root = None) -> Path:
+    """``root`` if given, else ``$DDVAL_RESULTS``, else ``<repo>/results``."""
+    from ddval.config import repo_root
+
+    if root is not None:
+        return Path(root).expanduser().resolve()
+    env = os.environ.get("DDVAL_RESULTS")
+    return Path(env).expanduser().resolve() if env else repo_root() / "results"
+
+
+def preset_dir(cfg: ExperimentConfig, root: Root = None) -> Path:
+    """``<root>/<preset>``."""
+    return results_root(root) / cfg.preset
+
+
+def data_dir(cfg: ExperimentConfig, root: Root = None) -> Path:
+    """Seed-independent data of a preset: cohort, index, resized scans."""
+    return preset_dir(cfg, root) / "data"
+
+
+def run_dir(cfg: ExperimentConfig, seed: int, root: Root = None) -> Path:
+    """``<root>/<preset>/seed-<seed>``."""
+    return preset_dir(cfg, root) / f"seed-{seed}"
+
+
+def setting_dir(cfg: ExperimentConfig, seed: int, setting: str, root: Root = None) -> Path:
+    """``<root>/<preset>/seed-<seed>/<setting>`` (``<S>``)."""
+    cfg.setting(setting)  # fails clearly on an unknown setting
+    return run_dir(cfg, seed, root) / setting
+
+
+def figures_dir(cfg: ExperimentConfig, root: Root = None) -> Path:
+    """``<root>/<preset>/figures``."""
+    return preset_dir(cfg, root) / "figures"
+
+
+def coalition_id(members: Sequence[str]) -> str:
+    """A coalition's name and folder: member names joined by ``+`` (in config order)."""
+    return "+".join(members)
+
+
+def grand_coalition_id(cfg: ExperimentConfig, setting: str) -> str:
+    """The grand coalition's id: every institution of ``setting``, in config order."""
+    return coalition_id([i.name for i in cfg.setting(setting).institutions])
+
+
+def train_dir(cfg: ExperimentConfig, seed: int, setting: str, root: Root = None) -> Path:
+    """``<S>/train``."""
+    return setting_dir(cfg, seed, setting, root) / "train"
+
+
+def coalition_dir(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], root: Root = None) -> Path:
+    """``<S>/train/<coalition>``: one coalition's model and tables."""
+    return train_dir(cfg, seed, setting, root) / coalition_id(members)
+
+
+def valuation_dir(cfg: ExperimentConfig, seed: int, setting: str, root: Root = None) -> Path:
+    """``<S>/valuation``."""
+    return setting_dir(cfg, seed, setting, root) / "valuation"
+
+
+def features_dir(cfg: ExperimentConfig, seed: int, setting: str, root: Root = None) -> Path:
+    """``<S>/valuation/features``: one feature file per institution (what leaves a site)."""
+    return valuation_dir(cfg, seed, setting, root) / "features"
+
+
+def shard_path(vdir: Path, shard: int, n_shards: int) -> Path:
+    """``<S>/valuation/shards/knn-<i>-of-<n>.npz``."""
+    return vdir / "shards" / f"knn-{shard}-of-{n_shards}.npz"
+
+
+def economy_dir(cfg: ExperimentConfig, seed: int, setting: str, root: Root = None) -> Path:
+    """``<S>/economy``."""
+    return setting_dir(cfg, seed, setting, root) / "economy"
+
+
+# --------------------------------------------------------------------------------------------
+# Result tables (docs/tables.md)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Table:
+    """A per-seed, per-setting result table: the stage folder it lives in (``<S>/<stage>/<name>``),
+    the columns its writer produces, the columns a reader requires and those that must be numeric."""
+
+    name: str
+    stage: str
+    columns: tuple[str, ...]
+    required: tuple[str, ...]
+    numeric: tuple[str, ...]
+
+
+def _table(name: str, stage: str, columns: Sequence[str], numeric: Sequence[str], required: Sequence[str] | None = None) -> Table:
+    return Table(name, stage, tuple(columns), tuple(required if required is not None else columns), tuple(numeric))
+
+
+_TABLE_LIST = (
+    _table("institution_values.csv", "valuation",
+           ("setting", "seed", "method", "institution", "value", "wall_time_s", "n_utility_evals"),
+           ("value",), required=("setting", "seed", "method", "institution", "value")),
+    _table("similarity.csv", "valuation",
+           ("setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error"),
+           ("cosine", "pearson", "spearman", "max_abs_error")),
+    _table("point_values.parquet", "valuation",
+           ("institution", "scan_id", "patient_id", "sex", "age", "n_flipped", "value"),
+           ("n_flipped", "value"), required=("institution", "scan_id", "n_flipped", "value")),
+    _table("labelflip.csv", "valuation", ("setting", "seed", "institution", "flip_rate", "value"), ("flip_rate", "value")),
+    _table("flip_detection.csv", "valuation", ("setting", "seed", "auroc", "n_flipped", "n_clean"),
+           ("auroc", "n_flipped", "n_clean")),
+    _table("dp.csv", "valuation", ("setting", "seed", "noise_scale", "cosine", "pearson", "spearman"),
+           ("noise_scale", "cosine")),
+    _table("scalability.csv", "valuation",
+           ("method", "n_clients", "n_points", "wall_time_s", "n_utility_evals", "measured", "basis"),
+           ("n_clients", "n_points", "wall_time_s"),
+           required=("method", "n_clients", "n_points", "wall_time_s", "n_utility_evals")),
+    _table("gas.csv", "economy", ("operation", "actor", "gas_used", "tx_hash"), ("gas_used",),
+           required=("operation", "actor", "gas_used")),
+    _table("payout_scaling.csv", "economy",
+           ("method", "n_recipients", "n_transactions", "n_measured", "setup_gas", "payer_gas", "total_gas",
+            "gas_per_recipient", "gas_per_recipient_min", "gas_per_recipient_max"),
+           ("n_recipients", "total_gas", "gas_per_recipient", "n_transactions"),
+           required=("method", "n_recipients", "total_gas", "gas_per_recipient", "n_transactions")),
+    _table("curves.csv", "train", ("setting", "seed", "coalition", "round", "train_loss", "val_loss", "is_best"),
+           ("round", "train_loss", "val_loss"), required=("setting", "seed", "coalition", "round", "train_loss", "val_loss")),
+)
+
+#: Every result table that notebooks and figures read, by file name.
+TABLES: dict[str, Table] = {t.name: t for t in _TABLE_LIST}
+
+
+def columns(name: str) -> list[str]:
+    """The columns the writer of table ``name`` produces, in order."""
+    return list(TABLES[name].columns)
