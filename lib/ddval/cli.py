@@ -22,7 +22,7 @@ from ddval import layout, store
 from ddval.config import ConfigError, ExperimentConfig, load_config
 from ddval.jobs import local, slurm
 from ddval.jobs.manifest import STAGES, Task, build_manifest, manifest_path, read_manifest, write_manifest
-from ddval.jobs.plan import Plan, missing_data, plan
+from ddval.jobs.plan import Plan, data_roots, missing_data, plan
 from ddval.jobs.summary import format_summary
 from ddval.jobs.task import run_task, task_status
 
@@ -51,6 +51,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.backend == "local":
         if args.dry_run:
             the_plan = plan(tasks, force=args.force)
+            _check_data(cfg, the_plan, warn_only=True)
             print(the_plan.counts())
             for t in the_plan.pending:
                 print(f"  row {t.row:4d}  {t.task_id}  ({the_plan.reasons[t.task_id]})")
@@ -129,6 +130,10 @@ def _parse_seeds(text: str | None) -> tuple[int, ...] | None:
 def _check_data(cfg: ExperimentConfig, the_plan: Plan, *, warn_only: bool = False) -> None:
     if not any(t.stage in {"index", "resize"} for t in the_plan.pending):
         return  # the data stages are done; the raw datasets are not read again
+    roots = data_roots(cfg)
+    if roots:
+        print("data roots (DDVAL_<DATASET>_ROOT takes precedence over data.roots):\n  " + "\n  ".join(roots),
+              flush=True)
     missing = missing_data(cfg)
     if not missing:
         return

@@ -104,10 +104,30 @@ def test_real_data_preset_lists_what_is_missing(tmp_path, run_ddval):
     proc = run_ddval("reproduce", "--preset", "paper_noniid", "--results", tmp_path, env=env)
     assert proc.returncode == 2
     err = proc.stderr
-    assert f"nih: {tmp_path / 'nope'} (from DDVAL_NIH_ROOT or data.roots.nih) is not a folder" in err
+    assert f"nih: {tmp_path / 'nope'} (from $DDVAL_NIH_ROOT) is not a folder" in err
     assert "chexpert: not configured; set DDVAL_CHEXPERT_ROOT" in err
     assert "mimic: not configured; set DDVAL_MIMIC_ROOT" in err
     assert not (tmp_path / "paper_noniid" / "notebooks").exists()  # nothing ran
+
+
+def test_the_run_prints_each_data_root_and_why(tmp_path, run_ddval):
+    """Issue 17, case 3: DDVAL_NIH_ROOT silently won over data.roots; now the run says which root it
+    reads for each dataset and why."""
+    (tmp_path / "env_nih").mkdir()
+    (tmp_path / "cx").mkdir()
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("extends: paper_noniid\ndata:\n  roots: {nih: preset_nih, chexpert: cx}\n")
+    env = {"DDVAL_NIH_ROOT": str(tmp_path / "env_nih"), "DDVAL_CHEXPERT_ROOT": "", "DDVAL_MIMIC_ROOT": ""}
+    proc = run_ddval("submit", "--preset", preset, "--backend", "local", "--dry-run", "--results", tmp_path / "r",
+                     env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "DDVAL_<DATASET>_ROOT takes precedence over data.roots" in proc.stdout
+    assert (f"nih: {tmp_path / 'env_nih'} (from $DDVAL_NIH_ROOT; it takes precedence over data.roots.nih = "
+            f"{tmp_path / 'preset_nih'})") in proc.stdout
+    assert f"chexpert: {tmp_path / 'cx'} (from data.roots.chexpert of preset 'mine' ($DDVAL_CHEXPERT_ROOT is not set))" \
+        in proc.stdout
+    assert "mimic: - (not configured: set $DDVAL_MIMIC_ROOT or data.roots.mimic)" in proc.stdout
+    assert "mimic: not configured; set DDVAL_MIMIC_ROOT" in proc.stderr  # dry run: a warning, not an error
 
 
 def test_cli_errors_are_one_line_messages(tmp_path, run_ddval):

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from ddval import layout, store
-from ddval.config import ExperimentConfig
+from ddval.config import DataConfig, ExperimentConfig
 from ddval.data import synthetic
 from ddval.data.index import build_index_with_skips, real_roots, source_files
 from ddval.data.resize import resize_index
@@ -36,14 +36,14 @@ def run_index_stage(cfg: ExperimentConfig, root: Root = None) -> pd.DataFrame:
         inputs: dict[str, Any] = {"cohort": store.param_hash(_cohort_params(cfg))}
     else:
         roots = real_roots(cfg)
-        files = [f for name in cfg.data.datasets for f in source_files(name, roots[name])]
+        files = [f for name in cfg.data.datasets for f in source_files(name, roots[name], cfg)]
         inputs = {
             "roots": {k: str(Path(v).resolve()) for k, v in roots.items() if k in cfg.data.datasets},
             "files": _fingerprint(files),
         }
     params = {
         "source": cfg.data.source, "datasets": cfg.data.datasets, "uncertain": cfg.data.uncertain,
-        "blank": cfg.data.blank, "on_missing": cfg.data.on_missing, **inputs,
+        "blank": cfg.data.blank, "on_missing": cfg.data.on_missing, **inputs, **_changed_options(cfg),
     }
 
     def compute() -> list[Path]:
@@ -84,6 +84,14 @@ def read_index(cfg: ExperimentConfig, root: Root = None) -> pd.DataFrame:
 def read_resized_index(cfg: ExperimentConfig, root: Root = None) -> pd.DataFrame:
     """``index_resized.parquet`` of the preset (written by :func:`run_resize_stage`)."""
     return store.read_table(layout.resized_index_path(cfg, root))
+
+
+def _changed_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The index options that differ from their defaults. Only these enter the stage hash, so that
+    adding an option leaves the hash of every existing run (and of the shipped demo) unchanged."""
+    default = DataConfig()
+    names = ("views", "mimic_split", "mimic_labels")
+    return {n: getattr(cfg.data, n) for n in names if getattr(cfg.data, n) != getattr(default, n)}
 
 
 def _cohort_params(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -51,10 +51,22 @@ def missing_data(cfg: ExperimentConfig) -> list[str]:
         return []
     lines = []
     for name in cfg.data.datasets:
-        var = ROOT_ENV_VARS[name]
-        root = cfg.dataset_root(name)
+        root, origin = cfg.dataset_root_origin(name)
         if root is None:
+            var = ROOT_ENV_VARS[name]
             lines.append(f"{name}: not configured; set {var}=/path/to/{name} or data.roots.{name} in a preset file")
         elif not root.is_dir():
-            lines.append(f"{name}: {root} (from {var} or data.roots.{name}) is not a folder")
+            lines.append(f"{name}: {root} ({origin}) is not a folder")
+    return lines
+
+
+def data_roots(cfg: ExperimentConfig) -> list[str]:
+    """For a real-data preset, one line per dataset: the root a run reads and why that one
+    (``DDVAL_<DATASET>_ROOT`` takes precedence over ``data.roots``)."""
+    if cfg.data.source != "real":
+        return []
+    lines = []
+    for name in cfg.data.datasets:
+        root, origin = cfg.dataset_root_origin(name)
+        lines.append(f"{name}: {root if root is not None else '-'} ({origin})")
     return lines
