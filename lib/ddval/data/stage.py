@@ -8,6 +8,7 @@ the tables with :func:`read_index` and :func:`read_resized_index`.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,12 @@ from ddval.data.index import build_index_with_skips, real_roots, source_files
 from ddval.data.resize import resize_index
 
 Root = str | os.PathLike | None
+
+#: Version of the scan decoding (:mod:`ddval.data.images`): bump it when a change alters resized pixels.
+#: 2: 16-bit PNGs and DICOM windowed from their real bit depth (1 kept the top 8 of 16 bits).
+DECODER_VERSION = 2
+#: File in the resized folder naming the parameters its scans were written with.
+RESIZED_MARKER = ".resize-params.json"
 
 
 def run_index_stage(cfg: ExperimentConfig, root: Root = None) -> pd.DataFrame:
@@ -64,9 +71,14 @@ def run_resize_stage(cfg: ExperimentConfig, root: Root = None) -> pd.DataFrame:
     )
     size = cfg.data.image_size
     params = {"image_size": size, "on_corrupt": cfg.data.on_corrupt, "index": index_record["params_hash"]}
+    if cfg.data.source == "real":
+        # the synthetic cohort is 8-bit PNG/JPEG, which no decoder change alters: its hash (and the
+        # shipped demo run) stays valid, while real scans are resized again after a decoder change
+        params["decoder"] = DECODER_VERSION
 
     def compute() -> list[Path]:
-        resized, quarantine = resize_index(read_index(cfg, root), layout.resized_dir(cfg, root), size,
+        out_dir = _resized_dir_for(layout.resized_dir(cfg, root), store.param_hash(params))
+        resized, quarantine = resize_index(read_index(cfg, root), out_dir, size,
                                            workers=cfg.data.workers, on_corrupt=cfg.data.on_corrupt)
         return store.write_table_and_report(
             layout.resized_index_path(cfg, root), resized, ddir / "resize_quarantine.csv", quarantine
@@ -74,6 +86,16 @@ def run_resize_stage(cfg: ExperimentConfig, root: Root = None) -> pd.DataFrame:
 
     store.run_stage(ddir, "resize", params, compute)
     return read_resized_index(cfg, root)
+
+
+def _resized_dir_for(folder: Path, params_hash: str) -> Path:
+    """``folder``, emptied unless its resized files were written with ``params_hash``: files are kept
+    across a killed run (resume), never across other parameters or decoders."""
+    marker = folder / RESIZED_MARKER
+    if folder.exists() and not (marker.exists() and store.read_json(marker).get("params_hash") == params_hash):
+        shutil.rmtree(folder)
+    store.write_json(marker, {"params_hash": params_hash})
+    return folder
 
 
 def read_index(cfg: ExperimentConfig, root: Root = None) -> pd.DataFrame:
