@@ -28,6 +28,8 @@ from pathlib import Path
 
 import filelock
 
+from ddval.store import write_json
+
 log = logging.getLogger(__name__)
 
 #: Lock file and holder note in the locked folder.
@@ -81,7 +83,7 @@ def results_lock(folder: str | os.PathLike, command: str | None = None) -> Itera
         if stale:
             print(f"ddval: note: the previous writer of {folder}, {describe_holder(stale)}, ended without releasing "
                   "its lock (crashed or killed); taking over", file=sys.stderr, flush=True)
-        note.write_text(json.dumps(_me(command), indent=2) + "\n")
+        write_json(note, _me(command))
         previous, os.environ[HELD_ENV] = os.environ.get(HELD_ENV), str(folder)
         try:
             yield

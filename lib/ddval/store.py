@@ -82,7 +82,8 @@ def param_hash(params: Any) -> str:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched; an ``OSError``
+    that names no file (a full disk reports none) is raised again naming ``path``.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +93,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, final)
+    except OSError as exc:
+        if exc.filename is None:
+            raise type(exc)(exc.errno, exc.strerror, str(final)) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
