@@ -7,7 +7,8 @@ from ddval import store
 from ddval.config import LABELS, load_config
 from ddval.train import coalitions
 from ddval.train.coalitions import SettingData, all_coalitions, coalition_dir, parse_coalition, setting_coalitions, train_coalition
-from ddval.train.federated import CheckpointError, load_checkpoint, state_sha256
+from ddval.train.aggregate import state_sha256
+from ddval.train.checkpoints import CheckpointError, load_checkpoint
 
 TINY = {
     "max_rounds": 3,

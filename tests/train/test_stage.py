@@ -8,7 +8,8 @@ from ddval import layout, store
 from ddval.config import load_config
 from ddval.train import load_curves, load_model, load_rounds, load_utilities, run_training_stage, utility_map
 from ddval.train.coalitions import coalition_dir
-from ddval.train.federated import CheckpointError, state_sha256
+from ddval.train.aggregate import state_sha256
+from ddval.train.checkpoints import CheckpointError
 from ddval.train.metrics import coalition_utility
 
 TINY = {

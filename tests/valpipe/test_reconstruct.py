@@ -14,7 +14,8 @@ from ddval import store
 from ddval.config import load_config
 from ddval.train import coalitions
 from ddval.train.coalitions import SettingData, coalition_dir, train_coalition
-from ddval.train.federated import average_states, load_checkpoint
+from ddval.train.aggregate import average_states
+from ddval.train.checkpoints import load_checkpoint
 from ddval.train.metrics import coalition_utility
 from ddval.train.models import build_model
 from ddval.valuation.reconstruct import UtilityEvaluator, accumulated_updates, or_state, round_state

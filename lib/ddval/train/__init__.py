@@ -20,7 +20,10 @@ from ddval.train.coalitions import (
     test_sets,
     utility_map,
 )
-from ddval.train.federated import CheckpointError, Client, average_states, state_sha256, train_fedavg
+from ddval.train.aggregate import average_states, state_sha256
+from ddval.train.checkpoints import CheckpointError
+from ddval.train.fedavg import train_fedavg
+from ddval.train.local import Client
 from ddval.train.metrics import coalition_utility, evaluate, mean_auroc, per_label_auroc
 from ddval.train.models import build_model, feature_layer
 from ddval.train.swarm import train_swarm

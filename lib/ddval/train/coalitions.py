@@ -44,19 +44,11 @@ from ddval.layout import coalition_dir, coalition_id, train_dir
 from ddval.config import LABELS, ExperimentConfig, SettingConfig
 from ddval.progress import progress
 from ddval.repro import seed_everything
-from ddval.train.federated import (
-    CheckpointError,
-    Client,
-    RoundRecord,
-    State,
-    clone_state,
-    derive_seed,
-    fedavg_round,
-    load_checkpoint,
-    resolve_device,
-    save_checkpoint,
-    train_rounds,
-)
+from ddval.train.aggregate import State
+from ddval.train.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from ddval.train.fedavg import fedavg_round, train_rounds
+from ddval.train.local import Client, clone_state, derive_seed, resolve_device
+from ddval.train.rounds import RoundRecord
 from ddval.train.metrics import coalition_utility
 from ddval.train.models import build_model
 from ddval.train.swarm import swarm_round

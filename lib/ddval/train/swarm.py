@@ -1,13 +1,13 @@
 """Swarm learning: the decentralised variant of FedAvg, without a server.
 
 Every peer holds its own copy of the merged model. In each round the peers train locally, publish
-their serialised models with the SHA-256 of the state (:func:`~ddval.train.federated.state_sha256`),
+their serialised models with the SHA-256 of the state (:func:`~ddval.train.aggregate.state_sha256`),
 verify what they receive, and each merges all models in peer order. The round's leader (rotating:
 peer ``(round - 1) mod n``) announces its merged hash; every peer checks that its own merge has the
 same hash, so the merged model is provably identical at every peer. Each peer then reports its
 validation loss of the merged model; the mean decides early stopping exactly as in FedAvg.
 
-The merge is the same function as FedAvg's (:func:`~ddval.train.federated.average_states`), so a swarm
+The merge is the same function as FedAvg's (:func:`~ddval.train.aggregate.average_states`), so a swarm
 with the same peers, seeds and weighting gives the same models as FedAvg. The per-round hashes (what
 each peer contributed, what was merged, who led) are what the token economy registers on chain.
 """
@@ -23,17 +23,10 @@ import torch
 from torch import nn
 
 from ddval.config import TrainConfig
-from ddval.train.federated import (
-    Client,
-    RoundRecord,
-    State,
-    TrainingResult,
-    average_states,
-    local_train,
-    state_sha256,
-    train_rounds,
-    validation_loss,
-)
+from ddval.train.aggregate import State, average_states, state_sha256
+from ddval.train.fedavg import train_rounds
+from ddval.train.local import Client, local_train, validation_loss
+from ddval.train.rounds import RoundRecord, TrainingResult
 
 
 class SwarmConsensusError(RuntimeError):
@@ -109,5 +102,5 @@ def swarm_round(model: nn.Module, clients: Sequence[Client], global_state: State
 def train_swarm(model: nn.Module, clients: Sequence[Client], train_cfg: TrainConfig, *, seed: int, **kwargs: Any) -> TrainingResult:
     """Swarm-learning training of ``model`` (its current state is every peer's starting model); the
     loop, early stopping, checkpoints and callbacks are those of
-    :func:`~ddval.train.federated.train_rounds`."""
+    :func:`~ddval.train.fedavg.train_rounds`."""
     return train_rounds(model, clients, train_cfg, seed=seed, round_fn=swarm_round, **kwargs)
