@@ -33,9 +33,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ddval.train.coalitions import RoundHistory
 from ddval.train.aggregate import State, average_states, combine, difference
 from ddval.train.metrics import mean_auroc
+from ddval.train.results import RoundHistory
 
 
 # --------------------------------------------------------------------------------------------
