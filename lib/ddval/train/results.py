@@ -19,11 +19,19 @@ from torch.utils.data import Dataset
 
 from ddval import store
 from ddval.config import ExperimentConfig
-from ddval.layout import coalition_dir, coalition_id, parse_coalition, setting_coalitions, train_dir
+from ddval.layout import coalition_dir, coalition_id, parse_coalition, train_dir
 from ddval.train.aggregate import State
 from ddval.train.checkpoints import load_checkpoint
 from ddval.train.models import build_model
-from ddval.train.stage import STAGE, assemble_if_complete, coalition_params, coalition_status, load_setting_data, round_path
+from ddval.train.stage import (
+    STAGE,
+    assemble_if_complete,
+    coalition_params,
+    coalition_status,
+    load_setting_data,
+    round_path,
+    stage_scope,
+)
 
 #: Worth of the empty coalition (a random classifier's AUROC).
 EMPTY_COALITION_UTILITY = 0.5
@@ -68,19 +76,16 @@ def load_curves(
     not trained with the current config is an error naming it."""
     from ddval.data.splits import load_partition
 
-    if coalition is not None and setting is None:
-        raise ValueError("coalition= needs setting= (coalition ids are per setting)")
-    frames, missing = [], []
-    for name in [setting] if setting is not None else [s.name for s in cfg.settings]:
-        partition = load_partition(cfg, seed, name, root=root)
-        scope = [parse_coalition(cfg.setting(name), coalition)] if coalition is not None else setting_coalitions(cfg.setting(name))
-        for members in scope:
-            cdir = coalition_dir(cfg, seed, name, members, root)
-            status = store.stage_status(cdir, STAGE, coalition_params(cfg, seed, name, members, partition))
-            if status != "complete":
-                missing.append(f"{name}/{coalition_id(members)} ({status})")
-            else:
-                frames.append(store.read_table(cdir / "curve.csv"))
+    frames, missing, partitions = [], [], {}
+    for name, members in stage_scope(cfg, setting, coalition):
+        if name not in partitions:
+            partitions[name] = load_partition(cfg, seed, name, root=root)
+        cdir = coalition_dir(cfg, seed, name, members, root)
+        status = store.stage_status(cdir, STAGE, coalition_params(cfg, seed, name, members, partitions[name]))
+        if status != "complete":
+            missing.append(f"{name}/{coalition_id(members)} ({status})")
+        else:
+            frames.append(store.read_table(cdir / "curve.csv"))
     if missing:
         raise FileNotFoundError(f"coalitions not trained with the current config: {', '.join(missing)}; run ddval.train.run_training_stage first")
     return pd.concat(frames, ignore_index=True)

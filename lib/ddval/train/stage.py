@@ -248,6 +248,33 @@ def _write_coalition_tables(cdir: Path, cfg: ExperimentConfig, seed: int, settin
 # --------------------------------------------------------------------------------------------
 
 
+def stage_scope(
+    cfg: ExperimentConfig, setting: str | None = None, coalition: str | Sequence[str] | None = None
+) -> list[tuple[str, tuple[str, ...]]]:
+    """The ``(setting, members)`` pairs a call of the stage (or of a reader) covers.
+
+    Args:
+        cfg: the experiment.
+        setting: one setting, or ``None`` for every setting of the preset.
+        coalition: one coalition of ``setting`` (an id such as ``"nih+mimic"`` or member names), or
+            ``None`` for every coalition the setting trains.
+
+    Returns:
+        The pairs, settings in config order, coalitions as :func:`ddval.layout.setting_coalitions`.
+    """
+    if coalition is not None and setting is None:
+        raise ValueError("coalition= needs setting= (coalition ids are per setting)")
+    names = [setting] if setting is not None else [s.name for s in cfg.settings]
+    return [
+        (name, members)
+        for name in names
+        for members in (
+            [parse_coalition(cfg.setting(name), coalition)] if coalition is not None
+            else setting_coalitions(cfg.setting(name))
+        )
+    ]
+
+
 def run_training_stage(
     cfg: ExperimentConfig,
     seed: int,
@@ -263,17 +290,11 @@ def run_training_stage(
     Once all coalitions of a setting are done, ``utilities.csv`` and ``curves.csv`` are assembled.
     Returns the utility rows (``label`` per AUROC plus ``mean``) of the coalitions handled.
     """
-    if coalition is not None and setting is None:
-        raise ValueError("coalition= needs setting= (coalition ids are per setting)")
     from ddval.data.splits import load_partition
 
-    names = [setting] if setting is not None else [s.name for s in cfg.settings]
+    tasks = stage_scope(cfg, setting, coalition)
+    names = list(dict.fromkeys(name for name, _ in tasks))
     partitions = {name: load_partition(cfg, seed, name, root=root) for name in names}
-    tasks = [
-        (name, members)
-        for name in names
-        for members in ([parse_coalition(cfg.setting(name), coalition)] if coalition is not None else setting_coalitions(cfg.setting(name)))
-    ]
     todo = [
         (name, members)
         for name, members in tasks
