@@ -48,6 +48,8 @@ import pandas as pd
 
 from ddval import layout, store
 from ddval.config import ExperimentConfig
+from ddval.valuation.context import SettingInputs
+from ddval.valuation.options import ddval_label_values, gtg_options
 from ddval.valuation.pooled import PooledFeatures, pool_features
 
 SCALABILITY_COLUMNS = layout.columns("scalability.csv")
@@ -101,12 +103,14 @@ def noisy_features(feats: dict, scale: float, seed: int, scale_index: int) -> di
     return out
 
 
-def dp_table(ctx, label_values_fn: Callable[[PooledFeatures], np.ndarray]) -> pd.DataFrame:
-    """``dp.csv``: DDVal's similarity to the exact values per noise scale."""
+def dp_table(ctx: SettingInputs, label_values_fn: Callable[[PooledFeatures], np.ndarray] | None = None) -> pd.DataFrame:
+    """``dp.csv``: DDVal's similarity to the exact values per noise scale (``label_values_fn``:
+    pooled features → ``(N, 8)`` label values; default DDVal with the preset's options)."""
     from ddval.valuation.baselines import shapley
     from ddval.valuation.compare import similarity
     from ddval.valuation.hierarchy import institution_values, point_table
 
+    label_values_fn = label_values_fn or (lambda pooled: ddval_label_values(ctx.cfg, pooled))
     exact = shapley(ctx.utility, ctx.players)
     rows = []
     for j, scale in enumerate(ctx.cfg.valuation.dp_noise_scales):
@@ -148,20 +152,18 @@ def _row(method, n, points, wall, evals, measured, basis) -> dict:
     return {"method": method, "n_clients": n, "n_points": n * points, "wall_time_s": float(wall), "n_utility_evals": int(evals), "measured": bool(measured), "basis": basis}
 
 
-def scalability_table(ctx) -> pd.DataFrame:
+def scalability_table(ctx: SettingInputs) -> pd.DataFrame:
     """``scalability.csv`` (see the module docstring for what is measured and what extrapolated)."""
     from ddval.valuation import baselines
-    from ddval.valuation.stage import ddval_label_values_fn, gtg_options
 
-    cfg: ExperimentConfig = ctx.cfg
+    cfg = ctx.cfg
     v = cfg.valuation
     ns, points, cap = sorted(v.scalability_clients), v.scalability_points_per_client, v.scalability_time_cap_s
-    knn = ddval_label_values_fn(ctx)
     rows = []
     for n in ns:
         sub = repeat_pooled(ctx.pooled, n * points, ctx.seed)
         start = time.perf_counter()
-        knn(sub)
+        ddval_label_values(cfg, sub)
         rows.append(_row("ddval", n, points, time.perf_counter() - start, 0, True, "measured: KNN-Shapley, 8 labels"))
 
     games, players = ctx.games, ctx.players
@@ -190,7 +192,7 @@ def scalability_table(ctx) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SCALABILITY_COLUMNS)
 
 
-def _safe_rows(ctx, ns: Sequence[int], points: int, cap: float) -> list[dict]:
+def _safe_rows(ctx: SettingInputs, ns: Sequence[int], points: int, cap: float) -> list[dict]:
     """SaFE on ``n`` synthetic clients of ``P`` pooled points each (real features, repeated)."""
     from ddval.valuation.baselines import coalitions, ensemble_utility, fit_local_model
 
@@ -234,7 +236,7 @@ def training_times(cfg: ExperimentConfig, seed: int, setting: str, root=None) ->
     return pd.DataFrame(rows, columns=["coalition", "n_members", "n_train", "wall_s", "rounds"])
 
 
-def _exact_rows(ctx, ns: Sequence[int], points: int) -> list[dict]:
+def _exact_rows(ctx: SettingInputs, ns: Sequence[int], points: int) -> list[dict]:
     """Exact retraining, extrapolated from the training stage's measured time per scan and round."""
     times = training_times(ctx.cfg, ctx.seed, ctx.setting, ctx.root)
     if times.empty:
