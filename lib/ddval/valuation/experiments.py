@@ -1,5 +1,4 @@
-"""The paper's experiments on top of a valued setting: label flips, DP noise, scalability, and
-summaries over seeds (mean ± 95 % Student-t CI, ``ddval.valuation.compare.mean_ci``).
+"""The paper's experiments on top of a valued setting: label flips, DP noise, scalability.
 
 * **Label flip** (settings with ``flip_rate > 0``): each institution's DDVal value against its flip
   rate (``labelflip.csv``), and how well a low data-point value detects a training scan with at least
@@ -37,7 +36,6 @@ summaries over seeds (mean ± 95 % Student-t CI, ``ddval.valuation.compare.mean_
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -249,52 +247,3 @@ def _exact_rows(ctx: SettingInputs, ns: Sequence[int], points: int) -> list[dict
         rows.append(_row("exact", n, points, scan_rounds * per_scan_round, 2**n - 1, False,
                          "extrapolated: measured training time per scan and round x rounds x members x P over all coalitions"))
     return rows
-
-
-def crossover(scal: pd.DataFrame) -> pd.DataFrame:
-    """Per method, the smallest client count at which DDVal is faster, and whether both times
-    there are measurements."""
-    rows = []
-    if scal.empty:
-        return pd.DataFrame(rows, columns=["method", "ddval_faster_from_n", "measured"])
-    ddval = scal[scal["method"] == "ddval"].set_index("n_clients")
-    for method, frame in scal[scal["method"] != "ddval"].groupby("method", sort=False):
-        frame = frame.set_index("n_clients")
-        faster = [n for n in frame.index if n in ddval.index and ddval.at[n, "wall_time_s"] < frame.at[n, "wall_time_s"]]
-        n = min(faster) if faster else None
-        rows.append({"method": method, "ddval_faster_from_n": n, "measured": bool(n is not None and frame.at[n, "measured"] and ddval.at[n, "measured"])})
-    return pd.DataFrame(rows, columns=["method", "ddval_faster_from_n", "measured"])
-
-
-# --------------------------------------------------------------------------------------------
-# Over seeds
-# --------------------------------------------------------------------------------------------
-
-
-def collect(cfg: ExperimentConfig, table: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
-    """``table`` (e.g. ``"similarity.csv"``) of every seed and setting that has it, concatenated."""
-    frames = []
-    for seed in cfg.seeds:
-        for s in cfg.settings:
-            path = layout.valuation_dir(cfg, seed, s.name, root) / table
-            if path.exists():
-                frames.append(store.read_table(path))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def summary(frame: pd.DataFrame, by: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
-    """Mean and 95 % t-CI half-width of ``columns`` over the rows of each ``by`` group (seeds).
-    Undefined entries (NaN, e.g. a correlation of a constant vector) are left out of a column's
-    mean; ``n_seeds`` counts the rows of the group."""
-    from ddval.valuation.compare import mean_ci
-
-    rows = []
-    for key, group in frame.groupby(list(by), sort=False):
-        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
-        row["n_seeds"] = len(group)
-        for c in columns:
-            x = group[c].to_numpy(dtype=float)
-            x = x[np.isfinite(x)]
-            row[c], row[f"{c}_ci"] = mean_ci(x) if x.size else (float("nan"), float("nan"))
-        rows.append(row)
-    return pd.DataFrame(rows)

@@ -38,9 +38,10 @@ import pandas as pd
 import torch
 
 from ddval import layout, store
-from ddval.layout import EQUAL_SPLIT, METHODS, shard_path, valuation_dir
+from ddval.layout import METHODS, shard_path, valuation_dir
 from ddval.config import ExperimentConfig
 from ddval.valuation import baselines, experiments
+from ddval.valuation.compare import similarity_frame
 from ddval.valuation.context import SettingInputs
 from ddval.valuation.features import features_dir, features_params, load_features, stage_threads
 from ddval.valuation.options import gtg_options, knn_options, method_options
@@ -278,32 +279,12 @@ def value_setting(cfg: ExperimentConfig, seed: int, setting: str, methods: Seque
     return store.read_table(vdir / "institution_values.csv"), store.read_table(vdir / "similarity.csv")
 
 
-def similarity_table(values: pd.DataFrame, setting: str, seed: int, reference: bool = False) -> pd.DataFrame:
+def similarity_table(values: pd.DataFrame, setting: str, seed: int) -> pd.DataFrame:
     """``similarity.csv``: every method (≠ exact) against the exact values, aligned by institution
-    name; empty when the setting has no exact values. ``reference=True`` scores instead the
-    equal split (every institution the same share of the exact total, method ``equal_split``): what a
-    method that knows only the number of institutions reaches (not written to ``similarity.csv``)."""
-    from ddval.valuation.compare import similarity
-
-    columns = SIMILARITY_COLUMNS
+    name; empty when the setting has no exact values."""
     exact = values[values["method"] == "exact"].set_index("institution")["value"]
-    rows = []
-    if not exact.empty:
-        if reference:
-            estimates = {EQUAL_SPLIT: pd.Series(exact.sum() / len(exact), index=exact.index)}
-        else:
-            estimates = {m: f.set_index("institution")["value"] for m, f in values[values["method"] != "exact"].groupby("method", sort=False)}
-        for method, estimate in estimates.items():
-            sim = similarity(exact, estimate)
-            rows.append({"setting": setting, "seed": seed, "method": method, **{k: float(sim[k]) for k in columns[3:]}})
-    return pd.DataFrame(rows, columns=columns)
-
-
-def equal_split_similarity(values: pd.DataFrame) -> pd.DataFrame:
-    """The ``equal_split`` reference (see :func:`similarity_table`) for every setting and seed of an
-    ``institution_values`` table."""
-    frames = [similarity_table(f, setting, seed, reference=True) for (setting, seed), f in values.groupby(["setting", "seed"], sort=False)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SIMILARITY_COLUMNS)
+    estimates = {m: f.set_index("institution")["value"] for m, f in values[values["method"] != "exact"].groupby("method", sort=False)}
+    return similarity_frame(exact, estimates, setting, seed)
 
 
 def _experiments(ctx: SettingInputs, vdir: Path, inputs: dict) -> None:
@@ -364,11 +345,3 @@ def run_valuation_stage(
         values.append(v)
         sims.append(s)
     return ValuationResult(pd.concat(values, ignore_index=True), pd.concat(sims, ignore_index=True), tuple(names))
-
-
-def load_tables(cfg: ExperimentConfig, seed: int, name: str, setting: str | None = None, root: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Table ``name`` (e.g. ``"labelflip.csv"``) of every setting of ``seed`` that has it (or of
-    ``setting``), concatenated; an empty frame when none has it."""
-    names = [setting] if setting is not None else [s.name for s in cfg.settings]
-    frames = [store.read_table(p) for n in names if (p := valuation_dir(cfg, seed, n, root) / name).exists()]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
