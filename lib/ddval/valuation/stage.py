@@ -283,7 +283,8 @@ def similarity_table(values: pd.DataFrame, setting: str, seed: int) -> pd.DataFr
     """``similarity.csv``: every method (≠ exact) against the exact values, aligned by institution
     name; empty when the setting has no exact values."""
     exact = values[values["method"] == "exact"].set_index("institution")["value"]
-    estimates = {m: f.set_index("institution")["value"] for m, f in values[values["method"] != "exact"].groupby("method", sort=False)}
+    others = values[values["method"] != "exact"].groupby("method", sort=False)
+    estimates = {m: f.set_index("institution")["value"] for m, f in others}
     return similarity_frame(exact, estimates, setting, seed)
 
 
@@ -295,7 +296,8 @@ def _experiments(ctx: SettingInputs, vdir: Path, inputs: dict) -> None:
         store.run_stage(vdir, "labelflip", params, _timed(vdir, "labelflip", lambda: experiments.write_labelflip(vdir, setting, seed, flips)))
     if has_exact(cfg, setting) and cfg.valuation.dp_noise_scales:
         params = {**inputs, "scales": list(cfg.valuation.dp_noise_scales)}
-        store.run_stage(vdir, "dp", params, _timed(vdir, "dp", lambda: [store.write_table(vdir / "dp.csv", experiments.dp_table(ctx))]))
+        dp = lambda: [store.write_table(vdir / "dp.csv", experiments.dp_table(ctx))]  # noqa: E731
+        store.run_stage(vdir, "dp", params, _timed(vdir, "dp", dp))
     if cfg.valuation.scalability_clients and seed == cfg.seeds[0] and setting == scalability_setting(cfg):
         v = cfg.valuation
         params = {**inputs, "clients": list(v.scalability_clients), "points": v.scalability_points_per_client, "cap": v.scalability_time_cap_s,

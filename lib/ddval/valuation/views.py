@@ -65,7 +65,9 @@ def crossover(scal: pd.DataFrame) -> pd.DataFrame:
     ddval = scal[scal["method"] == "ddval"].set_index("n_clients")
     for method, frame in scal[scal["method"] != "ddval"].groupby("method", sort=False):
         frame = frame.set_index("n_clients")
-        faster = [n for n in frame.index if n in ddval.index and ddval.at[n, "wall_time_s"] < frame.at[n, "wall_time_s"]]
+        faster = [n for n in frame.index
+                  if n in ddval.index and ddval.at[n, "wall_time_s"] < frame.at[n, "wall_time_s"]]
         n = min(faster) if faster else None
-        rows.append({"method": method, "ddval_faster_from_n": n, "measured": bool(n is not None and frame.at[n, "measured"] and ddval.at[n, "measured"])})
+        measured = bool(n is not None and frame.at[n, "measured"] and ddval.at[n, "measured"])
+        rows.append({"method": method, "ddval_faster_from_n": n, "measured": measured})
     return pd.DataFrame(rows, columns=["method", "ddval_faster_from_n", "measured"])
