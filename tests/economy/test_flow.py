@@ -11,7 +11,8 @@ from econ_stage_inputs import write_stage_inputs
 from ddval import layout, store
 from ddval.config import load_config
 from ddval.economy import chain as chain_mod
-from ddval.economy import flow, ipfs, merkle, rewards
+from ddval.economy import ipfs, merkle, rewards
+from ddval.economy import stage as flow
 from ddval.economy.contracts import load_artifact
 
 SETTING = "noniid"

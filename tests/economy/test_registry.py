@@ -13,7 +13,7 @@ from econ_helpers import deploy, reverts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ddval.economy.flow import stopping_index
+from ddval.economy.stage import stopping_index
 
 CID = b"\x01\x55\x12\x20" + bytes(range(32))
 

@@ -8,6 +8,6 @@
   Kubo RPC client (``ipfshttpclient``) that checks every CID it is given.
 - :mod:`~ddval.economy.rewards`: data-point and institution values -> integer token amounts.
 - :mod:`~ddval.economy.merkle`: OpenZeppelin-compatible Merkle trees of ``(account, amount)``.
-- :mod:`~ddval.economy.flow`: the stage (``run_economy``, ``run_payout_scaling``) and its views.
+- :mod:`~ddval.economy.stage`: the stage (``run_economy``, ``run_payout_scaling``) and its views.
 - :mod:`~ddval.economy.scaling`: payout cost, transfer loop vs Merkle claims, measured.
 """
