@@ -11,7 +11,7 @@ from econ_stage_inputs import write_stage_inputs
 from ddval import layout, store
 from ddval.config import load_config
 from ddval.economy import chain as chain_mod
-from ddval.economy import ipfs, merkle, rewards
+from ddval.economy import inputs, ipfs, merkle, published, rewards
 from ddval.economy import stage as flow
 from ddval.economy.contracts import load_artifact
 
@@ -52,7 +52,7 @@ def test_rounds_features_and_allocation_are_pinned_and_verifiable(embedded_run):
     feat = pins[pins["artifact"] == "features"].iloc[0]
     assert content.cat(feat["cid"]) == (sdir / "valuation" / "features" / f"{feat['owner']}.npz").read_bytes()
     d = res.deployment
-    assert flow.root_from_table(content.cat(d["allocation_cid"])).hex() == d["merkle_root"][2:]
+    assert published.root_from_table(content.cat(d["allocation_cid"])).hex() == d["merkle_root"][2:]
     assert d["rounds_on_chain"] == 4 and set(content.pins()) == set(pins["cid"])
 
 
@@ -116,7 +116,7 @@ def test_whole_flow_on_anvil_and_the_ipfs_daemon(anvil, ipfs_daemon, tmp_path, e
     assert ipfs.CID.parse(pool.functions.allocationCid().call()) == ipfs.CID.parse(d["allocation_cid"])
     # every pinned artifact is readable back from the daemon, and the on-chain model CIDs match the pins
     daemon = ipfs.KuboClient(ipfs_daemon)
-    assert flow.root_from_table(daemon.cat(d["allocation_cid"])).hex() == d["merkle_root"][2:]
+    assert published.root_from_table(daemon.cat(d["allocation_cid"])).hex() == d["merkle_root"][2:]
     pins = res.table("pins")
     first = pins[pins["artifact"] == "model"].iloc[0]
     on_chain = registry.functions.modelCid(0, c.accounts[1].address).call()
@@ -142,9 +142,9 @@ def corrupt_values(sdir, value):
     "break_inputs, error, message",
     [
         (lambda s: corrupt_values(s, math.nan), rewards.RewardError, r"institution_values.csv: row 2, field 'value' \(nih\): value is nan"),
-        (lambda s: (s / "valuation" / "point_values.parquet").unlink(), flow.EconomyInputError, r"point_values.parquet: not found; run notebook 04_valuation"),
-        (lambda s: (s / "train" / "nih+chexpert+mimic" / "rounds" / "002" / "mimic.pt").unlink(), flow.EconomyInputError, r"002/mimic.pt: local model of 'mimic' in round 2 not found"),
-        (lambda s: (s / "valuation" / "features" / "nih.npz").unlink(), flow.EconomyInputError, r"nih.npz: deep features of 'nih' not found"),
+        (lambda s: (s / "valuation" / "point_values.parquet").unlink(), inputs.EconomyInputError, r"point_values.parquet: not found; run notebook 04_valuation"),
+        (lambda s: (s / "train" / "nih+chexpert+mimic" / "rounds" / "002" / "mimic.pt").unlink(), inputs.EconomyInputError, r"002/mimic.pt: local model of 'mimic' in round 2 not found"),
+        (lambda s: (s / "valuation" / "features" / "nih.npz").unlink(), inputs.EconomyInputError, r"nih.npz: deep features of 'nih' not found"),
     ],
 )
 def test_bad_inputs_fail_before_anything_is_sent(anvil, tmp_path, break_inputs, error, message):
@@ -198,12 +198,12 @@ def test_rounds_beyond_the_stopping_rule_are_rejected(tmp_path):
     frame = pd.read_csv(path)
     frame["val_loss"] = 0.5  # flat: the first round stays the best one
     store.write_table(path, frame)
-    inputs = flow.locate_inputs(cfg, 0, SETTING, tmp_path)
-    assert flow.plan_rounds(inputs, patience=3, max_rounds=12).stop_index == 3  # exactly where the table ends
-    with pytest.raises(flow.EconomyInputError, match=r"rounds.csv: 4 rounds, but the stopping rule \(patience 5, max 12 rounds\) does not fire"):
-        flow.plan_rounds(inputs, patience=5, max_rounds=12)
-    with pytest.raises(flow.EconomyInputError, match="fires after round 2, but the table goes on to round 4"):
-        flow.plan_rounds(inputs, patience=1, max_rounds=12)
+    located = inputs.locate_inputs(cfg, 0, SETTING, tmp_path)
+    assert inputs.plan_rounds(located, patience=3, max_rounds=12).stop_index == 3  # exactly where the table ends
+    with pytest.raises(inputs.EconomyInputError, match=r"rounds.csv: 4 rounds, but the stopping rule \(patience 5, max 12 rounds\) does not fire"):
+        inputs.plan_rounds(located, patience=5, max_rounds=12)
+    with pytest.raises(inputs.EconomyInputError, match="fires after round 2, but the table goes on to round 4"):
+        inputs.plan_rounds(located, patience=1, max_rounds=12)
 
 
 def test_merkle_values_of_the_pinned_table_are_the_leaves(embedded_run):

@@ -22,229 +22,27 @@ inputs is not sent again). Nothing is sent before every input has been validated
 
 from __future__ import annotations
 
-import io
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-from eth_utils import is_address, to_checksum_address
 
-from ddval import layout, store
-from ddval.layout import economy_dir
+from ddval import store
 from ddval.config import ExperimentConfig
 from ddval.economy import chain as chain_mod
 from ddval.economy import ipfs, merkle, rewards
 from ddval.economy.contracts import load_artifact
+from ddval.economy.gas import Ledger
+from ddval.economy.inputs import EconomyInputError, Inputs, RoundPlan, locate_inputs, plan_rounds
+from ddval.economy.parties import Parties, make_parties, sample_individuals
+from ddval.economy.published import allocation_csv, root_from_table
+from ddval.layout import economy_dir
 
-#: Validation losses go on chain as unsigned integers: round(loss * LOSS_SCALE). 1e18 keeps every
-#: distinct float64 loss below 1 distinct, so the chain ranks rounds as the training stage does.
-LOSS_SCALE = 10**18
 #: ETH sent to each sampled individual so that it can pay for its own claim (dev chains).
 CLAIM_GAS_ETH = 10**17
-
-
-class EconomyInputError(rewards.RewardError):
-    """An input of the economy stage is missing or inconsistent; the message names the file."""
-
-
-# ---------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """Paths of everything the stage reads."""
-
-    institutions: tuple[str, ...]
-    institution_values: Path
-    point_values: Path
-    rounds: Path
-    round_models: Path  # <grand>/rounds/<r:03d>/<institution>.pt
-    features: Path  # features/<institution>.npz
-
-    def files(self) -> list[Path]:
-        return [self.institution_values, self.point_values, self.rounds]
-
-
-def locate_inputs(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> Inputs:
-    """Where the training and valuation stages put this stage's inputs; a clear error if absent."""
-    vdir = layout.valuation_dir(cfg, seed, setting, root)
-    grand = layout.train_dir(cfg, seed, setting, root) / layout.grand_coalition_id(cfg, setting)
-    inputs = Inputs(
-        institutions=tuple(i.name for i in cfg.setting(setting).institutions),
-        institution_values=vdir / "institution_values.csv",
-        point_values=vdir / "point_values.parquet",
-        rounds=grand / "rounds.csv",
-        round_models=grand / "rounds",
-        features=layout.features_dir(cfg, seed, setting, root),
-    )
-    for path, stage in ((inputs.rounds, "03_train"), (inputs.institution_values, "04_valuation"), (inputs.point_values, "04_valuation")):
-        if not path.exists():
-            raise EconomyInputError(f"{path}: not found; run notebook {stage} for preset {cfg.preset!r}, seed {seed}, setting {setting!r} first")
-    return inputs
-
-
-@dataclass(frozen=True)
-class RoundPlan:
-    """The swarm rounds to record: per round, per institution, the model file and integer loss."""
-
-    rounds: tuple[int, ...]  # round numbers as in rounds.csv
-    models: dict[tuple[int, str], Path]
-    losses: dict[tuple[int, str], int]
-    stop_index: int  # index into ``rounds`` of the round after which the on-chain rule stops
-
-
-def plan_rounds(inputs: Inputs, patience: int, max_rounds: int) -> RoundPlan:
-    """Validate ``rounds.csv`` and the model files; mirror the registry's stopping rule."""
-    frame = pd.read_csv(inputs.rounds)
-    src = str(inputs.rounds)
-    rewards._require_columns(frame, ("round", "institution", "val_loss"), src)
-    rounds = sorted(int(r) for r in frame["round"].unique())
-    models, losses = {}, {}
-    for idx, row in frame.iterrows():
-        where = f"{src}: row {idx + 2}"
-        name = row["institution"]
-        if name not in inputs.institutions:
-            raise EconomyInputError(f"{where}: institution {name!r} is not one of {list(inputs.institutions)}")
-        loss = row["val_loss"]
-        if not isinstance(loss, (int, float)) or not math.isfinite(loss) or loss < 0:
-            raise EconomyInputError(f"{where}: field 'val_loss' is {loss!r}; expected a finite number >= 0")
-        key = (int(row["round"]), name)
-        if key in losses:
-            raise EconomyInputError(f"{where}: round {key[0]} of {name!r} appears twice")
-        losses[key] = round(Fraction(float(loss)) * LOSS_SCALE)
-        path = inputs.round_models / f"{key[0]:03d}" / f"{name}.pt"
-        if not path.exists():
-            raise EconomyInputError(f"{path}: local model of {name!r} in round {key[0]} not found (listed in {src})")
-        models[key] = path
-    missing = [(r, i) for r in rounds for i in inputs.institutions if (r, i) not in losses]
-    if missing:
-        raise EconomyInputError(f"{src}: missing round records {missing[:5]}")
-    means = [sum(losses[(r, i)] for i in inputs.institutions) // len(inputs.institutions) for r in rounds]
-    stop = stopping_index(means, patience, max_rounds)
-    if stop is None:
-        raise EconomyInputError(
-            f"{src}: {len(rounds)} rounds, but the stopping rule (patience {patience}, max {max_rounds} rounds) "
-            "does not fire on them; was training stopped by another rule?"
-        )
-    if stop != len(rounds) - 1:
-        raise EconomyInputError(f"{src}: the stopping rule fires after round {rounds[stop]}, but the table goes on to round {rounds[-1]}")
-    return RoundPlan(tuple(rounds), models, losses, stop)
-
-
-def stopping_index(mean_losses: Sequence[int], patience: int, max_rounds: int) -> int | None:
-    """Index of the round after which ``SwarmRegistry`` stops (its rule, in Python), or None."""
-    best, best_i = None, 0
-    for i, mean in enumerate(mean_losses):
-        if best is None or mean < best:
-            best, best_i = mean, i
-        if i - best_i >= patience or i + 1 >= max_rounds:
-            return i
-    return None
-
-
-# ---------------------------------------------------------------------------- accounts
-
-
-def demo_individual_key(seed: int, recipient_id: str) -> LocalAccount:
-    """The demo key of an individual: keccak256 of a public label (demo only: anyone can derive it)."""
-    from eth_hash.auto import keccak
-
-    return Account.from_key(keccak(f"ddval-demo-individual:{seed}:{recipient_id}".encode()))
-
-
-@dataclass
-class Parties:
-    """Who signs what: the operator (deploys, funds), institutions, the treasury and individuals."""
-
-    operator: LocalAccount
-    institutions: dict[str, LocalAccount]
-    treasury: str
-    accounts: dict[str, str]  # recipient_id -> address, for the allocation
-    individual_keys: dict[str, LocalAccount] = field(default_factory=dict)  # demo individuals only
-
-
-def make_parties(cfg: ExperimentConfig, chain: chain_mod.Chain, institutions: Sequence[str], recipients: Sequence[str], seed: int) -> Parties:
-    """Demo accounts on dev chains; on other chains the keys (operator + institutions, in config
-    order) come from the environment and the recipients' accounts from ``economy.accounts_csv``."""
-    eco = cfg.economy
-    dev = chain.kind == "embedded" or chain.chain_id in chain_mod.DEV_CHAIN_IDS
-    n = len(institutions)
-    if len(chain.accounts) < n + 1:
-        raise chain_mod.ChainError(f"{n + 1} keys needed (operator + {n} institutions), {len(chain.accounts)} configured")
-    operator = chain.accounts[0]
-    inst = {name: chain.accounts[1 + i] for i, name in enumerate(institutions)}
-    if eco.treasury is not None:
-        if not is_address(eco.treasury):
-            raise EconomyInputError(f"economy.treasury {eco.treasury!r} is not an address")
-        treasury = to_checksum_address(eco.treasury)
-    elif dev and len(chain.accounts) > n + 1:
-        treasury = chain.accounts[n + 1].address
-    else:
-        raise EconomyInputError("economy.treasury must be set on a non-development chain")
-    accounts = {name: acct.address for name, acct in inst.items()}
-    keys: dict[str, LocalAccount] = {}
-    if eco.accounts_csv is not None:
-        path = Path(eco.accounts_csv)
-        if not path.exists():
-            raise EconomyInputError(f"{path}: account table (economy.accounts_csv) not found")
-        accounts.update(rewards.load_accounts(pd.read_csv(path, dtype=str), source=str(path)))
-    elif dev:
-        for rid in recipients:
-            keys[rid] = demo_individual_key(seed, rid)
-            accounts[rid] = keys[rid].address
-    else:
-        raise EconomyInputError("economy.accounts_csv (kind, recipient_id, account) is required on a non-development chain")
-    return Parties(operator, inst, treasury, accounts, keys)
-
-
-# ---------------------------------------------------------------------------- sending, with a gas log
-
-
-class Ledger:
-    """Sends transactions through a :class:`~ddval.economy.chain.Chain` and logs their gas."""
-
-    def __init__(self, chain: chain_mod.Chain):
-        self.chain = chain
-        self.rows: list[dict[str, Any]] = []
-
-    def send(self, operation: str, actor: str, call: Any, sender: LocalAccount, **kw: Any) -> dict[str, Any]:
-        receipt = self.chain.send(call, sender, **kw)
-        self._log(operation, actor, receipt)
-        return receipt
-
-    def deploy(self, operation: str, actor: str, artifact: Any, *args: Any, sender: LocalAccount):
-        contract, receipt = self.chain.deploy(artifact, *args, sender=sender)
-        self._log(operation, actor, receipt)
-        return contract
-
-    def send_eth(self, operation: str, actor: str, to: str, value: int, sender: LocalAccount) -> None:
-        w3 = self.chain.w3
-        tx = {
-            "to": to,
-            "value": value,
-            "gas": 21_000,
-            "nonce": w3.eth.get_transaction_count(sender.address, "pending"),
-            "chainId": self.chain.chain_id,
-            "maxFeePerGas": 2 * w3.eth.get_block("latest")["baseFeePerGas"] + 10**9,
-            "maxPriorityFeePerGas": 10**9,
-        }
-        tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
-        self._log(operation, actor, dict(w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.chain.receipt_timeout)))
-
-    def _log(self, operation: str, actor: str, receipt: dict[str, Any]) -> None:
-        tx_hash = receipt["transactionHash"]
-        self.rows.append({"operation": operation, "actor": actor, "gas_used": int(receipt["gasUsed"]), "tx_hash": "0x" + bytes(tx_hash).hex()})
-
-    def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=["operation", "actor", "gas_used", "tx_hash"])
 
 
 # ---------------------------------------------------------------------------- the stage
@@ -478,38 +276,6 @@ def _run(cfg, seed, inputs: Inputs, outdir: Path, rpc_url, ipfs_api, n_individua
     ]
 
 
-def allocation_csv(tree: merkle.MerkleTree) -> bytes:
-    """The allocation table that is pinned to IPFS: ``account,amount`` per leaf (no patient ids)."""
-    buf = io.StringIO()
-    buf.write("account,amount\n")
-    for account, amount in tree.values:
-        buf.write(f"{account},{amount}\n")
-    return buf.getvalue().encode()
-
-
-def root_from_table(data: bytes) -> bytes:
-    """Rebuild the Merkle root from a pinned allocation table (what an attester checks)."""
-    lines = data.decode().strip().splitlines()
-    if not lines or lines[0] != "account,amount":
-        raise rewards.RewardError("allocation table: expected the header 'account,amount'")
-    entries = []
-    for n, line in enumerate(lines[1:], start=2):
-        account, _, amount = line.partition(",")
-        if not amount.isdigit():
-            raise rewards.RewardError(f"allocation table: line {n}: amount {amount!r} is not a non-negative integer")
-        entries.append((account, int(amount)))
-    return merkle.build_tree(entries).root
-
-
-def sample_individuals(table: pd.DataFrame, n: int, seed: int) -> list[str]:
-    """A seeded sample of ``n`` individuals with a positive amount (sorted by recipient id)."""
-    ids = sorted(table.loc[(table["kind"] == "individual") & (table["amount"].map(int) > 0), "recipient_id"])
-    if n >= len(ids):
-        return ids
-    rng = np.random.default_rng(seed)
-    return sorted(ids[i] for i in rng.choice(len(ids), size=n, replace=False))
-
-
 def balances_table(token, parties: Parties, claimers: Sequence[str], pool) -> pd.DataFrame:
     """Token balances after the run: the claimers, the treasury and the pool."""
     rows = []
@@ -520,36 +286,6 @@ def balances_table(token, parties: Parties, claimers: Sequence[str], pool) -> pd
     rows.append({"kind": "treasury", "recipient_id": "treasury", "account": parties.treasury, "balance": str(token.functions.balanceOf(parties.treasury).call())})
     rows.append({"kind": "pool", "recipient_id": "pool", "account": pool.address, "balance": str(token.functions.balanceOf(pool.address).call())})
     return pd.DataFrame(rows, columns=["kind", "recipient_id", "account", "balance"])
-
-
-def summary(result: EconomyResult) -> pd.DataFrame:
-    """One-row-per-quantity overview in whole tokens (18 decimals), for the notebook."""
-    d = result.deployment
-    alloc = result.table("allocation")
-    amounts = alloc["amount"].map(int)
-    rows = [
-        ("pool", int(d["pool_amount"])),
-        ("allocated to institutions", int(amounts[alloc["kind"] == "institution"].sum())),
-        ("allocated to individuals", int(amounts[alloc["kind"] == "individual"].sum())),
-        ("not allocated (rounding, clipped values)", int(d["remainder"])),
-        ("claimed in this run", int(d["claimed"])),
-        ("returned to the treasury after the deadline", int(d["returned_to_treasury"])),
-    ]
-    return pd.DataFrame([(k, v / 10**18, v) for k, v in rows], columns=["quantity", "tokens", "base_units"]).astype({"base_units": str})
-
-
-def balances_view(result: EconomyResult) -> pd.DataFrame:
-    """Balances in whole tokens (18 decimals) by kind and recipient, for the notebook."""
-    b = result.table("balances")
-    return pd.DataFrame({"kind": b["kind"], "recipient_id": b["recipient_id"], "tokens": [int(x) / 10**18 for x in b["balance"]]})
-
-
-def gas_by_operation(gas: pd.DataFrame) -> pd.DataFrame:
-    """Gas per operation: count, min, mean, max (the table of notebook 05)."""
-    order = list(dict.fromkeys(gas["operation"]))
-    g = gas.groupby("operation", sort=False)["gas_used"].agg(["count", "min", "mean", "max"]).reindex(order)
-    g["mean"] = g["mean"].round().astype(int)
-    return g.reset_index()
 
 
 # ---------------------------------------------------------------------------- payout scaling
@@ -598,31 +334,3 @@ def run_payout_scaling(
 
     store.run_stage(outdir, "payout_scaling", params, compute, force=force)
     return store.read_table(outdir / "payout_scaling.csv")
-
-
-def scaling_view(table: pd.DataFrame) -> pd.DataFrame:
-    """The scaling table as shown in notebook 05: gas in thousands, sampled rows marked."""
-    view = table[["method", "n_recipients", "n_transactions", "n_measured", "payer_gas", "total_gas", "gas_per_recipient"]].copy()
-    for col in ("payer_gas", "total_gas"):
-        view[col] = (view[col] / 1e3).round(1)
-    view["gas_per_recipient"] = view["gas_per_recipient"].round(0)
-    view = view.rename(columns={"payer_gas": "payer_kgas", "total_gas": "total_kgas"})
-    view["measured"] = ["all" if m == n else f"sample of {m}" for m, n in zip(table["n_measured"], table["n_recipients"])]
-    return view.drop(columns="n_measured")
-
-
-def plot_scaling(table: pd.DataFrame, ax=None):
-    """Gas per recipient (measured) and gas paid by the payer, against the number of recipients."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(1, 2, figsize=(9, 3.2))
-    labels = {"transfer_loop": "transfer loop (push)", "merkle_claim": "Merkle claims (pull)"}
-    for method, rows in table.groupby("method", sort=False):
-        ax[0].plot(rows["n_recipients"], rows["gas_per_recipient"], marker="o", label=labels.get(method, method))
-        ax[1].plot(rows["n_recipients"], rows["payer_gas"], marker="o", label=labels.get(method, method))
-    ax[0].set(xscale="log", xlabel="recipients", ylabel="gas per recipient", title="measured gas per recipient")
-    ax[1].set(xscale="log", yscale="log", xlabel="recipients", ylabel="gas", title="gas paid by the payer (measured rows)")
-    ax[0].legend(frameon=False)
-    ax[0].figure.tight_layout()
-    return ax
