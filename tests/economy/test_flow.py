@@ -8,11 +8,10 @@ import pandas as pd
 import pytest
 from econ_stage_inputs import write_stage_inputs
 
-from ddval import layout, store
+from ddval import economy, layout, store
 from ddval.config import load_config
 from ddval.economy import chain as chain_mod
 from ddval.economy import inputs, ipfs, merkle, published, rewards
-from ddval.economy import stage as flow
 from ddval.economy.contracts import load_artifact
 
 SETTING = "noniid"
@@ -29,7 +28,7 @@ def embedded_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     cfg = config()
     write_stage_inputs(cfg, 0, SETTING, root, n_rounds=4, patients_per_institution=6)
-    return cfg, root, flow.run_economy(cfg, 0, SETTING, root=root)
+    return cfg, root, economy.run_economy_stage(cfg, 0, SETTING, root=root)
 
 
 def test_outputs_follow_the_table_contract(embedded_run):
@@ -79,14 +78,14 @@ def test_payouts_equal_the_policy_and_are_conserved(embedded_run):
 
 def test_a_finished_run_is_not_sent_again(embedded_run):
     cfg, root, res = embedded_run
-    again = flow.run_economy(cfg, 0, SETTING, root=root)
+    again = economy.run_economy_stage(cfg, 0, SETTING, root=root)
     assert again.skipped and again.table("gas").equals(res.table("gas"))
 
 
 def test_gas_table_is_deterministic_on_the_embedded_chain(embedded_run, tmp_path):
     cfg, _, res = embedded_run
     write_stage_inputs(cfg, 0, SETTING, tmp_path, n_rounds=4, patients_per_institution=6)
-    other = flow.run_economy(cfg, 0, SETTING, root=tmp_path)
+    other = economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path)
     assert other.table("gas").equals(res.table("gas"))  # tx hashes included
     assert other.deployment == res.deployment
 
@@ -99,7 +98,7 @@ def test_gas_table_is_deterministic_on_the_embedded_chain(embedded_run, tmp_path
 def test_whole_flow_on_anvil_and_the_ipfs_daemon(anvil, ipfs_daemon, tmp_path, embedded_run):
     cfg = config()
     write_stage_inputs(cfg, 0, SETTING, tmp_path, n_rounds=4, patients_per_institution=6)
-    res = flow.run_economy(cfg, 0, SETTING, root=tmp_path, rpc_url=anvil, ipfs_api=ipfs_daemon)
+    res = economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path, rpc_url=anvil, ipfs_api=ipfs_daemon)
     d = res.deployment
     # the same inputs cost the same gas, transaction by transaction, as on the embedded chain
     embedded = embedded_run[2].table("gas")
@@ -154,7 +153,7 @@ def test_bad_inputs_fail_before_anything_is_sent(anvil, tmp_path, break_inputs, 
     probe = chain_mod.connect(anvil)
     block = probe.w3.eth.block_number
     with pytest.raises(error, match=message):
-        flow.run_economy(cfg, 0, SETTING, root=tmp_path, rpc_url=anvil)
+        economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path, rpc_url=anvil)
     assert probe.w3.eth.block_number == block
     assert not (sdir / "economy" / "gas.csv").exists()
 
@@ -166,12 +165,12 @@ def test_negative_values_policy_error_and_unknown_accounts_send_nothing(anvil, t
     block = probe.w3.eth.block_number
     corrupt_values(sdir, -0.01)
     with pytest.raises(rewards.RewardError, match="institution 'nih'.*negative"):
-        flow.run_economy(config(negative_values="error"), 0, SETTING, root=tmp_path, rpc_url=anvil)
+        economy.run_economy_stage(config(negative_values="error"), 0, SETTING, root=tmp_path, rpc_url=anvil)
     corrupt_values(sdir, 0.05)
     accounts = tmp_path / "accounts.csv"
     pd.DataFrame({"kind": ["individual"], "recipient_id": ["nih/p0000"], "account": ["0x" + "12" * 20]}).to_csv(accounts, index=False)
     with pytest.raises(rewards.RewardError, match=r"no account for recipient\(s\) \['nih/p0001'"):
-        flow.run_economy(config(accounts_csv=str(accounts)), 0, SETTING, root=tmp_path, rpc_url=anvil)
+        economy.run_economy_stage(config(accounts_csv=str(accounts)), 0, SETTING, root=tmp_path, rpc_url=anvil)
     assert probe.w3.eth.block_number == block
 
 
@@ -183,11 +182,11 @@ def test_wrong_chain_or_unreachable_endpoints_send_nothing(anvil, tmp_path):
     probe = chain_mod.connect(anvil)
     block = probe.w3.eth.block_number
     with pytest.raises(chain_mod.ChainError, match="serves chain id 31337, expected 1;"):
-        flow.run_economy(config(chain_id=1), 0, SETTING, root=tmp_path, rpc_url=anvil)
+        economy.run_economy_stage(config(chain_id=1), 0, SETTING, root=tmp_path, rpc_url=anvil)
     with pytest.raises(chain_mod.ChainError, match="cannot reach the RPC endpoint"):
-        flow.run_economy(config(), 0, SETTING, root=tmp_path, rpc_url=f"http://127.0.0.1:{free_port()}")
+        economy.run_economy_stage(config(), 0, SETTING, root=tmp_path, rpc_url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(ipfs.IPFSError, match="cannot reach the IPFS RPC API"):
-        flow.run_economy(config(), 0, SETTING, root=tmp_path, rpc_url=anvil, ipfs_api=f"http://127.0.0.1:{free_port()}")
+        economy.run_economy_stage(config(), 0, SETTING, root=tmp_path, rpc_url=anvil, ipfs_api=f"http://127.0.0.1:{free_port()}")
     assert probe.w3.eth.block_number == block
 
 

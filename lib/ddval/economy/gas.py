@@ -10,8 +10,9 @@ from eth_account.signers.local import LocalAccount
 from ddval.economy import chain as chain_mod
 
 
-class Ledger:
-    """Sends transactions through a :class:`~ddval.economy.chain.Chain` and logs their gas."""
+class GasMeter:
+    """Sends transactions through a :class:`~ddval.economy.chain.Chain` and records the gas each one used
+    (one row per transaction: operation, actor, gas used, hash; :meth:`table` is ``gas.csv``)."""
 
     def __init__(self, chain: chain_mod.Chain):
         self.chain = chain

@@ -114,7 +114,15 @@ def plan_rounds(inputs: Inputs, patience: int, max_rounds: int) -> RoundPlan:
 
 
 def stopping_index(mean_losses: Sequence[int], patience: int, max_rounds: int) -> int | None:
-    """Index of the round after which ``SwarmRegistry`` stops (its rule, in Python), or None."""
+    """Index of the round after which ``SwarmRegistry`` stops (its rule, in Python), or None.
+
+    The rule is the training stage's (:func:`ddval.train.federated.should_stop`: stop after
+    ``max_rounds`` rounds or once the first minimum is ``patience`` rounds old), but evaluated as
+    the contract evaluates it: on the integer means ``floor(sum(round(loss * LOSS_SCALE)) / n)``.
+    Those integers exceed float64's 2**53, where ``should_stop``'s float ``argmin`` could merge
+    two distinct on-chain means and pick another best round; so the comparison here stays in
+    Python integers (``tests/economy/test_registry.py`` checks it against the contract).
+    """
     best, best_i = None, 0
     for i, mean in enumerate(mean_losses):
         if best is None or mean < best:

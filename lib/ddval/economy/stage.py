@@ -1,6 +1,6 @@
 """The token-economy stage (notebook 05): swarm rounds on chain, artifacts on IPFS, payouts.
 
-:func:`run_economy` reads the outputs of the training and valuation stages of one setting
+:func:`run_economy_stage` reads the outputs of the training and valuation stages of one setting
 (``docs/tables.md``), then
 
 1. connects to the chain and the content store (embedded by default, or an RPC URL / IPFS API);
@@ -35,7 +35,7 @@ from ddval.config import ExperimentConfig
 from ddval.economy import chain as chain_mod
 from ddval.economy import ipfs, merkle, rewards
 from ddval.economy.contracts import load_artifact
-from ddval.economy.gas import Ledger
+from ddval.economy.gas import GasMeter
 from ddval.economy.inputs import EconomyInputError, Inputs, RoundPlan, locate_inputs, plan_rounds
 from ddval.economy.parties import Parties, make_parties, sample_individuals
 from ddval.economy.published import allocation_csv, root_from_table
@@ -63,7 +63,7 @@ class EconomyResult:
         return store.read_json(self.outputs["deployment"])
 
 
-def run_economy(
+def run_economy_stage(
     cfg: ExperimentConfig,
     seed: int,
     setting: str,
@@ -108,7 +108,7 @@ class _Session:
     chain: chain_mod.Chain
     content: ipfs.ContentStore
     parties: Parties
-    ledger: Ledger
+    gas: GasMeter
     pins: list[dict[str, Any]] = field(default_factory=list)
 
     def pin(self, kind: str, owner: str, data: bytes, label: str) -> bytes:
@@ -143,16 +143,16 @@ def _validate(cfg: ExperimentConfig, inputs: Inputs) -> _Prepared:
 
 
 def _deploy(s: _Session):
-    eco, op, ledger = s.cfg.economy, s.parties.operator, s.ledger
+    eco, op, gas = s.cfg.economy, s.parties.operator, s.gas
     if eco.token_address is None:
-        token = ledger.deploy("deploy_token", "operator", load_artifact("DDValToken"), op.address, eco.pool_amount, sender=op)
+        token = gas.deploy("deploy_token", "operator", load_artifact("DDValToken"), op.address, eco.pool_amount, sender=op)
     else:
         token = s.chain.at(load_artifact("DDValToken"), eco.token_address)  # any ERC-20: only the IERC20 part is used
     train = s.cfg.train
-    registry = ledger.deploy("deploy_registry", "operator", load_artifact("SwarmRegistry"), op.address, train.patience, train.max_rounds, sender=op)
+    registry = gas.deploy("deploy_registry", "operator", load_artifact("SwarmRegistry"), op.address, train.patience, train.max_rounds, sender=op)
     for acct in s.parties.institutions.values():
-        ledger.send("register_institution", "operator", registry.functions.registerInstitution(acct.address), op)
-    pool = ledger.deploy(
+        gas.send("register_institution", "operator", registry.functions.registerInstitution(acct.address), op)
+    pool = gas.deploy(
         "deploy_pool", "operator", load_artifact("RewardPool"),
         token.address, registry.address, eco.quorum, s.parties.treasury, eco.attestation_window_s, eco.claim_window_s,
         sender=op,
@@ -165,12 +165,12 @@ def _record_training(s: _Session, registry, plan: RoundPlan, features: dict[str,
     for chain_round, r in enumerate(plan.rounds):
         for name, acct in s.parties.institutions.items():
             cid = s.pin("model", name, plan.models[(r, name)].read_bytes(), f"round {r} {name}.pt")
-            s.ledger.send("submit_round", name, registry.functions.submitRound(chain_round, cid, plan.losses[(r, name)]), acct)
+            s.gas.send("submit_round", name, registry.functions.submitRound(chain_round, cid, plan.losses[(r, name)]), acct)
     if not registry.functions.stopped().call():
         raise RuntimeError("the registry did not stop after the last recorded round (Python and Solidity rules disagree)")
     for name, acct in s.parties.institutions.items():
         cid = s.pin("features", name, features[name].read_bytes(), f"{name}.npz")
-        s.ledger.send("submit_features", name, registry.functions.submitFeatures(cid), acct)
+        s.gas.send("submit_features", name, registry.functions.submitFeatures(cid), acct)
 
 
 def _post_allocation(s: _Session, token, pool, tree: merkle.MerkleTree) -> str:
@@ -178,15 +178,15 @@ def _post_allocation(s: _Session, token, pool, tree: merkle.MerkleTree) -> str:
     from the pinned table (an attester never signs a root it has not re-derived)."""
     eco, op = s.cfg.economy, s.parties.operator
     cid = s.pin("allocation", "operator", allocation_csv(tree), "allocation.csv")
-    s.ledger.send("approve", "operator", token.functions.approve(pool.address, eco.pool_amount), op)
-    s.ledger.send("fund", "operator", pool.functions.fund(eco.pool_amount), op)
+    s.gas.send("approve", "operator", token.functions.approve(pool.address, eco.pool_amount), op)
+    s.gas.send("fund", "operator", pool.functions.fund(eco.pool_amount), op)
     cid_text = s.pins[-1]["cid"]
     total = sum(a for _, a in tree.values)
     for name in list(s.parties.institutions)[: eco.quorum]:
         root = root_from_table(s.content.cat(cid_text))
         if root != tree.root:
             raise RuntimeError(f"{name}: the pinned allocation table does not rebuild the posted root")
-        s.ledger.send("attest", name, pool.functions.attest(root, total, cid), s.parties.institutions[name])
+        s.gas.send("attest", name, pool.functions.attest(root, total, cid), s.parties.institutions[name])
     return cid_text
 
 
@@ -198,12 +198,12 @@ def _claim(s: _Session, pool, tree: merkle.MerkleTree, claimers: Sequence[str]) 
         i = index[s.parties.accounts[rid]]
         account, amount = tree.values[i]
         if rid in s.parties.institutions:
-            s.ledger.send("claim_institution", "institution", pool.functions.claim(account, amount, tree.proof(i)), s.parties.institutions[rid])
+            s.gas.send("claim_institution", "institution", pool.functions.claim(account, amount, tree.proof(i)), s.parties.institutions[rid])
             continue
         signer = s.parties.individual_keys.get(rid, op)  # without a demo key the operator relays the claim
         if signer is not op:
-            s.ledger.send_eth("eth_for_gas", "operator", signer.address, CLAIM_GAS_ETH, op)
-        s.ledger.send("claim_individual", "individual", pool.functions.claim(account, amount, tree.proof(i)), signer)
+            s.gas.send_eth("eth_for_gas", "operator", signer.address, CLAIM_GAS_ETH, op)
+        s.gas.send("claim_individual", "individual", pool.functions.claim(account, amount, tree.proof(i)), signer)
 
 
 def _sweep_and_check(s: _Session, token, pool) -> tuple[int, int, int]:
@@ -213,7 +213,7 @@ def _sweep_and_check(s: _Session, token, pool) -> tuple[int, int, int]:
     if s.cfg.economy.sweep and (s.chain.kind == "embedded" or s.chain.chain_id in chain_mod.DEV_CHAIN_IDS):
         s.chain.advance_time(pool.functions.sweepNotBefore().call() - s.chain.timestamp() + 1)
         before = token.functions.balanceOf(s.parties.treasury).call()
-        s.ledger.send("sweep", "anyone", pool.functions.sweep(), s.parties.operator)
+        s.gas.send("sweep", "anyone", pool.functions.sweep(), s.parties.operator)
         swept = token.functions.balanceOf(s.parties.treasury).call() - before
     claimed = pool.functions.claimedTotal().call()
     funded = pool.functions.funded().call()
@@ -236,7 +236,7 @@ def _run(cfg, seed, inputs: Inputs, outdir: Path, rpc_url, ipfs_api, n_individua
         raise EconomyInputError("the allocation pays nobody (every value is zero or negative); nothing to post")
     tree = merkle.build_tree(leaves)
 
-    s = _Session(cfg, chain, content, parties, Ledger(chain))
+    s = _Session(cfg, chain, content, parties, GasMeter(chain))
     token, registry, pool = _deploy(s)
     _record_training(s, registry, prep.plan, prep.features)
     alloc_cid = _post_allocation(s, token, pool, tree)
@@ -268,7 +268,7 @@ def _run(cfg, seed, inputs: Inputs, outdir: Path, rpc_url, ipfs_api, n_individua
         "cid_version": eco.cid_version,
     }
     return [
-        store.write_table(outdir / names["gas"], s.ledger.table()),
+        store.write_table(outdir / names["gas"], s.gas.table()),
         store.write_table(outdir / names["allocation"], alloc_out),
         store.write_table(outdir / names["balances"], balances_table(token, parties, claimers, pool)),
         store.write_table(outdir / names["pins"], pd.DataFrame(s.pins)),
@@ -291,7 +291,7 @@ def balances_table(token, parties: Parties, claimers: Sequence[str], pool) -> pd
 # ---------------------------------------------------------------------------- payout scaling
 
 
-def run_payout_scaling(
+def run_payout_scaling_stage(
     cfg: ExperimentConfig,
     seed: int,
     setting: str,

@@ -7,7 +7,7 @@ import pandas as pd
 from ddval.economy.stage import EconomyResult
 
 
-def summary(result: EconomyResult) -> pd.DataFrame:
+def run_overview(result: EconomyResult) -> pd.DataFrame:
     """One-row-per-quantity overview in whole tokens (18 decimals), for the notebook."""
     d = result.deployment
     alloc = result.table("allocation")
@@ -48,19 +48,3 @@ def scaling_view(table: pd.DataFrame) -> pd.DataFrame:
     view["measured"] = ["all" if m == n else f"sample of {m}" for m, n in zip(table["n_measured"], table["n_recipients"])]
     return view.drop(columns="n_measured")
 
-
-def plot_scaling(table: pd.DataFrame, ax=None):
-    """Gas per recipient (measured) and gas paid by the payer, against the number of recipients."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(1, 2, figsize=(9, 3.2))
-    labels = {"transfer_loop": "transfer loop (push)", "merkle_claim": "Merkle claims (pull)"}
-    for method, rows in table.groupby("method", sort=False):
-        ax[0].plot(rows["n_recipients"], rows["gas_per_recipient"], marker="o", label=labels.get(method, method))
-        ax[1].plot(rows["n_recipients"], rows["payer_gas"], marker="o", label=labels.get(method, method))
-    ax[0].set(xscale="log", xlabel="recipients", ylabel="gas per recipient", title="measured gas per recipient")
-    ax[1].set(xscale="log", yscale="log", xlabel="recipients", ylabel="gas", title="gas paid by the payer (measured rows)")
-    ax[0].legend(frameon=False)
-    ax[0].figure.tight_layout()
-    return ax
