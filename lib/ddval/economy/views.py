@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ddval import plots
 from ddval.economy.stage import EconomyResult
 
 
@@ -48,3 +49,8 @@ def scaling_view(table: pd.DataFrame) -> pd.DataFrame:
     view["measured"] = ["all" if m == n else f"sample of {m}" for m, n in zip(table["n_measured"], table["n_recipients"])]
     return view.drop(columns="n_measured")
 
+
+def scaling_figure(table: pd.DataFrame) -> plots.Rendered:
+    """The payout-cost figure (:func:`ddval.plots.payout_scaling`) above :func:`scaling_view`'s table;
+    nothing is written to disk (notebook 06 saves the figure over all seeds)."""
+    return plots.Rendered("payout_scaling", plots.payout_scaling(table), scaling_view(table), files=())
