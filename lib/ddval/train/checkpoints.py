@@ -15,7 +15,6 @@ from ddval.store import atomic_path
 CHECKPOINT_FORMAT = "ddval-train-checkpoint/1"
 
 
-
 class CheckpointError(RuntimeError):
     """A checkpoint is unreadable, or was written with other parameters; the message names the file."""
 
@@ -38,12 +37,16 @@ def load_checkpoint(path: str | os.PathLike, params_hash: str | None) -> dict[st
     except FileNotFoundError:
         raise
     except Exception as exc:  # torch raises many types for truncated / foreign files
-        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({type(exc).__name__}: {exc}); delete it to retrain") from exc
+        raise CheckpointError(
+            f"{path}: corrupt or unreadable checkpoint ({type(exc).__name__}: {exc}); delete it to retrain"
+        ) from exc
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a ddval training checkpoint (format {data.get('format') if isinstance(data, dict) else type(data).__name__!r}); delete it to retrain")
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise CheckpointError(f"{path}: not a ddval training checkpoint (format {found!r}); delete it to retrain")
     if params_hash is not None and data.get("params_hash") != params_hash:
         raise CheckpointError(
-            f"{path}: written by a different configuration (params hash {data.get('params_hash')}, expected {params_hash}); "
-            "it will not be reused: delete it (or its coalition folder) to retrain, or use another results root"
+            f"{path}: written by a different configuration (params hash {data.get('params_hash')}, "
+            f"expected {params_hash}); it will not be reused: delete it (or its coalition folder) to retrain, "
+            "or use another results root"
         )
     return data

@@ -29,12 +29,23 @@ from ddval.train.rounds import RoundFn, RoundRecord, TrainingResult, best_round_
 log = logging.getLogger(__name__)
 
 
-def fedavg_round(model: nn.Module, clients: Sequence[Client], global_state: State, round_no: int, train_cfg: TrainConfig, *, seed: int, weights: Sequence[float] | None) -> RoundRecord:
+def fedavg_round(
+    model: nn.Module,
+    clients: Sequence[Client],
+    global_state: State,
+    round_no: int,
+    train_cfg: TrainConfig,
+    *,
+    seed: int,
+    weights: Sequence[float] | None,
+) -> RoundRecord:
     """One FedAvg round: local training at every client, averaging at the server, validation."""
     local = {}
     train_losses = {}
     for client in clients:
-        local[client.name], train_losses[client.name] = local_train(model, global_state, client, train_cfg, seed=seed, round_no=round_no)
+        local[client.name], train_losses[client.name] = local_train(
+            model, global_state, client, train_cfg, seed=seed, round_no=round_no
+        )
     merged = average_states(list(local.values()), weights)
     val = {c.name: validation_loss(model, merged, c.val, train_cfg) for c in clients}
     return RoundRecord(
@@ -87,7 +98,9 @@ def train_rounds(
         while not should_stop(val_losses, train_cfg.patience, train_cfg.max_rounds):
             record = round_fn(model, clients, global_state, len(history) + 1, train_cfg, seed=seed, weights=weights)
             if not math.isfinite(record.val_loss):
-                raise FloatingPointError(f"{desc}: round {record.round}: validation loss is {record.val_loss}; lower train.lr")
+                raise FloatingPointError(
+                    f"{desc}: round {record.round}: validation loss is {record.val_loss}; lower train.lr"
+                )
             global_state = record.merged_state
             history.append(record.summary())
             val_losses.append(record.val_loss)
@@ -96,16 +109,24 @@ def train_rounds(
             if on_round is not None:
                 on_round(record)
             if checkpoint is not None:
-                save_checkpoint(checkpoint, {"clients": names, "global_state": global_state, "best_state": best_state, "history": history}, params_hash)
+                save_checkpoint(
+                    checkpoint,
+                    {"clients": names, "global_state": global_state, "best_state": best_state, "history": history},
+                    params_hash,
+                )
             bar.update(1)
             bar.set_postfix(val_loss=f"{record.val_loss:.4f}")
     finally:
         bar.close()
     model.load_state_dict(best_state)
-    return TrainingResult(best_state=best_state, best_round=best_round_index(val_losses) + 1, final_state=global_state, history=history)
+    return TrainingResult(
+        best_state=best_state, best_round=best_round_index(val_losses) + 1, final_state=global_state, history=history
+    )
 
 
-def train_fedavg(model: nn.Module, clients: Sequence[Client], train_cfg: TrainConfig, *, seed: int, **kwargs: Any) -> TrainingResult:
+def train_fedavg(
+    model: nn.Module, clients: Sequence[Client], train_cfg: TrainConfig, *, seed: int, **kwargs: Any
+) -> TrainingResult:
     """FedAvg training of ``model`` (its current state is the initial global model); see
     :func:`train_rounds` for ``checkpoint``, ``params_hash``, ``on_round`` and ``desc``."""
     return train_rounds(model, clients, train_cfg, seed=seed, round_fn=fedavg_round, **kwargs)

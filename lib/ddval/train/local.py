@@ -64,7 +64,9 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(s)
 
 
-def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, num_workers: int = 0) -> DataLoader:
+def make_loader(
+    dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, num_workers: int = 0
+) -> DataLoader:
     """A DataLoader whose order and worker seeds follow ``seed``.
 
     When shuffling, a last batch of a single sample is dropped: BatchNorm cannot train on one sample
@@ -97,7 +99,11 @@ def check_train_config(train_cfg: TrainConfig) -> None:
         ("threads", train_cfg.threads >= 1, ">= 1"),
         ("num_workers", train_cfg.num_workers >= 0, ">= 0"),
         ("processes", train_cfg.processes >= 1, ">= 1"),
-        ("small_block_config", len(train_cfg.small_block_config) == 4 and min(train_cfg.small_block_config) >= 1, "4 positive block sizes"),
+        (
+            "small_block_config",
+            len(train_cfg.small_block_config) == 4 and min(train_cfg.small_block_config) >= 1,
+            "4 positive block sizes",
+        ),
     ]
     for name, ok, expected in rules:
         if not ok:
@@ -121,7 +127,9 @@ def clone_state(model: nn.Module) -> State:
 # --------------------------------------------------------------------------------------------
 
 
-def local_train(model: nn.Module, state: State, client: Client, train_cfg: TrainConfig, *, seed: int, round_no: int) -> tuple[State, float]:
+def local_train(
+    model: nn.Module, state: State, client: Client, train_cfg: TrainConfig, *, seed: int, round_no: int
+) -> tuple[State, float]:
     """Train ``model`` from ``state`` for ``local_epochs`` on ``client.train`` with a fresh SGD;
     return the new state (CPU copy) and the mean training BCE over the samples seen."""
     device = next(model.parameters()).device
@@ -140,7 +148,9 @@ def local_train(model: nn.Module, state: State, client: Client, train_cfg: Train
             seed=derive_seed(seed, "shuffle", client.stream, round_no, epoch),
             num_workers=train_cfg.num_workers,
         )
-        for x, y in progress(loader, desc=f"{client.name} round {round_no} epoch {epoch + 1}", leave=False, unit="batch"):
+        for x, y in progress(
+            loader, desc=f"{client.name} round {round_no} epoch {epoch + 1}", leave=False, unit="batch"
+        ):
             x, y = x.to(device), y.to(device).float()
             optimiser.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)

@@ -37,7 +37,9 @@ from ddval.train.stage import (
 EMPTY_COALITION_UTILITY = 0.5
 
 
-def test_sets(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> dict[str, Dataset]:
+def test_sets(
+    cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None
+) -> dict[str, Dataset]:
     """Every institution's test set of ``setting`` (what a coalition utility is measured on)."""
     return load_setting_data(cfg, seed, setting, root).test
 
@@ -50,14 +52,17 @@ def _require_complete(cfg: ExperimentConfig, seed: int, setting: str, root) -> p
     missing = [f"{coalition_id(m)} ({s})" for m, (s, _) in status.items() if s != "complete"]
     if missing:
         raise FileNotFoundError(
-            f"{train_dir(cfg, seed, setting, root)}: coalitions not trained with the current config: {', '.join(missing)}; "
+            f"{train_dir(cfg, seed, setting, root)}: coalitions not trained with the current config: "
+            f"{', '.join(missing)}; "
             f"run ddval.train.run_training_stage(cfg, {seed}, {setting!r}) (or notebook 03) first"
         )
     assemble_if_complete(cfg, seed, setting, partition, root)
     return partition
 
 
-def load_utilities(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
+def load_utilities(
+    cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None
+) -> pd.DataFrame:
     """The setting's ``utilities.csv`` (every coalition × label + ``mean``); a clear error names the
     coalitions that are missing or were trained with another config."""
     _require_complete(cfg, seed, setting, root)
@@ -87,7 +92,10 @@ def load_curves(
         else:
             frames.append(store.read_table(cdir / "curve.csv"))
     if missing:
-        raise FileNotFoundError(f"coalitions not trained with the current config: {', '.join(missing)}; run ddval.train.run_training_stage first")
+        raise FileNotFoundError(
+            f"coalitions not trained with the current config: {', '.join(missing)}; "
+            "run ddval.train.run_training_stage first"
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -105,7 +113,13 @@ def _checked_members(cfg: ExperimentConfig, setting: str, coalition: str | Seque
     return tuple(i.name for i in s.institutions) if coalition is None else parse_coalition(s, coalition)
 
 
-def load_model(cfg: ExperimentConfig, seed: int, setting: str, coalition: str | Sequence[str] | None = None, root: str | os.PathLike | None = None) -> nn.Module:
+def load_model(
+    cfg: ExperimentConfig,
+    seed: int,
+    setting: str,
+    coalition: str | Sequence[str] | None = None,
+    root: str | os.PathLike | None = None,
+) -> nn.Module:
     """The best model of ``coalition`` (the grand coalition by default), on the CPU in eval mode.
     A model trained with another config, or a corrupt file, raises an error."""
     from ddval.data.splits import load_partition
@@ -115,7 +129,10 @@ def load_model(cfg: ExperimentConfig, seed: int, setting: str, coalition: str | 
     params = coalition_params(cfg, seed, setting, members, load_partition(cfg, seed, setting, root=root))
     status = store.stage_status(cdir, STAGE, params)
     if status != "complete":
-        raise FileNotFoundError(f"{cdir}: coalition {coalition_id(members)} is {status} for the current config; run the training stage first")
+        raise FileNotFoundError(
+            f"{cdir}: coalition {coalition_id(members)} is {status} for the current config; "
+            "run the training stage first"
+        )
     saved = load_checkpoint(cdir / "best.pt", store.param_hash(params))
     model = build_model(cfg.train)
     model.load_state_dict(saved["state"])
@@ -179,7 +196,9 @@ def load_rounds(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.P
     cdir = coalition_dir(cfg, seed, setting, members, root)
     status = store.stage_status(cdir, STAGE, params)
     if status != "complete":
-        raise FileNotFoundError(f"{cdir}: the grand coalition is {status} for the current config; run the training stage first")
+        raise FileNotFoundError(
+            f"{cdir}: the grand coalition is {status} for the current config; run the training stage first"
+        )
     best = load_checkpoint(cdir / "best.pt", store.param_hash(params))
     curve = store.read_table(cdir / "curve.csv")
     train = partition[partition["split"] == "train"]

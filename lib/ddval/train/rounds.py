@@ -51,14 +51,17 @@ class RoundRecord:
             "leader": self.leader,
             "merged_sha256": self.merged_hash,
             "clients": {
-                name: {"model_sha256": self.local_hashes[name], "train_loss": self.train_losses[name], "val_loss": self.val_losses[name]}
+                name: {
+                    "model_sha256": self.local_hashes[name],
+                    "train_loss": self.train_losses[name],
+                    "val_loss": self.val_losses[name],
+                }
                 for name in self.local_states
             },
         }
 
 
 RoundFn = Callable[..., RoundRecord]
-
 
 
 def best_round_index(val_losses: Sequence[float]) -> int:

@@ -76,7 +76,9 @@ class SettingData:
         return [Client(name, self.train[name], self.val[name]) for name in members]
 
 
-def load_setting_data(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> SettingData:
+def load_setting_data(
+    cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None
+) -> SettingData:
     """Partition of ``setting`` (``ddval.data.splits.load_partition``) as datasets per institution."""
     from ddval.data.dataset import XrayDataset
     from ddval.data.splits import load_partition
@@ -86,9 +88,13 @@ def load_setting_data(cfg: ExperimentConfig, seed: int, setting: str, root: str 
     out: dict[str, dict[str, Dataset]] = {"train": {}, "val": {}, "test": {}}
     for inst in cfg.setting(setting).institutions:
         for split in out:
-            frame = partition[(partition["institution"] == inst.name) & (partition["split"] == split)].reset_index(drop=True)
+            frame = partition[(partition["institution"] == inst.name) & (partition["split"] == split)].reset_index(
+                drop=True
+            )
             if frame.empty:
-                raise ValueError(f"partition of setting {setting!r} (seed {seed}): institution {inst.name!r} has no {split} scans")
+                raise ValueError(
+                    f"partition of setting {setting!r} (seed {seed}): institution {inst.name!r} has no {split} scans"
+                )
             train = split == "train" and cfg.train.augment
             out[split][inst.name] = XrayDataset(frame, size, train=train, train_cfg=cfg.train if train else None)
     return SettingData(partition, out["train"], out["val"], out["test"])
@@ -99,7 +105,9 @@ def load_setting_data(cfg: ExperimentConfig, seed: int, setting: str, root: str 
 # --------------------------------------------------------------------------------------------
 
 
-def coalition_params(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], partition: pd.DataFrame) -> dict[str, Any]:
+def coalition_params(
+    cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], partition: pd.DataFrame
+) -> dict[str, Any]:
     """Everything a coalition's model depends on; its hash marks checkpoints and the stage record."""
     return {
         "seed": seed,
@@ -130,7 +138,14 @@ def _frame_digest(frame: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def train_coalition(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], data: SettingData, root: str | os.PathLike | None = None) -> store.StageResult:
+def train_coalition(
+    cfg: ExperimentConfig,
+    seed: int,
+    setting: str,
+    members: Sequence[str],
+    data: SettingData,
+    root: str | os.PathLike | None = None,
+) -> store.StageResult:
     """Train, score and record one coalition (skipped when done, resumed when half done)."""
     members = tuple(members)
     cdir = coalition_dir(cfg, seed, setting, members, root)
@@ -167,14 +182,23 @@ def train_coalition(cfg: ExperimentConfig, seed: int, setting: str, members: Seq
         )
         utility = coalition_utility(model, data.test, batch_size=cfg.train.eval_batch_size, device=device)
         written = _write_coalition_tables(cdir, cfg, seed, setting, members, result, utility)
-        save_checkpoint(cdir / "best.pt", {"state": result.best_state, "best_round": result.best_round, "members": list(members)}, h)
+        save_checkpoint(
+            cdir / "best.pt", {"state": result.best_state, "best_round": result.best_round, "members": list(members)}, h
+        )
         checkpoint.unlink(missing_ok=True)  # the loop state is no longer needed
         # timings live apart from the tables, which must be identical run to run
-        timing = {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu_started, "rounds": len(result.history), "device": str(device)}
+        timing = {
+            "wall_s": time.perf_counter() - started,
+            "cpu_s": time.process_time() - cpu_started,
+            "rounds": len(result.history),
+            "device": str(device),
+        }
         outputs = [cdir / "best.pt", store.write_json(cdir / "timing.json", timing), *written]
         if grand:  # every recorded state is an output: a lost one makes the stage incomplete
             outputs += [round_path(cdir, 0, "global")]
-            outputs += [round_path(cdir, r, who) for r in range(1, len(result.history) + 1) for who in ("global", *members)]
+            outputs += [
+                round_path(cdir, r, who) for r in range(1, len(result.history) + 1) for who in ("global", *members)
+            ]
         return outputs
 
     return store.run_stage(cdir, STAGE, params, compute)
@@ -201,7 +225,9 @@ def _save_round(cdir: Path, record: RoundRecord, params_hash: str) -> None:
         _save_round_state(cdir, record.round, name, state, params_hash)
 
 
-def _write_coalition_tables(cdir: Path, cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], result, utility) -> list[Path]:
+def _write_coalition_tables(
+    cdir: Path, cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], result, utility
+) -> list[Path]:
     cid = coalition_id(members)
     key = {"setting": setting, "seed": seed, "coalition": cid}
     auroc = pd.DataFrame(
@@ -217,7 +243,13 @@ def _write_coalition_tables(cdir: Path, cfg: ExperimentConfig, seed: int, settin
     per_set.insert(0, "coalition", cid)
     curve = pd.DataFrame(
         [
-            {**key, "round": h["round"], "train_loss": h["train_loss"], "val_loss": h["val_loss"], "is_best": h["round"] == result.best_round}
+            {
+                **key,
+                "round": h["round"],
+                "train_loss": h["train_loss"],
+                "val_loss": h["val_loss"],
+                "is_best": h["round"] == result.best_round,
+            }
             for h in result.history
         ]
     )
@@ -269,7 +301,8 @@ def stage_scope(
         (name, members)
         for name in names
         for members in (
-            [parse_coalition(cfg.setting(name), coalition)] if coalition is not None
+            [parse_coalition(cfg.setting(name), coalition)]
+            if coalition is not None
             else setting_coalitions(cfg.setting(name))
         )
     ]
@@ -298,7 +331,12 @@ def run_training_stage(
     todo = [
         (name, members)
         for name, members in tasks
-        if store.stage_status(coalition_dir(cfg, seed, name, members, root), STAGE, coalition_params(cfg, seed, name, members, partitions[name])) != "complete"
+        if store.stage_status(
+            coalition_dir(cfg, seed, name, members, root),
+            STAGE,
+            coalition_params(cfg, seed, name, members, partitions[name]),
+        )
+        != "complete"
     ]
     if cfg.train.processes > 1 and len(todo) > 1:
         _train_in_processes(cfg, seed, todo, root)
@@ -310,7 +348,9 @@ def run_training_stage(
             train_coalition(cfg, seed, name, members, data[name], root)
     for name in names:
         assemble_if_complete(cfg, seed, name, partitions[name], root)
-    return pd.concat([store.read_table(coalition_dir(cfg, seed, n, m, root) / "auroc.csv") for n, m in tasks], ignore_index=True)
+    return pd.concat(
+        [store.read_table(coalition_dir(cfg, seed, n, m, root) / "auroc.csv") for n, m in tasks], ignore_index=True
+    )
 
 
 # Worker processes keep each setting's datasets (images decoded once) across their tasks.
@@ -350,11 +390,16 @@ def _train_in_processes(cfg: ExperimentConfig, seed: int, todo: list[tuple[str, 
             bar.close()
 
 
-def coalition_status(cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root) -> dict[tuple[str, ...], tuple[str, str]]:
+def coalition_status(
+    cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root
+) -> dict[tuple[str, ...], tuple[str, str]]:
     out = {}
     for members in setting_coalitions(cfg.setting(setting)):
         params = coalition_params(cfg, seed, setting, members, partition)
-        out[members] = (store.stage_status(coalition_dir(cfg, seed, setting, members, root), STAGE, params), store.param_hash(params))
+        out[members] = (
+            store.stage_status(coalition_dir(cfg, seed, setting, members, root), STAGE, params),
+            store.param_hash(params),
+        )
     return out
 
 

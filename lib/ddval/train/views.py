@@ -39,8 +39,16 @@ def curves_figure(curves: pd.DataFrame):
 
     members = curves["coalition"].str.count(r"\+").add(1).rename("members")  # coalition size
     return sns.relplot(
-        data=curves, x="round", y="val_loss", hue=members, units="coalition", estimator=None, col="setting",
-        kind="line", height=3.2, facet_kws={"sharey": False},
+        data=curves,
+        x="round",
+        y="val_loss",
+        hue=members,
+        units="coalition",
+        estimator=None,
+        col="setting",
+        kind="line",
+        height=3.2,
+        facet_kws={"sharey": False},
     )
 
 
