@@ -18,6 +18,7 @@ Result tables (columns, one row per what, who writes them) are described in ``do
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ddval.config import ExperimentConfig
+    from ddval.config import ExperimentConfig, SettingConfig
 
 #: Every valuation method, in table and display order (``institution_values.csv``'s ``method``).
 METHODS: tuple[str, ...] = ("exact", "ddval", "or", "lambda_mr", "gtg", "safe")
@@ -100,6 +101,30 @@ def figures_dir(cfg: ExperimentConfig, root: Root = None) -> Path:
 def coalition_id(members: Sequence[str]) -> str:
     """A coalition's name and folder: member names joined by ``+`` (in config order)."""
     return "+".join(members)
+
+
+def all_coalitions(names: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every non-empty coalition, by size, members in ``names`` order (the grand coalition last)."""
+    return [c for k in range(1, len(names) + 1) for c in itertools.combinations(names, k)]
+
+
+def setting_coalitions(setting: SettingConfig) -> list[tuple[str, ...]]:
+    """The coalitions a setting trains: all of them, or only the grand one (``coalitions: grand``)."""
+    names = tuple(i.name for i in setting.institutions)
+    return all_coalitions(names) if setting.coalitions == "all" else [names]
+
+
+def parse_coalition(setting: SettingConfig, coalition: str | Sequence[str]) -> tuple[str, ...]:
+    """Members of ``coalition`` (an id such as ``"nih+mimic"`` or a list of names), in config order."""
+    names = [i.name for i in setting.institutions]
+    wanted = coalition.split("+") if isinstance(coalition, str) else list(coalition)
+    unknown = [w for w in wanted if w not in names]
+    if unknown or not wanted or len(set(wanted)) != len(wanted):
+        raise ValueError(f"setting {setting.name!r}: bad coalition {coalition!r}; institutions are {names}, joined by '+'")
+    members = tuple(n for n in names if n in wanted)
+    if members not in setting_coalitions(setting):
+        raise ValueError(f"setting {setting.name!r} trains only the grand coalition ({coalition_id(names)}), not {coalition!r}")
+    return members
 
 
 def grand_coalition_id(cfg: ExperimentConfig, setting: str) -> str:

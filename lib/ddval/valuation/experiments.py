@@ -220,7 +220,7 @@ def _safe_rows(ctx: SettingInputs, ns: Sequence[int], points: int, cap: float) -
 def training_times(cfg: ExperimentConfig, seed: int, setting: str, root=None) -> pd.DataFrame:
     """Per trained coalition of ``setting``: ``coalition, n_members, n_train, wall_s, rounds`` from
     the training stage's ``timing.json`` (rows without one are left out)."""
-    from ddval.train.coalitions import coalition_dir, coalition_id, setting_coalitions
+    from ddval.layout import coalition_dir, coalition_id, setting_coalitions
 
     s = cfg.setting(setting)
     sizes = {i.name: i.train for i in s.institutions}

@@ -191,7 +191,8 @@ def read_features(path: str | os.PathLike, institution: str | None = None) -> In
 def features_params(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> dict:
     """What the feature files depend on: the grand model (its training record's hash), the layer,
     the pooling, the dtype and the image size."""
-    from ddval.train.coalitions import STAGE as TRAIN_STAGE, coalition_dir
+    from ddval.layout import coalition_dir
+    from ddval.train.stage import STAGE as TRAIN_STAGE
 
     grand = [i.name for i in cfg.setting(setting).institutions]
     record = store.record_path(coalition_dir(cfg, seed, setting, grand, root), TRAIN_STAGE)

@@ -87,7 +87,7 @@ def setting_methods(cfg: ExperimentConfig, setting: str, methods: Sequence[str] 
 
 
 def _utilities_hash(cfg: ExperimentConfig, seed: int, setting: str, root) -> str:
-    from ddval.train.coalitions import train_dir
+    from ddval.layout import train_dir
 
     record = store.require_record(
         train_dir(cfg, seed, setting, root), "utilities",
