@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from ddval import layout, store
+from ddval import layout, numerics, store
 from ddval.config import LABELS, ExperimentConfig
 from ddval.layout import coalition_dir, coalition_id, parse_coalition, setting_coalitions, train_dir
 from ddval.progress import progress
@@ -116,6 +116,7 @@ def coalition_params(
         "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in EXECUTION_ONLY},
         "image_size": cfg.data.image_size,
         "partition": _frame_digest(partition),
+        "numerics": numerics.fingerprint(),
     }
 
 
