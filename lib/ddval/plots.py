@@ -28,23 +28,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ddval import summary as S
+from ddval.display import INSTITUTION_LABELS, METHOD_LABELS, PAYOUT_LABELS, SETTING_LABELS, label, table
 from ddval.store import atomic_path, write_table
 
 # --------------------------------------------------------------------------------------------
 # Names and colours
 # --------------------------------------------------------------------------------------------
-
-METHOD_LABELS = {
-    "exact": "Exact (canonical)",
-    "ddval": "DDVal",
-    "or": "OR",
-    "lambda_mr": "λ-MR",
-    "gtg": "GTG-Shapley",
-    "safe": "SaFE",
-}
-SETTING_LABELS = {"noniid": "non-IID", "iid": "IID", "labelflip": "label flip"}
-INSTITUTION_LABELS = {"nih": "NIH", "chexpert": "CheXpert", "mimic": "MIMIC-CXR"}
-PAYOUT_LABELS = {"transfer_loop": "Transfer loop (push)", "merkle_claim": "Merkle claims (pull)"}
 
 _PALETTE = sns.color_palette("colorblind", 10)
 
@@ -61,14 +50,6 @@ def setting_color(setting: str) -> tuple[float, float, float]:
     order = list(S.SETTING_ORDER)
     i = order.index(setting) if setting in order else len(order) + sum(map(ord, setting)) % (10 - len(order))
     return _PALETTE[i % 10]
-
-
-def label(name: str, labels: dict[str, str]) -> str:
-    """Display name of a method/setting/institution: the known label, else ``client3`` -> ``Client 3``."""
-    if name in labels:
-        return labels[name]
-    head = name.rstrip("0123456789")
-    return f"{head.capitalize()} {name[len(head):]}" if head != name and head else name
 
 
 def _style(draw: Callable[..., Figure]) -> Callable[..., Figure]:
