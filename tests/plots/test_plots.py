@@ -1,5 +1,5 @@
 """ddval.plots on the fixture tables: each figure has the expected panels and series, draws the summary
-numbers, and is saved as PNG + PDF with its summary table."""
+numbers, and is saved as PNG + PDF with its summary table (ddval.figures)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
 
+from ddval import figures as F
 from ddval import plots as P
 from ddval import summary as S
 
@@ -135,13 +136,13 @@ def test_training_curves(tables):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(P.FIGURES))
+@pytest.mark.parametrize("name", list(F.FIGURES))
 def test_render_writes_png_pdf_and_summary(tables, tmp_path, name):
-    r = P.render(tables, name, tmp_path)
-    assert isinstance(r, P.Rendered)
+    r = F.render(tables, name, tmp_path)
+    assert isinstance(r, F.Rendered)
     summary_csv = tmp_path / f"summary_{name}.csv"
     assert summary_csv in r.files and len(pd.read_csv(summary_csv)) == len(r.numbers) > 0
-    if P.FIGURES[name].draw is None:
+    if F.FIGURES[name].draw is None:
         assert r.figure is None and len(r.files) == 1
         return
     png, pdf = tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
@@ -152,8 +153,8 @@ def test_render_writes_png_pdf_and_summary(tables, tmp_path, name):
 
 def test_render_skips_missing_tables(tmp_path):
     empty = S.ResultTables.open(tmp_path, "demo")
-    r = P.render(empty, "gas")
-    assert isinstance(r, P.Skipped)
+    r = F.render(empty, "gas")
+    assert isinstance(r, F.Skipped)
     assert repr(r) == "skipped gas: no demo/seed-*/*/economy/gas.csv"
     assert not (tmp_path / "demo").exists()  # nothing written for a skipped figure
 
@@ -161,26 +162,26 @@ def test_render_skips_missing_tables(tmp_path):
 def test_flipped_points_skipped_without_labelflip_settings(copied_root):
     for path in copied_root.glob("demo/seed-*/labelflip/valuation/labelflip.csv"):
         path.unlink()
-    r = P.render(S.ResultTables.open(copied_root, "demo"), "flipped_points")
-    assert isinstance(r, P.Skipped) and "no label-flip setting" in r.reason
+    r = F.render(S.ResultTables.open(copied_root, "demo"), "flipped_points")
+    assert isinstance(r, F.Skipped) and "no label-flip setting" in r.reason
 
 
 def test_render_default_out_dir_is_preset_figures(copied_root):
     t = S.ResultTables.open(copied_root, "demo")
-    r = P.render(t, "labelflip_values")
+    r = F.render(t, "labelflip_values")
     assert all(f.parent == copied_root / "demo" / "figures" for f in r.files)
 
 
 def test_save_is_byte_stable(tables, tmp_path):
     fig = P.labelflip_values(tables.load("labelflip.csv"))
-    first = [p.read_bytes() for p in P.save(fig, tmp_path / "a")]
-    second = [p.read_bytes() for p in P.save(P.labelflip_values(tables.load("labelflip.csv")), tmp_path / "b.png")]
+    first = [p.read_bytes() for p in F.save(fig, tmp_path / "a")]
+    second = [p.read_bytes() for p in F.save(P.labelflip_values(tables.load("labelflip.csv")), tmp_path / "b.png")]
     assert first == second  # no creation dates: re-drawing the same table gives the same files
 
 
 def test_unknown_figure_is_a_clear_error(tables):
     with pytest.raises(KeyError, match="unknown figure 'nope'"):
-        P.render(tables, "nope")
+        F.render(tables, "nope")
 
 
 def test_labels_and_colours():
