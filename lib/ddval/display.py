@@ -20,12 +20,14 @@ names and units.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ddval.layout import METHODS
+from ddval.layout import METHODS, checkout_root
 
 #: Display order of the settings that commonly occur; others follow alphabetically.
 SETTING_ORDER: tuple[str, ...] = ("noniid", "iid", "labelflip")
@@ -49,6 +51,7 @@ COLUMN_LABELS: dict[str, Mapping[str, str]] = {
     "setting": SETTING_LABELS,
     "institution": INSTITUTION_LABELS,
     "dataset": INSTITUTION_LABELS,
+    "actor": INSTITUTION_LABELS,
 }
 
 #: Fractions shown in percent: column name -> displayed name (values × 100).
@@ -81,6 +84,23 @@ def label(name: object, labels: Mapping[str, str]) -> str:
         return labels[name]
     head = name.rstrip("0123456789")
     return f"{head.capitalize()} {name[len(head):]}" if head != name and head else name
+
+
+def plus_minus(mean: float, half: float, digits: int) -> str:
+    """``"mean ± half"`` with ``digits`` decimals (only the mean when ``half`` is NaN: a single seed)."""
+    if math.isnan(half):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def location(path: str | os.PathLike) -> str:
+    """Where ``path`` is, for a reader: relative to the repository root when it lies in the checkout the
+    current directory is in (said so), else absolute."""
+    path = Path(path).resolve()
+    checkout = checkout_root()
+    if checkout is not None and path.is_relative_to(checkout):
+        return f"{path.relative_to(checkout).as_posix()} (relative to the repository root)"
+    return str(path)
 
 
 def table(frame: pd.DataFrame | pd.Series, digits: int = 4) -> pd.DataFrame | pd.Series:
@@ -173,7 +193,9 @@ def _sort_by_setting(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     rank = {s: i for i, s in enumerate(order_settings(key.dropna().astype(str)))}
     order = np.argsort(key.astype(str).map(rank).fillna(len(rank)).to_numpy(), kind="stable")
-    return frame.iloc[order]
+    out = frame.iloc[order]
+    # a default row number means nothing to a reader: number the rows as they are shown
+    return out.reset_index(drop=True) if isinstance(frame.index, pd.RangeIndex) else out
 
 
 def _label_axis(axis: pd.Index) -> pd.Index:

@@ -14,6 +14,7 @@ when asked to. Styling is seaborn's ``whitegrid``/``paper`` with the colour-blin
 from __future__ import annotations
 
 import functools
+import textwrap
 from collections.abc import Callable
 
 import numpy as np
@@ -21,6 +22,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from ddval import summary as S
 from ddval.display import INSTITUTION_LABELS, METHOD_LABELS, PAYOUT_LABELS, SETTING_LABELS, label
@@ -208,31 +211,81 @@ def flip_detection(det: pd.DataFrame) -> Figure:
 @_style
 def scalability(scal: pd.DataFrame) -> Figure:
     """Runtime (log scale) and number of coalition-utility evaluations against the number of clients, per
-    method: DDVal grows with the data points, the coalition methods with 2^n."""
+    method: DDVal grows with the data points, the coalition methods with 2^n. Filled markers and solid
+    lines are measured, hollow markers reached by dashed lines extrapolated (``measured``/``basis`` of
+    ``scalability.csv``). Each method has its own marker and a small sideways offset, so that methods
+    with nearly equal numbers (λ-MR and GTG-Shapley, OR and SaFE) stay visible; the legend sits below."""
     s = S.scalability(scal)
     settings = S.order_settings(s["setting"])
-    fig, (a, b) = _figure(2, width=4.4)
-    for setting, ls in zip(settings, ["-", "--", ":", "-."] * len(settings)):
-        for method in S.order_methods(s["method"]):
-            part = s[(s["method"] == method) & (s["setting"] == setting)]
+    methods = S.order_methods(s["method"])
+    fig = Figure(figsize=(9.2, 3.0 * len(settings) + 1.2), layout="constrained")
+    grid = fig.subplots(len(settings), 2, squeeze=False)
+    step = float(np.min(np.diff(np.unique(s["n_clients"])))) if s["n_clients"].nunique() > 1 else 1.0
+    offsets = _dodge(len(methods), 0.35 * step)
+    for (a, b), setting in zip(grid, settings):
+        for method, off in zip(methods, offsets):
+            part = s[(s["method"] == method) & (s["setting"] == setting)].sort_values("n_clients")
             if part.empty:
                 continue
-            name = label(method, METHOD_LABELS) + (f" ({label(setting, SETTING_LABELS)})" if len(settings) > 1 else "")
-            kw = {"marker": "o", "ls": ls, "color": method_color(method), "label": name}
-            a.errorbar(part["n_clients"], part["wall_time_s"], yerr=_nan0(part["wall_time_s_ci95"]), capsize=2, **kw)
-            evals = part[part["n_utility_evals"] > 0]  # DDVal needs none: nothing to draw on a log axis
-            if len(evals):
-                b.plot(evals["n_clients"], evals["n_utility_evals"], **kw)
+            x, measured = part["n_clients"].to_numpy(dtype=float) + off, part["measured"].to_numpy(dtype=bool)
+            style = _series_style(method_color(method), _MARKERS.get(method, "o"))
+            _measured_series(a, x, part["wall_time_s"].to_numpy(dtype=float), measured, style, _nan0(part["wall_time_s_ci95"]))
+            evals = part["n_utility_evals"].to_numpy(dtype=float) > 0  # DDVal needs none: nothing on a log axis
+            if evals.any():
+                _measured_series(b, x[evals], part["n_utility_evals"].to_numpy(dtype=float)[evals], measured[evals], style)
+        if "ddval" in methods and not (s.loc[s["method"] == "ddval", "n_utility_evals"] > 0).any():
+            b.text(0.98, 0.03, "DDVal: no coalition utilities", transform=b.transAxes, ha="right", va="bottom", fontsize="small")
+        if len(settings) > 1:
+            a.set_title(label(setting, SETTING_LABELS))
     per_client = (s["n_points"] / s["n_clients"]).unique()
     note = f" ({per_client[0]:,.0f} data points each)" if len(per_client) == 1 else ""
-    for ax in (a, b):
-        ax.set_yscale("log")
-        ax.set_xlabel(f"Number of clients{note}")
-        ax.set_xticks(sorted(s["n_clients"].unique()))
-    a.set_ylabel("Wall time [s]")
-    b.set_ylabel("Coalition utility evaluations")
-    a.legend(fontsize="small")
+    for a, b in grid:
+        for ax in (a, b):
+            ax.set_yscale("log")
+            ax.set_xlabel(f"Number of clients{note}")
+            ax.set_xticks(sorted(s["n_clients"].unique()))
+        a.set_ylabel("Wall time [s]")
+        b.set_ylabel("Coalition utility evaluations")
+    handles = [_legend_handle(method_color(m), _MARKERS.get(m, "o"), label(m, METHOD_LABELS)) for m in methods]
+    fig.legend(handles + _measured_handles("extrapolated"), [h.get_label() for h in handles] + ["measured", "extrapolated"],
+               loc="outside lower center", ncols=4, fontsize="small")
     return fig
+
+
+#: A marker per valuation method: series with nearly equal numbers stay apart without colour too.
+_MARKERS = {"exact": "s", "ddval": "o", "or": "^", "lambda_mr": "v", "gtg": "D", "safe": "P"}
+
+
+def _dodge(n: int, width: float) -> np.ndarray:
+    """``n`` sideways offsets spread evenly over ``width``, centred on 0."""
+    return (np.arange(n) - (n - 1) / 2) * (width / max(n - 1, 1))
+
+
+def _series_style(color: tuple[float, float, float], marker: str) -> dict:
+    return {"color": color, "marker": marker, "markersize": 6.5, "markeredgewidth": 1.3}
+
+
+def _measured_series(ax: Axes, x: np.ndarray, y: np.ndarray, measured: np.ndarray, style: dict, yerr: np.ndarray | None = None) -> None:
+    """A line through ``(x, y)``: filled markers and solid segments where ``measured``, hollow markers
+    reached by dashed segments elsewhere (extrapolated or estimated from a sample). ``yerr``: half-widths
+    of shape (n,) or lower/upper distances of shape (2, n)."""
+    color = style["color"]
+    for i in range(len(x) - 1):
+        ax.plot(x[i : i + 2], y[i : i + 2], ls="-" if measured[i + 1] else "--", color=color, lw=1.4)
+    for points, face in ((measured, color), (~measured, "white")):
+        if points.any():
+            err = None if yerr is None else yerr[..., points]
+            ax.errorbar(x[points], y[points], yerr=err, ls="none", capsize=2, mfc=face, **style)
+
+
+def _legend_handle(color, marker: str, name: str) -> Line2D:
+    return Line2D([], [], color=color, marker=marker, markersize=6.5, markeredgewidth=1.3, lw=1.4, label=name)
+
+
+def _measured_handles(other: str) -> list[Line2D]:
+    """Legend entries for the marker fill: measured (filled, solid) and ``other`` (hollow, dashed)."""
+    return [Line2D([], [], color="0.3", marker="o", mfc="0.3", lw=1.4, label="measured"),
+            Line2D([], [], color="0.3", marker="o", mfc="white", ls="--", lw=1.4, label=other)]
 
 
 @_style
@@ -276,24 +329,51 @@ def gas(gas_table: pd.DataFrame) -> Figure:
 
 @_style
 def payout_scaling(payout: pd.DataFrame) -> Figure:
-    """Cost of paying many recipients: total gas (log–log) and gas per recipient against the number of
-    recipients, per payout scheme."""
+    """Cost of paying many recipients, per payout scheme: total gas (log–log) and gas per recipient (mean,
+    min–max as whiskers) against the number of recipients. Large counts are measured on a sample of the
+    recipients; their markers are hollow and their total is setup gas + recipients × the sample's mean
+    (a note under the figure says how many were measured)."""
     s = S.payout_scaling(payout)
-    fig, (a, b) = _figure(2, width=4.4)
-    for i, method in enumerate(dict.fromkeys(s["method"])):
-        part = s[s["method"] == method]
-        kw = {"marker": "o", "color": _PALETTE[(i + 3) % 10], "label": label(method, PAYOUT_LABELS)}
-        a.plot(part["n_recipients"], part["total_gas"], **kw)
-        b.plot(part["n_recipients"], part["gas_per_recipient"], **kw)
+    fig = Figure(figsize=(9.2, 4.4), layout="constrained")
+    a, b = fig.subplots(1, 2, sharex=True)
+    methods = list(dict.fromkeys(s["method"]))
+    offsets = 10 ** _dodge(len(methods), 0.08)  # multiplicative: the x axis is logarithmic
+    handles = []
+    for i, (method, off) in enumerate(zip(methods, offsets)):
+        part = s[s["method"] == method].sort_values("n_recipients")
+        style = _series_style(_PALETTE[(i + 3) % 10], "os"[i % 2])
+        x, measured = part["n_recipients"].to_numpy(dtype=float) * off, part["measured"].to_numpy(dtype=bool)
+        per = part["gas_per_recipient"].to_numpy(dtype=float) / 1000.0
+        spread = np.vstack([per - part["gas_per_recipient_min"] / 1000.0, part["gas_per_recipient_max"] / 1000.0 - per])
+        _measured_series(a, x, part["total_gas"].to_numpy(dtype=float), measured, style)
+        _measured_series(b, x, per, measured, style, np.clip(spread, 0, None))
+        handles.append(_legend_handle(style["color"], style["marker"], label(method, PAYOUT_LABELS)))
     for ax in (a, b):
         ax.set_xscale("log")
         ax.set_xlabel("Number of recipients")
     a.set_yscale("log")
     a.set_ylabel("Total gas [gas]")
-    b.set_ylabel("Gas per recipient [gas]")
+    b.set_ylabel("Gas per recipient [10³ gas]")
     b.set_ylim(bottom=0)
-    a.legend(fontsize="small")
+    fig.legend(handles + _measured_handles("from a sample"), [h.get_label() for h in handles] + ["every recipient measured", "from a sample of recipients"],
+               loc="outside lower center", ncols=2, fontsize="small")
+    note = _sample_note(s)
+    if note:  # a suptitle: the constrained layout keeps room for it (a free fig.text would overlap)
+        fig.suptitle(textwrap.fill(note, 125), fontsize="small")
     return fig
+
+
+def _sample_note(s: pd.DataFrame) -> str:
+    """What the hollow markers of :func:`payout_scaling` stand for, from the table's own counts."""
+    sampled = s[~s["measured"]]
+    if sampled.empty:
+        return ""
+    parts = []
+    for method, rows in sampled.groupby("method", sort=False):
+        counts = ", ".join(f"{m:,.0f} of {n:,.0f}" for m, n in zip(rows["n_measured"], rows["n_recipients"]))
+        parts.append(f"{label(method, PAYOUT_LABELS).split(' (')[0].lower()} {counts}")
+    return ("Hollow markers: to keep the run short, only some recipients were paid on the test chain ("
+            + "; ".join(parts) + "); their total is setup gas + recipients × the sample's mean gas per recipient.")
 
 
 @_style
@@ -311,6 +391,7 @@ def training_curves(curves: pd.DataFrame) -> Figure:
             ci = _nan0(part[f"{col}_ci95"])
             ax.fill_between(part["round"], part[col] - ci, part[col] + ci, color=color, alpha=0.2, lw=0)
         ax.set_title(label(setting, SETTING_LABELS))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
         ax.set_xlabel("Communication round")
         ax.set_ylabel("Loss (binary cross-entropy)")
     axes[0].legend(fontsize="small")

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddval.config import repo_root
 from ddval.display import SETTING_ORDER, order_methods, order_settings  # noqa: F401 (summary's public names)
-from ddval.layout import METHODS, TABLES  # noqa: F401 (METHODS: summary's public name)
+from ddval.display import plus_minus as _pm
+from ddval.layout import METHODS, TABLES, checkout_results  # noqa: F401 (METHODS: summary's public name)
 from ddval.store import read_table
 from ddval.valuation import compare
 
@@ -73,8 +73,9 @@ def summarize(frame: pd.DataFrame, by: Sequence[str], value: str, scale: float =
 
 
 def shipped_results_root() -> Path:
-    """``<repo>/results``: the result tables committed with the repository."""
-    return repo_root() / "results"
+    """``results/`` of the checkout the current directory is in: the result tables committed with the
+    repository (:func:`ddval.layout.checkout_results`; not where the package is installed)."""
+    return checkout_results()
 
 
 def _seed_key(path: Path) -> tuple[int, str]:
@@ -150,7 +151,9 @@ class ResultTables:
             frames.append(frame)
         if not frames:
             return None
-        return pd.concat(frames, ignore_index=True)
+        # A header-only file (a setting without rows, e.g. no exact values under label flip) reads as
+        # `object` columns, and concatenating it would turn every numeric column into `object`.
+        return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
 
     def inventory(self) -> pd.DataFrame:
         """One row per known table: how many files, which seeds and settings (for the notebook's first cell)."""
@@ -362,12 +365,6 @@ def headline(results_root: str | os.PathLike | None, preset: str) -> pd.DataFram
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _pm(mean: float, half: float, digits: int) -> str:
-    if math.isnan(half):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 
 def _sort(frame: pd.DataFrame, settings: bool = False, methods: bool = False) -> pd.DataFrame:

@@ -380,7 +380,9 @@ def similarity_table(values: pd.DataFrame, setting: str, seed: int, reference: b
         for method, estimate in estimates.items():
             sim = similarity(exact, estimate)
             rows.append({"setting": setting, "seed": seed, "method": method, **{k: float(sim[k]) for k in columns[3:]}})
-    return pd.DataFrame(rows, columns=columns)
+    # typed even when empty: an untyped empty frame turns every column of a concatenation into `object`
+    dtypes = {"setting": "str", "seed": "int64", "method": "str", **dict.fromkeys(columns[3:], "float64")}
+    return pd.DataFrame(rows, columns=columns).astype(dtypes)
 
 
 def equal_split_similarity(values: pd.DataFrame) -> pd.DataFrame:
