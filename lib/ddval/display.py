@@ -211,8 +211,8 @@ def _label_values(values: pd.Index, name: object) -> list:
     labels = COLUMN_LABELS.get(str(name)) if name is not None else None
     if labels is None:
         keys = [v for v in values if isinstance(v, str)]
-        known = [m for m in (METHOD_LABELS, SETTING_LABELS) if keys and len(keys) == len(values) and all(k in m for k in keys)]
-        labels = known[0] if known else None
+        if keys and len(keys) == len(values):
+            labels = next((m for m in (METHOD_LABELS, SETTING_LABELS) if all(k in m for k in keys)), None)
     if labels is None:
         return list(values)
     return [label(v, labels) if isinstance(v, str) else v for v in values]

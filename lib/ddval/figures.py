@@ -76,10 +76,12 @@ def scalability_view(s: pd.DataFrame) -> pd.DataFrame:
             row[f"{n} clients [s]"] = ("" if measured else "≈") + _seconds(t)
         guessed = part[~part["measured"].astype(bool)]
         how = "; ".join(b.removeprefix("extrapolated: ") for b in dict.fromkeys(guessed["basis"]))
-        row["extrapolated (≈)"] = f"at {', '.join(map(str, guessed['n_clients']))} clients: {how}" if len(guessed) else "none: all measured"
+        where = ", ".join(map(str, guessed["n_clients"]))
+        row["extrapolated (≈)"] = f"at {where} clients: {how}" if len(guessed) else "none: all measured"
         rows.append(row)
     out = pd.DataFrame(rows)
-    return out.drop(columns="setting") if out["setting"].nunique() == 1 else out
+    keys = ["method"] if out["setting"].nunique() == 1 else ["setting", "method"]
+    return (out.drop(columns="setting") if len(keys) == 1 else out).set_index(keys)
 
 
 def _seconds(t: float) -> str:
@@ -89,11 +91,20 @@ def _seconds(t: float) -> str:
     return f"{t:.1f}" if t >= 10 else f"{t:.2f}" if t >= 1 else f"{t:.3f}"
 
 
+def payout_scaling_view(s: pd.DataFrame) -> pd.DataFrame:
+    """One row per payout method and recipient count; the smallest and largest gas of one recipient in
+    one column."""
+    span = [f"{lo:,.0f}–{hi:,.0f}" for lo, hi in zip(s["gas_per_recipient_min"], s["gas_per_recipient_max"])]
+    out = s.drop(columns=["gas_per_recipient_min", "gas_per_recipient_max"]).assign(gas_per_recipient_span=span)
+    return out.set_index(["method", "n_recipients"])
+
+
 def training_curves_view(s: pd.DataFrame) -> pd.DataFrame:
     """Per setting the first round, the round with the lowest mean validation loss and the last round."""
     picks = []
     for _, part in s.groupby("setting", sort=False):
-        rows = {"first": part["round"].idxmin(), "lowest validation loss": part["val_loss"].idxmin(), "last": part["round"].idxmax()}
+        rows = {"first": part["round"].idxmin(), "lowest validation loss": part["val_loss"].idxmin(),
+                "last": part["round"].idxmax()}
         for i in dict.fromkeys(rows.values()):  # one row per round, named by everything it is
             picks.append(part.loc[[i]].assign(row=", ".join(k for k, v in rows.items() if v == i)))
     out = pd.concat(picks, ignore_index=True)
@@ -113,8 +124,10 @@ FIGURES: dict[str, FigureSpec] = {
     "scalability": FigureSpec("scalability.csv", S.scalability, plots.scalability, view=scalability_view),
     "dp_noise": FigureSpec("dp.csv", S.dp_noise, plots.dp_noise),
     "gas": FigureSpec("gas.csv", S.gas, plots.gas),
-    "payout_scaling": FigureSpec("payout_scaling.csv", S.payout_scaling, plots.payout_scaling),
-    "training_curves": FigureSpec("curves.csv", S.training_curves, plots.training_curves, view=training_curves_view),
+    "payout_scaling": FigureSpec("payout_scaling.csv", S.payout_scaling, plots.payout_scaling,
+                                 view=payout_scaling_view),
+    "training_curves": FigureSpec("curves.csv", S.training_curves, plots.training_curves,
+                                  view=training_curves_view),
 }
 
 
@@ -122,7 +135,7 @@ FIGURES: dict[str, FigureSpec] = {
 class Rendered:
     """A drawn figure (or table) with the numbers behind it and the files written. In Jupyter it shows the
     figure, then ``view`` (the numbers, or a cut of them) as :func:`ddval.display.table` formats it with
-    ``digits`` decimals (what nbval compares), and where the full numbers are when ``view`` is a cut."""
+    ``digits`` decimals (what nbval compares), and where the full numbers are when ``view`` has fewer rows."""
 
     name: str
     figure: Figure | None
@@ -151,7 +164,7 @@ class Rendered:
         if self.figure is not None:
             display(Image(data=self.png(), format="png"))
         display(table(self.numbers if self.view is None else self.view, self.digits))
-        if self.view is not None:
+        if self.view is not None and len(self.view) < len(self.numbers):
             print(f"All {len(self.numbers)} rows: {location(self.files[0])}")
 
 

@@ -229,12 +229,15 @@ def scalability(scal: pd.DataFrame) -> Figure:
                 continue
             x, measured = part["n_clients"].to_numpy(dtype=float) + off, part["measured"].to_numpy(dtype=bool)
             style = _series_style(method_color(method), _MARKERS.get(method, "o"))
-            _measured_series(a, x, part["wall_time_s"].to_numpy(dtype=float), measured, style, _nan0(part["wall_time_s_ci95"]))
-            evals = part["n_utility_evals"].to_numpy(dtype=float) > 0  # DDVal needs none: nothing on a log axis
-            if evals.any():
-                _measured_series(b, x[evals], part["n_utility_evals"].to_numpy(dtype=float)[evals], measured[evals], style)
+            time = part["wall_time_s"].to_numpy(dtype=float)
+            _measured_series(a, x, time, measured, style, _nan0(part["wall_time_s_ci95"]))
+            evals = part["n_utility_evals"].to_numpy(dtype=float)
+            some = evals > 0  # DDVal needs none: nothing to draw on a log axis
+            if some.any():
+                _measured_series(b, x[some], evals[some], measured[some], style)
         if "ddval" in methods and not (s.loc[s["method"] == "ddval", "n_utility_evals"] > 0).any():
-            b.text(0.98, 0.03, "DDVal: no coalition utilities", transform=b.transAxes, ha="right", va="bottom", fontsize="small")
+            b.text(0.98, 0.03, "DDVal: no coalition utilities", transform=b.transAxes, ha="right", va="bottom",
+                   fontsize="small")
         if len(settings) > 1:
             a.set_title(label(setting, SETTING_LABELS))
     per_client = (s["n_points"] / s["n_clients"]).unique()
@@ -247,8 +250,8 @@ def scalability(scal: pd.DataFrame) -> Figure:
         a.set_ylabel("Wall time [s]")
         b.set_ylabel("Coalition utility evaluations")
     handles = [_legend_handle(method_color(m), _MARKERS.get(m, "o"), label(m, METHOD_LABELS)) for m in methods]
-    fig.legend(handles + _measured_handles("extrapolated"), [h.get_label() for h in handles] + ["measured", "extrapolated"],
-               loc="outside lower center", ncols=4, fontsize="small")
+    fig.legend(handles=handles + _measured_handles("measured", "extrapolated"), loc="outside lower center", ncols=4,
+               fontsize="small")
     return fig
 
 
@@ -265,7 +268,8 @@ def _series_style(color: tuple[float, float, float], marker: str) -> dict:
     return {"color": color, "marker": marker, "markersize": 6.5, "markeredgewidth": 1.3}
 
 
-def _measured_series(ax: Axes, x: np.ndarray, y: np.ndarray, measured: np.ndarray, style: dict, yerr: np.ndarray | None = None) -> None:
+def _measured_series(ax: Axes, x: np.ndarray, y: np.ndarray, measured: np.ndarray, style: dict,
+                     yerr: np.ndarray | None = None) -> None:
     """A line through ``(x, y)``: filled markers and solid segments where ``measured``, hollow markers
     reached by dashed segments elsewhere (extrapolated or estimated from a sample). ``yerr``: half-widths
     of shape (n,) or lower/upper distances of shape (2, n)."""
@@ -282,9 +286,9 @@ def _legend_handle(color, marker: str, name: str) -> Line2D:
     return Line2D([], [], color=color, marker=marker, markersize=6.5, markeredgewidth=1.3, lw=1.4, label=name)
 
 
-def _measured_handles(other: str) -> list[Line2D]:
-    """Legend entries for the marker fill: measured (filled, solid) and ``other`` (hollow, dashed)."""
-    return [Line2D([], [], color="0.3", marker="o", mfc="0.3", lw=1.4, label="measured"),
+def _measured_handles(measured: str, other: str) -> list[Line2D]:
+    """Legend entries for the marker fill: ``measured`` (filled, solid) and ``other`` (hollow, dashed)."""
+    return [Line2D([], [], color="0.3", marker="o", mfc="0.3", lw=1.4, label=measured),
             Line2D([], [], color="0.3", marker="o", mfc="white", ls="--", lw=1.4, label=other)]
 
 
@@ -355,8 +359,8 @@ def payout_scaling(payout: pd.DataFrame) -> Figure:
     a.set_ylabel("Total gas [gas]")
     b.set_ylabel("Gas per recipient [10³ gas]")
     b.set_ylim(bottom=0)
-    fig.legend(handles + _measured_handles("from a sample"), [h.get_label() for h in handles] + ["every recipient measured", "from a sample of recipients"],
-               loc="outside lower center", ncols=2, fontsize="small")
+    marks = _measured_handles("every recipient measured", "from a sample of recipients")
+    fig.legend(handles=handles + marks, loc="outside lower center", ncols=2, fontsize="small")
     note = _sample_note(s)
     if note:  # a suptitle: the constrained layout keeps room for it (a free fig.text would overlap)
         fig.suptitle(textwrap.fill(note, 125), fontsize="small")

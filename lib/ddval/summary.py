@@ -329,11 +329,13 @@ def payout_scaling(payout: pd.DataFrame) -> pd.DataFrame:
     payout["total_gas"] = payout["total_gas"].fillna(setup + payout["n_recipients"] * payout["gas_per_recipient"])
     if "gas_per_recipient_min" not in payout.columns:
         payout["gas_per_recipient_min"] = payout["gas_per_recipient_max"] = payout["gas_per_recipient"]
-    cols = ["n_transactions", "n_measured", "total_gas", "gas_per_recipient", "gas_per_recipient_min", "gas_per_recipient_max"]
+    cols = ["n_transactions", "n_measured", "total_gas", "gas_per_recipient", "gas_per_recipient_min",
+            "gas_per_recipient_max"]
     g = payout.groupby(["method", "n_recipients"], sort=False)
     out = g[cols].mean().join(g["measured"].all()).reset_index()
-    rank = {m: i for i, m in enumerate(pd.unique(out["method"]))}
-    return out.assign(_r=out["method"].map(rank)).sort_values(["_r", "n_recipients"], kind="stable").drop(columns="_r").reset_index(drop=True)
+    rank = out["method"].map({m: i for i, m in enumerate(pd.unique(out["method"]))})
+    order = np.lexsort([out["n_recipients"].to_numpy(), rank.to_numpy()])  # methods as they come, counts rising
+    return out.iloc[order].reset_index(drop=True)
 
 
 def grand_coalitions(curves: pd.DataFrame) -> pd.DataFrame:
