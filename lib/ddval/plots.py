@@ -324,7 +324,7 @@ def gas(gas_table: pd.DataFrame) -> Figure:
     ax.barh(pos, k["gas_mean"], xerr=err, capsize=2, color=[colors[a] for a in s["actor"]])
     for p, top, n in zip(pos, k["gas_max"], s["n_tx"]):
         ax.annotate(f"×{n:g}", (top, p), xytext=(4, 0), textcoords="offset points", va="center", fontsize="small")
-    ax.set_yticks(pos, [f"{o} ({a})" for o, a in zip(s["operation"], s["actor"])])
+    ax.set_yticks(pos, [f"{o} ({label(a, INSTITUTION_LABELS)})" for o, a in zip(s["operation"], s["actor"])])
     ax.set_xlabel("Gas per transaction [10³ gas]")
     ax.set_ylabel("Operation (actor)")
     ax.margins(x=0.12)

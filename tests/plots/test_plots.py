@@ -157,6 +157,7 @@ def test_gas(tables):
     s = S.gas(g)
     assert len(bars) == len(s) == 12
     assert np.allclose(sorted(r.get_width() for r in bars), sorted(s["gas_mean"] / 1000))
+    assert "register_round (NIH)" in [t.get_text() for t in ax.get_yticklabels()]  # names as in the tables
     _labelled(fig)
 
 
