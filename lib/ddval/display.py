@@ -6,8 +6,9 @@ notebook 06 call it), so that a quantity reads the same everywhere:
 - **display names** as on the figures: ``nih`` -> ``NIH``, ``lambda_mr`` -> ``λ-MR``, ``noniid`` ->
   ``non-IID`` (in the ``setting``/``method``/``institution`` columns, index levels and pivoted headers);
 - **settings in display order** (non-IID, IID, label flip, then the others), never alphabetical;
-- **cosine similarity in percent**: a ``cosine`` column (a fraction, as the result tables store it)
-  becomes ``cosine_pct``; columns ending in ``_pct`` are percent already;
+- **cosine similarity and flip rates in percent**: a ``cosine`` or ``flip_rate`` column (a fraction, as
+  the result tables store it) becomes ``cosine_pct`` / ``flip_rate_pct``; ``*_pct`` columns are percent
+  already;
 - **counts as integers** (``n_*``, ``round``, ``seed`` when every value is whole);
 - **gas as integers with thousands separators** (any column with ``gas`` in its name);
 - other numbers **rounded** to ``digits`` decimals; numeric columns that arrived as ``object`` (e.g. after
@@ -54,8 +55,8 @@ COLUMN_LABELS: dict[str, Mapping[str, str]] = {
     "actor": INSTITUTION_LABELS,
 }
 
-#: Fractions shown in percent: column name -> displayed name (values × 100).
-PERCENT_COLUMNS = {"cosine": "cosine_pct"}
+#: Fractions shown in percent, as on the figures: column name -> displayed name (values × 100).
+PERCENT_COLUMNS = {"cosine": "cosine_pct", "flip_rate": "flip_rate_pct"}
 
 #: Count columns besides ``n_*`` (shown as integers when every value is whole).
 COUNT_COLUMNS = frozenset({"round", "seed", "files", "members"})

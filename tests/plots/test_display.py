@@ -47,6 +47,12 @@ def test_institutions_counts_and_gas():
     assert "e+" not in shown.to_string()  # no scientific notation next to integers
 
 
+def test_fractions_shown_in_percent_as_on_the_figures():
+    shown = show(pd.DataFrame({"flip_rate": [0.05], "cosine": [0.96511], "cosine_pct": [1.0]}))
+    assert list(shown.columns) == ["flip_rate_pct", "cosine", "cosine_pct"]  # an existing *_pct is not overwritten
+    assert shown["flip_rate_pct"][0] == 5.0 and shown["cosine"][0] == 0.9651
+
+
 def test_fractional_counts_stay_numbers():
     shown = show(pd.DataFrame({"n_tx": [1.5, 2.0]}))
     assert list(shown["n_tx"]) == [1.5, 2.0]
