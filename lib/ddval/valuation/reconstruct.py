@@ -217,7 +217,7 @@ class ModelGames:
     model of ``S`` (``S = ∅`` is ``G^{r−1}``, ``S`` = all recorded institutions is ``G^r``, so a
     global model is scored once although it is the end of one round and the start of the next).
     Methods that need the same model (λ-MR and GTG-Shapley score the same round models) share the
-    score, but each method is charged for every model it asks for: a :meth:`ledger` records the
+    score, but each method is charged for every model it asks for: a :meth:`method_cost` records the
     distinct models requested and the measured time of scoring each (building the state included),
     so a method's reported cost is what it would take on its own."""
 
@@ -226,17 +226,17 @@ class ModelGames:
         self.evaluator = evaluator
         self._value: dict[tuple, float] = {}
         self._seconds: dict[tuple, float] = {}
-        self._ledgers: list[Ledger] = []
+        self._costs: list[MethodCost] = []
         self._updates: dict[str, dict[str, torch.Tensor]] = {}
         self._locals: dict[int, dict[str, State]] = {}
 
-    def ledger(self) -> Ledger:
-        """A context that charges the models requested inside it (see :class:`Ledger`)."""
-        return Ledger(self)
+    def method_cost(self) -> MethodCost:
+        """A context that charges the models requested inside it (see :class:`MethodCost`)."""
+        return MethodCost(self)
 
     def prepare_or(self, institutions: Sequence[str]) -> None:
         """Build the accumulated updates ``D_c`` of ``institutions`` in one pass over the recorded
-        rounds (a fixed cost of OR, charged to the open ledgers' own time)."""
+        rounds (a fixed cost of OR, charged to the open cost records' own time)."""
         missing = [c for c in self._ordered(institutions) if c not in self._updates]
         if missing:
             self._updates.update(accumulated_updates(self.history, institutions=missing))
@@ -273,14 +273,14 @@ class ModelGames:
             start = time.perf_counter()
             self._value[key] = self.evaluator(make())
             self._seconds[key] = time.perf_counter() - start
-            for ledger in self._ledgers:
-                ledger.fresh += self._seconds[key]
-        for ledger in self._ledgers:
-            ledger.keys.add(key)
+            for cost in self._costs:
+                cost.fresh += self._seconds[key]
+        for cost in self._costs:
+            cost.keys.add(key)
         return self._value[key]
 
 
-class Ledger:
+class MethodCost:
     """What one method cost: ``n_evals`` distinct models scored and ``seconds`` = its own wall time
     with every shared score charged at its measured cost (scores computed earlier for another method
     included, scores computed now counted once)."""
@@ -288,17 +288,17 @@ class Ledger:
     def __init__(self, games: ModelGames):
         self.games = games
         self.keys: set[tuple] = set()
-        self.fresh = 0.0  # time spent scoring inside this ledger
+        self.fresh = 0.0  # time spent scoring inside this record
         self.wall = 0.0
 
-    def __enter__(self) -> Ledger:
-        self.games._ledgers.append(self)
+    def __enter__(self) -> MethodCost:
+        self.games._costs.append(self)
         self._start = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
         self.wall = time.perf_counter() - self._start
-        self.games._ledgers.remove(self)
+        self.games._costs.remove(self)
 
     @property
     def n_evals(self) -> int:
