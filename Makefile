@@ -32,8 +32,9 @@ reproduce: env
 ## the whole test suite: unit, property, integration (chain, IPFS, SLURM) and the notebooks under nbval
 test: env
 	bash tools/slurm-up.sh
+	bash tools/browser-up.sh
 	rm -rf $(TEST_RESULTS)
-	DDVAL_RESULTS=$(TEST_RESULTS) DDVAL_PROGRESS=off $(PY) -m pytest -p no:cacheprovider \
+	DDVAL_RESULTS=$(TEST_RESULTS) DDVAL_PROGRESS=off DDVAL_REQUIRE_BROWSER=1 $(PY) -m pytest -p no:cacheprovider \
 		--nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks tests
 
 ## JupyterLab on the project's environment, with the `ddval` kernel, at the repository root: README.md,
