@@ -35,6 +35,7 @@ from PIL import Image
 from ddval import store
 from ddval.data.images import CorruptImageError, read_grayscale
 from ddval.data.sources import existing
+from ddval.procs import die_with_parent
 from ddval.progress import progress
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,8 @@ def _run(chunks, size, workers):
     # without a ``if __name__ == "__main__"`` guard (spawn re-imports the main module).
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:  # no worker outlives a killed runner
         pending = {pool.submit(_resize_chunk, chunk, size) for chunk in chunks}
         try:
             while pending:

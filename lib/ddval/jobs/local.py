@@ -9,6 +9,7 @@ goes to ``<results>/<preset>/logs/local/``.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 from ddval.jobs.manifest import Task
 from ddval.jobs.plan import Plan
 from ddval.jobs.task import TaskOutcome, pythonpath_with_this_ddval, run_task
+from ddval.procs import die_with_parent
 from ddval.progress import progress
 
 
@@ -110,7 +112,7 @@ def _spawn(task: Task, manifest: str, log: Path, force: bool) -> subprocess.Pope
     with open(log, "w") as fh:
         return subprocess.Popen(
             [sys.executable, "-m", "ddval.cli", "run-task", manifest, str(task.row), *(["--force"] if force else [])],
-            stdout=fh, stderr=subprocess.STDOUT, env=env,
+            stdout=fh, stderr=subprocess.STDOUT, env=env, preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
 
 
