@@ -1,16 +1,30 @@
 #!/usr/bin/env bash
-# Start a single-node SLURM cluster on this (Debian, root) machine, for `ddval submit --backend slurm`
-# and the SLURM integration tests (`make test`, CI). Idempotent: re-running it when the node is already
-# up changes nothing. Recipe: docs in /work/shared/reference/environment.md §7 (verified on Debian 12).
+# Start a single-node SLURM cluster on this (Debian) machine, for `ddval submit --backend slurm` and the
+# SLURM integration tests (`make test`, CI). Idempotent: re-running it when the node is already up
+# changes nothing. Recipe: docs in /work/shared/reference/environment.md §7 (verified on Debian 12).
 #
+# As root (CI, a machine of your own):
 #   1. installs slurm-wlm + munge from Debian with apt-get when missing;
 #   2. writes /etc/slurm/slurm.conf for this host (CPUs = nproc, RealMemory = 90 % of MemTotal);
 #   3. creates the munge key when missing and starts munged as user munge;
 #   4. starts slurmctld and slurmd as root (restarted only when the config changed);
 #   5. waits (bounded) until `sinfo` shows the node idle.
 #
-# Environment: SLURM_UP_TIMEOUT (seconds to wait for the node, default 90).
+# As any other user (a reviewer's workstation): when SLURM is installed, a single-user cluster of this
+# host with everything under $DDVAL_SLURM_DIR (default ~/.cache/ddval-slurm): the daemons run as you
+# (SlurmUser = SlurmdUser = you), no munge (auth/none: the cluster answers this host only), no cgroups,
+# ports of your own (20000 + 2 x (uid mod 5000), so it never meets the root cluster). The last line
+# it prints is the config file: `export SLURM_CONF=<that file>` for sbatch, sinfo and the tests
+# (`make test-nonroot` does this). When SLURM is not installed it says in one line what to run once
+# with sudo, and exits with status 3.
+#
+# Environment: SLURM_UP_TIMEOUT (seconds to wait for the node, default 90); without root also
+# DDVAL_SLURM_DIR (state, logs, config) and DDVAL_SLURM_PORT (slurmctld's port; slurmd takes the next).
 set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+    exec bash "$(dirname "$0")/slurm-user-up.sh" "$@"
+fi
 
 TIMEOUT=${SLURM_UP_TIMEOUT:-90}
 CONF_DIR=/etc/slurm
@@ -24,8 +38,6 @@ MUNGE_PID=/run/munge/munged.pid
 
 say() { echo "slurm-up: $*"; }
 die() { echo "slurm-up: error: $*" >&2; exit 1; }
-
-[ "$(id -u)" -eq 0 ] || die "must run as root (installs packages and starts the SLURM daemons)"
 
 # --- 1. packages ---------------------------------------------------------------------------------
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
