@@ -269,10 +269,11 @@ def verify_outputs(stage_dir: str | os.PathLike, name: str, paths: Iterable[str 
     if not isinstance(outputs, dict):
         raise StaleOutputError(f"{rec} has no checksums (written by an older ddval); run the stage again")
     wanted = record_outputs({"outputs": outputs}) if paths is None else [_relative(stage_dir, p) for p in paths]
+    seen = verify.read_stamps(_stamps_path(stage_dir, name))
     for rel in wanted:
         if rel not in outputs:
             raise StaleOutputError(f"{Path(stage_dir) / rel} is not an output of {rec}")
-        problem = verify.difference(_joined(stage_dir, rel), outputs[rel])
+        problem = verify.difference(_joined(stage_dir, rel), outputs[rel], seen)
         if problem is not None:
             raise StaleOutputError(problem)
 

@@ -132,7 +132,7 @@ def real_roots(cfg: ExperimentConfig) -> dict[str, Path]:
     if problems:
         raise FileNotFoundError(
             f"preset {cfg.preset!r} uses the real datasets {list(cfg.data.datasets)}, but:\n  " + "\n  ".join(problems)
-            + "\nSee the README section 'Using the real datasets', or run the embedded default (preset demo)."
+            + "\nSee the README section 'Your own data', or run the embedded default (preset demo)."
         )
     return roots
 
