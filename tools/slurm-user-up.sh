@@ -8,13 +8,16 @@ set -euo pipefail
 TIMEOUT=${SLURM_UP_TIMEOUT:-90}
 say() { echo "slurm-up: $*" >&2; }
 die() { echo "slurm-up: error: $*" >&2; exit 1; }
+# shellcheck source=tools/slurm-common.sh
+source "$(dirname "$0")/slurm-common.sh"
 find_daemon() { command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; } || true; }
 
 SLURMCTLD=$(find_daemon slurmctld)
 SLURMD=$(find_daemon slurmd)
 if [ -z "$SLURMCTLD" ] || [ -z "$SLURMD" ] || ! command -v sinfo >/dev/null; then
-    echo "slurm-up: SLURM is not installed and installing it needs root: run once \`sudo apt-get install -y slurm-wlm\`" \
-         "(then this script starts a cluster of your own), or \`make test-nonroot\` to run every test but the SLURM ones" >&2
+    echo "slurm-up: SLURM is not installed and installing it needs root: run once" \
+         "\`sudo apt-get install -y slurm-wlm\` (then this script starts a cluster of your own)," \
+         "or \`make test-nonroot\` to run every test but the SLURM ones" >&2
     exit 3
 fi
 
@@ -57,45 +60,9 @@ MinJobAge=3600
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 CONF
-CHANGED=0
-if ! cmp -s "$NEW_CONF" "$CONF"; then
-    install -m 644 "$NEW_CONF" "$CONF"
-    CHANGED=1
-    say "wrote $CONF (node $NODE, $CPUS CPUs, ${MEM_MB} MB, ports $PORT-$((PORT + 1)))"
-fi
+install_conf "$NEW_CONF" "$CONF" "node $NODE, $CPUS CPUs, ${MEM_MB} MB, ports $PORT-$((PORT + 1))"
 
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-stop_pidfile() {  # the daemon this script started, by the id in its pid file
-    local pid
-    alive "$1" || return 0
-    pid=$(cat "$1")
-    kill "$pid"
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
-    die "daemon $pid ($1) did not stop"
-}
-if [ "$CHANGED" -eq 1 ]; then
-    stop_pidfile "$BASE/run/slurmd.pid"
-    stop_pidfile "$BASE/run/slurmctld.pid"
-fi
-if ! alive "$BASE/run/slurmctld.pid"; then
-    say "starting slurmctld as $ME"
-    "$SLURMCTLD" -f "$CONF"
-fi
-if ! alive "$BASE/run/slurmd.pid"; then
-    say "starting slurmd as $ME"
-    "$SLURMD" -f "$CONF"
-fi
-
-state=""
-for _ in $(seq $((TIMEOUT * 2))); do
-    state=$(sinfo -h -n "$NODE" -o %T 2>/dev/null | head -n1 || true)
-    case "$state" in
-        idle|mixed|allocated|completing)
-            say "node $NODE is $state; for sbatch, sinfo and the tests: export SLURM_CONF=$CONF"
-            echo "$CONF"
-            exit 0 ;;
-        down*|drain*|drained*) scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true ;;
-    esac
-    sleep 0.5
-done
-die "node $NODE not idle after ${TIMEOUT}s (state '${state:-no answer}'); see $BASE/log/slurmctld.log and $BASE/log/slurmd.log"
+ensure_daemons "$CHANGED" "$BASE/run/slurmctld.pid" "$BASE/run/slurmd.pid" "$SLURMCTLD" "$SLURMD" -f "$CONF"
+wait_for_node "$NODE" "$TIMEOUT" "$BASE/log"
+say "for sbatch, sinfo and the tests: export SLURM_CONF=$CONF"
+echo "$CONF"

@@ -153,7 +153,8 @@ def test_fast_mode_hashes_only_files_whose_size_or_time_changed(tmp_path, monkey
 
 def test_record_without_checksums_is_stale(tmp_path):
     (tmp_path / "out.bin").write_bytes(b"x")
-    store.write_json(tmp_path / ".s.done.json", {"stage": "s", "params_hash": store.param_hash({}), "outputs": ["out.bin"]})
+    old = {"stage": "s", "params_hash": store.param_hash({}), "outputs": ["out.bin"]}  # an older ddval's record
+    store.write_json(tmp_path / ".s.done.json", old)
     assert store.stage_check(tmp_path, "s", {}) == ("stale", f"{tmp_path / '.s.done.json'} has no checksums "
                                                              "(written by an older ddval)")
 

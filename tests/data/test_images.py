@@ -108,7 +108,8 @@ def test_a_dicom_without_the_suffix_is_recognised(tmp_path, chest):
 def test_collapsed_dynamic_range_is_an_error_naming_the_file(tmp_path, chest):
     # 12-bit data in a DICOM that claims 16 stored bits: only 0-14 of 255 levels would remain
     path = dicom_with(tmp_path, as_bits(chest, 12, stretch=0.93), 16)
-    with pytest.raises(CorruptImageError, match=rf"{path}: dynamic range collapsed: .* 16-bit data become only \d+\.\.14 "):
+    collapsed = rf"{path}: dynamic range collapsed: .* 16-bit data become only \d+\.\.14 "
+    with pytest.raises(CorruptImageError, match=collapsed):
         read_grayscale(path)
     # a blank 16-bit PNG (detector read-out of nothing)
     flat = save_png16(tmp_path / "blank.png", np.full((40, 40), 1000) + (np.arange(40) % 3))

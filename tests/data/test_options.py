@@ -21,7 +21,8 @@ from ddval.data.splits import make_partition
 
 # The header of the Kaggle sample (nih-chest-xrays/sample), written out independently of ddval.
 KAGGLE_SAMPLE_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-                        "OriginalImageWidth,OriginalImageHeight,OriginalImagePixelSpacing_x,OriginalImagePixelSpacing_y")
+                        "OriginalImageWidth,OriginalImageHeight,"
+                        "OriginalImagePixelSpacing_x,OriginalImagePixelSpacing_y")
 
 
 def real(datasets: list[str], **data) -> object:

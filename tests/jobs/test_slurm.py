@@ -69,7 +69,8 @@ def test_slurm_up_is_idempotent(slurm_cluster):
     import os
     import subprocess
 
-    run = Path("/run") if os.getuid() == 0 else Path(os.environ.get("DDVAL_SLURM_DIR", Path.home() / ".cache" / "ddval-slurm")) / "run"
+    own = Path(os.environ.get("DDVAL_SLURM_DIR", Path.home() / ".cache" / "ddval-slurm"))
+    run = Path("/run") if os.getuid() == 0 else own / "run"
     pids = {name: (run / f"{name}.pid").read_text().strip() for name in ("slurmctld", "slurmd")}
     proc = subprocess.run(["bash", str(Path(__file__).parents[2] / "tools" / "slurm-up.sh")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

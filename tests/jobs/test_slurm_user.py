@@ -56,9 +56,10 @@ def test_slurm_up_without_root_starts_a_cluster_of_the_user(open_tmp):
     user = "nobody" if os.getuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
     if os.getuid() == 0:
         shutil.chown(base, user="nobody")
-    script = tmp_path / "slurm-user-up.sh"  # a copy nobody can read wherever the checkout is
-    shutil.copy(REPO / "tools" / "slurm-user-up.sh", script)
-    os.chmod(script, 0o755)
+    for name in ("slurm-user-up.sh", "slurm-common.sh"):  # copies nobody can read wherever the checkout is
+        shutil.copy(REPO / "tools" / name, tmp_path / name)
+        os.chmod(tmp_path / name, 0o755)
+    script = tmp_path / "slurm-user-up.sh"
     env = {"DDVAL_SLURM_DIR": str(base), "DDVAL_SLURM_PORT": str(free_port_pair()), "HOME": str(base),
            "PATH": os.environ["PATH"]}
     try:

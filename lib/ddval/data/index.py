@@ -43,7 +43,8 @@ from ddval.data.sources import DataFormatError
 from ddval.data.synthetic import cohort_roots
 
 __all__ = [
-    "INDEX_COLUMNS", "INDEXERS", "OPTIONAL_COLUMNS", "keep_views", "read_dataset", "unify", "DataFormatError", "build_index", "build_index_with_skips", "harmonise_labels",
+    "INDEX_COLUMNS", "INDEXERS", "OPTIONAL_COLUMNS", "DataFormatError", "build_index", "build_index_with_skips",
+    "harmonise_labels", "keep_views", "read_dataset", "unify",
     "index_chexpert", "index_mimic", "index_nih", "real_roots", "source_files",
 ]
 

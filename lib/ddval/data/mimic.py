@@ -148,7 +148,8 @@ def _official_split(path: Path, frame: pd.DataFrame) -> pd.Series:
     split = frame["dicom_id"].map(table.set_index("dicom_id")["split"])
     if split.isna().any():
         absent = frame.loc[split.isna(), "dicom_id"].head(5).tolist()
-        raise DataFormatError(f"{path}: {int(split.isna().sum())} image(s) of the metadata have no split, e.g. {absent}")
+        raise DataFormatError(
+            f"{path}: {int(split.isna().sum())} image(s) of the metadata have no split, e.g. {absent}")
     return split
 
 

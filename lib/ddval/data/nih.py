@@ -20,8 +20,9 @@ Files under the root (``DDVAL_NIH_ROOT`` or ``data.roots.nih``):
 Quirks: ``Finding Labels`` is ``|``-separated names from :data:`NIH_FINDINGS` (an unknown name is an
 error: a typo would silently become 0); "Effusion" is pleural effusion; NIH has no uncertain or blank
 labels. The older CSV and the Kaggle sample write ages with a unit (``058Y`` years, ``013M`` months,
-``001D`` days), converted to years; a few rows have implausible ages (> 120), which become unknown. Sex is recorded per image and occasionally differs between a patient's images:
-each patient gets their most frequent value. The official ``train_val_list.txt``/``test_list.txt``
+``001D`` days), converted to years; a few rows have implausible ages (> 120), which become unknown.
+Sex is recorded per image and occasionally differs between a patient's images: each patient gets their
+most frequent value. The official ``train_val_list.txt``/``test_list.txt``
 are not used (ddval splits by patient itself, as the paper).
 """
 

@@ -1,14 +1,15 @@
 """Patient-level splits and institution partitions (one per setting and seed).
 
 For each dataset, its patients (sorted by id) are shuffled with a seeded generator; the first
-``1 - test_fraction`` of the *scans*, cut at a patient boundary, form the train/val pool and the
-rest the test pool (as the original code). A dataset whose index rows carry an official split
+``1 - test_fraction`` of the *scans*, cut at a patient boundary, form the train/val pool and the rest
+the test pool (as the original code). A dataset whose index rows carry an official split
 (``official_split``: MIMIC-CXR with ``data.mimic_split: official``) uses it instead: its ``test``
-patients form the test pool, ``train`` and ``validate`` the train/val pool (both still shuffled). Institutions then take consecutive blocks of whole
-patients from the pools: a block of ``n`` scans takes patients until ``n`` is reached and drops
-the surplus scans of its last patient, so sizes are exact and no patient is split between blocks.
-All train blocks of a dataset are cut before its val blocks (changing a val size never changes a
-training set). An institution drawing on ``k`` datasets takes ``n / k`` scans from each.
+patients form the test pool, ``train`` and ``validate`` the train/val pool (both still shuffled).
+Institutions then take consecutive blocks of whole patients from the pools: a block of ``n`` scans
+takes patients until ``n`` is reached and drops the surplus scans of its last patient, so sizes are
+exact and no patient is split between blocks. All train blocks of a dataset are cut before its val
+blocks (changing a val size never changes a training set). An institution drawing on ``k`` datasets
+takes ``n / k`` scans from each.
 
 Schemes (``SettingConfig.scheme``):
 
