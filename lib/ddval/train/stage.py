@@ -46,7 +46,8 @@ from ddval.train.checkpoints import save_checkpoint
 from ddval.train.fedavg import fedavg_round, train_rounds
 from ddval.train.local import Client, clone_state, derive_seed, resolve_device
 from ddval.train.metrics import coalition_utility
-from ddval.train.models import build_model
+from ddval.procs import die_with_parent
+from ddval.train.models import build_model, pretrained_weights_digest
 from ddval.train.rounds import RoundRecord
 from ddval.train.swarm import swarm_round
 
@@ -117,6 +118,7 @@ def coalition_params(
         "image_size": cfg.data.image_size,
         "partition": _frame_digest(partition),
         "numerics": numerics.fingerprint(),
+        **pretrained_weights_digest(cfg.train),  # which ImageNet weights (none for random or small models)
     }
 
 
@@ -374,7 +376,9 @@ def _train_in_processes(cfg: ExperimentConfig, seed: int, todo: list[tuple[str, 
     order = sorted(todo, key=lambda task: -len(task[1]))  # the longest jobs first balance the load
     # spawn, not fork: a forked child inherits torch's thread pools in an undefined state
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(cfg.train.processes, len(order)), mp_context=context) as pool:
+    workers = min(cfg.train.processes, len(order))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:  # no worker outlives a killed runner
         futures = [pool.submit(_train_task, cfg, seed, name, members, root) for name, members in order]
         bar = progress(total=len(futures), desc="coalitions", unit="coalition")
         pending = set(futures)
