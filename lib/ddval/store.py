@@ -344,6 +344,7 @@ def run_stage(
     compute: Callable[[], Iterable[str | os.PathLike]],
     *,
     force: bool = False,
+    resumable: Callable[[str], bool] | None = None,
 ) -> StageResult:
     """Run ``compute`` unless stage ``name`` is complete with ``params``; record completion.
 
@@ -352,6 +353,11 @@ def run_stage(
     previous record is removed first, so a crash in between never leaves outputs that look complete;
     when ``compute`` fails, the outputs of the previous record that it did not rewrite are removed
     too, so no reader takes them for this run's result.
+
+    ``resumable`` (a test on paths relative to ``stage_dir``) marks outputs that ``compute`` resumes
+    from instead of rewriting, such as the resized scans: those of the previous record that no longer
+    hold what it vouched for are removed before ``compute`` runs (nothing resumes from a damaged
+    file), and a failed run keeps the intact ones for the next run to resume from.
     """
     stage_dir = Path(stage_dir)
     status, why = ("forced", "forced") if force or _forced(stage_dir, name) else stage_check(stage_dir, name, params)
@@ -365,11 +371,13 @@ def run_stage(
         log.warning("stage %s in %s is %s (%s); recomputing", name, stage_dir, status, why)
     previous = _recorded_outputs(record)
     record.unlink(missing_ok=True)
+    kept = {rel: fp for rel, fp in previous.items() if resumable is not None and resumable(rel)}
+    _remove_damaged(stage_dir, kept)
     stage_dir.mkdir(parents=True, exist_ok=True)
     try:
         outputs = [Path(o) if Path(o).is_absolute() else stage_dir / o for o in compute()]
     except BaseException:
-        _remove_unchanged(stage_dir, previous)
+        _remove_unchanged(stage_dir, {rel: fp for rel, fp in previous.items() if rel not in kept})
         raise
     mark_complete(stage_dir, name, params, outputs)
     return StageResult(name, False, tuple(outputs), h)
@@ -382,6 +390,16 @@ def _recorded_outputs(record: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return outputs if isinstance(outputs, dict) else {}
+
+
+def _remove_damaged(stage_dir: Path, previous: dict[str, Any]) -> None:
+    """Delete the outputs of an outdated record that exist but no longer hold what it vouched for."""
+    for rel, expected in previous.items():
+        path = _joined(stage_dir, rel)
+        problem = verify.difference(path, expected) if path.exists() else None
+        if problem is not None:
+            log.warning("%s; removed, so that the stage writes it again", problem)
+            path.unlink()
 
 
 def _remove_unchanged(stage_dir: Path, previous: dict[str, Any]) -> None:

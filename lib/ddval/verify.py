@@ -10,10 +10,12 @@ Cost (measured on the 2-core CI machine while five other jobs ran, so an upper b
 hashes at about 430 MB/s; a demo seed's 5,016 files (58 MB, cohort and resized scans included) take
 2.6 s, mostly per-file overhead. At paper scale a seed holds tens of GB (every round state of the
 grand coalition's DenseNet-121, 28 MB each, and the deep features of about 10^5 scans, 256 KB each):
-one to several minutes per seed for a full check. ``DDVAL_VERIFY=fast`` trusts a file whose size and
-modification time still equal those recorded when it was last hashed (kept beside each record in
-``.<stage>.verified.json``) and hashes only the others: a truncated, rewritten or replaced file changes
-its size or time and is still caught; only a deliberate edit that restores the old time passes.
+one to several minutes per seed for a full check; the resized scans, shared by all seeds, add about 7 x
+10^5 files (~40 GB at 256 px; several minutes, estimated from the rates above). ``DDVAL_VERIFY=fast``
+trusts a file whose size and modification time still equal those recorded when it was last hashed (kept
+beside each record in ``.<stage>.verified.json``) and hashes only the others: a truncated, rewritten or
+replaced file changes its size or time and is still caught; only a deliberate edit that restores the old
+time passes.
 """
 
 from __future__ import annotations

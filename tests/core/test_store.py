@@ -175,6 +175,33 @@ def test_a_failed_rerun_removes_what_the_outdated_record_vouched_for(tmp_path):
     assert not (tmp_path / "old.csv").exists() and not (tmp_path / ".s.done.json").exists()
 
 
+
+def test_resumable_outputs_survive_a_failure_unless_damaged(tmp_path):
+    """Outputs a stage resumes from (resized scans) are kept by a failed re-run while intact, and a
+    damaged one is removed before the stage runs again, so nothing resumes from it."""
+    pieces = [tmp_path / "pieces" / f"{i}.bin" for i in range(3)]
+
+    def first():
+        for i, piece in enumerate(pieces):
+            store.write_bytes(piece, bytes([i]) * 10)
+        return [store.write_text(tmp_path / "table.csv", "a\n1\n"), *pieces]
+
+    resumable = lambda rel: rel.startswith("pieces/")  # noqa: E731
+    store.run_stage(tmp_path, "s", {"p": 1}, first, resumable=resumable)
+    pieces[0].write_bytes(b"damaged")
+    seen = {}
+
+    def second():
+        seen["left"] = sorted(p.name for p in pieces if p.exists())
+        raise RuntimeError("crash")
+
+    with pytest.raises(RuntimeError):
+        store.run_stage(tmp_path, "s", {"p": 2}, second, resumable=resumable)
+    assert seen["left"] == ["1.bin", "2.bin"]  # the damaged piece was gone before the stage ran
+    assert not (tmp_path / "table.csv").exists()  # the old table is not left for a reader
+    assert [p.read_bytes() for p in pieces[1:]] == [b"\x01" * 10, b"\x02" * 10]  # intact pieces stay
+
+
 def test_verify_outputs_and_verify_file_before_publishing(tmp_path):
     stage_dir = tmp_path / "coalition"
     _stage(stage_dir)

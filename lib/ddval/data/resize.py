@@ -11,7 +11,8 @@ The stage that runs this over the whole index is :func:`ddval.data.stage.run_res
 Work runs in a process pool (``data.workers``; 1 = in this process) with a progress bar. Every
 file is written atomically (temporary name, then rename), and a file that already exists is not
 redone, so a killed run resumes where it stopped. ``index_resized.parquet`` is the index with
-``path`` re-pointed at the resized files.
+``path`` re-pointed at the resized files. The stage's completion record vouches for every resized
+file (size and SHA-256): one damaged later makes the stage stale and is written again.
 
 A corrupt, truncated or unreadable image is never replaced by another one. With
 ``data.on_corrupt: error`` (default) the stage stops with an error naming the file; with

@@ -64,7 +64,8 @@ def run_index_stage(cfg: ExperimentConfig, root: Root = None) -> pd.DataFrame:
 def run_resize_stage(cfg: ExperimentConfig, root: Root = None) -> pd.DataFrame:
     """Stage 02: resize every scan of ``index.parquet`` to ``data.image_size`` and write
     ``index_resized.parquet`` (and ``resize_quarantine.csv`` when scans were quarantined).
-    Skipped when complete with the same parameters; resumes file by file after a kill."""
+    Skipped when complete with the same parameters and every resized scan intact; resumes file by
+    file after a kill, a failure or a change of options that leaves pixels alone."""
     ddir = layout.data_dir(cfg, root)
     index_record = store.require_record(
         ddir, "index", "run stage 01 first (notebooks/01_index.ipynb or ddval.data.run_index_stage)"
@@ -77,24 +78,38 @@ def run_resize_stage(cfg: ExperimentConfig, root: Root = None) -> pd.DataFrame:
         params["decoder"] = DECODER_VERSION
 
     def compute() -> list[Path]:
-        out_dir = _resized_dir_for(layout.resized_dir(cfg, root), store.param_hash(params))
+        out_dir = _resized_dir_for(layout.resized_dir(cfg, root), store.param_hash(_pixel_params(cfg, root)))
         resized, quarantine = resize_index(read_index(cfg, root), out_dir, size,
                                            workers=cfg.data.workers, on_corrupt=cfg.data.on_corrupt)
-        return store.write_table_and_report(
+        tables = store.write_table_and_report(
             layout.resized_index_path(cfg, root), resized, ddir / "resize_quarantine.csv", quarantine
         )
+        return [*tables, *map(Path, resized["path"])]  # the record vouches for every resized scan too
 
-    store.run_stage(ddir, "resize", params, compute)
+    resized_folder = f"{layout.resized_dir(cfg, root).relative_to(ddir)}/"
+    store.run_stage(ddir, "resize", params, compute, resumable=lambda rel: rel.startswith(resized_folder))
     return read_resized_index(cfg, root)
 
 
-def _resized_dir_for(folder: Path, params_hash: str) -> Path:
-    """``folder``, emptied unless its resized files were written with ``params_hash``: files are kept
-    across a killed run (resume), never across other parameters or decoders."""
+def _pixel_params(cfg: ExperimentConfig, root: Root) -> dict[str, Any]:
+    """What decides the pixels of a resized scan besides its size (the folder's name): the decoder and
+    where the scans are read from. Not the index options or ``on_corrupt``: changing those (as the
+    corrupt-scan error advises) keeps the scans already resized."""
+    if cfg.data.source == "synthetic":
+        sources: dict[str, Any] = {"cohort": store.param_hash(_cohort_params(cfg))}
+    else:
+        sources = {"roots": {k: str(Path(v).resolve()) for k, v in real_roots(cfg).items()}}
+    return {"decoder": DECODER_VERSION, **sources}
+
+
+def _resized_dir_for(folder: Path, pixels_hash: str) -> Path:
+    """``folder``, emptied unless its resized files were written with ``pixels_hash``
+    (:func:`_pixel_params`): files are kept across a killed or failed run and a change of options
+    that leaves pixels alone (resume), never across another decoder or other source scans."""
     marker = folder / RESIZED_MARKER
-    if folder.exists() and not (marker.exists() and store.read_json(marker).get("params_hash") == params_hash):
+    if folder.exists() and not (marker.exists() and store.read_json(marker).get("params_hash") == pixels_hash):
         shutil.rmtree(folder)
-    store.write_json(marker, {"params_hash": params_hash})
+    store.write_json(marker, {"params_hash": pixels_hash})
     return folder
 
 
