@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from ddval import layout, store
-from ddval.config import ConfigError, ExperimentConfig, load_config, preset_name
+from ddval.config import ConfigError, ExperimentConfig, anchor_path_env, load_config, preset_name
 from ddval.jobs import local, slurm
 from ddval.jobs.manifest import STAGES, Task, build_manifest, manifest_path, read_manifest, write_manifest
 from ddval.jobs.plan import Plan, data_roots, missing_data, plan
@@ -357,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
     args = build_parser().parse_args(argv)
+    anchor_path_env()  # the notebooks run in notebooks/: DDVAL_NIH_ROOT=data/nih means data/nih from here
     try:
         return args.func(args)
     except (UsageError, ConfigError, slurm.SlurmError, ResultsLockedError, FileNotFoundError, ValueError,

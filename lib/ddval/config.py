@@ -46,6 +46,11 @@ ROOT_ENV_VARS: dict[str, str] = {
     "chexpert": "DDVAL_CHEXPERT_ROOT",
     "mimic": "DDVAL_MIMIC_ROOT",
 }
+#: The folder of MIMIC-IV's ``hosp/patients.csv`` (sex and age of MIMIC-CXR patients; ``ddval.data.mimic``).
+MIMIC_IV_ROOT_ENV = "DDVAL_MIMIC_IV_ROOT"
+#: Environment variables holding paths: a relative one means relative to where the command runs
+#: (:func:`anchor_path_env`), not to ``notebooks/``, where the notebooks a command runs start.
+PATH_ENV_VARS: tuple[str, ...] = (*ROOT_ENV_VARS.values(), MIMIC_IV_ROOT_ENV, "DDVAL_CONFIGS", "DDVAL_RESULTS")
 
 
 class ConfigError(ValueError):
@@ -279,7 +284,7 @@ class ExperimentConfig:
         env, preset = os.environ.get(var), self.data.roots.get(dataset)
         if env:
             beaten = f"; it takes precedence over data.roots.{dataset} = {preset}" if preset else ""
-            return Path(env).expanduser(), f"from ${var}{beaten}"
+            return Path(env).expanduser().absolute(), f"from ${var}{beaten}"
         if preset:
             return Path(preset).expanduser(), f"from data.roots.{dataset} of preset {self.preset!r} (${var} is not set)"
         return None, f"not configured: set ${var} or data.roots.{dataset}"
@@ -302,6 +307,20 @@ def repo_root() -> Path:
 def configs_dir() -> Path:
     """Folder of the preset files (``DDVAL_CONFIGS`` overrides)."""
     return Path(os.environ.get("DDVAL_CONFIGS", repo_root() / "configs"))
+
+
+def anchor_path_env(cwd: str | os.PathLike | None = None) -> dict[str, str]:
+    """Make the relative paths in the variables :data:`PATH_ENV_VARS` of ``os.environ`` absolute, against
+    ``cwd`` (default: the current directory); returns what changed. Every ``ddval`` command calls it
+    first: the notebooks it runs start in ``notebooks/`` (a SLURM job wherever the cluster starts it),
+    where ``DDVAL_NIH_ROOT=data/nih`` would name another folder than the one the user meant."""
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    changed = {}
+    for var in PATH_ENV_VARS:
+        value = os.environ.get(var)
+        if value and not Path(value).expanduser().is_absolute():
+            changed[var] = os.environ[var] = str(base / Path(value).expanduser())
+    return changed
 
 
 def available_presets() -> list[str]:

@@ -192,3 +192,32 @@ def test_unwritable_results_folder_is_one_line_naming_the_path(small_fs, run_ddv
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith(f"ddval: error: {results}") and says in lines[0]
     assert "choose another with --results or $DDVAL_RESULTS" in lines[0]
+
+
+def test_a_relative_data_root_in_the_environment_means_where_the_command_runs(tmp_path):
+    """`DDVAL_NIH_ROOT=nih ddval ...` run in the folder that holds nih/ passed the command's check, but
+    the index notebook runs in notebooks/, where the relative path names no folder: the task failed."""
+    import os
+    import subprocess
+    import sys
+
+    from ddval.data.synthetic import write_cohort
+
+    write_cohort(tmp_path / "raw", load_config("demo", {"data": {"synthetic": {
+        "patients": {"nih": 12, "chexpert": 1, "mimic": 1}, "image_size": 16}}}))
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("extends: demo\nseeds: [0]\ndata: {source: real, datasets: [nih]}\nsettings:\n"
+                      "  - {name: two, scheme: iid, institutions: [{name: a, datasets: [nih], train: 4, val: 2, "
+                      "test: 2}, {name: b, datasets: [nih], train: 4, val: 2, test: 2}]}\n")
+    env = dict(os.environ, DDVAL_NIH_ROOT="raw/nih", DDVAL_PROGRESS="off",
+               PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]))
+
+    def ddval(*args):
+        return subprocess.run([sys.executable, "-m", "ddval.cli", *map(str, args)], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=600)
+
+    dry = ddval("submit", "--preset", "mine.yaml", "--results", "results", "--backend", "local", "--dry-run")
+    assert f"nih: {tmp_path / 'raw' / 'nih'} (from $DDVAL_NIH_ROOT" in dry.stdout, dry.stdout + dry.stderr
+    index = ddval("run-task", tmp_path / "results" / "mine" / "manifest.jsonl", 0)
+    assert index.returncode == 0, index.stdout + index.stderr
+    assert (tmp_path / "results" / "mine" / "data" / "index.parquet").exists()

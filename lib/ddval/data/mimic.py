@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddval.config import ROOT_ENV_VARS
+from ddval.config import MIMIC_IV_ROOT_ENV, ROOT_ENV_VARS
 from ddval.data.chexpert import CHEXPERT_LABELS
 from ddval.data.sources import (
     AGE_RANGE,
@@ -63,7 +63,7 @@ MIMIC_SPLIT = "mimic-cxr-2.0.0-split.csv"
 #: Values of the official split file's ``split`` column.
 OFFICIAL_SPLITS = ("train", "validate", "test")
 #: Environment variable pointing at MIMIC-IV (when it is not under the MIMIC-CXR-JPG root).
-MIMIC_IV_ENV = "DDVAL_MIMIC_IV_ROOT"
+MIMIC_IV_ENV = MIMIC_IV_ROOT_ENV
 #: Projection codes -> view. NIH uses PA/AP; CheXpert's ``AP/PA`` adds LL/RL; MIMIC's ``ViewPosition``
 #: has all of these (blank is allowed there and resolved from ``ViewCodeSequence_CodeMeaning``).
 VIEW_OF_POSITION: dict[str, str] = {
