@@ -228,3 +228,22 @@ def test_status_and_reruns_verify_what_records_vouch_for(tiny_run, run_ddval, tm
     forced = reproduce(run_ddval, root, TINY, "--force")
     assert forced.returncode == 0 and f"{N_TASKS} ran" in forced.stdout, forced.stdout + forced.stderr
     assert index_record.stat().st_mtime_ns != before  # the stage inside the forced task ran again
+
+
+def test_a_failed_task_says_what_the_error_says_not_only_its_last_line(tmp_path):
+    """The runner printed the last line of a failing cell's error: for the real-data check that was
+    "See the README section 'Your own data', ..." without the lines naming the missing folder."""
+    import dataclasses
+
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    notebook = tmp_path / "fails.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("preset = 'demo'\nresults_root = None"), new_code_cell(
+        "raise FileNotFoundError(\"preset 'x' uses the real datasets ['nih'], but:\\n"
+        "  nih: /data/nih is not a folder\\nSee the README section 'Your own data'.\")")],
+        metadata={"kernelspec": {"name": "ddval", "display_name": "Python (ddval)", "language": "python"}}), notebook)
+    task = build_manifest(load_config(TINY), tmp_path, preset=TINY, notebooks_dir=NOTEBOOKS)[0]
+    outcome = run_task(dataclasses.replace(task, notebook=str(notebook)), progress_bar=False)
+    assert outcome.status == "failed"
+    assert outcome.message.startswith("PapermillExecutionError: FileNotFoundError: preset 'x' uses the real datasets")
+    assert "nih: /data/nih is not a folder See the README section 'Your own data'." in outcome.message

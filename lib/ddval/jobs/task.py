@@ -215,7 +215,13 @@ def _kernel_environment(force_scope: str | None = None) -> Iterator[None]:
 
 
 def _summary(exc: Exception) -> str:
-    """One line: the exception type and the last line of its message (papermill's are long)."""
+    """One line: the exception type and its message. For a failing cell (papermill's error, whose text
+    is the whole traceback) the cell's own error and every line of its message, joined; otherwise the
+    last line of the message."""
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    if ename and evalue is not None:
+        message = " ".join(line.strip() for line in str(evalue).splitlines() if line.strip())
+        return f"{type(exc).__name__}: {ename}: {message}"[:500]
     text = str(exc).strip().splitlines()
     last = next((line for line in reversed(text) if line.strip()), "")
     return f"{type(exc).__name__}: {last}"[:500]
