@@ -364,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
             TimeoutError) as exc:
         print(f"ddval: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `ddval status | head`: the reader has gone, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141  # what a shell reports for a command ended by SIGPIPE
     except OSError as exc:  # a read-only or full results folder, no permission: one line naming the path
         print(f"ddval: error: {os_error_message(exc)}", file=sys.stderr)
         return 2

@@ -221,3 +221,19 @@ def test_a_relative_data_root_in_the_environment_means_where_the_command_runs(tm
     index = ddval("run-task", tmp_path / "results" / "mine" / "manifest.jsonl", 0)
     assert index.returncode == 0, index.stdout + index.stderr
     assert (tmp_path / "results" / "mine" / "data" / "index.parquet").exists()
+
+
+def test_output_cut_short_by_the_reader_is_no_error(tmp_path):
+    """`ddval status | head -3` ended with "ddval: error: (no path): Broken pipe" on stderr."""
+    import os
+    import subprocess
+    import sys
+
+    tiny = REPO / "tests" / "jobs" / "fixtures" / "tiny.yaml"
+    env = dict(os.environ, DDVAL_PROGRESS="off",
+               PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "ddval.cli", "status", "--preset", str(tiny), "--results",
+                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc.stdout.close()  # the reader is gone before anything is written, as `head` after its lines
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) != 0 and err == "", err
