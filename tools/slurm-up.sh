@@ -12,11 +12,12 @@
 #
 # As any other user (a reviewer's workstation): when SLURM is installed, a single-user cluster of this
 # host with everything under $DDVAL_SLURM_DIR (default ~/.cache/ddval-slurm): the daemons run as you
-# (SlurmUser = SlurmdUser = you), no munge (auth/none: the cluster answers this host only), no cgroups,
-# ports of your own (20000 + 2 x (uid mod 5000), so it never meets the root cluster). The last line
-# it prints is the config file: `export SLURM_CONF=<that file>` for sbatch, sinfo and the tests
-# (`make test-nonroot` does this). When SLURM is not installed it says in one line what to run once
-# with sudo, and exits with status 3.
+# (SlurmUser = SlurmdUser = you), no munge (auth/none: it trusts whoever reaches its ports, so while it
+# runs anyone who can connect runs jobs as you; `tools/slurm-user-up.sh --stop` stops it, and `make
+# test-nonroot` does when it started it), no cgroups, ports of your own (20000 + 2 x (uid mod 5000),
+# so it never meets the root cluster). The last line it prints is the config file: `export
+# SLURM_CONF=<that file>` for sbatch, sinfo and the tests (`make test-nonroot` does this). When SLURM
+# is not installed it says in one line what to run once with sudo, and exits with status 3.
 #
 # Environment: SLURM_UP_TIMEOUT (seconds to wait for the node, default 90); without root also
 # DDVAL_SLURM_DIR (state, logs, config) and DDVAL_SLURM_PORT (slurmctld's port; slurmd takes the next).

@@ -3,6 +3,11 @@
 # as this user, auth/none, no cgroups, state and logs under $DDVAL_SLURM_DIR (default
 # ~/.cache/ddval-slurm), ports of this user. Prints the config file as its last line (for SLURM_CONF).
 # Idempotent. Exit status 3: SLURM is not installed (installing it needs root, once).
+#
+# auth/none trusts whoever connects, and the daemons listen on every interface: while the cluster runs,
+# anyone who reaches its two ports can run jobs as you. Keep it up only while you need it:
+#   tools/slurm-user-up.sh --stop       stops it (`make test-nonroot` does, when it started it)
+#   tools/slurm-user-up.sh --running    exit status 0 when it is up, 1 when not
 set -euo pipefail
 
 TIMEOUT=${SLURM_UP_TIMEOUT:-90}
@@ -11,6 +16,21 @@ die() { echo "slurm-up: error: $*" >&2; exit 1; }
 # shellcheck source=tools/slurm-common.sh
 source "$(dirname "$0")/slurm-common.sh"
 find_daemon() { command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; } || true; }
+
+ME=$(id -un)
+BASE=${DDVAL_SLURM_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ddval-slurm}
+case "${1:-}" in
+    --stop)
+        stop_pidfile "$BASE/run/slurmd.pid"
+        stop_pidfile "$BASE/run/slurmctld.pid"
+        say "stopped the cluster of $ME ($BASE)"
+        exit 0 ;;
+    --running)
+        alive "$BASE/run/slurmctld.pid" && alive "$BASE/run/slurmd.pid" && exit 0
+        exit 1 ;;
+    "") ;;
+    *) die "unknown option $1 (expected --stop, --running or nothing)" ;;
+esac
 
 SLURMCTLD=$(find_daemon slurmctld)
 SLURMD=$(find_daemon slurmd)
@@ -21,8 +41,6 @@ if [ -z "$SLURMCTLD" ] || [ -z "$SLURMD" ] || ! command -v sinfo >/dev/null; the
     exit 3
 fi
 
-ME=$(id -un)
-BASE=${DDVAL_SLURM_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ddval-slurm}
 CONF=$BASE/slurm.conf
 NODE=$(hostname -s)
 CPUS=$(nproc)

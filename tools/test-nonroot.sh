@@ -16,18 +16,24 @@ bash tools/browser-up.sh || echo "test-nonroot: the browser test will be skipped
 if [ "$(id -u)" -eq 0 ]; then
     bash tools/slurm-up.sh || exit $?
     slurm=yes
-elif conf=$(bash tools/slurm-up.sh); then
-    export SLURM_CONF=${conf##*$'\n'}
-    slurm=yes
 else
-    status=$?
-    [ "$status" -eq 3 ] || exit "$status"  # 3: SLURM not installed; anything else is a real failure
-    slurm=no
+    # a cluster of the user's own trusts whoever reaches its ports (auth/none): one this script starts
+    # is stopped when the tests end; one that was already up is left as it was
+    bash tools/slurm-user-up.sh --running 2>/dev/null || trap 'bash tools/slurm-user-up.sh --stop' EXIT
+    if conf=$(bash tools/slurm-up.sh); then
+        export SLURM_CONF=${conf##*$'\n'}
+        slurm=yes
+    else
+        status=$?
+        [ "$status" -eq 3 ] || exit "$status"  # 3: SLURM not installed; anything else is a real failure
+        slurm=no
+    fi
 fi
 rm -rf "$RESULTS"
 export DDVAL_RESULTS=$RESULTS DDVAL_PROGRESS=off
 if [ "$slurm" = yes ]; then
-    exec "${pytest[@]}" "${targets[@]}"
+    "${pytest[@]}" "${targets[@]}"
+    exit $?
 fi
 left=$("${pytest[@]}" --collect-only -q -m slurm "${targets[@]}" 2>/dev/null | grep -c '::')
 "${pytest[@]}" -m "not slurm" "${targets[@]}"

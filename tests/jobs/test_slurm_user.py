@@ -80,6 +80,13 @@ def test_slurm_up_without_root_starts_a_cluster_of_the_user(open_tmp):
         assert out.read_text().strip() == user
         again = as_user(["bash", str(script)], env)  # idempotent: the node is up, nothing restarts
         assert again.returncode == 0 and "starting" not in again.stderr, again.stderr
+        # auth/none: while it runs, whoever reaches its ports runs jobs as this user; it can be stopped
+        assert as_user(["bash", str(script), "--running"], env).returncode == 0
+        pids = [int((base / "run" / f"{name}.pid").read_text()) for name in ("slurmctld", "slurmd")]
+        stop = as_user(["bash", str(script), "--stop"], env)
+        assert stop.returncode == 0 and "stopped" in stop.stderr, stop.stdout + stop.stderr
+        assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+        assert as_user(["bash", str(script), "--running"], env).returncode == 1
     finally:
         for name in ("slurmd", "slurmctld"):
             pid = base / "run" / f"{name}.pid"
