@@ -85,7 +85,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The file gets the mode a plain ``open(path, "w")`` would give it (``0o666`` less the umask, e.g.
     0644), not ``mkstemp``'s private 0600: figures and tables are read by other users and tools.
     On an exception the temporary file is removed and ``path`` is left untouched; an ``OSError``
-    that names no file (a full disk reports none) is raised again naming ``path``.
+    with an error number but no file (a full disk reports none) is raised again naming ``path``.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +97,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, final)
     except OSError as exc:
-        if exc.filename is None:
+        if exc.filename is None and exc.errno is not None:  # a full disk names no file: name it
             raise type(exc)(exc.errno, exc.strerror, str(final)) from exc
         raise
     finally:

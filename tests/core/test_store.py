@@ -25,6 +25,19 @@ def test_atomic_path_leaves_target_untouched_on_error(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]  # no temporary file left behind
 
 
+
+def test_atomic_path_keeps_the_message_of_an_error_without_errno(tmp_path):
+    """An OSError that carries only a message (PIL's "encoder error -2 when writing image file") came
+    out as "[Errno None] None: <path>": the message was lost. One with an errno but no file name (a full
+    disk) is raised again naming the file."""
+    with pytest.raises(OSError, match="encoder error -2 when writing image file"):
+        with store.atomic_path(tmp_path / "x.png"):
+            raise OSError("encoder error -2 when writing image file")
+    with pytest.raises(OSError) as err:
+        with store.atomic_path(tmp_path / "y.csv"):
+            raise OSError(28, "No space left on device")
+    assert (err.value.errno, err.value.filename) == (28, str(tmp_path / "y.csv"))
+
 def test_tables_round_trip(tmp_path):
     frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
     for name in ("t.csv", "t.parquet"):
