@@ -123,13 +123,14 @@ def cmd_run_task(args: argparse.Namespace) -> int:
 
 
 def _task_lock(task: Task):
-    """The lock a single task runs under: none when its runner holds the results folder's lock; the
-    task's own when it is a SLURM array task (its siblings run at the same time); else the folder's."""
+    """The lock a single task runs under: the task's own when it is a SLURM array task (its siblings
+    run at the same time; it inherits ``ddval submit``'s environment, lock note included); none when
+    its runner holds the results folder's lock; else the folder's."""
     folder = layout.results_root(task.parameters.get("results_root")) / preset_name(task.parameters["preset"])
-    if held_by_parent(folder):
-        return contextlib.nullcontext()
     if os.environ.get("SLURM_ARRAY_JOB_ID"):
         return task_lock(task.output)
+    if held_by_parent(folder):
+        return contextlib.nullcontext()
     return results_lock(folder)
 
 

@@ -237,3 +237,29 @@ def test_output_cut_short_by_the_reader_is_no_error(tmp_path):
     proc.stdout.close()  # the reader is gone before anything is written, as `head` after its lines
     err = proc.stderr.read()
     assert proc.wait(timeout=120) != 0 and err == "", err
+
+
+def test_a_slurm_task_locks_its_row_although_it_inherits_the_submitters_lock(tmp_path, run_ddval):
+    """SLURM array tasks lock their own manifest row, so a re-submitted copy of a row never runs beside
+    it. But sbatch hands the jobs the environment of `ddval submit`, which held the results folder's
+    lock: the tasks saw $DDVAL_LOCK_HELD, took it for a runner's, and locked nothing."""
+    import os
+    import subprocess
+    import sys
+
+    from ddval.jobs.manifest import read_manifest
+    from ddval.lock import HELD_ENV, task_lock
+
+    tiny = REPO / "tests" / "jobs" / "fixtures" / "tiny.yaml"
+    notebooks = REPO / "tests" / "jobs" / "fixtures" / "notebooks"
+    assert run_ddval("manifest", "--preset", tiny, "--results", tmp_path, "--notebooks", notebooks).returncode == 0
+    manifest = tmp_path / "tiny" / "manifest.jsonl"
+    task = read_manifest(manifest)[0]
+    env = dict(os.environ, DDVAL_PROGRESS="off", SLURM_ARRAY_JOB_ID="41", SLURM_ARRAY_TASK_ID="0",
+               **{HELD_ENV: str(tmp_path / "tiny")},
+               PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]))
+    with task_lock(task.output):  # the same row, already running elsewhere
+        proc = subprocess.run([sys.executable, "-m", "ddval.cli", "run-task", str(manifest), "0"], env=env,
+                              capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"task {task.output} is already running" in proc.stderr
