@@ -300,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("row", type=int)
     p.add_argument("--skip-complete", action="store_true", help="do nothing when the task is already complete")
     p.set_defaults(func=cmd_run_task)
+
+    from ddval.federation.commands import add_federate_parser
+
+    add_federate_parser(sub)
     return parser
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ddval.federation  # noqa: F401  (telemetry off before flwr is imported)
 
+from pathlib import Path
+
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -30,9 +32,7 @@ def open_site(context: Context) -> tuple[Job, Site]:
     """The run's job and this node's site; a site partitioned for another preset, seed or setting
     is refused (its rows would not be the study's)."""
     job = Job.from_run_config(context.run_config)
-    if "data-root" not in context.node_config:
-        raise ValueError("this SuperNode has no data-root: start it with --node-config \"data-root='<folder>'\"")
-    site = load_site(str(context.node_config["data-root"]))
+    site = load_site(data_root(job, context.node_config))
     wanted = (job.cfg.preset, job.seed, job.setting)
     if (site.preset, site.seed, site.setting) != wanted:
         raise ValueError(
@@ -40,6 +40,16 @@ def open_site(context: Context) -> tuple[Job, Site]:
             f"the run is for preset {wanted[0]!r}, seed {wanted[1]}, setting {wanted[2]!r}"
         )
     return job, site
+
+
+def data_root(job: Job, node_config) -> str:
+    """The SuperNode's ``data-root``; under Flower's simulation runtime (virtual nodes numbered by
+    ``partition-id``) the data root of the ``partition-id``-th institution in ``simulation-sites``."""
+    if "data-root" in node_config:
+        return str(node_config["data-root"])
+    if "partition-id" in node_config and job.simulation_sites:
+        return str(Path(job.simulation_sites) / job.institutions[int(node_config["partition-id"])])
+    raise ValueError("this SuperNode has no data-root: start it with --node-config \"data-root='<folder>'\"")
 
 
 def _model(job: Job, message: Message):

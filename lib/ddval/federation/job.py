@@ -13,6 +13,8 @@ run-config key         meaning
 ``wait-for-sites``     seconds the server waits for all the setting's sites to connect
 ``dp-noise-scale``     Gaussian noise × feature std added on each site to the train features it
                        shares (0: none)
+``simulation-sites``   Flower's simulation runtime only: the folder of the sites' data roots, one
+                       per institution (virtual node ``i`` reads the ``i``-th institution's)
 =====================  =====================================================================
 """
 
@@ -32,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "round-timeout": 600.0,
     "wait-for-sites": 300.0,
     "dp-noise-scale": 0.0,
+    "simulation-sites": "",
 }
 
 
@@ -46,6 +49,7 @@ class Job:
     round_timeout: float
     wait_for_sites: float
     dp_noise_scale: float
+    simulation_sites: str | None = None
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> Job:
@@ -67,6 +71,7 @@ class Job:
             round_timeout=float(conf["round-timeout"]),
             wait_for_sites=float(conf["wait-for-sites"]),
             dp_noise_scale=float(conf["dp-noise-scale"]),
+            simulation_sites=str(conf["simulation-sites"]) or None,
         )
 
     @property

@@ -80,8 +80,12 @@ class LocalFederation:
     def env(self) -> dict[str, str]:
         return flower_env(self.home)
 
+    #: Flower's simulation runtime instead of SuperNodes: that many virtual nodes in this process tree
+    simulate: int = 0
+
     def start(self, timeout: float = 120.0) -> LocalFederation:
-        """Start the SuperLink, register the sites' keys (TLS mode), start every SuperNode."""
+        """Start the SuperLink, register the sites' keys (TLS mode), start every SuperNode (none when
+        simulating: the SuperLink runs the ClientApps of ``simulate`` virtual nodes itself)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
         if self.tls:
@@ -90,10 +94,13 @@ class LocalFederation:
         tls_args = (["--ssl-certfile", str(self.certs.server_cert), "--ssl-keyfile", str(self.certs.server_key),
                      "--ssl-ca-certfile", str(self.certs.ca_cert), "--enable-supernode-auth"]
                     if self.certs else ["--insecure"])
-        self.superlink = self._spawn("superlink", ["flower-superlink", *tls_args, "--host", "127.0.0.1",
+        mode = ["--simulation"] if self.simulate else []
+        self.superlink = self._spawn("superlink", ["flower-superlink", *tls_args, *mode, "--host", "127.0.0.1",
                                                    "--port", str(self.port), "--database", ":flwr-in-memory:",
                                                    "--disable-runtime-dependency-installation"])
         self._wait_for_port(self.port, timeout, "SuperLink")
+        if self.simulate:
+            return self
         for name in self.data_roots:
             self.start_node(name)
         time.sleep(2.0)
@@ -177,6 +184,8 @@ class LocalFederation:
         lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
                  f'address = "127.0.0.1:{self.port}"']
         lines += [f'root-certificates = "{self.certs.ca_cert}"'] if self.certs else ["insecure = true"]
+        if self.simulate:
+            lines += [f"options.num-supernodes = {self.simulate}", "options.backend.client-resources.num-cpus = 1"]
         (self.home / "config.toml").write_text("\n".join(lines) + "\n")
 
     def _wait_for_port(self, port: int, timeout: float, what: str) -> None:

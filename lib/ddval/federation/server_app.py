@@ -134,7 +134,7 @@ class FlowerRounds:
     def __call__(self, model, clients: Sequence[RemoteSite], global_state, round_no: int, train_cfg, *, seed: int,
                  weights: Sequence[float] | None):
         """One FedAvg round: local training at every site, the merge here, validation at every site."""
-        from ddval.train.aggregate import average_states, state_sha256
+        from ddval.train.aggregate import average_states
         from ddval.train.rounds import RoundRecord
 
         content = RecordDict({protocol.ARRAYS: protocol.state_to_arrays(global_state),
@@ -147,16 +147,7 @@ class FlowerRounds:
         checked = exchange(self.grid, clients, protocol.VALIDATE, content, self.job.round_timeout,
                            f"round {round_no}, validation")
         val = {c.name: float(checked[c.name].content[protocol.METRICS]["val_loss"]) for c in clients}
-        return RoundRecord(
-            round=round_no,
-            local_states=local,
-            merged_state=merged,
-            leader="server",
-            train_losses=train_losses,
-            val_losses=val,
-            local_hashes={name: state_sha256(state) for name, state in local.items()},
-            merged_hash=state_sha256(merged),
-        )
+        return RoundRecord.merged_by_server(round_no, local, train_losses, merged, val)
 
 
 def test_utility(grid: Grid, job: Job, sites: Sequence[RemoteSite], model):
