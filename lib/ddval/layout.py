@@ -2,7 +2,8 @@
 
 This module is the one owner of these facts; writers and readers import them from here.
 
-Layout (``<root>`` is ``$DDVAL_RESULTS`` or ``<repo>/results``)::
+Layout (``<root>`` is :func:`results_root`: ``$DDVAL_RESULTS``, else ``results/`` of the checkout the
+command runs in)::
 
     <root>/<preset>/data/                               cohort, index, resized scans (seed-independent)
     <root>/<preset>/seed-<s>/<setting>/                 partition of one seed and setting (``<S>``)
@@ -42,14 +43,51 @@ EQUAL_SPLIT = "equal_split"
 Root = str | os.PathLike | None
 
 
-def results_root(root: Root = None) -> Path:
-    """``root`` if given, else ``$DDVAL_RESULTS``, else ``<repo>/results``."""
-    from ddval.config import repo_root
+#: What marks the root of a ddval checkout: both of these exist in it.
+CHECKOUT_MARKERS: tuple[str, ...] = ("configs", "lib/ddval")
 
+
+def checkout_root(start: str | os.PathLike | None = None) -> Path | None:
+    """The ddval checkout (working tree) that holds ``start`` (default: the current directory): the
+    nearest folder at or above it with ``configs/`` and ``lib/ddval/``; None outside every checkout.
+
+    This, not the location of the imported package, decides where results go: two clones may share
+    one environment whose editable install points at only one of them."""
+    here = Path(start if start is not None else os.getcwd()).expanduser().resolve()
+    for folder in (here, *here.parents):
+        if all((folder / marker).is_dir() for marker in CHECKOUT_MARKERS):
+            return folder
+    return None
+
+
+def checkout_results(start: str | os.PathLike | None = None) -> Path:
+    """``results/`` of :func:`checkout_root` (the tables shipped with the checkout you run in).
+
+    Raises:
+        FileNotFoundError: ``start`` (the current directory) is in no ddval checkout.
+    """
+    checkout = checkout_root(start)
+    if checkout is None:
+        here = Path(start if start is not None else os.getcwd()).resolve()
+        raise FileNotFoundError(
+            f"{here} is not inside a ddval checkout (no folder above it has {' and '.join(CHECKOUT_MARKERS)}); "
+            "run from your clone, or set DDVAL_RESULTS (or pass the results folder) to say where results go"
+        )
+    return checkout / "results"
+
+
+def results_root(root: Root = None) -> Path:
+    """Where run folders live: ``root`` if given, else ``$DDVAL_RESULTS``, else ``results/`` of the
+    checkout the current directory is in (:func:`checkout_results`), never the checkout the package
+    happens to be installed from.
+
+    Raises:
+        FileNotFoundError: none of the three applies (outside every checkout, no ``DDVAL_RESULTS``).
+    """
     if root is not None:
         return Path(root).expanduser().resolve()
     env = os.environ.get("DDVAL_RESULTS")
-    return Path(env).expanduser().resolve() if env else repo_root() / "results"
+    return Path(env).expanduser().resolve() if env else checkout_results()
 
 
 def preset_dir(cfg: ExperimentConfig, root: Root = None) -> Path:

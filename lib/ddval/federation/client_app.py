@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ddval.federation  # noqa: F401  (telemetry off before flwr is imported)
 
+import json
 from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -73,8 +74,12 @@ def describe(message: Message, context: Context) -> Message:
     sent = str(message.content[protocol.JOB]["config-sha256"])
     if sent != protocol.config_sha256(job.cfg):
         raise ValueError(f"site {site.institution!r}: the server's config differs from this site's preset {job.cfg.preset!r}")
+    from ddval import numerics
+
     sizes = {f"n_{split}": int(len(site.split(split))) for split in ("train", "val", "test")}
-    info = ConfigRecord({"institution": site.institution, "digest": site.digest(), **sizes})
+    numerics.apply_to_torch()
+    info = ConfigRecord({"institution": site.institution, "digest": site.digest(), **sizes,
+                         "numerics": json.dumps(numerics.fingerprint(), sort_keys=True)})
     return _reply(message, **{protocol.SITE: info})
 
 
@@ -141,7 +146,10 @@ def features(message: Message, context: Context) -> Message:
     from ddval import store
     from ddval.valuation.features import InstitutionFeatures, split_features, stage_threads, write_features
 
+    from ddval import numerics
+
     job, site = open_site(context)
+    numerics.apply_to_torch()
     torch.set_num_threads(stage_threads(job.cfg))
     model = _model(job, message).eval()
     v = job.cfg.valuation

@@ -49,6 +49,7 @@ class RemoteSite:
     n_val: int
     n_test: int
     digest: str
+    numerics: str = ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,7 +106,7 @@ def connect_sites(grid: Grid, job: Job) -> list[RemoteSite]:
         if name in sites:
             raise FederationError(f"describe: institution {name!r} is served by two nodes ({sites[name].node_id}, {node})")
         sites[name] = RemoteSite(name, node, int(info["n_train"]), int(info["n_val"]), int(info["n_test"]),
-                                 str(info["digest"]))
+                                 str(info["digest"]), str(info["numerics"]))
     unknown = sorted(set(sites) - set(wanted))
     missing = [name for name in wanted if name not in sites]
     if unknown or missing:
@@ -168,12 +169,13 @@ def test_utility(grid: Grid, job: Job, sites: Sequence[RemoteSite], model):
 
 def federation_params(job: Job, sites: Sequence[RemoteSite]) -> dict:
     """What the federated grand model depends on: the in-process model parameters, with each site's
-    digest of its own rows in place of the partition (the server never sees the partition)."""
+    digest of its own rows in place of the partition (the server never sees the partition), and each
+    site's CPU numerics (:mod:`ddval.numerics`: sites of other numerics train other bits)."""
     from ddval.train.stage import model_params
 
     members = [s.name for s in sites]
     return {**model_params(job.cfg, job.seed, job.setting, members), "sites": {s.name: s.digest for s in sites},
-            "runtime": "flower"}
+            "site_numerics": {s.name: s.numerics for s in sites}, "runtime": "flower"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +217,8 @@ def collect_and_value(grid: Grid, job: Job, sites: Sequence[RemoteSite], cdir: P
     fdir = features_dir(job.cfg, job.seed, job.setting, job.results_root)
     v = job.cfg.valuation
     params = {"model": model_hash, "layer": FEATURE_LAYER, "pooling": v.pooling, "dtype": v.feature_dtype,
-              "image_size": job.cfg.data.image_size, "dp_noise_scale": job.dp_noise_scale, "runtime": "flower"}
+              "image_size": job.cfg.data.image_size, "dp_noise_scale": job.dp_noise_scale, "runtime": "flower",
+              "site_numerics": {s.name: s.numerics for s in sites}}
 
     def compute() -> list[Path]:
         best = load_checkpoint(cdir / "best.pt", model_hash)["state"]

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ddval import layout, store
+from ddval import layout, numerics, store
 from ddval.config import ExperimentConfig
 from ddval.layout import coalition_dir, coalition_id, parse_coalition, setting_coalitions, train_dir
 from ddval.progress import progress
@@ -124,13 +124,14 @@ def coalition_params(
 
 def model_params(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str]) -> dict[str, Any]:
     """What a coalition's model depends on besides its data: seed, setting, members, the training
-    settings (not the execution-only ones) and the image size."""
+    settings (not the execution-only ones), the image size and the CPU numerics (:mod:`ddval.numerics`)."""
     return {
         "seed": seed,
         "setting": cfg.setting(setting),
         "members": list(members),
         "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in EXECUTION_ONLY},
         "image_size": cfg.data.image_size,
+        "numerics": numerics.fingerprint(),
     }
 
 
