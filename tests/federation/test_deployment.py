@@ -119,7 +119,7 @@ def test_a_killed_site_fails_the_run_and_a_restart_resumes(study, federated):
     server = base / "server-killed"
     cdir = coalition_dir(cfg, 0, SETTING, GRAND, server)
     with LocalFederation(base / "insecure", sites, tls=False) as fed:
-        run = fed.submit(run_config(server, **{"round-timeout": 45.0}), "killed-run")
+        run = fed.submit(run_config(server, **{"round-timeout": 90.0}), "killed-run")
         deadline = time.monotonic() + 900
         while not (cdir / "checkpoint.pt").exists() and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -133,7 +133,7 @@ def test_a_killed_site_fails_the_run_and_a_restart_resumes(study, federated):
         assert load_checkpoint(cdir / "checkpoint.pt", None)["history"]  # the finished rounds are kept
 
         fed.start_node("mimic")
-        again = fed.run(run_config(server, **{"round-timeout": 60.0}), timeout=1500)
+        again = fed.run(run_config(server, **{"round-timeout": 300.0, "wait-for-sites": 90.0}), timeout=1500)
         assert (cdir / ".train.done.json").exists(), again.stdout[-4000:]
     best = load_checkpoint(cdir / "best.pt", None)["state"]
     expected = load_checkpoint(coalition_dir(cfg, 0, SETTING, GRAND, federated) / "best.pt", None)["state"]

@@ -10,7 +10,7 @@ run-config key         meaning
 ``setting``            the setting whose institutions are the sites
 ``results-root``       where the server writes the run folder (empty: ``$DDVAL_RESULTS``)
 ``round-timeout``      seconds the server waits for every site's reply; past it the run fails
-``wait-for-sites``     seconds the server waits for all the setting's sites to connect
+``wait-for-sites``     seconds the server waits for all the setting's sites to connect and answer
 ``dp-noise-scale``     Gaussian noise × feature std added on each site to the train features it
                        shares (0: none)
 ``simulation-sites``   Flower's simulation runtime only: the folder of the sites' data roots, one

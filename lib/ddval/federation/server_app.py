@@ -98,7 +98,7 @@ def connect_sites(grid: Grid, job: Job) -> list[RemoteSite]:
         time.sleep(0.5)
     nodes = sorted(grid.get_node_ids())
     question = RecordDict({protocol.JOB: ConfigRecord({"config-sha256": protocol.config_sha256(job.cfg)})})
-    answers, problems = ask(grid, nodes, protocol.DESCRIBE, question, job.round_timeout)
+    answers, problems = ask(grid, nodes, protocol.DESCRIBE, question, job.wait_for_sites)
     sites: dict[str, RemoteSite] = {}
     for node, reply in answers.items():
         info = reply.content[protocol.SITE]
