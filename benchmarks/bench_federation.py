@@ -80,7 +80,8 @@ def main() -> None:
         run_index_stage(cfg, scratch / "data")
         run_resize_stage(cfg, scratch / "data")
         sites = export_sites(cfg, 0, SETTING, scratch / "sites", root=scratch / "data")
-        rows = [("in process (run_training_stage + DDVal)", in_process(cfg, scratch / "data", scratch / "inproc"), "—")]
+        wall = in_process(cfg, scratch / "data", scratch / "inproc")
+        rows = [("in process (run_training_stage + DDVal)", wall, "—")]
         reference = best_hash(cfg, scratch / "inproc")
         variants = [("Flower simulation runtime (Ray, 18 virtual nodes)", True)]
         variants += [("Flower deployment (SuperLink + 18 SuperNode processes)", False)] if args.deployment else []

@@ -28,8 +28,15 @@ GRAND = ("nih", "chexpert", "mimic")
 
 
 def run_config(results: Path, **extra) -> dict:
-    return {"preset": PRESET, "seed": 0, "setting": SETTING, "results-root": str(results), "round-timeout": 120.0,
-            "wait-for-sites": 120.0, **extra}
+    return {
+        "preset": PRESET,
+        "seed": 0,
+        "setting": SETTING,
+        "results-root": str(results),
+        "round-timeout": 120.0,
+        "wait-for-sites": 120.0,
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +103,10 @@ def test_federated_models_are_bit_identical_to_in_process(study, federated):
 def test_ddval_values_equal_in_process(study, federated):
     cfg, _, inproc, _ = study
     for name in GRAND:
-        with np.load(features_dir(cfg, 0, SETTING, inproc) / f"{name}.npz") as a, \
-                np.load(features_dir(cfg, 0, SETTING, federated) / f"{name}.npz") as b:
+        with (
+            np.load(features_dir(cfg, 0, SETTING, inproc) / f"{name}.npz") as a,
+            np.load(features_dir(cfg, 0, SETTING, federated) / f"{name}.npz") as b,
+        ):
             assert sorted(a.files) == sorted(b.files)
             for key in a.files:
                 assert np.array_equal(a[key], b[key]), (name, key)

@@ -73,13 +73,21 @@ def describe(message: Message, context: Context) -> Message:
     job, site = open_site(context)
     sent = str(message.content[protocol.JOB]["config-sha256"])
     if sent != protocol.config_sha256(job.cfg):
-        raise ValueError(f"site {site.institution!r}: the server's config differs from this site's preset {job.cfg.preset!r}")
+        raise ValueError(
+            f"site {site.institution!r}: the server's config differs from this site's preset {job.cfg.preset!r}"
+        )
     from ddval import numerics
 
     sizes = {f"n_{split}": int(len(site.split(split))) for split in ("train", "val", "test")}
     numerics.apply_to_torch()
-    info = ConfigRecord({"institution": site.institution, "digest": site.digest(), **sizes,
-                         "numerics": json.dumps(numerics.fingerprint(), sort_keys=True)})
+    info = ConfigRecord(
+        {
+            "institution": site.institution,
+            "digest": site.digest(),
+            **sizes,
+            "numerics": json.dumps(numerics.fingerprint(), sort_keys=True),
+        }
+    )
     return _reply(message, **{protocol.SITE: info})
 
 
@@ -117,8 +125,12 @@ def validate(message: Message, context: Context) -> Message:
     seed_everything(job.seed, threads=job.cfg.train.threads)
     data = site.datasets(job.cfg)
     model = _model(job, message)
-    loss = validation_loss(model, protocol.arrays_to_state(message.content[protocol.ARRAYS]), data["val"], job.cfg.train)
-    return _reply(message, **{protocol.METRICS: MetricRecord({"val_loss": float(loss), "num-examples": len(data["val"])})})
+    loss = validation_loss(
+        model, protocol.arrays_to_state(message.content[protocol.ARRAYS]), data["val"], job.cfg.train
+    )
+    return _reply(
+        message, **{protocol.METRICS: MetricRecord({"val_loss": float(loss), "num-examples": len(data["val"])})}
+    )
 
 
 @app.evaluate("test")
@@ -131,8 +143,12 @@ def test(message: Message, context: Context) -> Message:
     job, site = open_site(context)
     seed_everything(job.seed, threads=job.cfg.train.threads)
     data = site.datasets(job.cfg)
-    row = evaluate(_model(job, message), data["test"], batch_size=job.cfg.train.eval_batch_size,
-                   device=resolve_device(job.cfg.train))
+    row = evaluate(
+        _model(job, message),
+        data["test"],
+        batch_size=job.cfg.train.eval_batch_size,
+        device=resolve_device(job.cfg.train),
+    )
     metrics = MetricRecord({**{label: float(v) for label, v in row.items()}, "num-examples": len(data["test"])})
     return _reply(message, **{protocol.METRICS: metrics})
 
@@ -154,14 +170,22 @@ def features(message: Message, context: Context) -> Message:
     model = _model(job, message).eval()
     v = job.cfg.valuation
     splits = {
-        split: split_features(model, site.split(split), job.cfg.data.image_size, pooling=v.pooling,
-                              dtype=v.feature_dtype, batch_size=job.cfg.train.eval_batch_size,
-                              desc=f"{site.institution} {split}")
+        split: split_features(
+            model,
+            site.split(split),
+            job.cfg.data.image_size,
+            pooling=v.pooling,
+            dtype=v.feature_dtype,
+            batch_size=job.cfg.train.eval_batch_size,
+            desc=f"{site.institution} {split}",
+        )
         for split in ("train", "test")
     }
     feats = _with_noise(job, site, InstitutionFeatures(site.institution, splits["train"], splits["test"]))
     path = write_features(site.root / "shared" / f"{site.institution}.npz", feats)
-    store.write_json(path.with_suffix(".json"), {"dp_noise_scale": job.dp_noise_scale, "sha256": store.file_sha256(path)})
+    store.write_json(
+        path.with_suffix(".json"), {"dp_noise_scale": job.dp_noise_scale, "sha256": store.file_sha256(path)}
+    )
     blob = protocol.bytes_to_array(path.read_bytes())
     return _reply(message, **{protocol.FEATURE_FILE: ArrayRecord(numpy_ndarrays=[blob])})
 

@@ -51,11 +51,33 @@ def cmd_certs(args: argparse.Namespace) -> int:
 def cmd_server(args: argparse.Namespace) -> int:
     certs = Path(args.certs) if args.certs else None
     if certs is None and not args.insecure:
-        raise ValueError("ddval federate server needs --certs DIR (from ddval federate certs), or --insecure for a loopback test")
-    tls = (["--ssl-certfile", str(certs / "server.pem"), "--ssl-keyfile", str(certs / "server.key"),
-            "--ssl-ca-certfile", str(certs / "ca.pem"), "--enable-supernode-auth"] if certs else ["--insecure"])
-    argv = ["flower-superlink", *tls, "--host", args.host, "--port", str(args.port),
-            "--database", str(Path(args.database).resolve()), "--disable-runtime-dependency-installation"]
+        raise ValueError(
+            "ddval federate server needs --certs DIR (from ddval federate certs), or --insecure for a loopback test"
+        )
+    tls = (
+        [
+            "--ssl-certfile",
+            str(certs / "server.pem"),
+            "--ssl-keyfile",
+            str(certs / "server.key"),
+            "--ssl-ca-certfile",
+            str(certs / "ca.pem"),
+            "--enable-supernode-auth",
+        ]
+        if certs
+        else ["--insecure"]
+    )
+    argv = [
+        "flower-superlink",
+        *tls,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--database",
+        str(Path(args.database).resolve()),
+        "--disable-runtime-dependency-installation",
+    ]
     return _exec(argv, _flower_home(args))
 
 
@@ -70,18 +92,37 @@ def _connection(args: argparse.Namespace) -> str:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    return _exec(["flwr", "supernode", "register", str(Path(args.public_key).resolve()), _connection(args)],
-                 _flower_home(args))
+    return _exec(
+        ["flwr", "supernode", "register", str(Path(args.public_key).resolve()), _connection(args)], _flower_home(args)
+    )
 
 
 def cmd_site(args: argparse.Namespace) -> int:
     from ddval.federation.sites import load_site
 
     site = load_site(args.data_root)  # fails here, clearly, before anything connects
-    auth = (["--root-certificates", str(Path(args.ca).resolve()), "--auth-supernode-private-key",
-             str(Path(args.key).resolve())] if args.ca else ["--insecure"])
-    argv = ["flower-supernode", *auth, "--superlink", args.superlink, "--host", "127.0.0.1", "--port", str(args.port),
-            "--node-config", f"data-root='{site.root}'"]
+    auth = (
+        [
+            "--root-certificates",
+            str(Path(args.ca).resolve()),
+            "--auth-supernode-private-key",
+            str(Path(args.key).resolve()),
+        ]
+        if args.ca
+        else ["--insecure"]
+    )
+    argv = [
+        "flower-supernode",
+        *auth,
+        "--superlink",
+        args.superlink,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+        "--node-config",
+        f"data-root='{site.root}'",
+    ]
     return _exec(argv, _flower_home(args))
 
 
@@ -144,8 +185,10 @@ def add_federate_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9091)
     p.add_argument("--database", default="superlink.db")
-    for name, func, text in (("register", cmd_register, "admit a site's public key"),
-                             ("run", cmd_run, "start the ddval app (flwr run) and stream its log")):
+    for name, func, text in (
+        ("register", cmd_register, "admit a site's public key"),
+        ("run", cmd_run, "start the ddval app (flwr run) and stream its log"),
+    ):
         p = command(name, func, text)
         p.add_argument("--superlink", required=True, help="HOST:PORT of the SuperLink")
         p.add_argument("--ca", help="the consortium's CA certificate (omit: insecure loopback)")
@@ -159,8 +202,10 @@ def add_federate_parser(sub) -> None:
     p.add_argument("--ca")
     p.add_argument("--key", help="the site's private key (ddval federate certs --sites)")
     p.add_argument("--port", type=int, default=9094, help="local port between the SuperNode and its ClientApp")
-    for name, func, text in (("sites", cmd_sites, "per-site data roots from an in-process run (demo, tests)"),
-                             ("local", cmd_local, "a whole federation on 127.0.0.1: sites, SuperLink, SuperNodes, run")):
+    for name, func, text in (
+        ("sites", cmd_sites, "per-site data roots from an in-process run (demo, tests)"),
+        ("local", cmd_local, "a whole federation on 127.0.0.1: sites, SuperLink, SuperNodes, run"),
+    ):
         p = command(name, func, text)
         p.add_argument("--preset", default="demo")
         p.add_argument("--seed", type=int, default=0)

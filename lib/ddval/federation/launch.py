@@ -91,13 +91,35 @@ class LocalFederation:
         if self.tls:
             self.certs = make_server_certificates(self.workdir / "certs")
         self._write_connection()
-        tls_args = (["--ssl-certfile", str(self.certs.server_cert), "--ssl-keyfile", str(self.certs.server_key),
-                     "--ssl-ca-certfile", str(self.certs.ca_cert), "--enable-supernode-auth"]
-                    if self.certs else ["--insecure"])
+        tls_args = (
+            [
+                "--ssl-certfile",
+                str(self.certs.server_cert),
+                "--ssl-keyfile",
+                str(self.certs.server_key),
+                "--ssl-ca-certfile",
+                str(self.certs.ca_cert),
+                "--enable-supernode-auth",
+            ]
+            if self.certs
+            else ["--insecure"]
+        )
         mode = ["--simulation"] if self.simulate else []
-        self.superlink = self._spawn("superlink", ["flower-superlink", *tls_args, *mode, "--host", "127.0.0.1",
-                                                   "--port", str(self.port), "--database", ":flwr-in-memory:",
-                                                   "--disable-runtime-dependency-installation"])
+        self.superlink = self._spawn(
+            "superlink",
+            [
+                "flower-superlink",
+                *tls_args,
+                *mode,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--database",
+                ":flwr-in-memory:",
+                "--disable-runtime-dependency-installation",
+            ],
+        )
         self._wait_for_port(self.port, timeout, "SuperLink")
         if self.simulate:
             return self
@@ -106,7 +128,9 @@ class LocalFederation:
         time.sleep(2.0)
         dead = [name for name, proc in self.nodes.items() if proc.poll() is not None]
         if dead:
-            raise RuntimeError(f"SuperNode(s) {dead} exited:\n" + "\n".join(self.log(f"supernode-{n}")[-2000:] for n in dead))
+            raise RuntimeError(
+                f"SuperNode(s) {dead} exited:\n" + "\n".join(self.log(f"supernode-{n}")[-2000:] for n in dead)
+            )
         return self
 
     def start_node(self, name: str) -> subprocess.Popen:
@@ -121,10 +145,21 @@ class LocalFederation:
         else:
             auth = ["--insecure"]
         node_config = f"data-root='{self.data_roots[name]}'"
-        self.nodes[name] = self._spawn(f"supernode-{name}", [
-            "flower-supernode", *auth, "--superlink", f"127.0.0.1:{self.port}", "--host", "127.0.0.1",
-            "--port", str(free_port()), "--node-config", node_config,  # installs nothing unless --allow-... is given
-        ])
+        self.nodes[name] = self._spawn(
+            f"supernode-{name}",
+            [
+                "flower-supernode",
+                *auth,
+                "--superlink",
+                f"127.0.0.1:{self.port}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(free_port()),
+                "--node-config",
+                node_config,  # installs nothing unless --allow-... is given
+            ],
+        )
         return self.nodes[name]
 
     def kill_node(self, name: str) -> None:
@@ -135,8 +170,9 @@ class LocalFederation:
 
     def flwr(self, args: list[str], timeout: float) -> subprocess.CompletedProcess:
         """``flwr <args>`` with this federation's Flower home."""
-        return subprocess.run(["flwr", *args], env=self.env, capture_output=True, text=True, timeout=timeout,
-                              cwd=self.workdir)
+        return subprocess.run(
+            ["flwr", *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=self.workdir
+        )
 
     def run(self, run_config: dict, timeout: float) -> subprocess.CompletedProcess:
         """``flwr run <ddval app> ddval --stream`` with ``run_config`` overrides; returns when the
@@ -177,12 +213,18 @@ class LocalFederation:
         (self.workdir / "logs").mkdir(exist_ok=True)
         out = open(self.workdir / "logs" / f"{name}.log", "ab")
         # its own process group: stopping it also stops the ServerApp / ClientApp children it starts
-        return subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir,
-                                start_new_session=True)
+        return subprocess.Popen(
+            argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
+        )
 
     def _write_connection(self) -> None:
-        lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]",
-                 f'address = "127.0.0.1:{self.port}"']
+        lines = [
+            "[superlink]",
+            f'default = "{CONNECTION}"',
+            "",
+            f"[superlink.{CONNECTION}]",
+            f'address = "127.0.0.1:{self.port}"',
+        ]
         lines += [f'root-certificates = "{self.certs.ca_cert}"'] if self.certs else ["insecure = true"]
         if self.simulate:
             lines += [f"options.num-supernodes = {self.simulate}", "options.backend.client-resources.num-cpus = 1"]

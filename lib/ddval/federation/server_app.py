@@ -57,20 +57,25 @@ class RemoteSite:
 # --------------------------------------------------------------------------------------------
 
 
-def ask(grid: Grid, node_ids: Sequence[int], message_type: str, content: RecordDict,
-        timeout: float) -> tuple[dict[int, Message], dict[int, str]]:
+def ask(
+    grid: Grid, node_ids: Sequence[int], message_type: str, content: RecordDict, timeout: float
+) -> tuple[dict[int, Message], dict[int, str]]:
     """Send ``content`` to every node; returns the replies and, per node that failed or stayed
     silent for ``timeout`` seconds, what went wrong."""
     messages = [Message(content, message_type=message_type, dst_node_id=node) for node in node_ids]
     replies = {reply.metadata.src_node_id: reply for reply in grid.send_and_receive(messages, timeout=timeout)}
-    problems = {node: f"failed: {replies[node].error.reason}" for node in node_ids
-                if node in replies and replies[node].has_error()}
+    problems = {
+        node: f"failed: {replies[node].error.reason}"
+        for node in node_ids
+        if node in replies and replies[node].has_error()
+    }
     problems.update({node: f"no answer within {timeout:g} s" for node in node_ids if node not in replies})
     return {node: reply for node, reply in replies.items() if node not in problems}, problems
 
 
-def exchange(grid: Grid, sites: Sequence[RemoteSite], message_type: str, content: RecordDict, timeout: float,
-             what: str) -> dict[str, Message]:
+def exchange(
+    grid: Grid, sites: Sequence[RemoteSite], message_type: str, content: RecordDict, timeout: float, what: str
+) -> dict[str, Message]:
     """Send ``content`` to every site and return each one's reply by institution name.
 
     Raises:
@@ -104,9 +109,18 @@ def connect_sites(grid: Grid, job: Job) -> list[RemoteSite]:
         info = reply.content[protocol.SITE]
         name = str(info["institution"])
         if name in sites:
-            raise FederationError(f"describe: institution {name!r} is served by two nodes ({sites[name].node_id}, {node})")
-        sites[name] = RemoteSite(name, node, int(info["n_train"]), int(info["n_val"]), int(info["n_test"]),
-                                 str(info["digest"]), str(info["numerics"]))
+            raise FederationError(
+                f"describe: institution {name!r} is served by two nodes ({sites[name].node_id}, {node})"
+            )
+        sites[name] = RemoteSite(
+            name,
+            node,
+            int(info["n_train"]),
+            int(info["n_val"]),
+            int(info["n_test"]),
+            str(info["digest"]),
+            str(info["numerics"]),
+        )
     unknown = sorted(set(sites) - set(wanted))
     missing = [name for name in wanted if name not in sites]
     if unknown or missing:
@@ -132,21 +146,37 @@ class FlowerRounds:
         self.grid = grid
         self.job = job
 
-    def __call__(self, model, clients: Sequence[RemoteSite], global_state, round_no: int, train_cfg, *, seed: int,
-                 weights: Sequence[float] | None):
+    def __call__(
+        self,
+        model,
+        clients: Sequence[RemoteSite],
+        global_state,
+        round_no: int,
+        train_cfg,
+        *,
+        seed: int,
+        weights: Sequence[float] | None,
+    ):
         """One FedAvg round: local training at every site, the merge here, validation at every site."""
         from ddval.train.aggregate import average_states
         from ddval.train.rounds import RoundRecord
 
-        content = RecordDict({protocol.ARRAYS: protocol.state_to_arrays(global_state),
-                              protocol.CONFIG: ConfigRecord({"round": round_no, "seed": seed})})
-        trained = exchange(self.grid, clients, protocol.TRAIN, content, self.job.round_timeout, f"round {round_no}, training")
+        content = RecordDict(
+            {
+                protocol.ARRAYS: protocol.state_to_arrays(global_state),
+                protocol.CONFIG: ConfigRecord({"round": round_no, "seed": seed}),
+            }
+        )
+        trained = exchange(
+            self.grid, clients, protocol.TRAIN, content, self.job.round_timeout, f"round {round_no}, training"
+        )
         local = {c.name: protocol.arrays_to_state(trained[c.name].content[protocol.ARRAYS]) for c in clients}
         train_losses = {c.name: float(trained[c.name].content[protocol.METRICS]["train_loss"]) for c in clients}
         merged = average_states([local[c.name] for c in clients], weights)
         content = RecordDict({protocol.ARRAYS: protocol.state_to_arrays(merged)})
-        checked = exchange(self.grid, clients, protocol.VALIDATE, content, self.job.round_timeout,
-                           f"round {round_no}, validation")
+        checked = exchange(
+            self.grid, clients, protocol.VALIDATE, content, self.job.round_timeout, f"round {round_no}, validation"
+        )
         val = {c.name: float(checked[c.name].content[protocol.METRICS]["val_loss"]) for c in clients}
         return RoundRecord.merged_by_server(round_no, local, train_losses, merged, val)
 
@@ -162,8 +192,10 @@ def test_utility(grid: Grid, job: Job, sites: Sequence[RemoteSite], model):
     content = RecordDict({protocol.ARRAYS: protocol.state_to_arrays(clone_state(model))})
     replies = exchange(grid, sites, protocol.TEST, content, job.round_timeout, "test scores")
     keys = [*LABELS, "mean"]
-    rows = {s.name: pd.Series([float(replies[s.name].content[protocol.METRICS][k]) for k in keys], index=keys,
-                              name="auroc") for s in sites}
+    rows = {
+        s.name: pd.Series([float(replies[s.name].content[protocol.METRICS][k]) for k in keys], index=keys, name="auroc")
+        for s in sites
+    }
     return utility_of_sets(rows)
 
 
@@ -174,8 +206,12 @@ def federation_params(job: Job, sites: Sequence[RemoteSite]) -> dict:
     from ddval.train.stage import model_params
 
     members = [s.name for s in sites]
-    return {**model_params(job.cfg, job.seed, job.setting, members), "sites": {s.name: s.digest for s in sites},
-            "site_numerics": {s.name: s.numerics for s in sites}, "runtime": "flower"}
+    return {
+        **model_params(job.cfg, job.seed, job.setting, members),
+        "sites": {s.name: s.digest for s in sites},
+        "site_numerics": {s.name: s.numerics for s in sites},
+        "runtime": "flower",
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,8 +234,17 @@ def run_federation(grid: Grid, job: Job) -> Path:
     members = tuple(s.name for s in sites)
     params = federation_params(job, sites)
     log.info("sites: %s", ", ".join(f"{s.name} (node {s.node_id}, {s.n_train} train scans)" for s in sites))
-    record_coalition(job.cfg, job.seed, job.setting, members, params, sites, FlowerRounds(grid, job),
-                     lambda model, device: test_utility(grid, job, sites, model), job.results_root)
+    record_coalition(
+        job.cfg,
+        job.seed,
+        job.setting,
+        members,
+        params,
+        sites,
+        FlowerRounds(grid, job),
+        lambda model, device: test_utility(grid, job, sites, model),
+        job.results_root,
+    )
     h = store.param_hash(params)
     assemble_tables(job.cfg, job.seed, job.setting, {members: h}, job.results_root)
     cdir = coalition_dir(job.cfg, job.seed, job.setting, members, job.results_root)
@@ -216,9 +261,16 @@ def collect_and_value(grid: Grid, job: Job, sites: Sequence[RemoteSite], cdir: P
 
     fdir = features_dir(job.cfg, job.seed, job.setting, job.results_root)
     v = job.cfg.valuation
-    params = {"model": model_hash, "layer": FEATURE_LAYER, "pooling": v.pooling, "dtype": v.feature_dtype,
-              "image_size": job.cfg.data.image_size, "dp_noise_scale": job.dp_noise_scale, "runtime": "flower",
-              "site_numerics": {s.name: s.numerics for s in sites}}
+    params = {
+        "model": model_hash,
+        "layer": FEATURE_LAYER,
+        "pooling": v.pooling,
+        "dtype": v.feature_dtype,
+        "image_size": job.cfg.data.image_size,
+        "dp_noise_scale": job.dp_noise_scale,
+        "runtime": "flower",
+        "site_numerics": {s.name: s.numerics for s in sites},
+    }
 
     def compute() -> list[Path]:
         best = load_checkpoint(cdir / "best.pt", model_hash)["state"]

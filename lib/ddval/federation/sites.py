@@ -103,7 +103,13 @@ def export_sites(
             shutil.copyfile(source, site_root / relative)
             local.append(str(relative))
         store.write_table(site_root / PARTITION_FILE, rows.assign(path=local))
-        info = {"format": SITE_FORMAT, "institution": inst.name, "preset": cfg.preset, "seed": int(seed), "setting": setting}
+        info = {
+            "format": SITE_FORMAT,
+            "institution": inst.name,
+            "preset": cfg.preset,
+            "seed": int(seed),
+            "setting": setting,
+        }
         store.write_json(site_root / SITE_FILE, info)
         roots[inst.name] = site_root
     return roots

@@ -73,8 +73,9 @@ def value_received_features(job: Job, features_hash: str) -> Path:
         points, patients, institution = ddval_tables(inputs, values)
         result = MethodResult("ddval", institution, time.perf_counter() - start, 0).table(setting, seed)
         return [
-            store.write_npz(vdir / "knn_values.npz", label_values=values, wall_time_s=np.float64(knn_time),
-                            scan_id=pooled.scan_id),
+            store.write_npz(
+                vdir / "knn_values.npz", label_values=values, wall_time_s=np.float64(knn_time), scan_id=pooled.scan_id
+            ),
             store.write_table(vdir / "point_values.parquet", points),
             store.write_table(vdir / "patient_values.csv", patients),
             store.write_table(vdir / "methods" / "ddval.csv", result),
@@ -82,8 +83,13 @@ def value_received_features(job: Job, features_hash: str) -> Path:
             store.write_table(vdir / "similarity.csv", pd.DataFrame(columns=SIMILARITY_COLUMNS)),
         ]
 
-    params = {"features": features_hash, "utilities": store.file_sha256(_utilities_path(job)),
-              "k": cfg.valuation.k, "test_per_class": cfg.valuation.test_per_class, "runtime": "flower"}
+    params = {
+        "features": features_hash,
+        "utilities": store.file_sha256(_utilities_path(job)),
+        "k": cfg.valuation.k,
+        "test_per_class": cfg.valuation.test_per_class,
+        "runtime": "flower",
+    }
     store.run_stage(vdir, "ddval", params, compute)
     return vdir / "institution_values.csv"
 
