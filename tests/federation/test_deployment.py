@@ -147,3 +147,13 @@ def test_a_killed_site_fails_the_run_and_a_restart_resumes(study, federated):
     best = load_checkpoint(cdir / "best.pt", None)["state"]
     expected = load_checkpoint(coalition_dir(cfg, 0, SETTING, GRAND, federated) / "best.pt", None)["state"]
     assert state_sha256(best) == state_sha256(expected)
+
+
+def test_the_economy_stage_runs_on_the_servers_run_folder(study, federated):
+    """Notebook 05's call on what the server wrote: rounds on chain, valuations pinned, payouts."""
+    from ddval import economy
+
+    cfg = study[0]
+    run = economy.run_economy_stage(cfg, 0, SETTING, root=federated, n_individuals=2)
+    assert run.deployment["rounds_on_chain"] == cfg.train.max_rounds
+    assert int(run.deployment["funded"]) == cfg.economy.pool_amount
