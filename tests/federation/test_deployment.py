@@ -149,11 +149,15 @@ def test_a_killed_site_fails_the_run_and_a_restart_resumes(study, federated):
     assert state_sha256(best) == state_sha256(expected)
 
 
-def test_the_economy_stage_runs_on_the_servers_run_folder(study, federated):
-    """Notebook 05's call on what the server wrote: rounds on chain, valuations pinned, payouts."""
-    from ddval import economy
+def test_the_economy_stage_reads_the_servers_run_folder(study, federated):
+    """What notebook 05 reads first, on what the server wrote: the round table and every round's
+    model files (planned as the chain's stopping rule would), the values and the feature files."""
+    from ddval.economy.inputs import locate_inputs, plan_rounds
 
     cfg = study[0]
-    run = economy.run_economy_stage(cfg, 0, SETTING, root=federated, n_individuals=2)
-    assert run.deployment["rounds_on_chain"] == cfg.train.max_rounds
-    assert int(run.deployment["funded"]) == cfg.economy.pool_amount
+    inputs = locate_inputs(cfg, 0, SETTING, federated)
+    plan = plan_rounds(inputs, cfg.train.patience, cfg.train.max_rounds)
+    assert plan.rounds == tuple(range(1, cfg.train.max_rounds + 1))
+    assert all(path.exists() for path in plan.models.values()) and len(plan.models) == 3 * cfg.train.max_rounds
+    assert list(store.read_table(inputs.institution_values)["institution"]) == list(GRAND)
+    assert sorted(p.name for p in inputs.features.glob("*.npz")) == sorted(f"{n}.npz" for n in GRAND)
