@@ -120,10 +120,10 @@ def load_model(
     members = _checked_members(cfg, setting, coalition)
     cdir = coalition_dir(cfg, seed, setting, members, root)
     params = coalition_params(cfg, seed, setting, members, load_partition(cfg, seed, setting, root=root))
-    status = store.stage_status(cdir, STAGE, params)
+    status, why = store.stage_check(cdir, STAGE, params)
     if status != "complete":
         raise FileNotFoundError(
-            f"{cdir}: coalition {coalition_id(members)} is {status} for the current config; "
+            f"{cdir}: coalition {coalition_id(members)} is {status} for the current config ({why}); "
             "run the training stage first"
         )
     saved = load_checkpoint(cdir / "best.pt", store.param_hash(params))

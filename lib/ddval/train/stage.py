@@ -39,9 +39,11 @@ from ddval import layout, numerics, store
 from ddval.config import ExperimentConfig
 from ddval.layout import coalition_dir, coalition_id, parse_coalition, setting_coalitions, train_dir
 from ddval.progress import progress
+from ddval.procs import die_with_parent
 from ddval.train.fedavg import fedavg_round
 from ddval.train.local import Client
 from ddval.train.metrics import Utility, coalition_utility
+from ddval.train.models import pretrained_weights_digest
 from ddval.train.record import STAGE, record_coalition
 from ddval.train.swarm import swarm_round
 
@@ -132,6 +134,7 @@ def model_params(cfg: ExperimentConfig, seed: int, setting: str, members: Sequen
         "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in EXECUTION_ONLY},
         "image_size": cfg.data.image_size,
         "numerics": numerics.fingerprint(),
+        **pretrained_weights_digest(cfg.train),  # which ImageNet weights (none for random or small models)
     }
 
 
@@ -271,7 +274,9 @@ def _train_in_processes(cfg: ExperimentConfig, seed: int, todo: list[tuple[str, 
     order = sorted(todo, key=lambda task: -len(task[1]))  # the longest jobs first balance the load
     # spawn, not fork: a forked child inherits torch's thread pools in an undefined state
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(cfg.train.processes, len(order)), mp_context=context) as pool:
+    workers = min(cfg.train.processes, len(order))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:  # no worker outlives a killed runner
         futures = [pool.submit(_train_task, cfg, seed, name, members, root) for name, members in order]
         bar = progress(total=len(futures), desc="coalitions", unit="coalition")
         pending = set(futures)
