@@ -352,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-complete", action="store_true", help="do nothing when the task is already complete")
     p.add_argument("--force", action="store_true", help="redo the stages inside the task too (also: $DDVAL_FORCE set)")
     p.set_defaults(func=cmd_run_task)
+
+    from ddval.federation.commands import add_federate_parser
+
+    add_federate_parser(sub)
     return parser
 
 

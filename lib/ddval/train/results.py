@@ -23,15 +23,8 @@ from ddval.layout import coalition_dir, coalition_id, parse_coalition, train_dir
 from ddval.train.aggregate import State
 from ddval.train.checkpoints import load_checkpoint
 from ddval.train.models import build_model
-from ddval.train.stage import (
-    STAGE,
-    assemble_if_complete,
-    coalition_params,
-    coalition_status,
-    load_setting_data,
-    round_path,
-    stage_scope,
-)
+from ddval.train.record import STAGE, round_path
+from ddval.train.stage import assemble_if_complete, coalition_params, coalition_status, load_setting_data, stage_scope
 
 #: Worth of the empty coalition (a random classifier's AUROC).
 EMPTY_COALITION_UTILITY = 0.5

@@ -25,8 +25,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,26 +32,23 @@ from typing import Any
 
 import pandas as pd
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 
 from ddval import layout, numerics, store
-from ddval.config import LABELS, ExperimentConfig
+from ddval.config import ExperimentConfig
 from ddval.layout import coalition_dir, coalition_id, parse_coalition, setting_coalitions, train_dir
 from ddval.progress import progress
-from ddval.repro import seed_everything
-from ddval.train.aggregate import State
-from ddval.train.checkpoints import save_checkpoint
-from ddval.train.fedavg import fedavg_round, train_rounds
-from ddval.train.local import Client, clone_state, derive_seed, resolve_device
-from ddval.train.metrics import coalition_utility
 from ddval.procs import die_with_parent
-from ddval.train.models import build_model, pretrained_weights_digest
-from ddval.train.rounds import RoundRecord
+from ddval.train.fedavg import fedavg_round
+from ddval.train.local import Client
+from ddval.train.metrics import Utility, coalition_utility
+from ddval.train.models import pretrained_weights_digest
+from ddval.train.record import STAGE, record_coalition
 from ddval.train.swarm import swarm_round
 
 log = logging.getLogger(__name__)
 
-STAGE = "train"
 #: Train settings that change how the work is scheduled, not a single number of its results
 #: (so changing them never invalidates a trained coalition).
 EXECUTION_ONLY = ("processes",)
@@ -81,24 +76,40 @@ def load_setting_data(
     cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None
 ) -> SettingData:
     """Partition of ``setting`` (``ddval.data.splits.load_partition``) as datasets per institution."""
-    from ddval.data.dataset import XrayDataset
     from ddval.data.splits import load_partition
 
     partition = load_partition(cfg, seed, setting, root=root)
-    size = cfg.data.image_size
     out: dict[str, dict[str, Dataset]] = {"train": {}, "val": {}, "test": {}}
     for inst in cfg.setting(setting).institutions:
-        for split in out:
-            frame = partition[(partition["institution"] == inst.name) & (partition["split"] == split)].reset_index(
-                drop=True
-            )
-            if frame.empty:
-                raise ValueError(
-                    f"partition of setting {setting!r} (seed {seed}): institution {inst.name!r} has no {split} scans"
-                )
-            train = split == "train" and cfg.train.augment
-            out[split][inst.name] = XrayDataset(frame, size, train=train, train_cfg=cfg.train if train else None)
+        rows = partition[partition["institution"] == inst.name]
+        datasets = institution_datasets(cfg, rows, f"partition of setting {setting!r} (seed {seed})", inst.name)
+        for split, data in datasets.items():
+            out[split][inst.name] = data
     return SettingData(partition, out["train"], out["val"], out["test"])
+
+
+def institution_datasets(cfg: ExperimentConfig, rows: pd.DataFrame, where: str, name: str) -> dict[str, Dataset]:
+    """One institution's train (augmented when ``train.augment``), val and test datasets.
+
+    Args:
+        cfg: the experiment (image size, augmentation).
+        rows: the institution's partition rows, in partition order.
+        where: what the rows come from, for errors (a partition, a site's data root).
+        name: the institution.
+
+    Returns:
+        ``{"train": ..., "val": ..., "test": ...}``, rows of each split in partition order.
+    """
+    from ddval.data.dataset import XrayDataset
+
+    out: dict[str, Dataset] = {}
+    for split in ("train", "val", "test"):
+        frame = rows[rows["split"] == split].reset_index(drop=True)
+        if frame.empty:
+            raise ValueError(f"{where}: institution {name!r} has no {split} scans")
+        train = split == "train" and cfg.train.augment
+        out[split] = XrayDataset(frame, cfg.data.image_size, train=train, train_cfg=cfg.train if train else None)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,13 +121,18 @@ def coalition_params(
     cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], partition: pd.DataFrame
 ) -> dict[str, Any]:
     """Everything a coalition's model depends on; its hash marks checkpoints and the stage record."""
+    return {**model_params(cfg, seed, setting, members), "partition": frame_digest(partition)}
+
+
+def model_params(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str]) -> dict[str, Any]:
+    """What a coalition's model depends on besides its data: seed, setting, members, the training
+    settings (not the execution-only ones), the image size and the CPU numerics (:mod:`ddval.numerics`)."""
     return {
         "seed": seed,
         "setting": cfg.setting(setting),
         "members": list(members),
         "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in EXECUTION_ONLY},
         "image_size": cfg.data.image_size,
-        "partition": _frame_digest(partition),
         "numerics": numerics.fingerprint(),
         **pretrained_weights_digest(cfg.train),  # which ImageNet weights (none for random or small models)
     }
@@ -127,7 +143,7 @@ def coalition_params(
 LOCATION_COLUMNS = ("path",)
 
 
-def _frame_digest(frame: pd.DataFrame) -> str:
+def frame_digest(frame: pd.DataFrame) -> str:
     """Content hash of the partition (so a re-made partition never reuses old models); the scans'
     locations are not part of it (the image size is, in :func:`coalition_params`)."""
     ordered = frame.reindex(sorted(c for c in frame.columns if c not in LOCATION_COLUMNS), axis=1)
@@ -151,131 +167,13 @@ def train_coalition(
 ) -> store.StageResult:
     """Train, score and record one coalition (skipped when done, resumed when half done)."""
     members = tuple(members)
-    cdir = coalition_dir(cfg, seed, setting, members, root)
     params = coalition_params(cfg, seed, setting, members, data.partition)
-    h = store.param_hash(params)
-    if store.stage_status(cdir, STAGE, params) == "stale":
-        log.warning("%s was trained with other parameters; retraining it", cdir)
-        _clear_models(cdir)
-    grand = members == tuple(i.name for i in cfg.setting(setting).institutions)
+    round_fn = swarm_round if cfg.train.algorithm == "swarm" else fedavg_round
 
-    def compute() -> list[Path]:
-        started, cpu_started = time.perf_counter(), time.process_time()
-        seed_everything(seed, threads=cfg.train.threads)
-        device = resolve_device(cfg.train)
-        torch.manual_seed(derive_seed(seed, "init"))  # the same initial model for every coalition
-        model = build_model(cfg.train).to(device)
-        checkpoint = cdir / "checkpoint.pt"
-        on_round = None
-        if grand:
-            if not checkpoint.exists():
-                shutil.rmtree(cdir / "rounds", ignore_errors=True)  # leftovers of an older run
-                _save_round_state(cdir, 0, "global", clone_state(model), h)
-            on_round = lambda record: _save_round(cdir, record, h)  # noqa: E731
-        result = train_rounds(
-            model,
-            data.clients(members),
-            cfg.train,
-            seed=seed,
-            round_fn=swarm_round if cfg.train.algorithm == "swarm" else fedavg_round,
-            checkpoint=checkpoint,
-            params_hash=h,
-            on_round=on_round,
-            desc=f"{setting} {coalition_id(members)}",
-        )
-        utility = coalition_utility(model, data.test, batch_size=cfg.train.eval_batch_size, device=device)
-        written = _write_coalition_tables(cdir, cfg, seed, setting, members, result, utility)
-        save_checkpoint(
-            cdir / "best.pt", {"state": result.best_state, "best_round": result.best_round, "members": list(members)}, h
-        )
-        checkpoint.unlink(missing_ok=True)  # the loop state is no longer needed
-        # timings live apart from the tables, which must be identical run to run
-        timing = {
-            "wall_s": time.perf_counter() - started,
-            "cpu_s": time.process_time() - cpu_started,
-            "rounds": len(result.history),
-            "device": str(device),
-        }
-        outputs = [cdir / "best.pt", store.write_json(cdir / "timing.json", timing), *written]
-        if grand:  # every recorded state is an output: a lost one makes the stage incomplete
-            outputs += [round_path(cdir, 0, "global")]
-            outputs += [
-                round_path(cdir, r, who) for r in range(1, len(result.history) + 1) for who in ("global", *members)
-            ]
-        return outputs
+    def score(model: nn.Module, device: torch.device) -> Utility:
+        return coalition_utility(model, data.test, batch_size=cfg.train.eval_batch_size, device=device)
 
-    return store.run_stage(cdir, STAGE, params, compute)
-
-
-def _clear_models(cdir: Path) -> None:
-    for name in ("checkpoint.pt", "best.pt"):
-        (cdir / name).unlink(missing_ok=True)
-    shutil.rmtree(cdir / "rounds", ignore_errors=True)
-
-
-def round_path(cdir: Path, round_no: int, who: str) -> Path:
-    return cdir / "rounds" / f"{round_no:03d}" / f"{who}.pt"
-
-
-def _save_round_state(cdir: Path, round_no: int, who: str, state: State, params_hash: str) -> None:
-    save_checkpoint(round_path(cdir, round_no, who), {"state": state, "round": round_no, "who": who}, params_hash)
-
-
-def _save_round(cdir: Path, record: RoundRecord, params_hash: str) -> None:
-    """Keep a round of the grand coalition: the merged model and every institution's local model."""
-    _save_round_state(cdir, record.round, "global", record.merged_state, params_hash)
-    for name, state in record.local_states.items():
-        _save_round_state(cdir, record.round, name, state, params_hash)
-
-
-def _write_coalition_tables(
-    cdir: Path, cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], result, utility
-) -> list[Path]:
-    cid = coalition_id(members)
-    key = {"setting": setting, "seed": seed, "coalition": cid}
-    auroc = pd.DataFrame(
-        {
-            **key,
-            "members": cid,
-            "n_members": len(members),
-            "label": [*LABELS, "mean"],
-            "auroc": [*(float(utility.per_label[label]) for label in LABELS), utility.value],
-        }
-    )
-    per_set = utility.per_set.reset_index().melt(id_vars="test_set", var_name="label", value_name="auroc")
-    per_set.insert(0, "coalition", cid)
-    curve = pd.DataFrame(
-        [
-            {
-                **key,
-                "round": h["round"],
-                "train_loss": h["train_loss"],
-                "val_loss": h["val_loss"],
-                "is_best": h["round"] == result.best_round,
-            }
-            for h in result.history
-        ]
-    )
-    rounds = pd.DataFrame(
-        [
-            {
-                "round": h["round"],
-                "institution": name,
-                "model_sha256": c["model_sha256"],
-                "merged_sha256": h["merged_sha256"],
-                "leader": h["leader"],
-                "val_loss": c["val_loss"],
-            }
-            for h in result.history
-            for name, c in h["clients"].items()
-        ]
-    )
-    return [
-        store.write_table(cdir / "auroc.csv", auroc),
-        store.write_table(cdir / "auroc_per_test_set.csv", per_set),
-        store.write_table(cdir / "curve.csv", curve),
-        store.write_table(cdir / "rounds.csv", rounds),
-    ]
+    return record_coalition(cfg, seed, setting, members, params, data.clients(members), round_fn, score, root)
 
 
 # --------------------------------------------------------------------------------------------
@@ -409,17 +307,27 @@ def coalition_status(
 
 
 def assemble_if_complete(cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root) -> bool:
+    """Assemble ``utilities.csv`` and ``curves.csv`` once every coalition of ``setting`` is done."""
     status = coalition_status(cfg, seed, setting, partition, root)
     if any(s != "complete" for s, _ in status.values()):
         return False
+    assemble_tables(cfg, seed, setting, {members: h for members, (_, h) in status.items()}, root)
+    return True
+
+
+def assemble_tables(
+    cfg: ExperimentConfig, seed: int, setting: str, hashes: dict[tuple[str, ...], str], root
+) -> list[Path]:
+    """``<S>/train/utilities.csv`` and ``curves.csv`` from the trained coalitions ``hashes`` (members →
+    the parameter hash of the model they were trained as), a stage of its own (``utilities``)."""
     tdir = train_dir(cfg, seed, setting, root)
-    params = {coalition_id(m): h for m, (_, h) in status.items()}
+    params = {coalition_id(m): h for m, h in hashes.items()}
 
     def compute() -> list[Path]:
-        dirs = [coalition_dir(cfg, seed, setting, m, root) for m in status]
+        dirs = [coalition_dir(cfg, seed, setting, m, root) for m in hashes]
         utilities = pd.concat([store.read_table(d / "auroc.csv") for d in dirs], ignore_index=True)
         curves = pd.concat([store.read_table(d / "curve.csv") for d in dirs], ignore_index=True)
         return [store.write_table(tdir / "utilities.csv", utilities), store.write_table(tdir / "curves.csv", curves)]
 
     store.run_stage(tdir, "utilities", params, compute)
-    return True
+    return [tdir / "utilities.csv", tdir / "curves.csv"]
