@@ -82,3 +82,12 @@ def deploy(chain, name: str, *args, sender=None):
     """Deploy a committed artifact from ``sender`` (default: account 0)."""
     contract, _ = chain.deploy(load_artifact(name), *args, sender=sender or chain.accounts[0])
     return contract
+
+
+def next_block_at(c, ts: int) -> None:
+    """Move the embedded chain's clock so that the next transaction is mined at ``ts``: eth-tester
+    mines at the latest timestamp + 1 while the chain is ahead of the wall clock, and a reverting
+    transaction mines nothing (so the next one is still at ``ts``)."""
+    gap = ts - 1 - c.timestamp()
+    assert gap > 0, f"{ts} is not in the future of the latest block"
+    c.advance_time(gap)

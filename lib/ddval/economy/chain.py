@@ -91,7 +91,8 @@ class Chain:
         try:
             tx = call.build_transaction(params)
             if simulate:
-                self.w3.eth.call({k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx})
+                # "pending": the block the transaction will be mined in (its timestamp decides deadlines)
+                self.w3.eth.call({k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx}, "pending")
         except Exception as exc:  # noqa: BLE001 - web3 raises several types for a reverting call
             raise self._as_tx_failed(exc, "simulation" if simulate else "gas estimate") from exc
         if gas is None and not simulate:
@@ -103,6 +104,14 @@ class Chain:
         if receipt["status"] != 1:
             raise TxFailed(f"transaction {tx_hash.hex()} reverted (gas used {receipt['gasUsed']})")
         return receipt
+
+    def call(self, call: Any) -> Any:
+        """The result of a view call (``contract.functions.f(...)``); a revert raises :class:`TxFailed`
+        with the decoded custom error, as :meth:`send` does."""
+        try:
+            return call.call()
+        except Exception as exc:  # noqa: BLE001 - web3 raises several types for a reverting call
+            raise self._as_tx_failed(exc, "call") from exc
 
     def send_batch(self, calls: Sequence[Any], sender: LocalAccount, *, gas: int) -> list[dict[str, Any]]:
         """Send many calls from one sender back to back (consecutive nonces, one fee quote), then
