@@ -55,12 +55,12 @@ def _rpc(url: str, method: str, params: list | None = None) -> dict:
         return json.loads(resp.read())
 
 
-def start_anvil(tmp: Path, *extra: str) -> tuple[str, subprocess.Popen]:
-    """Start anvil on a free port; return its URL and process."""
+def start_anvil(tmp: Path, *extra: str, port: int | None = None) -> tuple[str, subprocess.Popen]:
+    """Start anvil on ``port`` (default: a free one); return its URL and process."""
     binary = repo_root() / "node_modules" / ".bin" / "anvil"
     if not binary.exists():
         pytest.fail(f"{binary} not found: run `make env` (npm ci installs @foundry-rs/anvil)")
-    port = free_port()
+    port = port or free_port()
     log = tmp / f"anvil-{port}.log"
     proc = subprocess.Popen([str(binary), "--host", "127.0.0.1", "--port", str(port), *extra], stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -196,6 +196,9 @@ def test_account_table_is_validated():
         rewards.load_accounts(frame)
 
 
-def test_leaves_merge_accounts_and_drop_zero_amounts():
+def test_leaves_keep_table_order_one_per_recipient_and_drop_zero_amounts():
+    """Claims are keyed by leaf index, so two recipients sharing an account are two leaves."""
     table = pd.DataFrame({"account": ["0x" + "11" * 20, "0x" + "22" * 20, "0x" + "11" * 20], "amount": [5, 0, 7]})
-    assert rewards.leaves(table) == [("0x" + "11" * 20, 12)]
+    assert rewards.leaves(table) == [("0x" + "11" * 20, 5), ("0x" + "11" * 20, 7)]
+    with pytest.raises(rewards.RewardError, match="negative amount -1"):
+        rewards.leaves(table.assign(amount=[5, -1, 7]))

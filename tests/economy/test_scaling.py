@@ -29,6 +29,8 @@ def test_recipients_are_fresh_for_each_method_and_count(chain):
     loop = scaling.recipients(4, "loop-0")
     claim = scaling.recipients(4, "claim-0")
     assert not set(loop) & set(claim)
-    # fresh accounts: each claim pays a zero-to-non-zero balance write; a reused account (as measured
-    # before this test existed) made a 4-leaf claim cost about 76,000 gas instead of about 93,000
-    assert table.set_index("method").loc["merkle_claim", "gas_per_recipient_min"] > 88_000
+    # fresh accounts: each claim pays a zero-to-non-zero balance write (about 17,000 gas more than a
+    # reused account). The cheapest 4-leaf claim (not the first of its claimed-bitmap word) costs
+    # about 76,000 gas with a fresh account, so a reused one would fall below 60,000
+    claims = table.set_index("method").loc["merkle_claim"]
+    assert claims["gas_per_recipient_min"] > 70_000 and claims["gas_per_recipient_max"] > 90_000

@@ -133,6 +133,16 @@ def patient_values(frame: pd.DataFrame, institutions: Sequence[str], *, source: 
     return sums
 
 
+def institution_values_from_points(points: pd.DataFrame, institutions: Sequence[str], *, source: str = "point_values") -> dict[str, Fraction]:
+    """DDVal's institution values, exactly as the valuation stage sums them from its point values
+    (:func:`ddval.valuation.hierarchy.institution_values`): what an attester recomputes."""
+    from ddval.valuation.hierarchy import institution_values as sum_by_institution
+
+    _require_columns(points, ("institution", "value"), source)
+    sums = sum_by_institution(points, institutions)
+    return {name: _exact(float(sums[name]), f"{source}: institution {name!r}") for name in institutions}
+
+
 def _require_columns(frame: pd.DataFrame, columns: Sequence[str], source: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -208,11 +218,13 @@ def attach_accounts(allocation: Allocation, accounts: Mapping[str, str], *, sour
 
 
 def leaves(table: pd.DataFrame) -> list[tuple[str, int]]:
-    """Merkle leaves ``(account, amount)``: positive amounts, summed per account, sorted by account."""
-    per_account: dict[str, int] = {}
+    """Merkle leaves ``(account, amount)``: one per recipient with a positive amount, in table order
+    (institutions, each followed by its individuals). Leaf ``i`` is claimed by its index, so two
+    recipients that share an account are two leaves, each paid once."""
+    out = []
     for account, amount in zip(table["account"], table["amount"]):
         if int(amount) < 0:
             raise RewardError(f"negative amount {amount} for {account}")
         if int(amount) > 0:
-            per_account[account] = per_account.get(account, 0) + int(amount)
-    return sorted(per_account.items())
+            out.append((account, int(amount)))
+    return out
