@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import time
@@ -79,8 +80,10 @@ def reverts(error: str, *args):
 
 
 def deploy(chain, name: str, *args, sender=None):
-    """Deploy a committed artifact from ``sender`` (default: account 0)."""
-    contract, _ = chain.deploy(load_artifact(name), *args, sender=sender or chain.accounts[0])
+    """Deploy a committed artifact from ``sender`` (default: account 0). ``DDVAL_TEST_ARTIFACTS`` names
+    another artifact folder (``contracts/mutate.py`` runs the contract tests against each mutant)."""
+    artifact = load_artifact(name, os.environ.get("DDVAL_TEST_ARTIFACTS"))
+    contract, _ = chain.deploy(artifact, *args, sender=sender or chain.accounts[0])
     return contract
 
 

@@ -159,6 +159,8 @@ def test_attestation_is_bound_to_the_recorded_training(s):
     receipt = s.attest(s.inst[0])
     s.attest(s.inst[1])
     assert s.pool.functions.attestedTraining().call() == digest
+    assert s.pool.functions.allocationCid().call() == CID and s.pool.functions.merkleRoot().call() == s.tree.root
+    assert s.pool.functions.allocationTotal().call() == total(s.tree)
     event = s.pool.events.Attested().process_receipt(receipt, errors=DISCARD)[0]["args"]
     assert event["allocationId"] == s.pool.functions.allocationId(s.tree.root, total(s.tree), CID, digest).call()
     assert s.pool.functions.attestationOf(s.inst[0].address).call() == event["allocationId"]

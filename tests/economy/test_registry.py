@@ -12,7 +12,7 @@ silent institution kept a round open for ever), registration open until the firs
 from __future__ import annotations
 
 import pytest
-from econ_helpers import deploy, reverts
+from econ_helpers import deploy, next_block_at, reverts
 from eth_abi import encode
 from eth_hash.auto import keccak
 from hypothesis import HealthCheck, given, settings
@@ -157,10 +157,11 @@ def test_a_silent_institution_is_skipped_after_the_round_deadline(registry, snap
     submit_round(c, registry, 1, [4, 8], inst[:2])  # the third stays silent
     with reverts("RoundNotExpired", 1, opened + TIMEOUT):
         c.send(registry.functions.closeExpiredRound(), c.accounts[9])
-    c.advance_time(opened + TIMEOUT - c.timestamp())  # the next block is at the deadline
-    with reverts("RoundExpired", 1, opened + TIMEOUT):  # too late to submit
+    next_block_at(c, opened + TIMEOUT)
+    with reverts("RoundExpired", 1, opened + TIMEOUT):  # too late to submit at the deadline itself
         c.send(registry.functions.submitRound(1, CID, 1), inst[2])
-    c.send(registry.functions.closeExpiredRound(), c.accounts[9])  # anyone may close it
+    c.send(registry.functions.closeExpiredRound(), c.accounts[9])  # anyone may close it, from the deadline on
+    assert c.timestamp() == opened + TIMEOUT
     assert registry.functions.currentRound().call() == 2
     assert registry.functions.roundMeanLoss(1).call() == 6  # the mean of those who submitted
     assert registry.functions.bestRound().call() == 1
@@ -228,9 +229,10 @@ def test_features_follow_training_until_their_deadline(registry, snapshot):
     with reverts("FeaturesAlreadySubmitted", inst[0].address):
         c.send(registry.functions.submitFeatures(CID), inst[0])
     assert registry.functions.featuresCid(inst[0].address).call() == CID and registry.functions.featuresSubmitted().call() == 1
-    c.advance_time(stopped_at + TIMEOUT - c.timestamp())
-    with reverts("FeaturesClosed", stopped_at + TIMEOUT):
-        c.send(registry.functions.submitFeatures(CID), inst[1])
+    next_block_at(c, stopped_at + TIMEOUT - 1)
+    c.send(registry.functions.submitFeatures(CID), inst[1])  # the last second of the window
+    with reverts("FeaturesClosed", stopped_at + TIMEOUT):  # the next block is at the deadline
+        c.send(registry.functions.submitFeatures(CID), inst[2])
 
 
 def test_training_digest_binds_the_best_round_its_models_and_the_features(registry, snapshot):
@@ -262,7 +264,12 @@ def test_missing_features_count_as_empty_once_their_deadline_passed(registry, sn
     for r, m in enumerate([9, 7, 8, 8, 7]):
         submit_round(c, registry, r, [m] * 3, inst)
     c.send(registry.functions.submitFeatures(CID), inst[1])
-    c.advance_time(registry.functions.featuresDeadline().call() - c.timestamp())
+    deadline = registry.functions.featuresDeadline().call()
+    c.advance_time(deadline - 1 - c.timestamp())  # the latest block is the last second of the window
+    with reverts("FeaturesOpen", deadline):
+        c.call(registry.functions.trainingDigest())
+    c.advance_time(1)  # the latest block is at the deadline: the missing feature files are final
+    assert c.timestamp() == deadline
     assert registry.functions.trainingDigest().call() == digest(registry, 1, [CID] * 3, [b"", CID, b""])
 
 

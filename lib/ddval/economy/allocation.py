@@ -45,13 +45,17 @@ def allocation_from_points(
 ) -> rewards.Allocation:
     """Amounts for every institution and patient: institutions weighed by ``institution_values``
     (default: DDVal's, the sums of ``points``), patients by the sums of their points."""
-    inst = institution_values if institution_values is not None else rewards.institution_values_from_points(points, institutions, source=source)
+    inst = institution_values
+    if inst is None:
+        inst = rewards.institution_values_from_points(points, institutions, source=source)
     patients = rewards.patient_values(points, institutions, source=source)
     return rewards.allocate(inst, patients, policy.pool_amount, individual_share=Fraction(policy.individual_share),
                             negative=policy.negative_values)  # type: ignore[arg-type]
 
 
-def allocation_leaves(allocation: rewards.Allocation, accounts: Mapping[str, str], *, source: str) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
+def allocation_leaves(
+    allocation: rewards.Allocation, accounts: Mapping[str, str], *, source: str
+) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
     """``(table with an account column, Merkle leaves)``; an allocation that pays nobody is an error."""
     table = rewards.attach_accounts(allocation, accounts, source=source)
     leaves = rewards.leaves(table)

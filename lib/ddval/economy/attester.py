@@ -43,6 +43,8 @@ from ddval.economy.published import AllocationDocument, Policy
 
 #: Environment variable that holds the attesting institution's private key (hex).
 KEY_VARIABLE = "DDVAL_ATTESTER_KEY"
+#: Environment variable with the RPC URL (kept out of the command line, where other users can read it).
+RPC_VARIABLE = "DDVAL_ATTESTER_RPC_URL"
 REFUSED = 3
 
 
@@ -79,7 +81,15 @@ class Check:
     root: bytes
 
 
-def review(cfg: ExperimentConfig, seed: int, setting: str, chain: chain_mod.Chain, content: ipfs.ContentStore, pool_address: str, cid: str) -> Check:
+def review(
+    cfg: ExperimentConfig,
+    seed: int,
+    setting: str,
+    chain: chain_mod.Chain,
+    content: ipfs.ContentStore,
+    pool_address: str,
+    cid: str,
+) -> Check:
     """Everything an institution checks before attesting (no transaction); :class:`Refusal` says
     what does not hold."""
     pool = chain.at(load_artifact("RewardPool"), pool_address)
@@ -124,8 +134,10 @@ def _institution_addresses(chain, registry, pool, names: list[str]) -> dict[str,
 
 
 def _check_document(doc: AllocationDocument, chain, pool, registry, training: bytes, policy: Policy) -> None:
-    expected = {"chain_id": chain.chain_id, "pool": pool.address, "registry": registry.address, "training": "0x" + training.hex(),
-                "best_round": registry.functions.bestRound().call()}
+    expected = {
+        "chain_id": chain.chain_id, "pool": pool.address, "registry": registry.address,
+        "training": "0x" + training.hex(), "best_round": registry.functions.bestRound().call(),
+    }  # fmt: skip
     for field_name, value in expected.items():
         if getattr(doc, field_name) != value:
             raise Refusal(f"the document's {field_name} is {getattr(doc, field_name)!r}, the chain says {value!r}")
@@ -133,12 +145,19 @@ def _check_document(doc: AllocationDocument, chain, pool, registry, training: by
     if differ:
         raise Refusal(f"the document's policy differs from this institution's configuration in {differ}")
     if policy.value_method != "ddval":
-        raise Refusal(f"value method {policy.value_method!r} cannot be recomputed from the feature files (only 'ddval')")
+        raise Refusal(f"value method {policy.value_method!r} cannot be recomputed from feature files (only 'ddval')")
 
 
 def run_attester(
-    cfg: ExperimentConfig, seed: int, setting: str, institution: str, chain: chain_mod.Chain, content: ipfs.ContentStore,
-    pool_address: str, cid: str, account: LocalAccount,
+    cfg: ExperimentConfig,
+    seed: int,
+    setting: str,
+    institution: str,
+    chain: chain_mod.Chain,
+    content: ipfs.ContentStore,
+    pool_address: str,
+    cid: str,
+    account: LocalAccount,
 ) -> Verdict:
     """Review the published allocation as ``institution`` and attest it with ``account`` if it holds."""
     pool = chain.at(load_artifact("RewardPool"), pool_address)
@@ -154,15 +173,19 @@ def run_attester(
     if pool.functions.finalized().call():
         same = pool.functions.merkleRoot().call() == check.root
         reason = "a quorum already attested " + ("this allocation" if same else "another allocation")
-        return Verdict(institution, account.address, "already final" if same else "refused", reason, check.points, True, root)
+        decision = "already final" if same else "refused"
+        return Verdict(institution, account.address, decision, reason, check.points, True, root)
     mine = pool.functions.attestationOf(account.address).call()
     if mine != bytes(32):
         same = mine == pool.functions.allocationId(check.root, doc.total, cid_bytes, check.training).call()
         reason = "this institution's key already attested " + ("this allocation" if same else "another allocation")
-        return Verdict(institution, account.address, "already attested" if same else "refused", reason, check.points, True, root)
+        decision = "already attested" if same else "refused"
+        return Verdict(institution, account.address, decision, reason, check.points, True, root)
     receipt = chain.send(pool.functions.attest(check.root, doc.total, cid_bytes, check.training), account)
     tx = "0x" + bytes(receipt["transactionHash"]).hex()
-    return Verdict(institution, account.address, "attested", "recomputed and matched", check.points, True, root, int(receipt["gasUsed"]), tx)
+    gas = int(receipt["gasUsed"])
+    return Verdict(institution, account.address, "attested", "recomputed and matched", check.points, True, root, gas,
+                   tx)
 
 
 # ---------------------------------------------------------------------------- the separate process
@@ -185,11 +208,11 @@ def config_file(cfg: ExperimentConfig, path: Path) -> Path:
 
 def command(config: Path, seed: int, setting: str, institution: str, chain: chain_mod.Chain, pool: str, cid: str,
             ipfs_api: str | None, ipfs_store: Path | None, cid_version: int) -> list[str]:
-    """The command line of one attester process (its key goes in the environment, never here)."""
-    cmd = [sys.executable, "-m", "ddval.economy.attester", "--config", str(config), "--seed", str(seed), "--setting", setting,
-           "--institution", institution, "--pool", pool, "--allocation-cid", cid, "--cid-version", str(cid_version)]
-    if chain.url is not None:
-        cmd += ["--rpc-url", chain.url, "--chain-id", str(chain.chain_id)]
+    """The command line of one attester process; its key and the RPC URL (which may hold an API key) go
+    in its environment (:data:`KEY_VARIABLE`, :data:`RPC_VARIABLE`), never here."""
+    cmd = [sys.executable, "-m", "ddval.economy.attester", "--config", str(config), "--seed", str(seed),
+           "--setting", setting, "--institution", institution, "--pool", pool, "--allocation-cid", cid,
+           "--cid-version", str(cid_version), "--chain-id", str(chain.chain_id)]
     cmd += ["--ipfs-api", ipfs_api] if ipfs_api is not None else ["--ipfs-store", str(ipfs_store)]
     return cmd
 
@@ -202,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--institution", required=True, help="the institution this process attests for")
     parser.add_argument("--pool", required=True, help="address of the RewardPool")
     parser.add_argument("--allocation-cid", required=True, help="CID of the published allocation document")
-    parser.add_argument("--rpc-url", required=True, help="the chain's JSON-RPC endpoint")
+    parser.add_argument("--rpc-url", help=f"the chain's JSON-RPC endpoint (default: ${RPC_VARIABLE})")
     parser.add_argument("--chain-id", type=int, help="the chain id expected (required unless a dev chain)")
     parser.add_argument("--ipfs-api", help="Kubo RPC API of an IPFS node")
     parser.add_argument("--ipfs-store", help="folder of an embedded content store (instead of --ipfs-api)")
@@ -212,10 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not key:
             raise chain_mod.ChainError(f"set {KEY_VARIABLE} to this institution's private key")
+        rpc_url = args.rpc_url or os.environ.get(RPC_VARIABLE, "").strip()
+        if not rpc_url:
+            raise chain_mod.ChainError(f"give --rpc-url or set {RPC_VARIABLE}: the attester needs the chain's endpoint")
         cfg = load_config(args.config)
-        chain = chain_mod.connect(args.rpc_url, chain_id=args.chain_id, keys=[key])
+        chain = chain_mod.connect(rpc_url, chain_id=args.chain_id, keys=[key])
         content = ipfs.open_store(args.ipfs_api, args.ipfs_store, args.cid_version)
-        verdict = run_attester(cfg, args.seed, args.setting, args.institution, chain, content, args.pool, args.allocation_cid, chain.accounts[0])
+        verdict = run_attester(cfg, args.seed, args.setting, args.institution, chain, content, args.pool,
+                               args.allocation_cid, chain.accounts[0])
     except Exception as exc:  # noqa: BLE001 - one line for the operator, whatever went wrong
         print(f"attester {args.institution}: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

@@ -40,7 +40,8 @@ class GasMeter:
             "maxPriorityFeePerGas": 10**9,
         }
         tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
-        self._log(operation, actor, dict(w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.chain.receipt_timeout)))
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.chain.receipt_timeout)
+        self._log(operation, actor, dict(receipt))
 
     def record(self, operation: str, actor: str, gas_used: int, tx_hash: str) -> None:
         """Log a transaction that another actor sent (an attester in its own process)."""

@@ -59,18 +59,20 @@ def recipient_accounts(
             keys[rid] = demo_individual_key(seed, rid)
             accounts[rid] = keys[rid].address
     else:
-        raise EconomyInputError("economy.accounts_csv (kind, recipient_id, account) is required on a non-development chain")
+        raise EconomyInputError("economy.accounts_csv (kind, recipient_id, account) is required on a non-dev chain")
     return accounts, keys
 
 
-def make_parties(cfg: ExperimentConfig, chain: chain_mod.Chain, institutions: Sequence[str], recipients: Sequence[str], seed: int) -> Parties:
+def make_parties(
+    cfg: ExperimentConfig, chain: chain_mod.Chain, institutions: Sequence[str], recipients: Sequence[str], seed: int
+) -> Parties:
     """Demo accounts on dev chains; on other chains the keys (operator + institutions, in config
     order) come from the environment and the recipients' accounts from ``economy.accounts_csv``."""
     eco = cfg.economy
     dev = is_dev_chain(chain)
     n = len(institutions)
     if len(chain.accounts) < n + 1:
-        raise chain_mod.ChainError(f"{n + 1} keys needed (operator + {n} institutions), {len(chain.accounts)} configured")
+        raise chain_mod.ChainError(f"{n + 1} keys needed (operator + {n} institutions), {len(chain.accounts)} given")
     operator = chain.accounts[0]
     inst = {name: chain.accounts[1 + i] for i, name in enumerate(institutions)}
     if eco.treasury is not None:

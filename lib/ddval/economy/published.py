@@ -51,7 +51,8 @@ class Policy:
     def of(cls, cfg: ExperimentConfig) -> Policy:
         eco, val = cfg.economy, cfg.valuation
         share = Fraction(str(eco.individual_share))
-        return cls(int(eco.pool_amount), str(share), eco.negative_values, eco.value_method, int(val.k), int(val.test_per_class))
+        return cls(int(eco.pool_amount), str(share), eco.negative_values, eco.value_method, int(val.k),
+                   int(val.test_per_class))
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ class AllocationDocument:
             raise DocumentError(f"allocation document: not JSON ({exc})") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise DocumentError(f"allocation document: field 'format' is not {FORMAT!r}")
-        missing = sorted({"chain_id", "registry", "pool", "training", "best_round", "grand_utility", "policy", "leaves"} - set(doc))
+        fields = {"chain_id", "registry", "pool", "training", "best_round", "grand_utility", "policy", "leaves"}
+        missing = sorted(fields - set(doc))
         if missing:
             raise DocumentError(f"allocation document: missing field(s) {missing}")
         try:
@@ -121,6 +123,6 @@ def _leaves(rows: Any) -> tuple[tuple[str, int], ...]:
         if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], str) and isinstance(row[1], str)):
             raise DocumentError(f"allocation document: leaf {i} is not [account, amount]")
         if not is_address(row[0]) or not row[1].isdigit():
-            raise DocumentError(f"allocation document: leaf {i} ({row[0]!r}, {row[1]!r}) is not an address and an integer")
+            raise DocumentError(f"allocation document: leaf {i} ({row[0]!r}, {row[1]!r}) is not [address, integer]")
         out.append((to_checksum_address(row[0]), int(row[1])))
     return tuple(out)

@@ -100,7 +100,7 @@ def run_economy_stage(
         "valuation": {"k": cfg.valuation.k, "test_per_class": cfg.valuation.test_per_class},
         "seed": seed,
         "setting": setting,
-        "rpc_url_sha256": hashlib.sha256(rpc_url.encode()).hexdigest() if rpc_url else None,  # not the URL: it may hold a key
+        "rpc_url_sha256": _url_digest(rpc_url),  # not the URL itself: it may hold an API key
         "ipfs_api": ipfs_api,
         "n_individuals": n_individuals,
         "inputs": inputs.digests(),
@@ -120,6 +120,10 @@ def run_economy_stage(
     return EconomyResult({k: outdir / v for k, v in OUTPUTS.items()}, res.skipped)
 
 
+def _url_digest(url: str | None) -> str | None:
+    return hashlib.sha256(url.encode()).hexdigest() if url else None
+
+
 def recorded_deployment_is_gone(deployment: dict[str, Any], rpc_url: str, chain_id: int | None) -> str | None:
     """Why the chain at ``rpc_url`` no longer holds the recorded deployment (another chain id or
     genesis block, or no code at a recorded address), or None when it still does."""
@@ -127,7 +131,7 @@ def recorded_deployment_is_gone(deployment: dict[str, Any], rpc_url: str, chain_
     if chain.chain_id != deployment.get("chain_id"):
         return f"the endpoint serves chain {chain.chain_id}, the run was recorded on chain {deployment.get('chain_id')}"
     if chain.genesis_hash() != deployment.get("genesis_hash"):
-        return f"chain {chain.chain_id} at {chain.endpoint} has another genesis block than the recorded run (a new chain)"
+        return f"chain {chain.chain_id} at {chain.endpoint} has another genesis block than the recorded run"
     missing = [name for name in ("token", "registry", "pool") if not chain.has_code(deployment[name])]
     if missing:
         return f"no contract code at the recorded {', '.join(missing)} address(es) on {chain.endpoint}"
@@ -152,16 +156,20 @@ def prepare(cfg: ExperimentConfig, setting: str, inputs: Inputs) -> Prepared:
     eco = cfg.economy
     n = len(inputs.institutions)
     if not (2 * eco.quorum > n and eco.quorum <= n):
-        raise EconomyInputError(f"economy.quorum is {eco.quorum}; the pool needs a strict majority of the {n} institutions (n/2 < quorum <= n)")
+        raise EconomyInputError(f"economy.quorum is {eco.quorum}; the pool needs a strict majority of the {n} "
+                                "institutions (n/2 < quorum <= n)")
     plan = plan_rounds(inputs, cfg.train.patience, cfg.train.max_rounds, steps.max_loss(cfg))
     source = str(inputs.point_values)
     points = pd.read_parquet(inputs.point_values)
-    csv_values = rewards.institution_values(pd.read_csv(inputs.institution_values), inputs.institutions, eco.value_method, source=str(inputs.institution_values))
+    table = pd.read_csv(inputs.institution_values)
+    csv_values = rewards.institution_values(table, inputs.institutions, eco.value_method,
+                                            source=str(inputs.institution_values))
     if eco.value_method == "ddval":
         sums = rewards.institution_values_from_points(points, inputs.institutions, source=source)
         differ = [i for i in inputs.institutions if sums[i] != csv_values[i]]
         if differ:
-            raise EconomyInputError(f"{inputs.institution_values}: the 'ddval' values of {differ} are not the sums of {source}")
+            raise EconomyInputError(f"{inputs.institution_values}: the 'ddval' values of {differ} are not the sums of "
+                                    f"{source}")
     allocation = allocation_from_points(points, inputs.institutions, Policy.of(cfg), csv_values, source=source)
     utility = grand_utility(inputs, layout.grand_coalition_id(cfg, setting))
     return Prepared(plan, allocation, utility, {name: inputs.feature_file(name) for name in inputs.institutions})
@@ -180,7 +188,15 @@ class Run:
     leaves: list[tuple[str, int]]
 
 
-def open_run(cfg: ExperimentConfig, seed: int, setting: str, inputs: Inputs, outdir: Path, rpc_url: str | None, ipfs_api: str | None) -> Run:
+def open_run(
+    cfg: ExperimentConfig,
+    seed: int,
+    setting: str,
+    inputs: Inputs,
+    outdir: Path,
+    rpc_url: str | None,
+    ipfs_api: str | None,
+) -> Run:
     """Check the inputs, then connect to the chain and the content store; nothing is sent."""
     eco = cfg.economy
     prep = prepare(cfg, setting, inputs)  # nothing is sent before every input has been checked
@@ -207,7 +223,8 @@ def _run(cfg, seed, setting, inputs: Inputs, outdir: Path, rpc_url, ipfs_api, n_
     verdicts = steps.run_attesters(s, contracts.pool, cid)
     if not contracts.pool.functions.finalized().call():
         why = "; ".join(f"{v.institution}: {v.decision} ({v.reason})" for v in verdicts)
-        raise RuntimeError(f"the reward pool did not finalize: no strict majority attested the published allocation ({why})")
+        raise RuntimeError(f"the reward pool did not finalize: no strict majority attested the published allocation "
+                           f"({why})")
     positive = table[table["amount"].map(int) > 0]
     leaf_of = dict(zip(positive["recipient_id"], range(len(positive))))  # leaf i = i-th positive row
     claimers = list(inputs.institutions) + sample_individuals(table, n_individuals, seed)
@@ -223,14 +240,17 @@ def _run(cfg, seed, setting, inputs: Inputs, outdir: Path, rpc_url, ipfs_api, n_
     return [
         store.write_table(outdir / OUTPUTS["gas"], s.gas.table()),
         store.write_table(outdir / OUTPUTS["allocation"], alloc_out),
-        store.write_table(outdir / OUTPUTS["balances"], balances_table(contracts.token, parties, claimers, contracts.pool)),
+        store.write_table(outdir / OUTPUTS["balances"], balances_table(contracts.token, parties, claimers,
+                                                                       contracts.pool)),
         store.write_table(outdir / OUTPUTS["pins"], pd.DataFrame(s.pins)),
         store.write_table(outdir / OUTPUTS["attestations"], attestations),
         store.write_json(outdir / OUTPUTS["deployment"], deployment),
     ]
 
 
-def _deployment(s: steps.Session, c: steps.Contracts, doc, cid: str, alloc: rewards.Allocation, flows: dict[str, int], rounds: int) -> dict[str, Any]:
+def _deployment(
+    s: steps.Session, c: steps.Contracts, doc, cid: str, alloc: rewards.Allocation, flows: dict[str, int], rounds: int
+) -> dict[str, Any]:
     eco = s.cfg.economy
     return {
         "chain": s.chain.kind,
@@ -262,13 +282,10 @@ def _deployment(s: steps.Session, c: steps.Contracts, doc, cid: str, alloc: rewa
 
 def balances_table(token, parties: Parties, claimers: Sequence[str], pool) -> pd.DataFrame:
     """Token balances after the run: the claimers, the treasury and the pool."""
-    rows = []
-    for rid in claimers:
-        kind = "institution" if rid in parties.institutions else "individual"
-        account = parties.accounts[rid]
-        rows.append({"kind": kind, "recipient_id": rid, "account": account, "balance": str(token.functions.balanceOf(account).call())})
-    rows.append({"kind": "treasury", "recipient_id": "treasury", "account": parties.treasury, "balance": str(token.functions.balanceOf(parties.treasury).call())})
-    rows.append({"kind": "pool", "recipient_id": "pool", "account": pool.address, "balance": str(token.functions.balanceOf(pool.address).call())})
+    kind = {rid: "institution" if rid in parties.institutions else "individual" for rid in claimers}
+    holders = [(kind[rid], rid, parties.accounts[rid]) for rid in claimers]
+    holders += [("treasury", "treasury", parties.treasury), ("pool", "pool", pool.address)]
+    rows = [(kind, rid, account, str(token.functions.balanceOf(account).call())) for kind, rid, account in holders]
     return pd.DataFrame(rows, columns=["kind", "recipient_id", "account", "balance"])
 
 
@@ -299,7 +316,7 @@ def run_payout_scaling_stage(
         "claims_all_up_to": eco.claims_all_up_to,
         "sample": eco.claim_sample,
         "seed": seed,
-        "rpc_url_sha256": hashlib.sha256(rpc_url.encode()).hexdigest() if rpc_url else None,
+        "rpc_url_sha256": _url_digest(rpc_url),
     }
 
     def compute() -> list[Path]:

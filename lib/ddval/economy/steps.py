@@ -75,11 +75,15 @@ def deploy(s: Session) -> Contracts:
     """Token, registry with the institutions (registration closed), and a funded pool."""
     eco, train, op, gas = s.cfg.economy, s.cfg.train, s.parties.operator, s.gas
     if eco.token_address is None:
-        token = gas.deploy("deploy_token", "operator", load_artifact("DDValToken"), op.address, eco.pool_amount, sender=op)
+        token = gas.deploy("deploy_token", "operator", load_artifact("DDValToken"), op.address, eco.pool_amount,
+                           sender=op)
     else:
         token = s.chain.at(load_artifact("DDValToken"), eco.token_address)  # any ERC-20: only the IERC20 part is used
-    registry = gas.deploy("deploy_registry", "operator", load_artifact("SwarmRegistry"), op.address, train.patience, train.max_rounds,
-                          max_loss(s.cfg), eco.round_timeout_s, sender=op)
+    registry = gas.deploy(
+        "deploy_registry", "operator", load_artifact("SwarmRegistry"),
+        op.address, train.patience, train.max_rounds, max_loss(s.cfg), eco.round_timeout_s,
+        sender=op,
+    )  # fmt: skip
     for acct in s.parties.institutions.values():
         gas.send("register_institution", "operator", registry.functions.registerInstitution(acct.address), op)
     gas.send("close_registration", "operator", registry.functions.closeRegistration(), op)
@@ -106,13 +110,15 @@ def record_training(s: Session, registry: Any, plan: RoundPlan, features: dict[s
             call = registry.functions.submitRound(chain_round, ipfs.CID.parse(cid).to_bytes(), plan.losses[(r, name)])
             s.gas.send("submit_round", name, call, acct)
     if not registry.functions.stopped().call():
-        raise RuntimeError("the registry did not stop after the last recorded round (Python and Solidity rules disagree)")
+        raise RuntimeError("the registry did not stop after the last recorded round (Python and Solidity disagree)")
     for name, acct in s.parties.institutions.items():
         cid = s.pin("features", name, features[name].read_bytes(), f"{name}.npz")
         s.gas.send("submit_features", name, registry.functions.submitFeatures(ipfs.CID.parse(cid).to_bytes()), acct)
 
 
-def allocation_document(s: Session, c: Contracts, leaves: Sequence[tuple[str, int]], grand_utility: float) -> AllocationDocument:
+def allocation_document(
+    s: Session, c: Contracts, leaves: Sequence[tuple[str, int]], grand_utility: float
+) -> AllocationDocument:
     """The document for this run's pool and recorded training."""
     from ddval.economy.published import Policy
 
@@ -140,7 +146,8 @@ def run_attesters(s: Session, pool: Any, cid: str) -> list[Verdict]:
     verdicts = []
     if s.chain.kind == "embedded":
         for name, acct in s.parties.institutions.items():
-            verdicts.append(attester.run_attester(s.cfg, s.seed, s.setting, name, s.chain, s.content, pool.address, cid, acct))
+            verdict = attester.run_attester(s.cfg, s.seed, s.setting, name, s.chain, s.content, pool.address, cid, acct)
+            verdicts.append(verdict)
     else:
         with tempfile.TemporaryDirectory(prefix="ddval-attesters-") as tmp:
             config = attester.config_file(s.cfg, Path(tmp) / "consortium.yaml")
@@ -155,9 +162,11 @@ def run_attesters(s: Session, pool: Any, cid: str) -> list[Verdict]:
 def _attester_process(s: Session, config: Path, name: str, acct: Any, pool: str, cid: str) -> Verdict:
     from ddval.economy import attester
 
-    cmd = attester.command(config, s.seed, s.setting, name, s.chain, pool, cid, s.ipfs_api, s.ipfs_store, s.cfg.economy.cid_version)
+    cmd = attester.command(config, s.seed, s.setting, name, s.chain, pool, cid, s.ipfs_api, s.ipfs_store,
+                           s.cfg.economy.cid_version)
     env = {k: v for k, v in os.environ.items() if k not in ("DDVAL_PRIVATE_KEYS", "DDVAL_MNEMONIC")}
     env[attester.KEY_VARIABLE] = "0x" + bytes(acct.key).hex()
+    env[attester.RPC_VARIABLE] = str(s.chain.url)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     if proc.returncode not in (0, attester.REFUSED):
         raise RuntimeError(f"attester process of {name} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
@@ -193,6 +202,8 @@ def sweep_and_check(s: Session, token: Any, pool: Any) -> dict[str, int]:
     claimed, funded = pool.functions.claimedTotal().call(), pool.functions.funded().call()
     left = token.functions.balanceOf(pool.address).call()
     donations = claimed + swept + left - funded
-    if donations < 0 or claimed > pool.functions.allocationTotal().call() or pool.functions.allocationTotal().call() > funded + donations:
-        raise RuntimeError(f"token flows do not add up: claimed {claimed} + returned {swept} + left {left}, funded {funded}")
+    allocated = pool.functions.allocationTotal().call()
+    if donations < 0 or claimed > allocated or allocated > funded + donations:
+        raise RuntimeError(f"token flows do not add up: claimed {claimed} + returned {swept} + left {left}, "
+                           f"funded {funded}, allocated {allocated}")
     return {"funded": funded, "claimed": claimed, "returned": swept, "donations": donations}
