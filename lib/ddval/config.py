@@ -35,7 +35,12 @@ LABELS: tuple[str, ...] = (
 #: The three source datasets, by their short names.
 DATASETS: tuple[str, ...] = ("nih", "chexpert", "mimic")
 
-#: Environment variables that point at the real datasets (override ``data.roots``).
+#: Views of the unified index (``view`` column): what ``data.views`` may select.
+VIEWS: tuple[str, ...] = ("frontal", "lateral", "oblique", "unknown")
+
+#: Environment variables that point at the real datasets. Precedence: the environment variable, when
+#: set and not empty, wins over ``data.roots`` of the preset (``ExperimentConfig.dataset_root_origin``
+#: says which one a run uses and why; ``ddval reproduce``/``submit`` print it).
 ROOT_ENV_VARS: dict[str, str] = {
     "nih": "DDVAL_NIH_ROOT",
     "chexpert": "DDVAL_CHEXPERT_ROOT",
@@ -70,7 +75,9 @@ class DataConfig:
 
     source: Literal["synthetic", "real"] = "synthetic"
     datasets: tuple[str, ...] = DATASETS
-    roots: dict[str, str] = field(default_factory=dict)  # real data; env vars take precedence
+    # real data: dataset -> folder; a relative path is relative to the preset file's folder.
+    # DDVAL_<DATASET>_ROOT, when set, takes precedence (printed by the run)
+    roots: dict[str, str] = field(default_factory=dict)
     uncertain: Literal["zeros", "ones"] = "zeros"  # paper: U-Zeros (uncertain -> 0)
     blank: Literal["zeros"] = "zeros"  # paper: blank -> 0
     image_size: int = 256  # side after the resize stage (paper: 256)
@@ -78,6 +85,13 @@ class DataConfig:
     # an image listed in a dataset's CSV but absent on disk: stop with an error naming it, or
     # skip the row (counted in the log, listed in index_skipped.csv)
     on_missing: Literal["error", "skip"] = "error"
+    # views kept in the index (default: all, as the original, where lateral scans go into training)
+    views: tuple[str, ...] = VIEWS
+    # MIMIC-CXR: ddval's own seeded patient split (as every dataset), or the official
+    # mimic-cxr-2.0.0-split.csv (train + validate -> train/val pool, test -> test pool)
+    mimic_split: Literal["ddval", "official"] = "ddval"
+    # MIMIC-CXR labels: mimic-cxr-2.0.0-chexpert.csv (default) or mimic-cxr-2.0.0-negbio.csv
+    mimic_labels: Literal["chexpert", "negbio"] = "chexpert"
     workers: int = 2
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -257,9 +271,20 @@ class ExperimentConfig:
         raise KeyError(f"preset {self.preset!r} has no setting {name!r}; known: {known}")
 
     def dataset_root(self, dataset: str) -> Path | None:
-        """Root folder of a real dataset: environment variable, else ``data.roots``."""
-        value = os.environ.get(ROOT_ENV_VARS[dataset]) or self.data.roots.get(dataset)
-        return Path(value).expanduser() if value else None
+        """Root folder of a real dataset: environment variable, else ``data.roots`` (None: neither)."""
+        return self.dataset_root_origin(dataset)[0]
+
+    def dataset_root_origin(self, dataset: str) -> tuple[Path | None, str]:
+        """Root folder of a real dataset and where it comes from, in words (the precedence rule:
+        ``DDVAL_<DATASET>_ROOT`` when set and not empty, else ``data.roots.<dataset>``)."""
+        var = ROOT_ENV_VARS[dataset]
+        env, preset = os.environ.get(var), self.data.roots.get(dataset)
+        if env:
+            beaten = f"; it takes precedence over data.roots.{dataset} = {preset}" if preset else ""
+            return Path(env).expanduser(), f"from ${var}{beaten}"
+        if preset:
+            return Path(preset).expanduser(), f"from data.roots.{dataset} of preset {self.preset!r} (${var} is not set)"
+        return None, f"not configured: set ${var} or data.roots.{dataset}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (for hashing and provenance)."""
@@ -286,6 +311,17 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in configs_dir().glob("*.yaml"))
 
 
+def is_preset_file(preset: str | os.PathLike) -> bool:
+    """True when ``preset`` names a YAML file rather than a preset of :func:`configs_dir`."""
+    return str(preset).endswith((".yaml", ".yml"))
+
+
+def preset_name(preset: str | os.PathLike) -> str:
+    """The name results are filed under (``<results>/<name>/``) for a preset given by name or as a
+    YAML file: the file's ``preset:`` key, else its stem."""
+    return load_config(preset).preset if is_preset_file(preset) else str(preset)
+
+
 def load_config(preset: str | os.PathLike, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Load a preset by name (``"demo"``) or path, apply ``overrides`` (nested dict), validate.
 
@@ -301,15 +337,32 @@ def load_config(preset: str | os.PathLike, overrides: dict[str, Any] | None = No
     return cfg
 
 
-def _preset_path(preset: str | os.PathLike) -> Path:
-    candidate = Path(preset)
-    if candidate.suffix in {".yaml", ".yml"} and candidate.exists():
-        return candidate.resolve()
+def _preset_path(preset: str | os.PathLike, relative_to: Path | None = None) -> Path:
+    """The file of a preset name or YAML path (a relative path is tried against ``relative_to``,
+    the folder of the preset that ``extends:`` it, then the working directory)."""
+    if is_preset_file(preset):
+        candidates = [Path(preset).expanduser()]
+        if relative_to is not None and not candidates[0].is_absolute():
+            candidates.insert(0, relative_to / candidates[0])
+        for candidate in candidates:
+            if candidate.exists():
+                return candidate.resolve()
+        raise ConfigError(f"preset file {str(preset)!r} not found (looked for {[str(c) for c in candidates]})")
     path = configs_dir() / f"{preset}.yaml"
     if not path.exists():
         known = ", ".join(available_presets()) or "(none)"
         raise ConfigError(f"no preset {str(preset)!r} (looked for {path}); known presets: {known}")
     return path
+
+
+def _anchor_roots(raw: dict[str, Any], folder: Path) -> None:
+    """Make relative ``data.roots`` absolute, relative to the preset file's folder (the notebooks
+    run in ``notebooks/``, so a path relative to the working directory would change meaning)."""
+    roots = (raw.get("data") or {}).get("roots") if isinstance(raw.get("data"), dict) else None
+    if isinstance(roots, dict):
+        for name, value in roots.items():
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                roots[name] = str((folder / value).resolve())
 
 
 def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
@@ -321,10 +374,11 @@ def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
+    _anchor_roots(raw, path.parent)
     parent = raw.pop("extends", None)
     if parent is None:
         return raw
-    base = _read_with_extends(_preset_path(parent), seen + (path,))
+    base = _read_with_extends(_preset_path(parent, relative_to=path.parent), seen + (path,))
     base.pop("preset", None)
     return _merge(base, raw)
 
@@ -393,6 +447,9 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
     unknown = [d for d in cfg.data.datasets if d not in DATASETS]
     if unknown:
         raise ConfigError(f"{where}: data.datasets has unknown dataset(s) {unknown}; known: {list(DATASETS)}")
+    bad_views = [v for v in cfg.data.views if v not in VIEWS]
+    if bad_views or not cfg.data.views:
+        raise ConfigError(f"{where}: data.views must list some of {list(VIEWS)}, got {list(cfg.data.views)}")
     names = [s.name for s in cfg.settings]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: setting names must be unique, got {names}")

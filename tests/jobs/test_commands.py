@@ -104,10 +104,30 @@ def test_real_data_preset_lists_what_is_missing(tmp_path, run_ddval):
     proc = run_ddval("reproduce", "--preset", "paper_noniid", "--results", tmp_path, env=env)
     assert proc.returncode == 2
     err = proc.stderr
-    assert f"nih: {tmp_path / 'nope'} (from DDVAL_NIH_ROOT or data.roots.nih) is not a folder" in err
+    assert f"nih: {tmp_path / 'nope'} (from $DDVAL_NIH_ROOT) is not a folder" in err
     assert "chexpert: not configured; set DDVAL_CHEXPERT_ROOT" in err
     assert "mimic: not configured; set DDVAL_MIMIC_ROOT" in err
     assert not (tmp_path / "paper_noniid" / "notebooks").exists()  # nothing ran
+
+
+def test_the_run_prints_each_data_root_and_why(tmp_path, run_ddval):
+    """Issue 17, case 3: DDVAL_NIH_ROOT silently won over data.roots; now the run says which root it
+    reads for each dataset and why."""
+    (tmp_path / "env_nih").mkdir()
+    (tmp_path / "cx").mkdir()
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("extends: paper_noniid\ndata:\n  roots: {nih: preset_nih, chexpert: cx}\n")
+    env = {"DDVAL_NIH_ROOT": str(tmp_path / "env_nih"), "DDVAL_CHEXPERT_ROOT": "", "DDVAL_MIMIC_ROOT": ""}
+    proc = run_ddval("submit", "--preset", preset, "--backend", "local", "--dry-run", "--results", tmp_path / "r",
+                     env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "DDVAL_<DATASET>_ROOT takes precedence over data.roots" in proc.stdout
+    assert (f"nih: {tmp_path / 'env_nih'} (from $DDVAL_NIH_ROOT; it takes precedence over data.roots.nih = "
+            f"{tmp_path / 'preset_nih'})") in proc.stdout
+    preset_root = f"chexpert: {tmp_path / 'cx'} (from data.roots.chexpert of preset 'mine' ($DDVAL_CHEXPERT_ROOT is"
+    assert preset_root + " not set))" in proc.stdout
+    assert "mimic: - (not configured: set $DDVAL_MIMIC_ROOT or data.roots.mimic)" in proc.stdout
+    assert "mimic: not configured; set DDVAL_MIMIC_ROOT" in proc.stderr  # dry run: a warning, not an error
 
 
 def test_cli_errors_are_one_line_messages(tmp_path, run_ddval):
@@ -129,3 +149,46 @@ def test_job_script_refuses_to_run_outside_an_array(tmp_path):
     proc = subprocess.run(["bash", str(REPO / "slurm" / "papermill_job.sh"), str(tmp_path / "m.jsonl"), str(tmp_path)],
                           capture_output=True, text=True, env={**env, "SLURM_ARRAY_TASK_ID": "0"})
     assert proc.returncode == 2 and f"no Python environment at {tmp_path}/.venv/bin/python" in proc.stderr
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """``mount(kind)``: a real tmpfs at a new folder, read-only (``"ro"``) or filled up (``"full"``)."""
+    import subprocess
+
+    mounted = []
+
+    def mount(kind: str) -> Path:
+        point = tmp_path / kind
+        point.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(point)], capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"mounting a tmpfs needs root (CI runs as root): {proc.stderr.strip()}")
+        mounted.append(point)
+        if kind == "ro":
+            subprocess.run(["mount", "-o", "remount,ro", str(point)], check=True)
+        else:
+            with open(point / "filler", "wb", buffering=0) as fh, pytest.raises(OSError, match="No space left"):
+                while True:
+                    fh.write(b"\0" * 4096)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=True)
+
+
+@pytest.mark.parametrize(("kind", "says"), [("ro", "Read-only file system (the results folder is on a read-only"),
+                                            ("full", "No space left on device (the disk holding the results folder")])
+def test_unwritable_results_folder_is_one_line_naming_the_path(small_fs, run_ddval, kind, says):
+    """Issue 17, case 9: a read-only or full results folder ended in a raw OSError traceback."""
+    results = small_fs(kind) / "results"
+    if kind == "full":
+        (results / "demo").mkdir(parents=True)  # directories still fit; file contents do not
+    proc = run_ddval("reproduce", "--preset", "demo", "--results", results)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith(f"ddval: error: {results}") and says in lines[0]
+    assert "choose another with --results or $DDVAL_RESULTS" in lines[0]

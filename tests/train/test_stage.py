@@ -7,8 +7,8 @@ import torch
 from ddval import layout, store
 from ddval.config import load_config
 from ddval.train import load_curves, load_model, load_rounds, load_utilities, run_training_stage, utility_map
-from ddval.train.coalitions import coalition_dir
-from ddval.train.federated import CheckpointError, state_sha256
+from ddval.layout import coalition_dir
+from ddval.train.aggregate import state_sha256
 from ddval.train.metrics import coalition_utility
 
 TINY = {
@@ -43,8 +43,7 @@ def tiny(**train):
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    from ddval.data.index import run_index_stage
-    from ddval.data.resize import run_resize_stage
+    from ddval.data import run_index_stage, run_resize_stage
 
     root = tmp_path_factory.mktemp("results")
     run_index_stage(tiny(), root)
@@ -73,7 +72,7 @@ def test_stage_outputs_and_loaders(root):
     assert (layout.setting_dir(cfg, 0, "pair", root) / "train" / "curves.csv").exists()
 
     # the best model reproduces its recorded utility, and the grand coalition's rounds load
-    from ddval.train.coalitions import test_sets
+    from ddval.train import test_sets
 
     model = load_model(cfg, 0, "pair", root=root)
     grand = utilities[(utilities["coalition"] == "nih+mimic") & (utilities["label"] == "mean")]["auroc"].iloc[0]
@@ -95,9 +94,9 @@ def test_changed_config_is_never_reused_silently(root):
         load_model(other, 0, "pair", root=root)
     best = coalition_dir(cfg, 0, "pair", ("nih",), root) / "best.pt"
     blob = best.read_bytes()
-    best.write_bytes(blob[: len(blob) // 2])  # a corrupt model file under a complete record
+    best.write_bytes(blob[: len(blob) // 2])  # a corrupt model file: its record no longer vouches for it
     try:
-        with pytest.raises(CheckpointError, match="corrupt"):
+        with pytest.raises(FileNotFoundError, match=rf"{best} has {len(blob) // 2} bytes, its record says {len(blob)}"):
             load_model(cfg, 0, "pair", coalition="nih", root=root)
     finally:
         best.write_bytes(blob)

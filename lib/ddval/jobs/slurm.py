@@ -217,4 +217,5 @@ def _var(stage: str) -> str:
 def _require(command: str) -> None:
     if shutil.which(command) is None:
         raise SlurmError(f"{command} not found: on a cluster, load SLURM (e.g. `module load slurm`); "
-                         "on this machine, start the local cluster with `bash tools/slurm-up.sh` (root)")
+                         "on this machine, start the local cluster with `bash tools/slurm-up.sh` (as root, or as "
+                         "yourself for a single-user cluster, then export SLURM_CONF as it prints)")

@@ -7,6 +7,7 @@ of institutions (training stage), the empty coalition included (the paper: AUROC
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import TypeVar
 
@@ -86,10 +87,10 @@ def _worth_table(utility, players: list) -> np.ndarray:
 
 
 def _check_worth(value, coalition) -> float:
-    try:
-        worth = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"worth of coalition {_name(coalition)} is not a number: {value!r}") from None
+    # a real number only: float("1") would silently accept the string "1", float(True) a flag
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"worth of coalition {_name(coalition)} is not a number: {value!r} ({type(value).__name__})")
+    worth = float(value)
     if not math.isfinite(worth):
         raise ValueError(f"worth of coalition {_name(coalition)} is not finite: {value!r}")
     return worth

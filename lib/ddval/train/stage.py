@@ -1,0 +1,333 @@
+"""Train one model per coalition of institutions and score it: the ground truth of the paper.
+
+Every non-empty coalition of a setting's institutions (only the grand one for ``coalitions: grand``)
+is trained from the same seeded initialisation by FedAvg or swarm learning and scored on the test sets
+of *all* the setting's institutions (macro-AUROC over the 8 labels, averaged over the test sets). The
+empty coalition is worth 0.5 and is not listed.
+
+Run directory of a setting (``<S>/train/``, tables in ``docs/tables.md``)::
+
+    utilities.csv  curves.csv                   assembled when every coalition is done
+    <coalition>/best.pt                         best round's global model (+ params hash)
+    <coalition>/auroc.csv  auroc_per_test_set.csv  curve.csv  rounds.csv  timing.json
+    <coalition>/checkpoint.pt                   resume state while training (removed when done)
+    <grand>/rounds/000/global.pt                initial model; for r >= 1: rounds/<r>/global.pt and
+    <grand>/rounds/<r>/<institution>.pt          every institution's local model (OR, λ-MR, GTG)
+
+A coalition is a stage of :mod:`ddval.store` (``<coalition>/.train.done.json``): a finished one with
+the same parameters is skipped; a half-trained one resumes from its checkpoint. A checkpoint that is
+corrupt or was written with other parameters is an error, never reused silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ddval import layout, numerics, store
+from ddval.config import ExperimentConfig
+from ddval.layout import coalition_dir, coalition_id, parse_coalition, setting_coalitions, train_dir
+from ddval.progress import progress
+from ddval.procs import die_with_parent
+from ddval.train.fedavg import fedavg_round
+from ddval.train.local import Client
+from ddval.train.metrics import Utility, coalition_utility
+from ddval.train.models import pretrained_weights_digest
+from ddval.train.record import STAGE, record_coalition
+from ddval.train.swarm import swarm_round
+
+log = logging.getLogger(__name__)
+
+#: Train settings that change how the work is scheduled, not a single number of its results
+#: (so changing them never invalidates a trained coalition).
+EXECUTION_ONLY = ("processes",)
+
+
+# --------------------------------------------------------------------------------------------
+# Data of a setting
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettingData:
+    """A setting's partition and, per institution, its train (augmented), val and test datasets."""
+
+    partition: pd.DataFrame
+    train: dict[str, Dataset]
+    val: dict[str, Dataset]
+    test: dict[str, Dataset]
+
+    def clients(self, members: Sequence[str]) -> list[Client]:
+        return [Client(name, self.train[name], self.val[name]) for name in members]
+
+
+def load_setting_data(
+    cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None
+) -> SettingData:
+    """Partition of ``setting`` (``ddval.data.splits.load_partition``) as datasets per institution."""
+    from ddval.data.splits import load_partition
+
+    partition = load_partition(cfg, seed, setting, root=root)
+    out: dict[str, dict[str, Dataset]] = {"train": {}, "val": {}, "test": {}}
+    for inst in cfg.setting(setting).institutions:
+        rows = partition[partition["institution"] == inst.name]
+        datasets = institution_datasets(cfg, rows, f"partition of setting {setting!r} (seed {seed})", inst.name)
+        for split, data in datasets.items():
+            out[split][inst.name] = data
+    return SettingData(partition, out["train"], out["val"], out["test"])
+
+
+def institution_datasets(cfg: ExperimentConfig, rows: pd.DataFrame, where: str, name: str) -> dict[str, Dataset]:
+    """One institution's train (augmented when ``train.augment``), val and test datasets.
+
+    Args:
+        cfg: the experiment (image size, augmentation).
+        rows: the institution's partition rows, in partition order.
+        where: what the rows come from, for errors (a partition, a site's data root).
+        name: the institution.
+
+    Returns:
+        ``{"train": ..., "val": ..., "test": ...}``, rows of each split in partition order.
+    """
+    from ddval.data.dataset import XrayDataset
+
+    out: dict[str, Dataset] = {}
+    for split in ("train", "val", "test"):
+        frame = rows[rows["split"] == split].reset_index(drop=True)
+        if frame.empty:
+            raise ValueError(f"{where}: institution {name!r} has no {split} scans")
+        train = split == "train" and cfg.train.augment
+        out[split] = XrayDataset(frame, cfg.data.image_size, train=train, train_cfg=cfg.train if train else None)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters (what a trained coalition depends on)
+# --------------------------------------------------------------------------------------------
+
+
+def coalition_params(
+    cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], partition: pd.DataFrame
+) -> dict[str, Any]:
+    """Everything a coalition's model depends on; its hash marks checkpoints and the stage record."""
+    return {**model_params(cfg, seed, setting, members), "partition": frame_digest(partition)}
+
+
+def model_params(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str]) -> dict[str, Any]:
+    """What a coalition's model depends on besides its data: seed, setting, members, the training
+    settings (not the execution-only ones), the image size and the CPU numerics (:mod:`ddval.numerics`)."""
+    return {
+        "seed": seed,
+        "setting": cfg.setting(setting),
+        "members": list(members),
+        "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in EXECUTION_ONLY},
+        "image_size": cfg.data.image_size,
+        "numerics": numerics.fingerprint(),
+        **pretrained_weights_digest(cfg.train),  # which ImageNet weights (none for random or small models)
+    }
+
+
+#: Partition columns that say where a scan lies, not what it is: left out of the digest, so the same
+#: preset gives the same hashes (and byte-identical checkpoints) in any results folder.
+LOCATION_COLUMNS = ("path",)
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """Content hash of the partition (so a re-made partition never reuses old models); the scans'
+    locations are not part of it (the image size is, in :func:`coalition_params`)."""
+    ordered = frame.reindex(sorted(c for c in frame.columns if c not in LOCATION_COLUMNS), axis=1)
+    digest = hashlib.sha256("|".join(map(str, ordered.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(ordered, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Training one coalition
+# --------------------------------------------------------------------------------------------
+
+
+def train_coalition(
+    cfg: ExperimentConfig,
+    seed: int,
+    setting: str,
+    members: Sequence[str],
+    data: SettingData,
+    root: str | os.PathLike | None = None,
+) -> store.StageResult:
+    """Train, score and record one coalition (skipped when done, resumed when half done)."""
+    members = tuple(members)
+    params = coalition_params(cfg, seed, setting, members, data.partition)
+    round_fn = swarm_round if cfg.train.algorithm == "swarm" else fedavg_round
+
+    def score(model: nn.Module, device: torch.device) -> Utility:
+        return coalition_utility(model, data.test, batch_size=cfg.train.eval_batch_size, device=device)
+
+    return record_coalition(cfg, seed, setting, members, params, data.clients(members), round_fn, score, root)
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+
+
+def stage_scope(
+    cfg: ExperimentConfig, setting: str | None = None, coalition: str | Sequence[str] | None = None
+) -> list[tuple[str, tuple[str, ...]]]:
+    """The ``(setting, members)`` pairs a call of the stage (or of a reader) covers.
+
+    Args:
+        cfg: the experiment.
+        setting: one setting, or ``None`` for every setting of the preset.
+        coalition: one coalition of ``setting`` (an id such as ``"nih+mimic"`` or member names), or
+            ``None`` for every coalition the setting trains.
+
+    Returns:
+        The pairs, settings in config order, coalitions as :func:`ddval.layout.setting_coalitions`.
+    """
+    if coalition is not None and setting is None:
+        raise ValueError("coalition= needs setting= (coalition ids are per setting)")
+    names = [setting] if setting is not None else [s.name for s in cfg.settings]
+    return [
+        (name, members)
+        for name in names
+        for members in (
+            [parse_coalition(cfg.setting(name), coalition)]
+            if coalition is not None
+            else setting_coalitions(cfg.setting(name))
+        )
+    ]
+
+
+def run_training_stage(
+    cfg: ExperimentConfig,
+    seed: int,
+    setting: str | None = None,
+    coalition: str | Sequence[str] | None = None,
+    root: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Train and score the coalitions of every setting (or of ``setting``; only ``coalition`` when
+    given, e.g. ``"nih+mimic"``, so one papermill job can train one coalition).
+
+    Finished coalitions are skipped, half-trained ones resume. With ``train.processes > 1`` that
+    many coalitions train at once, each in its own process (results are identical either way).
+    Once all coalitions of a setting are done, ``utilities.csv`` and ``curves.csv`` are assembled.
+    Returns the utility rows (``label`` per AUROC plus ``mean``) of the coalitions handled.
+    """
+    from ddval.data.splits import load_partition
+
+    tasks = stage_scope(cfg, setting, coalition)
+    names = list(dict.fromkeys(name for name, _ in tasks))
+    partitions = {name: load_partition(cfg, seed, name, root=root) for name in names}
+    todo = [
+        (name, members)
+        for name, members in tasks
+        if store.stage_status(
+            coalition_dir(cfg, seed, name, members, root),
+            STAGE,
+            coalition_params(cfg, seed, name, members, partitions[name]),
+        )
+        != "complete"
+    ]
+    if cfg.train.processes > 1 and len(todo) > 1:
+        _train_in_processes(cfg, seed, todo, root)
+    else:
+        data: dict[str, SettingData] = {}
+        for name, members in progress(todo, desc="coalitions", unit="coalition"):
+            if name not in data:
+                data[name] = load_setting_data(cfg, seed, name, root)
+            train_coalition(cfg, seed, name, members, data[name], root)
+    for name in names:
+        assemble_if_complete(cfg, seed, name, partitions[name], root)
+    return pd.concat(
+        [store.read_table(coalition_dir(cfg, seed, n, m, root) / "auroc.csv") for n, m in tasks], ignore_index=True
+    )
+
+
+# Worker processes keep each setting's datasets (images decoded once) across their tasks.
+_WORKER_DATA: dict[str, SettingData] = {}
+
+
+def _train_task(cfg: ExperimentConfig, seed: int, setting: str, members: tuple[str, ...], root: str) -> str:
+    if setting not in _WORKER_DATA:
+        _WORKER_DATA[setting] = load_setting_data(cfg, seed, setting, root)
+    train_coalition(cfg, seed, setting, members, _WORKER_DATA[setting], root)
+    return coalition_id(members)
+
+
+def _train_in_processes(cfg: ExperimentConfig, seed: int, todo: list[tuple[str, tuple[str, ...]]], root) -> None:
+    """Train ``todo`` in ``train.processes`` spawned processes, largest coalitions first."""
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    root = str(layout.results_root(root))
+    order = sorted(todo, key=lambda task: -len(task[1]))  # the longest jobs first balance the load
+    # spawn, not fork: a forked child inherits torch's thread pools in an undefined state
+    context = multiprocessing.get_context("spawn")
+    workers = min(cfg.train.processes, len(order))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:  # no worker outlives a killed runner
+        futures = [pool.submit(_train_task, cfg, seed, name, members, root) for name, members in order]
+        bar = progress(total=len(futures), desc="coalitions", unit="coalition")
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    future.result()  # re-raises a worker's error here
+                bar.update(len(done))
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            bar.close()
+
+
+def coalition_status(
+    cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root
+) -> dict[tuple[str, ...], tuple[str, str]]:
+    out = {}
+    for members in setting_coalitions(cfg.setting(setting)):
+        params = coalition_params(cfg, seed, setting, members, partition)
+        out[members] = (
+            store.stage_status(coalition_dir(cfg, seed, setting, members, root), STAGE, params),
+            store.param_hash(params),
+        )
+    return out
+
+
+def assemble_if_complete(cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root) -> bool:
+    """Assemble ``utilities.csv`` and ``curves.csv`` once every coalition of ``setting`` is done."""
+    status = coalition_status(cfg, seed, setting, partition, root)
+    if any(s != "complete" for s, _ in status.values()):
+        return False
+    assemble_tables(cfg, seed, setting, {members: h for members, (_, h) in status.items()}, root)
+    return True
+
+
+def assemble_tables(
+    cfg: ExperimentConfig, seed: int, setting: str, hashes: dict[tuple[str, ...], str], root
+) -> list[Path]:
+    """``<S>/train/utilities.csv`` and ``curves.csv`` from the trained coalitions ``hashes`` (members →
+    the parameter hash of the model they were trained as), a stage of its own (``utilities``)."""
+    tdir = train_dir(cfg, seed, setting, root)
+    params = {coalition_id(m): h for m, h in hashes.items()}
+
+    def compute() -> list[Path]:
+        dirs = [coalition_dir(cfg, seed, setting, m, root) for m in hashes]
+        utilities = pd.concat([store.read_table(d / "auroc.csv") for d in dirs], ignore_index=True)
+        curves = pd.concat([store.read_table(d / "curve.csv") for d in dirs], ignore_index=True)
+        return [store.write_table(tdir / "utilities.csv", utilities), store.write_table(tdir / "curves.csv", curves)]
+
+    store.run_stage(tdir, "utilities", params, compute)
+    return [tdir / "utilities.csv", tdir / "curves.csv"]
