@@ -125,8 +125,8 @@ def mutants_of(contract: str, source: str) -> list[Mutant]:
         if re.search(r"\bonlyOwner\b", code) and "function" in code:
             out.append(Mutant(contract, "check", i, line, line.replace(" onlyOwner", ""), where))
         for m in re.finditer(r"<=|>=|==|!=|<|>", code):
-            mutated = code[: m.start()] + _COMPARE[m.group(0)] + code[m.end():]
-            out.append(Mutant(contract, "comparison", i, line, mutated.rstrip() + line[len(code):], where))
+            mutated = code[: m.start()] + _COMPARE[m.group(0)] + code[m.end() :]
+            out.append(Mutant(contract, "comparison", i, line, mutated.rstrip() + line[len(code) :], where))
         wm = write.match(code)
         if wm and wm["name"] in storage and line.startswith(" " * 8):
             out.append(Mutant(contract, "state write", i, line, None, where))
@@ -143,8 +143,14 @@ def mutants_of(contract: str, source: str) -> list[Mutant]:
 
 #: Hand-made mutants beyond the three rules: ``(contract, function, line, replacement)``. The first is
 #: the one of issue 12's review that survived the old tests (a sweep allowed at the attestation deadline).
-EXTRA = (("RewardPool", "sweepNotBefore", "        return finalized ? claimDeadline : attestationDeadline;",
-          "        return attestationDeadline;"),)
+EXTRA = (
+    (
+        "RewardPool",
+        "sweepNotBefore",
+        "        return finalized ? claimDeadline : attestationDeadline;",
+        "        return attestationDeadline;",
+    ),
+)
 
 
 def all_mutants() -> list[Mutant]:
@@ -173,8 +179,10 @@ def compile_mutants(mutants: list[Mutant]) -> dict[int, dict]:
     std = {
         "language": "Solidity",
         "sources": sources,
-        "settings": {**contracts.COMPILER_SETTINGS,
-                     "outputSelection": {u: {"*": contracts.OUTPUT_SELECTION} for u in sources}},
+        "settings": {
+            **contracts.COMPILER_SETTINGS,
+            "outputSelection": {u: {"*": contracts.OUTPUT_SELECTION} for u in sources},
+        },
     }
     try:
         out = contracts.compile_standard_json(std, ROOT)
@@ -200,7 +208,7 @@ def compile_in_parallel(mutants: list[Mutant], jobs: int) -> dict[int, dict]:
     """:func:`compile_mutants` in ``jobs`` solc-js processes (contiguous chunks)."""
     bounds = [round(len(mutants) * j / jobs) for j in range(jobs + 1)]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        parts = list(pool.map(lambda j: compile_mutants(mutants[bounds[j]:bounds[j + 1]]), range(jobs)))
+        parts = list(pool.map(lambda j: compile_mutants(mutants[bounds[j] : bounds[j + 1]]), range(jobs)))
     return {k + bounds[j]: doc for j, part in enumerate(parts) for k, doc in part.items()}
 
 
@@ -210,10 +218,30 @@ def run_tests(mutant: Mutant, artifact: dict, workdir: Path) -> str | None:
     shutil.copytree(contracts.artifacts_dir(ROOT), folder)
     (folder / f"{mutant.contract}.json").write_text(json.dumps(artifact))
     # Only Hypothesis' plugin: the others (nbval, Jupyter, ...) cost seconds of start-up per mutant.
-    env = {**os.environ, "DDVAL_TEST_ARTIFACTS": str(folder), "DDVAL_MUTATION": "1", "DDVAL_PROGRESS": "off",
-           "PYTHONPATH": str(ROOT / "lib"), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    cmd = [sys.executable, "-m", "pytest", "-p", "_hypothesis_pytestplugin", "-x", "-q", "-p", "no:cacheprovider",
-           "-o", "addopts=", "--tb=no", "-rf", *TARGETS[mutant.contract][1]]
+    env = {
+        **os.environ,
+        "DDVAL_TEST_ARTIFACTS": str(folder),
+        "DDVAL_MUTATION": "1",
+        "DDVAL_PROGRESS": "off",
+        "PYTHONPATH": str(ROOT / "lib"),
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "_hypothesis_pytestplugin",
+        "-x",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "--tb=no",
+        "-rf",
+        *TARGETS[mutant.contract][1],
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     if proc.returncode == 0:
         return None
@@ -260,10 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     score = sum(r["status"] == "killed" for r in counted) / max(len(counted), 1)
     stillborn = sum(r["status"] == "stillborn" for r in rows)
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(f"mutation score {score:.1%}: {len(counted) - len(survivors)} of {len(counted)} mutants killed "
-          f"({len(rows) - len(counted) - stillborn} equivalent, {stillborn} not compilable); "
-          f"compile {compiled:.0f} s, total {time.perf_counter() - start:.0f} s wall with {args.jobs} jobs, "
-          f"{cpu.ru_utime + cpu.ru_stime:.0f} s CPU in solc-js and pytest")
+    print(
+        f"mutation score {score:.1%}: {len(counted) - len(survivors)} of {len(counted)} mutants killed "
+        f"({len(rows) - len(counted) - stillborn} equivalent, {stillborn} not compilable); "
+        f"compile {compiled:.0f} s, total {time.perf_counter() - start:.0f} s wall with {args.jobs} jobs, "
+        f"{cpu.ru_utime + cpu.ru_stime:.0f} s CPU in solc-js and pytest"
+    )
     if args.report:
         args.report.write_text(json.dumps({"score": score, "mutants": rows}, indent=1) + "\n")
     return 0 if not survivors else 1

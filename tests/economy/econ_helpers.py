@@ -63,7 +63,11 @@ def start_anvil(tmp: Path, *extra: str, port: int | None = None) -> tuple[str, s
         pytest.fail(f"{binary} not found: run `make env` (npm ci installs @foundry-rs/anvil)")
     port = port or free_port()
     log = tmp / f"anvil-{port}.log"
-    proc = subprocess.Popen([str(binary), "--host", "127.0.0.1", "--port", str(port), *extra], stdout=log.open("w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(binary), "--host", "127.0.0.1", "--port", str(port), *extra],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     _wait(lambda: "result" in _rpc(url, "eth_chainId"), "anvil", proc, log)
     return url, proc

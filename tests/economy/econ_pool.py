@@ -46,7 +46,9 @@ class Pool:
     def attest(self, who, tree=None, total=None, cid=CID, training=None, pool=None):
         tree = tree or self.tree
         total = sum(a for _, a in tree.values) if total is None else total
-        call = (pool or self.pool).functions.attest(tree.root, total, cid, self.training if training is None else training)
+        call = (pool or self.pool).functions.attest(
+            tree.root, total, cid, self.training if training is None else training
+        )
         return self.chain.send(call, who)
 
     def finalize(self, tree=None, pool=None):
@@ -60,14 +62,26 @@ class Pool:
         tree = tree or self.tree
         account, value = tree.values[i]
         call = (pool or self.pool).functions.claim(
-            i if index is None else index, account, value if amount is None else amount, tree.proof(i) if proof is None else proof
+            i if index is None else index,
+            account,
+            value if amount is None else amount,
+            tree.proof(i) if proof is None else proof,
         )
         return self.chain.send(call, sender or self.op)
 
     def new_pool(self, token=None, quorum=2, attestation_window=WINDOW, claim_window=WINDOW, fund=FUNDED):
         """Another pool over the same (finished) registry, funded with ``fund`` of ``token``."""
         token = token or self.token
-        pool = deploy(self.chain, "RewardPool", token.address, self.registry.address, quorum, self.treasury, attestation_window, claim_window)
+        pool = deploy(
+            self.chain,
+            "RewardPool",
+            token.address,
+            self.registry.address,
+            quorum,
+            self.treasury,
+            attestation_window,
+            claim_window,
+        )
         if fund:
             self.chain.send(token.functions.approve(pool.address, fund), self.op)
             self.chain.send(pool.functions.fund(fund), self.op)

@@ -39,12 +39,19 @@ def _split(rng: np.random.Generator, name: str, split: str, patients: int, width
     y = (rng.random((n, len(LABELS))) < 0.4).astype(np.float32)
     x = (rng.normal(size=(n, width)) + 0.8 * y[:, :1]).astype(np.float32)  # label 0 is learnable
     ids = np.array([f"{name}-{split}-{i}" for i in range(n)])
-    return SplitFeatures(x=x, y=y, ids=ids, patients=np.array(pids), sex=np.array(["F", "M"] * (n // 2) + ["F"] * (n % 2)),
-                         age=np.full(n, 50.0))
+    return SplitFeatures(
+        x=x,
+        y=y,
+        ids=ids,
+        patients=np.array(pids),
+        sex=np.array(["F", "M"] * (n // 2) + ["F"] * (n % 2)),
+        age=np.full(n, 50.0),
+    )
 
 
-def write_stage_inputs(cfg: ExperimentConfig, seed: int, setting: str, root: Path, *, n_rounds: int = 5,
-                       patients_per_institution: int = 8) -> Path:
+def write_stage_inputs(
+    cfg: ExperimentConfig, seed: int, setting: str, root: Path, *, n_rounds: int = 5, patients_per_institution: int = 8
+) -> Path:
     """Write the inputs of the economy stage for one setting under ``root``; return ``<S>``."""
     rng = np.random.default_rng(seed)
     names = [i.name for i in cfg.setting(setting).institutions]
@@ -52,18 +59,41 @@ def write_stage_inputs(cfg: ExperimentConfig, seed: int, setting: str, root: Pat
     grand = layout.train_dir(cfg, seed, setting, root) / layout.grand_coalition_id(cfg, setting)
     patience = min(cfg.train.patience, n_rounds - 1)
     assert n_rounds - patience >= 1
-    means = stopping_losses(n_rounds, patience, rng) if n_rounds < cfg.train.max_rounds else list(np.linspace(0.7, 0.3, n_rounds))
+    means = (
+        stopping_losses(n_rounds, patience, rng)
+        if n_rounds < cfg.train.max_rounds
+        else list(np.linspace(0.7, 0.3, n_rounds))
+    )
     rows = []
     for r in range(1, n_rounds + 1):
         for k, name in enumerate(names):
             # every institution sees the same mean loss, so the mean is the designed curve
-            rows.append({"round": r, "institution": name, "model_sha256": f"{r:02d}{k:062d}", "merged_sha256": f"{r:064d}",
-                         "leader": names[0], "val_loss": float(means[r - 1])})
+            rows.append(
+                {
+                    "round": r,
+                    "institution": name,
+                    "model_sha256": f"{r:02d}{k:062d}",
+                    "merged_sha256": f"{r:064d}",
+                    "leader": names[0],
+                    "val_loss": float(means[r - 1]),
+                }
+            )
             store.write_bytes(grand / "rounds" / f"{r:03d}" / f"{name}.pt", rng.bytes(2000 + 100 * k))
     store.write_table(grand / "rounds.csv", pd.DataFrame(rows))
-    store.write_table(layout.train_dir(cfg, seed, setting, root) / "utilities.csv", pd.DataFrame(
-        [{"setting": setting, "seed": seed, "coalition": layout.grand_coalition_id(cfg, setting), "label": "mean",
-          "auroc": GRAND_UTILITY}]))
+    store.write_table(
+        layout.train_dir(cfg, seed, setting, root) / "utilities.csv",
+        pd.DataFrame(
+            [
+                {
+                    "setting": setting,
+                    "seed": seed,
+                    "coalition": layout.grand_coalition_id(cfg, setting),
+                    "label": "mean",
+                    "auroc": GRAND_UTILITY,
+                }
+            ]
+        ),
+    )
     files = {}
     for name in names:
         files[name] = layout.features_dir(cfg, seed, setting, root) / f"{name}.npz"
@@ -72,7 +102,22 @@ def write_stage_inputs(cfg: ExperimentConfig, seed: int, setting: str, root: Pat
     points = points_from_features(files, Policy.of(cfg), GRAND_UTILITY)
     store.write_table(sdir / "valuation" / "point_values.parquet", points)
     values = institution_values(points, names)
-    store.write_table(sdir / "valuation" / "institution_values.csv", pd.DataFrame(
-        [{"setting": setting, "seed": seed, "method": m, "institution": n, "value": float(values[n]) if m == "ddval" else 0.05 + 0.01 * k,
-          "wall_time_s": 0.1, "n_utility_evals": 1} for m in ("ddval", "exact") for k, n in enumerate(names)]))
+    store.write_table(
+        sdir / "valuation" / "institution_values.csv",
+        pd.DataFrame(
+            [
+                {
+                    "setting": setting,
+                    "seed": seed,
+                    "method": m,
+                    "institution": n,
+                    "value": float(values[n]) if m == "ddval" else 0.05 + 0.01 * k,
+                    "wall_time_s": 0.1,
+                    "n_utility_evals": 1,
+                }
+                for m in ("ddval", "exact")
+                for k, n in enumerate(names)
+            ]
+        ),
+    )
     return sdir

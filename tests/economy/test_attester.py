@@ -34,8 +34,17 @@ def run(tmp_path_factory):
 
 def review(run, cfg=None, cid=None):
     base, s, contracts, _, honest_cid = run
-    return attester.run_attester(cfg or base, 0, SETTING, "nih", s.chain, s.content, contracts.pool.address, cid or honest_cid,
-                                 s.parties.institutions["nih"])
+    return attester.run_attester(
+        cfg or base,
+        0,
+        SETTING,
+        "nih",
+        s.chain,
+        s.content,
+        contracts.pool.address,
+        cid or honest_cid,
+        s.parties.institutions["nih"],
+    )
 
 
 def republish(run, **changes):
@@ -69,7 +78,10 @@ def test_a_document_that_does_not_fit_the_chain_is_refused(run, changes, reason)
 
 def test_a_policy_other_than_the_institutions_own_is_refused(run):
     verdict = review(run, cfg=config(individual_share=0.25))
-    assert verdict.decision == "refused" and "policy differs from this institution's configuration in ['individual_share']" in verdict.reason
+    assert (
+        verdict.decision == "refused"
+        and "policy differs from this institution's configuration in ['individual_share']" in verdict.reason
+    )
     verdict = review(run, cfg=config(value_method="exact"))
     assert verdict.decision == "refused" and "'value_method'" in verdict.reason
 
@@ -80,10 +92,27 @@ def test_nothing_is_attested_before_the_training_record_is_final(tmp_path):
     from ddval import layout
     from ddval.economy import inputs, stage
 
-    run = stage.open_run(cfg, 0, SETTING, inputs.locate_inputs(cfg, 0, SETTING, tmp_path), layout.economy_dir(cfg, 0, SETTING, tmp_path), None, None)
+    run = stage.open_run(
+        cfg,
+        0,
+        SETTING,
+        inputs.locate_inputs(cfg, 0, SETTING, tmp_path),
+        layout.economy_dir(cfg, 0, SETTING, tmp_path),
+        None,
+        None,
+    )
     contracts = steps.deploy(run.session)
-    verdict = attester.run_attester(cfg, 0, SETTING, "nih", run.session.chain, run.session.content, contracts.pool.address, "bafkqaaa",
-                                    run.session.parties.institutions["nih"])
+    verdict = attester.run_attester(
+        cfg,
+        0,
+        SETTING,
+        "nih",
+        run.session.chain,
+        run.session.content,
+        contracts.pool.address,
+        "bafkqaaa",
+        run.session.parties.institutions["nih"],
+    )
     assert verdict.decision == "refused" and verdict.reason == "the training record is not final (TrainingNotStopped)"
 
 
@@ -109,12 +138,32 @@ def test_documents_are_canonical_and_malformed_ones_name_the_field(run):
 
 
 def test_the_attester_process_needs_its_own_key_and_says_so_in_one_line(tmp_path):
-    cmd = [sys.executable, "-m", "ddval.economy.attester", "--config", "demo", "--seed", "0", "--setting", SETTING, "--institution", "nih",
-           "--pool", "0x" + "12" * 20, "--allocation-cid", "bafkqaaa", "--rpc-url", "http://127.0.0.1:9/v3/KEY"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ddval.economy.attester",
+        "--config",
+        "demo",
+        "--seed",
+        "0",
+        "--setting",
+        SETTING,
+        "--institution",
+        "nih",
+        "--pool",
+        "0x" + "12" * 20,
+        "--allocation-cid",
+        "bafkqaaa",
+        "--rpc-url",
+        "http://127.0.0.1:9/v3/KEY",
+    ]
     env = {k: v for k, v in __import__("os").environ.items() if k != attester.KEY_VARIABLE}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 1 and proc.stdout == ""
-    assert proc.stderr.strip() == f"attester nih: ChainError: set {attester.KEY_VARIABLE} to this institution's private key"
+    assert (
+        proc.stderr.strip()
+        == f"attester nih: ChainError: set {attester.KEY_VARIABLE} to this institution's private key"
+    )
 
 
 def test_the_consortium_configuration_round_trips(tmp_path):

@@ -51,7 +51,8 @@ def test_unreachable_rpc_is_a_one_line_error_naming_the_redacted_endpoint():
     with pytest.raises(chain_mod.ChainError) as info:
         chain_mod.connect(f"http://user:pw@127.0.0.1:{port}/v3/API-KEY?token=T0KEN", timeout=2)
     message = str(info.value)
-    assert message == f"cannot reach the RPC endpoint http://127.0.0.1:{port}/<redacted>: ConnectionError ([Errno 111] Connection refused)"
+    reason = "ConnectionError ([Errno 111] Connection refused)"
+    assert message == f"cannot reach the RPC endpoint http://127.0.0.1:{port}/<redacted>: {reason}"
     assert info.value.__cause__ is None and info.value.__suppress_context__  # no chained traceback repeats the URL
 
 
@@ -72,7 +73,10 @@ def test_rpc_urls_are_redacted(url, shown):
 def test_a_failing_request_mid_run_names_only_the_redacted_endpoint(anvil):
     c = chain_mod.connect(anvil)
     c.w3.provider.endpoint_uri = f"http://127.0.0.1:{free_port()}/v3/API-KEY"  # the node goes away
-    with pytest.raises(chain_mod.ChainError, match=r"^RPC endpoint http://127.0.0.1:\d+/<redacted>: eth_blockNumber failed: ConnectionError") as info:
+    with pytest.raises(
+        chain_mod.ChainError,
+        match=r"^RPC endpoint http://127.0.0.1:\d+/<redacted>: eth_blockNumber failed: ConnectionError",
+    ) as info:
         c.w3.eth.block_number
     assert "API-KEY" not in str(info.value)
     assert "url" not in repr(c) and "API-KEY" not in repr(c)
@@ -89,7 +93,9 @@ def public_like_chain(tmp_path_factory):
 def test_non_dev_chain_must_be_named(public_like_chain, monkeypatch):
     """Issue 12: ``chain_id`` defaulted to whatever the endpoint served; keys then went to any chain."""
     monkeypatch.setenv("DDVAL_PRIVATE_KEYS", "0x" + chain_mod.dev_accounts(1)[0].key.hex())
-    with pytest.raises(chain_mod.ChainError, match="serves chain id 4242, which is not a development chain: set economy.chain_id"):
+    with pytest.raises(
+        chain_mod.ChainError, match="serves chain id 4242, which is not a development chain: set economy.chain_id"
+    ):
         chain_mod.connect(public_like_chain)
     with pytest.raises(chain_mod.ChainError, match="serves chain id 4242, expected 4243; nothing was sent"):
         chain_mod.connect(public_like_chain, chain_id=4243)

@@ -48,10 +48,26 @@ def test_outputs_follow_the_table_contract(embedded_run):
     assert list(res.table("gas").columns) == ["operation", "actor", "gas_used", "tx_hash"]
     assert {"kind", "recipient_id", "account", "amount", "leaf", "claimed"} <= set(res.table("allocation").columns)
     assert list(res.table("balances").columns) == ["kind", "recipient_id", "account", "balance"]
-    assert {"institution", "decision", "reason", "points_recomputed", "leaves_match", "root"} <= set(res.table("attestations").columns)
+    assert {"institution", "decision", "reason", "points_recomputed", "leaves_match", "root"} <= set(
+        res.table("attestations").columns
+    )
     ops = list(dict.fromkeys(res.table("gas")["operation"]))
-    assert ops == ["deploy_token", "deploy_registry", "register_institution", "close_registration", "deploy_pool", "approve", "fund",
-                   "submit_round", "submit_features", "attest", "claim_institution", "eth_for_gas", "claim_individual", "sweep"]
+    assert ops == [
+        "deploy_token",
+        "deploy_registry",
+        "register_institution",
+        "close_registration",
+        "deploy_pool",
+        "approve",
+        "fund",
+        "submit_round",
+        "submit_features",
+        "attest",
+        "claim_institution",
+        "eth_for_gas",
+        "claim_individual",
+        "sweep",
+    ]
 
 
 def test_every_institution_recomputed_the_allocation_and_a_majority_attested(embedded_run):
@@ -74,11 +90,22 @@ def test_rounds_features_and_allocation_are_pinned_and_verifiable(embedded_run):
     assert (pins["artifact"] == "features").sum() == len(names)
     content = ipfs.EmbeddedStore(res.outputs["gas"].parent / "ipfs")
     feat = pins[pins["artifact"] == "features"].iloc[0]
-    assert content.cat(feat["cid"]) == (layout.features_dir(cfg, 0, SETTING, root) / f"{feat['owner']}.npz").read_bytes()
+    assert (
+        content.cat(feat["cid"]) == (layout.features_dir(cfg, 0, SETTING, root) / f"{feat['owner']}.npz").read_bytes()
+    )
     d, doc = res.deployment, document(res)
     assert "0x" + doc.tree().root.hex() == d["merkle_root"] and doc.training == d["training_digest"]
-    assert (doc.pool, doc.registry, doc.chain_id, doc.best_round) == (d["pool"], d["registry"], d["chain_id"], d["best_round"])
-    assert doc.total == int(d["allocation_total"]) and d["rounds_on_chain"] == 4 and set(content.pins()) == set(pins["cid"])
+    assert (doc.pool, doc.registry, doc.chain_id, doc.best_round) == (
+        d["pool"],
+        d["registry"],
+        d["chain_id"],
+        d["best_round"],
+    )
+    assert (
+        doc.total == int(d["allocation_total"])
+        and d["rounds_on_chain"] == 4
+        and set(content.pins()) == set(pins["cid"])
+    )
     assert b"p0000" not in content.cat(d["allocation_cid"])  # no patient id is published
 
 
@@ -93,9 +120,13 @@ def test_payouts_equal_the_policy_and_are_conserved(embedded_run):
         individual_share=cfg.economy.individual_share,
     )
     alloc = res.table("allocation")
-    assert dict(zip(alloc["recipient_id"], alloc["amount"].map(int))) == dict(zip(expected.table["recipient_id"], expected.table["amount"]))
+    assert dict(zip(alloc["recipient_id"], alloc["amount"].map(int))) == dict(
+        zip(expected.table["recipient_id"], expected.table["amount"])
+    )
     leaves = alloc[alloc["leaf"] >= 0].sort_values("leaf")
-    assert list(leaves["leaf"]) == list(range(len(leaves))) and list(zip(leaves["account"], leaves["amount"].map(int))) == list(document(res).leaves)
+    assert list(leaves["leaf"]) == list(range(len(leaves))) and list(
+        zip(leaves["account"], leaves["amount"].map(int))
+    ) == list(document(res).leaves)
     balances = res.table("balances").set_index("recipient_id")["balance"].map(int)
     claimed = alloc[alloc["claimed"]]
     assert len(claimed) == len(names) + 4
@@ -133,7 +164,9 @@ def test_gas_table_is_deterministic_on_the_embedded_chain(embedded_run, tmp_path
     stand_ins(cfg, tmp_path)
     other = economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path)
     assert other.table("gas").equals(res.table("gas"))  # tx hashes included
-    assert {k: v for k, v in other.deployment.items() if k != "genesis_hash"} == {k: v for k, v in res.deployment.items() if k != "genesis_hash"}
+    assert {k: v for k, v in other.deployment.items() if k != "genesis_hash"} == {
+        k: v for k, v in res.deployment.items() if k != "genesis_hash"
+    }
 
 
 # ---------------------------------------------------------------------------- a dishonest operator
@@ -202,7 +235,10 @@ def test_whole_flow_on_anvil_and_the_ipfs_daemon_with_attester_processes(anvil, 
     model = layout.train_dir(cfg, 0, SETTING, tmp_path) / "nih+chexpert+mimic" / "rounds" / "001" / "nih.pt"
     assert first["owner"] == "nih" and daemon.cat(first["cid"]) == model.read_bytes()
     claimed = pool.functions.claimedTotal().call()
-    assert claimed + int(res.table("balances").set_index("recipient_id").loc["treasury", "balance"]) == cfg.economy.pool_amount
+    assert (
+        claimed + int(res.table("balances").set_index("recipient_id").loc["treasury", "balance"])
+        == cfg.economy.pool_amount
+    )
 
 
 @pytest.mark.chain
@@ -218,8 +254,12 @@ def test_attester_processes_refuse_a_tampered_allocation_and_one_key_cannot_fina
     assert not pool.functions.finalized().call()
     # a compromised key attests the tampered allocation directly: one vote of three
     tampered = shifted(honest)
-    s.chain.send(pool.functions.attest(tampered.tree().root, tampered.total, ipfs.CID.parse(cid).to_bytes(), bytes.fromhex(honest.training[2:])),
-                 s.parties.institutions["nih"])
+    s.chain.send(
+        pool.functions.attest(
+            tampered.tree().root, tampered.total, ipfs.CID.parse(cid).to_bytes(), bytes.fromhex(honest.training[2:])
+        ),
+        s.parties.institutions["nih"],
+    )
     assert not pool.functions.finalized().call()
     # the two honest institutions attest the honest allocation and finalize it; the compromised one is refused again
     verdicts = steps.run_attesters(s, pool, steps.publish_allocation(s, honest))
@@ -269,12 +309,36 @@ def corrupt_values(sdir, value):
 @pytest.mark.parametrize(
     "break_inputs, error, message",
     [
-        (lambda s: corrupt_values(s, math.nan), rewards.RewardError, r"institution_values.csv: row 2, field 'value' \(nih\): value is nan"),
-        (lambda s: corrupt_values(s, 0.5), inputs.EconomyInputError, r"institution_values.csv: the 'ddval' values of \['nih'\] are not the sums"),
-        (lambda s: (s / "valuation" / "point_values.parquet").unlink(), inputs.EconomyInputError, r"point_values.parquet: not found; run notebook 04_valuation"),
-        (lambda s: (s / "train" / "nih+chexpert+mimic" / "rounds" / "002" / "mimic.pt").unlink(), inputs.EconomyInputError, r"002/mimic.pt: local model of 'mimic' in round 2 not found"),
-        (lambda s: (s / "valuation" / "features" / "nih.npz").unlink(), inputs.EconomyInputError, r"nih.npz: not found; run notebook 04_valuation"),
-        (lambda s: (s / "train" / "utilities.csv").unlink(), inputs.EconomyInputError, r"utilities.csv: not found; run notebook 03_train"),
+        (
+            lambda s: corrupt_values(s, math.nan),
+            rewards.RewardError,
+            r"institution_values.csv: row 2, field 'value' \(nih\): value is nan",
+        ),
+        (
+            lambda s: corrupt_values(s, 0.5),
+            inputs.EconomyInputError,
+            r"institution_values.csv: the 'ddval' values of \['nih'\] are not the sums",
+        ),
+        (
+            lambda s: (s / "valuation" / "point_values.parquet").unlink(),
+            inputs.EconomyInputError,
+            r"point_values.parquet: not found; run notebook 04_valuation",
+        ),
+        (
+            lambda s: (s / "train" / "nih+chexpert+mimic" / "rounds" / "002" / "mimic.pt").unlink(),
+            inputs.EconomyInputError,
+            r"002/mimic.pt: local model of 'mimic' in round 2 not found",
+        ),
+        (
+            lambda s: (s / "valuation" / "features" / "nih.npz").unlink(),
+            inputs.EconomyInputError,
+            r"nih.npz: not found; run notebook 04_valuation",
+        ),
+        (
+            lambda s: (s / "train" / "utilities.csv").unlink(),
+            inputs.EconomyInputError,
+            r"utilities.csv: not found; run notebook 03_train",
+        ),
     ],
 )
 def test_bad_inputs_fail_before_anything_is_sent(anvil, tmp_path, break_inputs, error, message):
@@ -293,16 +357,27 @@ def test_bad_policies_and_unknown_accounts_send_nothing(anvil, tmp_path):
     sdir = stand_ins(config(), tmp_path)
     probe = chain_mod.connect(anvil)
     block = probe.w3.eth.block_number
-    with pytest.raises(inputs.EconomyInputError, match=r"economy.quorum is 1; the pool needs a strict majority of the 3"):
+    with pytest.raises(
+        inputs.EconomyInputError, match=r"economy.quorum is 1; the pool needs a strict majority of the 3"
+    ):
         economy.run_economy_stage(config(quorum=1), 0, SETTING, root=tmp_path, rpc_url=anvil)
-    with pytest.raises(inputs.EconomyInputError, match=r"rounds.csv: row 2: field 'val_loss' is .*, above economy.max_val_loss \(0.1\)"):
+    with pytest.raises(
+        inputs.EconomyInputError, match=r"rounds.csv: row 2: field 'val_loss' is .*, above economy.max_val_loss \(0.1\)"
+    ):
         economy.run_economy_stage(config(max_val_loss=0.1), 0, SETTING, root=tmp_path, rpc_url=anvil)
     frame = pd.read_csv(sdir / "valuation" / "institution_values.csv")
-    store.write_table(sdir / "valuation" / "institution_values.csv", frame.assign(value=frame["value"].where(frame["method"] != "exact", -0.01)))
+    store.write_table(
+        sdir / "valuation" / "institution_values.csv",
+        frame.assign(value=frame["value"].where(frame["method"] != "exact", -0.01)),
+    )
     with pytest.raises(rewards.RewardError, match="institution 'nih'.*negative"):
-        economy.run_economy_stage(config(negative_values="error", value_method="exact"), 0, SETTING, root=tmp_path, rpc_url=anvil)
+        economy.run_economy_stage(
+            config(negative_values="error", value_method="exact"), 0, SETTING, root=tmp_path, rpc_url=anvil
+        )
     accounts = tmp_path / "accounts.csv"
-    pd.DataFrame({"kind": ["individual"], "recipient_id": ["nih/p0000"], "account": ["0x" + "12" * 20]}).to_csv(accounts, index=False)
+    pd.DataFrame({"kind": ["individual"], "recipient_id": ["nih/p0000"], "account": ["0x" + "12" * 20]}).to_csv(
+        accounts, index=False
+    )
     with pytest.raises(rewards.RewardError, match=r"no account for recipient\(s\) \['nih/p0001'"):
         economy.run_economy_stage(config(accounts_csv=str(accounts)), 0, SETTING, root=tmp_path, rpc_url=anvil)
     assert probe.w3.eth.block_number == block
@@ -316,11 +391,15 @@ def test_wrong_chain_or_unreachable_endpoints_send_nothing(anvil, tmp_path):
     with pytest.raises(chain_mod.ChainError, match="serves chain id 31337, expected 1;"):
         economy.run_economy_stage(config(chain_id=1), 0, SETTING, root=tmp_path, rpc_url=anvil)
     secret = f"http://127.0.0.1:{free_port()}/v3/SECRET-API-KEY?key=ALSO-SECRET"
-    with pytest.raises(chain_mod.ChainError, match=r"^cannot reach the RPC endpoint http://127.0.0.1:\d+/<redacted>: ConnectionError") as info:
+    with pytest.raises(
+        chain_mod.ChainError, match=r"^cannot reach the RPC endpoint http://127.0.0.1:\d+/<redacted>: ConnectionError"
+    ) as info:
         economy.run_economy_stage(config(), 0, SETTING, root=tmp_path, rpc_url=secret)
     assert "SECRET" not in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(ipfs.IPFSError, match="cannot reach the IPFS RPC API"):
-        economy.run_economy_stage(config(), 0, SETTING, root=tmp_path, rpc_url=anvil, ipfs_api=f"http://127.0.0.1:{free_port()}")
+        economy.run_economy_stage(
+            config(), 0, SETTING, root=tmp_path, rpc_url=anvil, ipfs_api=f"http://127.0.0.1:{free_port()}"
+        )
     assert probe.w3.eth.block_number == block
 
 
@@ -333,7 +412,10 @@ def test_rounds_beyond_the_stopping_rule_are_rejected(tmp_path):
     store.write_table(path, frame)
     located = inputs.locate_inputs(cfg, 0, SETTING, tmp_path)
     assert inputs.plan_rounds(located, patience=3, max_rounds=12).stop_index == 3  # exactly where the table ends
-    with pytest.raises(inputs.EconomyInputError, match=r"rounds.csv: 4 rounds, but the stopping rule \(patience 5, max 12 rounds\) does not fire"):
+    with pytest.raises(
+        inputs.EconomyInputError,
+        match=r"rounds.csv: 4 rounds, but the stopping rule \(patience 5, max 12 rounds\) does not fire",
+    ):
         inputs.plan_rounds(located, patience=5, max_rounds=12)
     with pytest.raises(inputs.EconomyInputError, match="fires after round 2, but the table goes on to round 4"):
         inputs.plan_rounds(located, patience=1, max_rounds=12)

@@ -22,14 +22,21 @@ JS = Path(__file__).parent / "js" / "merkle_tree.mjs"
 addresses = st.binary(min_size=20, max_size=20).map(lambda b: to_checksum_address(b))
 amounts = st.integers(0, merkle.UINT256_MAX)
 #: Accounts may repeat: leaves are told apart by their index.
-entries = st.lists(st.tuples(st.sampled_from([to_checksum_address(bytes([i]) * 20) for i in range(1, 9)]) | addresses, amounts), min_size=1, max_size=40)
+entries = st.lists(
+    st.tuples(st.sampled_from([to_checksum_address(bytes([i]) * 20) for i in range(1, 9)]) | addresses, amounts),
+    min_size=1,
+    max_size=40,
+)
 
 
 def reference(trees):
     """Roots and proofs from OpenZeppelin's JS library (node, from the project's node_modules)."""
     doc = json.dumps([[[str(i), a, str(v)] for i, (a, v) in enumerate(values)] for values in trees])
     out = subprocess.run(["node", str(JS)], input=doc, capture_output=True, text=True, check=True, cwd=repo_root())
-    return [(bytes.fromhex(t["root"][2:]), [[bytes.fromhex(p[2:]) for p in proof] for proof in t["proofs"]]) for t in json.loads(out.stdout)]
+    return [
+        (bytes.fromhex(t["root"][2:]), [[bytes.fromhex(p[2:]) for p in proof] for proof in t["proofs"]])
+        for t in json.loads(out.stdout)
+    ]
 
 
 def test_leaf_is_the_double_hash_of_the_abi_encoded_index_account_amount():
@@ -41,10 +48,15 @@ def test_leaf_is_the_double_hash_of_the_abi_encoded_index_account_amount():
 def test_roots_and_proofs_equal_openzeppelin_merkle_tree():
     """Every size up to 17 (all shapes of small trees), larger ones, and seeded random tables."""
     rng = random.Random(0)
-    trees = [[(to_checksum_address(bytes([i % 256, i // 256]) + bytes(18)), i * 7 + 1) for i in range(n)] for n in [*range(1, 18), 100, 1000]]
+    trees = [
+        [(to_checksum_address(bytes([i % 256, i // 256]) + bytes(18)), i * 7 + 1) for i in range(n)]
+        for n in [*range(1, 18), 100, 1000]
+    ]
     for _ in range(20):
         n = rng.randint(1, 60)
-        trees.append([(to_checksum_address(rng.randbytes(20)), rng.choice([0, 1, rng.getrandbits(256)])) for _ in range(n)])
+        trees.append(
+            [(to_checksum_address(rng.randbytes(20)), rng.choice([0, 1, rng.getrandbits(256)])) for _ in range(n)]
+        )
     for values, (root, proofs) in zip(trees, reference(trees)):
         tree = merkle.build_tree(values)
         assert tree.root == root, f"{len(values)} leaves"

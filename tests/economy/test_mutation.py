@@ -26,7 +26,11 @@ def test_the_mutants_cover_every_revert_comparison_and_storage_write():
     mutate = mutate_module()
     for contract, (path, _) in mutate.TARGETS.items():
         source = (repo_root() / path).read_text()
-        code = [line.split("//", 1)[0] for line in source.splitlines() if not line.strip().startswith(("///", "pragma", "import"))]
+        code = [
+            line.split("//", 1)[0]
+            for line in source.splitlines()
+            if not line.strip().startswith(("///", "pragma", "import"))
+        ]
         mutants = mutate.mutants_of(contract, source)
         kinds = [mu.kind for mu in mutants]
         reverts = sum(len(re.findall(r"\brevert \w+\(", line)) for line in code)
@@ -38,14 +42,21 @@ def test_the_mutants_cover_every_revert_comparison_and_storage_write():
         assert len({mu.key for mu in mutants}) == len(mutants), f"{contract}: two mutants share a key"
         for mu in mutants:
             assert mu.apply(source) != source
-    assert set(mutate.EQUIVALENT) <= {mu.key for mu in mutate.all_mutants()}, "an equivalent mutant that no longer exists"
+    assert set(mutate.EQUIVALENT) <= {mu.key for mu in mutate.all_mutants()}, (
+        "an equivalent mutant that no longer exists"
+    )
 
 
 @pytest.mark.mutation
 def test_every_contract_mutant_is_killed(tmp_path):
     report = tmp_path / "mutants.json"
-    proc = subprocess.run([sys.executable, "contracts/mutate.py", "--jobs", "2", "--report", str(report)], cwd=repo_root(),
-                          capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run(
+        [sys.executable, "contracts/mutate.py", "--jobs", "2", "--report", str(report)],
+        cwd=repo_root(),
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     print(proc.stdout[-3000:])
     assert report.exists(), proc.stderr[-3000:]
     rows = json.loads(report.read_text())["mutants"]

@@ -43,7 +43,9 @@ def total(tree):
 
 def test_no_function_moves_funds_except_claim_and_sweeps(s):
     """The pool has no owner and only five state-changing functions."""
-    writes = {f["name"] for f in s.pool.abi if f.get("type") == "function" and f["stateMutability"] not in ("view", "pure")}
+    writes = {
+        f["name"] for f in s.pool.abi if f.get("type") == "function" and f["stateMutability"] not in ("view", "pure")
+    }
     assert writes == {"fund", "attest", "claim", "sweep", "sweepTo"}
     assert not any(f.get("name") in ("owner", "transferOwnership", "withdraw") for f in s.pool.abi)
 
@@ -61,7 +63,9 @@ def test_c1_nobody_can_drain_before_values_are_posted(s):
 def test_c8_ether_is_rejected(s):
     """No receive or fallback function: plain ETH and unknown calls revert with empty revert data."""
     c = s.chain
-    assert not any(f.get("type") in ("receive", "fallback") or f.get("stateMutability") == "payable" for f in s.pool.abi)
+    assert not any(
+        f.get("type") in ("receive", "fallback") or f.get("stateMutability") == "payable" for f in s.pool.abi
+    )
     for tx in ({"value": 1}, {"value": 0, "data": "0x12345678"}):
         with pytest.raises(TransactionFailed, match=r"^execution reverted: b''$"):
             c.w3.eth.call({"to": s.pool.address, "from": c.accounts[0].address, **tx})
@@ -294,7 +298,13 @@ def test_windows_are_bounded(s):
     and zero was accepted by a mutant nobody noticed."""
     c = s.chain
     args = (s.token.address, s.registry.address, 2, s.treasury)
-    for attestation, claim in ((0, WINDOW), (MAX_WINDOW + 1, WINDOW), (WINDOW, 0), (WINDOW, MAX_WINDOW + 1), (WINDOW, 2**256 - 1)):
+    for attestation, claim in (
+        (0, WINDOW),
+        (MAX_WINDOW + 1, WINDOW),
+        (WINDOW, 0),
+        (WINDOW, MAX_WINDOW + 1),
+        (WINDOW, 2**256 - 1),
+    ):
         with reverts("InvalidWindow", claim if attestation == WINDOW else attestation):
             deploy(c, "RewardPool", *args, attestation, claim)
     pool = deploy(c, "RewardPool", *args, MAX_WINDOW, MAX_WINDOW)
@@ -304,7 +314,11 @@ def test_windows_are_bounded(s):
 
 def test_constructor_rejects_zero_addresses(s):
     zero = "0x" + "00" * 20
-    for args in ((zero, s.registry.address, s.treasury), (s.token.address, zero, s.treasury), (s.token.address, s.registry.address, zero)):
+    for args in (
+        (zero, s.registry.address, s.treasury),
+        (s.token.address, zero, s.treasury),
+        (s.token.address, s.registry.address, zero),
+    ):
         with reverts("ZeroAddress"):
             deploy(s.chain, "RewardPool", args[0], args[1], 2, args[2], WINDOW, WINDOW)
 
@@ -355,7 +369,9 @@ def test_treasury_cannot_reclaim_before_the_claim_deadline(s):
     receipt = c.send(pool.functions.sweep(), c.accounts[9])  # anyone can trigger it
     swept = s.balance(s.treasury) - before
     assert swept == FUNDED - tree.values[0][1] - tree.values[1][1] == pool.functions.sweptTotal().call()
-    assert [dict(e["args"]) for e in pool.events.Swept().process_receipt(receipt, errors=DISCARD)] == [{"to": s.treasury, "amount": swept}]
+    assert [dict(e["args"]) for e in pool.events.Swept().process_receipt(receipt, errors=DISCARD)] == [
+        {"to": s.treasury, "amount": swept}
+    ]
     assert s.balance(pool.address) == 0
     with reverts("NothingToSweep"):
         c.send(pool.functions.sweep(), s.op)

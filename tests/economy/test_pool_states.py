@@ -23,7 +23,14 @@ import pytest
 from econ_helpers import deploy
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from ddval.economy import chain as chain_mod
 from ddval.economy import merkle
@@ -88,7 +95,9 @@ class PoolMachine(RuleBasedStateMachine):
         self.registry = deploy(c, "SwarmRegistry", self.op.address, PATIENCE, MAX_ROUNDS, MAX_LOSS, TIMEOUT)
         self.pool = None
         people = [a[6].address, a[7].address, a[1].address]
-        self.honest = merkle.build_tree([(people[0], 30 * UNIT), (people[1], 20 * UNIT), (people[2], 10 * UNIT), (people[0], 5 * UNIT)])
+        self.honest = merkle.build_tree(
+            [(people[0], 30 * UNIT), (people[1], 20 * UNIT), (people[2], 10 * UNIT), (people[0], 5 * UNIT)]
+        )
         self.bogus = merkle.build_tree([(self.attacker.address, 60 * UNIT), (people[1], 5 * UNIT)])
 
     # ------------------------------------------------------------------ helpers
@@ -150,7 +159,10 @@ class PoolMachine(RuleBasedStateMachine):
         if self.expect(ok, self.registry.functions.closeRegistration(), self.op if who == "op" else self.attacker):
             m.closed, m.opened = True, ts
 
-    @rule(who=st.sampled_from(["inst0", "inst1", "inst2", "inst3", "attacker"]), loss=st.sampled_from([1, 3, 5, MAX_LOSS, MAX_LOSS + 1]))
+    @rule(
+        who=st.sampled_from(["inst0", "inst1", "inst2", "inst3", "attacker"]),
+        loss=st.sampled_from([1, 3, 5, MAX_LOSS, MAX_LOSS + 1]),
+    )
     def submit_round(self, who, loss):
         m = self.m
         sender = self.attacker if who == "attacker" else self.candidates[int(who[-1])]
@@ -182,7 +194,12 @@ class PoolMachine(RuleBasedStateMachine):
     def submit_features(self, k):
         m, sender = self.m, self.candidates[k]
         ts = self.ts()
-        ok = sender.address in m.registered and m.stopped and ts < m.stopped_at + TIMEOUT and sender.address not in m.features
+        ok = (
+            sender.address in m.registered
+            and m.stopped
+            and ts < m.stopped_at + TIMEOUT
+            and sender.address not in m.features
+        )
         if self.expect(ok, self.registry.functions.submitFeatures(CID), sender):
             m.features.add(sender.address)
 
@@ -207,7 +224,12 @@ class PoolMachine(RuleBasedStateMachine):
             assert not ok, "a valid pool was refused"
             return
         assert ok, f"a pool with quorum {quorum} of {n} (registration closed: {m.closed}) was deployed"
-        m.pool = {"quorum": quorum, "snapshot": list(m.registered), "deadline": ts + windows[0], "claim_window": windows[1]}
+        m.pool = {
+            "quorum": quorum,
+            "snapshot": list(m.registered),
+            "deadline": ts + windows[0],
+            "claim_window": windows[1],
+        }
         for funder in (self.op, self.attacker):
             c.send(self.token.functions.approve(self.pool.address, 10**9 * UNIT), funder)
 
@@ -226,8 +248,11 @@ class PoolMachine(RuleBasedStateMachine):
         self.m.donations += amount
 
     @precondition(lambda self: self.pool is not None)
-    @rule(who=st.sampled_from(["inst0", "inst1", "inst2", "inst3", "attacker"]), bogus=st.sampled_from([False, False, True]),
-          wrong_training=st.sampled_from([False, False, False, True]))
+    @rule(
+        who=st.sampled_from(["inst0", "inst1", "inst2", "inst3", "attacker"]),
+        bogus=st.sampled_from([False, False, True]),
+        wrong_training=st.sampled_from([False, False, False, True]),
+    )
     def attest(self, who, bogus, wrong_training):
         m = self.m
         sender = self.attacker if who == "attacker" else self.candidates[int(who[-1])]
@@ -239,7 +264,8 @@ class PoolMachine(RuleBasedStateMachine):
         training = bytes(32) if wrong_training or recorded is None else recorded
         balance = self.token.functions.balanceOf(self.pool.address).call()
         ok = (sender.address in m.pool["snapshot"] and m.final is None and ts < m.pool["deadline"]
-              and sender.address not in m.attestation_of and final and training == recorded and total <= balance)  # fmt: skip
+              and sender.address not in m.attestation_of and final and training == recorded
+              and total <= balance)  # fmt: skip
         if self.expect(ok, self.pool.functions.attest(tree.root, total, CID, training), sender):
             key = tree.root + total.to_bytes(32, "big") + training
             m.attestation_of[sender.address] = key
@@ -256,8 +282,12 @@ class PoolMachine(RuleBasedStateMachine):
                 self.attest(f"inst{k}", False, False)
 
     @precondition(lambda self: self.pool is not None)
-    @rule(i=st.integers(0, 3), bogus=st.sampled_from([False, False, True]), forged=st.sampled_from([False, False, True]),
-          who=st.sampled_from(["relayer", "attacker"]))
+    @rule(
+        i=st.integers(0, 3),
+        bogus=st.sampled_from([False, False, True]),
+        forged=st.sampled_from([False, False, True]),
+        who=st.sampled_from(["relayer", "attacker"]),
+    )
     def claim(self, i, bogus, forged, who):
         m = self.m
         tree = self.bogus if bogus else self.honest
@@ -349,8 +379,12 @@ def machine_base(chain):
 def checked(machine: PoolMachine, step: str, *args) -> None:
     """Run one rule of ``machine`` and then every invariant, as Hypothesis does."""
     getattr(machine, step)(*args)
-    for invariant_check in ("registry_matches_the_model", "tokens_are_conserved", "no_claim_above_its_leaves",
-                            "finalization_needs_a_strict_majority_of_the_snapshot"):
+    for invariant_check in (
+        "registry_matches_the_model",
+        "tokens_are_conserved",
+        "no_claim_above_its_leaves",
+        "finalization_needs_a_strict_majority_of_the_snapshot",
+    ):
         getattr(machine, invariant_check)()
 
 
@@ -361,14 +395,15 @@ def test_the_whole_life_of_a_pool_through_the_model(machine_base):
     checked(m, "start", 3, 0, 0)
     assert m.pool is not None and m.m.training_final(m.ts())
     for step in (("register", "op", 3), ("register", "attacker", 3), ("close_registration", "op"), ("donate", 1),
-                 ("attest", "attacker", True, False), ("attest", "inst3", True, False), ("claim", 0, False, False, "relayer"),
-                 ("sweep", "anyone"), ("attest", "inst0", True, False), ("attest", "inst1", False, True),
-                 ("attest", "inst1", False, False), ("attest", "inst2", False, False), ("claim", 0, False, True, "attacker"),
-                 ("claim", 0, True, False, "attacker"), ("claim", 0, False, False, "attacker"), ("claim", 0, False, False, "relayer"),
+                 ("attest", "attacker", True, False), ("attest", "inst3", True, False),
+                 ("claim", 0, False, False, "relayer"), ("sweep", "anyone"), ("attest", "inst0", True, False),
+                 ("attest", "inst1", False, True), ("attest", "inst1", False, False), ("attest", "inst2", False, False),
+                 ("claim", 0, False, True, "attacker"), ("claim", 0, True, False, "attacker"),
+                 ("claim", 0, False, False, "attacker"), ("claim", 0, False, False, "relayer"),
                  ("claim", 3, False, False, "relayer"), ("fund", "op", 10 * UNIT), ("sweep", "treasury_to_spare"),
-                 ("advance", 100), ("claim", 1, False, False, "relayer"), ("advance", 20), ("claim", 2, False, False, "relayer"),
-                 ("sweep", "attacker_to_self"), ("sweep", "anyone"), ("sweep", "anyone"), ("donate", 7 * UNIT),
-                 ("sweep", "treasury_to_spare")):  # fmt: skip
+                 ("advance", 100), ("claim", 1, False, False, "relayer"), ("advance", 20),
+                 ("claim", 2, False, False, "relayer"), ("sweep", "attacker_to_self"), ("sweep", "anyone"),
+                 ("sweep", "anyone"), ("donate", 7 * UNIT), ("sweep", "treasury_to_spare")):  # fmt: skip
         checked(m, *step)
     assert m.m.final is not None and m.m.final[0] is m.honest and len(m.m.claimed) == 3 and m.m.swept > 0
 
@@ -378,6 +413,12 @@ def test_random_actions_keep_the_pool_invariants(machine_base):
     phases = [Phase.explicit, Phase.reuse, Phase.generate] if os.environ.get("DDVAL_MUTATION") else list(Phase)
     run_state_machine_as_test(
         machine_base,
-        settings=settings(max_examples=10, stateful_step_count=25, deadline=None, derandomize=True, phases=phases,
-                          suppress_health_check=list(HealthCheck)),
+        settings=settings(
+            max_examples=10,
+            stateful_step_count=25,
+            deadline=None,
+            derandomize=True,
+            phases=phases,
+            suppress_health_check=list(HealthCheck),
+        ),
     )

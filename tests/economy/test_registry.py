@@ -65,7 +65,10 @@ def test_only_the_owner_registers_valid_distinct_institutions(chain, snapshot):
         c.send(reg.functions.registerInstitution("0x" + "00" * 20), c.accounts[0])
     assert reg.functions.institutionCount().call() == 3
     assert [reg.functions.institutionAt(i).call() for i in range(3)] == [a.address for a in c.accounts[1:4]]
-    assert reg.functions.isInstitution(c.accounts[2].address).call() and not reg.functions.isInstitution(c.accounts[9].address).call()
+    assert (
+        reg.functions.isInstitution(c.accounts[2].address).call()
+        and not reg.functions.isInstitution(c.accounts[9].address).call()
+    )
 
 
 def test_registration_closes_for_good_before_training_starts(chain, snapshot):
@@ -228,7 +231,10 @@ def test_features_follow_training_until_their_deadline(registry, snapshot):
     c.send(registry.functions.submitFeatures(CID), inst[0])
     with reverts("FeaturesAlreadySubmitted", inst[0].address):
         c.send(registry.functions.submitFeatures(CID), inst[0])
-    assert registry.functions.featuresCid(inst[0].address).call() == CID and registry.functions.featuresSubmitted().call() == 1
+    assert (
+        registry.functions.featuresCid(inst[0].address).call() == CID
+        and registry.functions.featuresSubmitted().call() == 1
+    )
     next_block_at(c, stopped_at + TIMEOUT - 1)
     c.send(registry.functions.submitFeatures(CID), inst[1])  # the last second of the window
     with reverts("FeaturesClosed", stopped_at + TIMEOUT):  # the next block is at the deadline
@@ -255,7 +261,9 @@ def test_training_digest_binds_the_best_round_its_models_and_the_features(regist
     c.send(registry.functions.submitFeatures(features[2]), inst[2])
     best_models = [cid + bytes([1]) for cid in models]  # round 1 is the best one
     assert registry.functions.trainingDigest().call() == digest(registry, 1, best_models, features)
-    assert registry.functions.trainingDigest().call() != digest(registry, 4, [cid + bytes([4]) for cid in models], features)
+    assert registry.functions.trainingDigest().call() != digest(
+        registry, 4, [cid + bytes([4]) for cid in models], features
+    )
 
 
 def test_missing_features_count_as_empty_once_their_deadline_passed(registry, snapshot):

@@ -31,8 +31,16 @@ def points_from_features(files: Mapping[str, str | os.PathLike], policy: Policy,
     feats = {name: read_features(path, name) for name, path in files.items()}
     pooled = pool_features(feats, policy.test_per_class)
     values = label_values(knn_sum(pooled, policy.k))
-    return point_table(values, institution=pooled.institution, scan_id=pooled.scan_id, patient_id=pooled.patient_id,
-                       sex=pooled.sex, age=pooled.age, n_flipped=None, grand_utility=grand_utility)
+    return point_table(
+        values,
+        institution=pooled.institution,
+        scan_id=pooled.scan_id,
+        patient_id=pooled.patient_id,
+        sex=pooled.sex,
+        age=pooled.age,
+        n_flipped=None,
+        grand_utility=grand_utility,
+    )
 
 
 def allocation_from_points(
@@ -49,8 +57,13 @@ def allocation_from_points(
     if inst is None:
         inst = rewards.institution_values_from_points(points, institutions, source=source)
     patients = rewards.patient_values(points, institutions, source=source)
-    return rewards.allocate(inst, patients, policy.pool_amount, individual_share=Fraction(policy.individual_share),
-                            negative=policy.negative_values)  # type: ignore[arg-type]
+    return rewards.allocate(
+        inst,
+        patients,
+        policy.pool_amount,
+        individual_share=Fraction(policy.individual_share),
+        negative=policy.negative_values,
+    )  # type: ignore[arg-type]
 
 
 def allocation_leaves(

@@ -184,8 +184,9 @@ def run_attester(
     receipt = chain.send(pool.functions.attest(check.root, doc.total, cid_bytes, check.training), account)
     tx = "0x" + bytes(receipt["transactionHash"]).hex()
     gas = int(receipt["gasUsed"])
-    return Verdict(institution, account.address, "attested", "recomputed and matched", check.points, True, root, gas,
-                   tx)
+    return Verdict(
+        institution, account.address, "attested", "recomputed and matched", check.points, True, root, gas, tx
+    )
 
 
 # ---------------------------------------------------------------------------- the separate process
@@ -206,13 +207,41 @@ def config_file(cfg: ExperimentConfig, path: Path) -> Path:
     return write_text(path, yaml.safe_dump(plain(dataclasses.asdict(cfg)), sort_keys=True))
 
 
-def command(config: Path, seed: int, setting: str, institution: str, chain: chain_mod.Chain, pool: str, cid: str,
-            ipfs_api: str | None, ipfs_store: Path | None, cid_version: int) -> list[str]:
+def command(
+    config: Path,
+    seed: int,
+    setting: str,
+    institution: str,
+    chain: chain_mod.Chain,
+    pool: str,
+    cid: str,
+    ipfs_api: str | None,
+    ipfs_store: Path | None,
+    cid_version: int,
+) -> list[str]:
     """The command line of one attester process; its key and the RPC URL (which may hold an API key) go
     in its environment (:data:`KEY_VARIABLE`, :data:`RPC_VARIABLE`), never here."""
-    cmd = [sys.executable, "-m", "ddval.economy.attester", "--config", str(config), "--seed", str(seed),
-           "--setting", setting, "--institution", institution, "--pool", pool, "--allocation-cid", cid,
-           "--cid-version", str(cid_version), "--chain-id", str(chain.chain_id)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ddval.economy.attester",
+        "--config",
+        str(config),
+        "--seed",
+        str(seed),
+        "--setting",
+        setting,
+        "--institution",
+        institution,
+        "--pool",
+        pool,
+        "--allocation-cid",
+        cid,
+        "--cid-version",
+        str(cid_version),
+        "--chain-id",
+        str(chain.chain_id),
+    ]
     cmd += ["--ipfs-api", ipfs_api] if ipfs_api is not None else ["--ipfs-store", str(ipfs_store)]
     return cmd
 
@@ -241,8 +270,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         chain = chain_mod.connect(rpc_url, chain_id=args.chain_id, keys=[key])
         content = ipfs.open_store(args.ipfs_api, args.ipfs_store, args.cid_version)
-        verdict = run_attester(cfg, args.seed, args.setting, args.institution, chain, content, args.pool,
-                               args.allocation_cid, chain.accounts[0])
+        verdict = run_attester(
+            cfg,
+            args.seed,
+            args.setting,
+            args.institution,
+            chain,
+            content,
+            args.pool,
+            args.allocation_cid,
+            chain.accounts[0],
+        )
     except Exception as exc:  # noqa: BLE001 - one line for the operator, whatever went wrong
         print(f"attester {args.institution}: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

@@ -77,7 +77,9 @@ class _RedactingHTTPProvider(HTTPProvider):
         except (OSError, ValueError) as exc:  # requests' errors are OSErrors; HTTP status errors ValueErrors
             if isinstance(exc, ValueError) and not isinstance(exc, requests.exceptions.RequestException):
                 raise
-            raise ChainError(f"RPC endpoint {redact_url(str(self.endpoint_uri))}: {method} failed: {_failure(exc)}") from None
+            raise ChainError(
+                f"RPC endpoint {redact_url(str(self.endpoint_uri))}: {method} failed: {_failure(exc)}"
+            ) from None
 
 
 class TxFailed(RuntimeError):
@@ -174,10 +176,20 @@ class Chain:
         hashes = []
         for i, call in enumerate(calls):
             tx = call.build_transaction(
-                {"from": sender.address, "nonce": nonce + i, "gas": gas, "chainId": self.chain_id, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip}
+                {
+                    "from": sender.address,
+                    "nonce": nonce + i,
+                    "gas": gas,
+                    "chainId": self.chain_id,
+                    "maxFeePerGas": max_fee,
+                    "maxPriorityFeePerGas": tip,
+                }
             )
             hashes.append(w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction))
-        receipts = [dict(w3.eth.wait_for_transaction_receipt(h, timeout=self.receipt_timeout, poll_latency=0.01)) for h in hashes]
+        receipts = [
+            dict(w3.eth.wait_for_transaction_receipt(h, timeout=self.receipt_timeout, poll_latency=0.01))
+            for h in hashes
+        ]
         failed = [r["transactionHash"].hex() for r in receipts if r["status"] != 1]
         if failed:
             raise TxFailed(f"{len(failed)} of {len(receipts)} batched transactions reverted, e.g. {failed[0]}")
@@ -323,7 +335,9 @@ def connect(
     if chain_id is not None and actual != chain_id:
         raise ChainError(f"RPC endpoint {where} serves chain id {actual}, expected {chain_id}; nothing was sent")
     accounts = _accounts_from_keys(keys) if keys is not None else _keys_from_environment(actual, n_accounts, where)
-    return Chain(w3=w3, kind="rpc", chain_id=actual, accounts=accounts, url=rpc_url, receipt_timeout=max(timeout, 120.0))
+    return Chain(
+        w3=w3, kind="rpc", chain_id=actual, accounts=accounts, url=rpc_url, receipt_timeout=max(timeout, 120.0)
+    )
 
 
 def _connect_embedded(n_accounts: int) -> Chain:

@@ -97,13 +97,19 @@ def locate_inputs(cfg: ExperimentConfig, seed: int, setting: str, root: str | os
         features=layout.features_dir(cfg, seed, setting, root),
         utilities=layout.train_dir(cfg, seed, setting, root) / "utilities.csv",
     )
-    required = [(inputs.rounds, "03_train"), (inputs.utilities, "03_train"),
-                (inputs.institution_values, "04_valuation"), (inputs.point_values, "04_valuation")]
+    required = [
+        (inputs.rounds, "03_train"),
+        (inputs.utilities, "03_train"),
+        (inputs.institution_values, "04_valuation"),
+        (inputs.point_values, "04_valuation"),
+    ]
     required += [(inputs.feature_file(i), "04_valuation") for i in inputs.institutions]
     for path, stage in required:
         if not path.exists():
-            raise EconomyInputError(f"{path}: not found; run notebook {stage} for preset {cfg.preset!r}, seed {seed}, "
-                                    f"setting {setting!r} first")
+            raise EconomyInputError(
+                f"{path}: not found; run notebook {stage} for preset {cfg.preset!r}, seed {seed}, "
+                f"setting {setting!r} first"
+            )
     return inputs
 
 
@@ -122,8 +128,9 @@ def grand_utility(inputs: Inputs, grand: str) -> float:
     frame = pd.read_csv(inputs.utilities)
     rows = frame[(frame["label"] == "mean") & (frame["coalition"] == grand)]
     if len(rows) != 1 or not math.isfinite(float(rows["auroc"].iloc[0])):
-        raise EconomyInputError(f"{inputs.utilities}: expected one finite 'mean' utility of coalition {grand!r}, "
-                                f"found {len(rows)} row(s)")
+        raise EconomyInputError(
+            f"{inputs.utilities}: expected one finite 'mean' utility of coalition {grand!r}, found {len(rows)} row(s)"
+        )
     return float(rows["auroc"].iloc[0])
 
 
@@ -165,8 +172,9 @@ def plan_rounds(inputs: Inputs, patience: int, max_rounds: int, max_loss: int | 
             "does not fire on them; was training stopped by another rule?"
         )
     if stop != len(rounds) - 1:
-        raise EconomyInputError(f"{src}: the stopping rule fires after round {rounds[stop]}, but the table goes on to "
-                                f"round {rounds[-1]}")
+        raise EconomyInputError(
+            f"{src}: the stopping rule fires after round {rounds[stop]}, but the table goes on to round {rounds[-1]}"
+        )
     return RoundPlan(tuple(rounds), models, losses, stop)
 
 

@@ -51,8 +51,9 @@ class Policy:
     def of(cls, cfg: ExperimentConfig) -> Policy:
         eco, val = cfg.economy, cfg.valuation
         share = Fraction(str(eco.individual_share))
-        return cls(int(eco.pool_amount), str(share), eco.negative_values, eco.value_method, int(val.k),
-                   int(val.test_per_class))
+        return cls(
+            int(eco.pool_amount), str(share), eco.negative_values, eco.value_method, int(val.k), int(val.test_per_class)
+        )
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,19 @@ def measure_payout_scaling(
         # Separate fresh recipients per method: a recipient paid by the loop would make its claim
         # cheaper (non-zero to non-zero balance write), which is not what a real payout costs.
         rows.append(_measure_loop(chain, loop, recipients(n, f"loop-{seed}"), amt, batch_size, loop_all_up_to))
-        rows.append(_measure_claims(chain, token, registry, institutions, recipients(n, f"claim-{seed}"), amt, claims_all_up_to, claim_sample, seed))
+        rows.append(
+            _measure_claims(
+                chain,
+                token,
+                registry,
+                institutions,
+                recipients(n, f"claim-{seed}"),
+                amt,
+                claims_all_up_to,
+                claim_sample,
+                seed,
+            )
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -117,7 +129,16 @@ def _measure_claims(chain, token, registry, institutions, to, amt, all_up_to, sa
     n = len(to)
     tree = merkle.build_tree(zip(to, amt))
     total = sum(amt)
-    pool, _ = chain.deploy(load_artifact("RewardPool"), token.address, registry.address, len(institutions), op.address, 3600, 3600, sender=op)
+    pool, _ = chain.deploy(
+        load_artifact("RewardPool"),
+        token.address,
+        registry.address,
+        len(institutions),
+        op.address,
+        3600,
+        3600,
+        sender=op,
+    )
     chain.send(token.functions.approve(pool.address, total), op)
     chain.send(pool.functions.fund(total), op)
     setup = 0

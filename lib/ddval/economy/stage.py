@@ -156,20 +156,24 @@ def prepare(cfg: ExperimentConfig, setting: str, inputs: Inputs) -> Prepared:
     eco = cfg.economy
     n = len(inputs.institutions)
     if not (2 * eco.quorum > n and eco.quorum <= n):
-        raise EconomyInputError(f"economy.quorum is {eco.quorum}; the pool needs a strict majority of the {n} "
-                                "institutions (n/2 < quorum <= n)")
+        raise EconomyInputError(
+            f"economy.quorum is {eco.quorum}; the pool needs a strict majority of the {n} "
+            "institutions (n/2 < quorum <= n)"
+        )
     plan = plan_rounds(inputs, cfg.train.patience, cfg.train.max_rounds, steps.max_loss(cfg))
     source = str(inputs.point_values)
     points = pd.read_parquet(inputs.point_values)
     table = pd.read_csv(inputs.institution_values)
-    csv_values = rewards.institution_values(table, inputs.institutions, eco.value_method,
-                                            source=str(inputs.institution_values))
+    csv_values = rewards.institution_values(
+        table, inputs.institutions, eco.value_method, source=str(inputs.institution_values)
+    )
     if eco.value_method == "ddval":
         sums = rewards.institution_values_from_points(points, inputs.institutions, source=source)
         differ = [i for i in inputs.institutions if sums[i] != csv_values[i]]
         if differ:
-            raise EconomyInputError(f"{inputs.institution_values}: the 'ddval' values of {differ} are not the sums of "
-                                    f"{source}")
+            raise EconomyInputError(
+                f"{inputs.institution_values}: the 'ddval' values of {differ} are not the sums of {source}"
+            )
     allocation = allocation_from_points(points, inputs.institutions, Policy.of(cfg), csv_values, source=source)
     utility = grand_utility(inputs, layout.grand_coalition_id(cfg, setting))
     return Prepared(plan, allocation, utility, {name: inputs.feature_file(name) for name in inputs.institutions})
@@ -223,8 +227,9 @@ def _run(cfg, seed, setting, inputs: Inputs, outdir: Path, rpc_url, ipfs_api, n_
     verdicts = steps.run_attesters(s, contracts.pool, cid)
     if not contracts.pool.functions.finalized().call():
         why = "; ".join(f"{v.institution}: {v.decision} ({v.reason})" for v in verdicts)
-        raise RuntimeError(f"the reward pool did not finalize: no strict majority attested the published allocation "
-                           f"({why})")
+        raise RuntimeError(
+            f"the reward pool did not finalize: no strict majority attested the published allocation ({why})"
+        )
     positive = table[table["amount"].map(int) > 0]
     leaf_of = dict(zip(positive["recipient_id"], range(len(positive))))  # leaf i = i-th positive row
     claimers = list(inputs.institutions) + sample_individuals(table, n_individuals, seed)
@@ -240,8 +245,9 @@ def _run(cfg, seed, setting, inputs: Inputs, outdir: Path, rpc_url, ipfs_api, n_
     return [
         store.write_table(outdir / OUTPUTS["gas"], s.gas.table()),
         store.write_table(outdir / OUTPUTS["allocation"], alloc_out),
-        store.write_table(outdir / OUTPUTS["balances"], balances_table(contracts.token, parties, claimers,
-                                                                       contracts.pool)),
+        store.write_table(
+            outdir / OUTPUTS["balances"], balances_table(contracts.token, parties, claimers, contracts.pool)
+        ),
         store.write_table(outdir / OUTPUTS["pins"], pd.DataFrame(s.pins)),
         store.write_table(outdir / OUTPUTS["attestations"], attestations),
         store.write_json(outdir / OUTPUTS["deployment"], deployment),

@@ -75,8 +75,9 @@ def deploy(s: Session) -> Contracts:
     """Token, registry with the institutions (registration closed), and a funded pool."""
     eco, train, op, gas = s.cfg.economy, s.cfg.train, s.parties.operator, s.gas
     if eco.token_address is None:
-        token = gas.deploy("deploy_token", "operator", load_artifact("DDValToken"), op.address, eco.pool_amount,
-                           sender=op)
+        token = gas.deploy(
+            "deploy_token", "operator", load_artifact("DDValToken"), op.address, eco.pool_amount, sender=op
+        )
     else:
         token = s.chain.at(load_artifact("DDValToken"), eco.token_address)  # any ERC-20: only the IERC20 part is used
     registry = gas.deploy(
@@ -162,8 +163,9 @@ def run_attesters(s: Session, pool: Any, cid: str) -> list[Verdict]:
 def _attester_process(s: Session, config: Path, name: str, acct: Any, pool: str, cid: str) -> Verdict:
     from ddval.economy import attester
 
-    cmd = attester.command(config, s.seed, s.setting, name, s.chain, pool, cid, s.ipfs_api, s.ipfs_store,
-                           s.cfg.economy.cid_version)
+    cmd = attester.command(
+        config, s.seed, s.setting, name, s.chain, pool, cid, s.ipfs_api, s.ipfs_store, s.cfg.economy.cid_version
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("DDVAL_PRIVATE_KEYS", "DDVAL_MNEMONIC")}
     env[attester.KEY_VARIABLE] = "0x" + bytes(acct.key).hex()
     env[attester.RPC_VARIABLE] = str(s.chain.url)
@@ -204,6 +206,8 @@ def sweep_and_check(s: Session, token: Any, pool: Any) -> dict[str, int]:
     donations = claimed + swept + left - funded
     allocated = pool.functions.allocationTotal().call()
     if donations < 0 or claimed > allocated or allocated > funded + donations:
-        raise RuntimeError(f"token flows do not add up: claimed {claimed} + returned {swept} + left {left}, "
-                           f"funded {funded}, allocated {allocated}")
+        raise RuntimeError(
+            f"token flows do not add up: claimed {claimed} + returned {swept} + left {left}, "
+            f"funded {funded}, allocated {allocated}"
+        )
     return {"funded": funded, "claimed": claimed, "returned": swept, "donations": donations}

@@ -45,14 +45,16 @@ def attestations_view(result: EconomyResult) -> pd.DataFrame:
     """What each institution did with the published allocation: how many data points it valued again
     from the pinned feature files, whether its leaves equal the published ones, and its decision."""
     a = result.table("attestations")
-    return pd.DataFrame({
-        "institution": a["institution"],
-        "points recomputed": a["points_recomputed"],
-        "leaves match": a["leaves_match"],
-        "root": [r[:10] + "…" if isinstance(r, str) and r else "" for r in a["root"]],
-        "decision": a["decision"],
-        "gas": a["gas_used"].astype("Int64"),
-    })
+    return pd.DataFrame(
+        {
+            "institution": a["institution"],
+            "points recomputed": a["points_recomputed"],
+            "leaves match": a["leaves_match"],
+            "root": [r[:10] + "…" if isinstance(r, str) and r else "" for r in a["root"]],
+            "decision": a["decision"],
+            "gas": a["gas_used"].astype("Int64"),
+        }
+    )
 
 
 def scaling_view(table: pd.DataFrame) -> pd.DataFrame:
