@@ -199,7 +199,7 @@ class EconomyConfig:
     """Token economy: chain, IPFS and payouts (``ddval.economy``; policy in ``ddval.economy.rewards``)."""
 
     rpc_url: str | None = None  # None -> embedded chain (eth-tester); keys only from the environment
-    chain_id: int | None = None  # expected chain id of rpc_url (None: accept what it serves)
+    chain_id: int | None = None  # expected chain id of rpc_url; required unless it is a dev chain (31337/1337)
     ipfs_api: str | None = None  # None -> embedded content-addressed store
     cid_version: int = 1  # 1: `ipfs add --cid-version=1` (raw leaves); 0: Kubo's default Qm...
     token_address: str | None = None  # an existing ERC-20 as pool asset; None -> deploy the demo token
@@ -209,7 +209,9 @@ class EconomyConfig:
     value_method: str = "ddval"  # institution_values.csv method that weighs the institutions
     individual_share: float = 0.5  # share of each institution's reward passed on to its patients
     negative_values: Literal["zero", "error"] = "zero"  # clip negative values to 0, or reject them
-    quorum: int = 2  # institutions that must attest the same allocation before anyone can claim
+    quorum: int = 2  # institutions that must attest the same allocation (a strict majority of the setting's)
+    round_timeout_s: int = 24 * 3600  # a swarm round (and the features after training) closes without the silent
+    max_val_loss: float = 100.0  # the registry refuses validation losses above this (no overflow, bounded sway)
     attestation_window_s: int = 7 * 24 * 3600  # after this, an unattested pool returns to the treasury
     claim_window_s: int = 7 * 24 * 3600
     sweep: bool = True  # dev chains: jump past the claim deadline and return leftovers to the treasury
