@@ -33,7 +33,21 @@ from ddval import store
 _LOCAL_HEADER = struct.Struct("<4s5HL2L2H")  # zip local file header (30 bytes)
 
 
-class MappedArray:
+class _Rows:
+    """What the three row sources share: a ``shape`` (rows first) and a ``dtype``."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
+class MappedArray(_Rows):
     """A read-only 2-D array memory-mapped from a file; row reads release their pages afterwards."""
 
     def __init__(self, path: str | os.PathLike, offset: int, shape: tuple[int, int], dtype: np.dtype):
@@ -52,13 +66,6 @@ class MappedArray:
             self._array = np.empty(self.shape, self.dtype)
         else:
             self._array = np.frombuffer(self._mmap, self.dtype, int(np.prod(self.shape)), self._delta).reshape(self.shape)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def __getitem__(self, key: Any) -> np.ndarray:
         """Rows (a slice, an integer array or an integer) as a new in-memory array."""
@@ -84,7 +91,7 @@ class MappedArray:
             self._mmap.madvise(mmap.MADV_DONTNEED, begin, end - begin)
 
 
-class RowConcat:
+class RowConcat(_Rows):
     """The rows of several 2-D arrays (same width and dtype), one after the other, read lazily."""
 
     def __init__(self, parts: Sequence[Any]):
@@ -98,13 +105,6 @@ class RowConcat:
         self.bounds = np.cumsum([0] + [len(p) for p in parts])
         self.shape = (int(self.bounds[-1]), *widths.pop())
         self.dtype = dtypes.pop()
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, slice):
@@ -144,7 +144,7 @@ class RowConcat:
         return out
 
 
-class RowTake:
+class RowTake(_Rows):
     """Rows ``index`` of a 2-D array (in that order), read lazily."""
 
     def __init__(self, base: Any, index: Sequence[int] | np.ndarray):
@@ -152,13 +152,6 @@ class RowTake:
         self.index = np.asarray(index, dtype=np.int64)
         self.shape = (len(self.index), *base.shape[1:])
         self.dtype = np.dtype(base.dtype)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def __getitem__(self, key: Any) -> np.ndarray:
         rows = self.index[key]
