@@ -182,6 +182,14 @@ def test_packed_sort_orders_by_distance_then_index(with_negative):
         assert (zero & np.signbit(d)).any() and (zero & ~np.signbit(d)).any() and (d < 0).any()
 
 
+@given(st.lists(st.floats(-1e290, 1e290, allow_nan=False, allow_infinity=False), max_size=40), st.integers(0, 3))
+def test_the_guards_exact_sum_rounds_like_fsum(values, cancel):
+    """The vectorised exact sum of the guard gives math.fsum's bits: huge and subnormal terms,
+    exact cancellations, ties of the final rounding."""
+    terms = np.array(values + [-v for v in values[:cancel]] + [2.0**-1074, 1.0, 2.0**-53] * (cancel == 3))
+    assert guard._exact_sum(terms) == math.fsum(terms.tolist())
+
+
 def test_guard_skips_runs_whose_matches_agree():
     X = np.zeros((50, 3))  # all at one place: one run of ties
     T = np.ones((2, 3))

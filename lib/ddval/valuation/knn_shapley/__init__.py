@@ -52,8 +52,8 @@ Speed and memory (see ``benchmarks/bench_knn_shapley.py``)
 * Exactness guard: adjacent pairs whose float64 gap is within the rigorous bound (GEMM error
   gamma_{D+9} (|t| + max|x|)^2 plus the truncation of the packed key) are re-sorted by float64
   distance, and pairs still within the GEMM bound by the exactly computed distance (error-free
-  transformations + ``math.fsum``). Runs of points whose label matches are all equal are skipped:
-  their order does not change any value.
+  transformations + an exact sum rounded once). Runs of points whose label matches are all equal
+  are skipped: their order does not change any value.
 * Integer recursion and exact accumulation (:mod:`.limbs`): the weights w_i = 1 / max(K, i+1) are
   rounded once to multiples of 2**-62 and the reverse cumulative sum runs in int64, so every
   per-test-point value is exact for those weights (within N 2**-63 of the true value) and does not
