@@ -47,7 +47,8 @@ def test_a_file_written_block_by_block_is_a_feature_file(tmp_path, feature_files
         again = read_features(path, "a", mmap=mmap)
         for split in ("train", "test"):
             for key in SPLIT_KEYS:
-                np.testing.assert_array_equal(np.asarray(getattr(getattr(again, split), key)), getattr(getattr(whole, split), key))
+                got, expected = getattr(getattr(again, split), key), getattr(getattr(whole, split), key)
+                np.testing.assert_array_equal(np.asarray(got), expected)
     mapped = read_features(path, mmap=True).train.x
     assert isinstance(mapped, MappedArray) and mapped.dtype == np.float16
     np.testing.assert_array_equal(mapped[5:17], whole.train.x[5:17])

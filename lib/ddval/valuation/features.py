@@ -173,7 +173,8 @@ def write_features(path: str | os.PathLike, feats: InstitutionFeatures) -> Path:
     return store.write_npz(path, **arrays)
 
 
-def read_features(path: str | os.PathLike, institution: str | None = None, *, mmap: bool = False) -> InstitutionFeatures:
+def read_features(path: str | os.PathLike, institution: str | None = None, *,
+                  mmap: bool = False) -> InstitutionFeatures:
     """Read and check a feature file; a missing key or inconsistent shape names the file and field.
 
     With ``mmap=True`` the features ``train_x`` / ``test_x`` are memory-mapped read-only

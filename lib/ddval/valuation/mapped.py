@@ -50,6 +50,9 @@ class _Rows:
 class MappedArray(_Rows):
     """A read-only 2-D array memory-mapped from a file; row reads release their pages afterwards."""
 
+    #: Bytes of rows handed out by all mapped arrays of this process (what a benchmark reports as read).
+    bytes_read = 0
+
     def __init__(self, path: str | os.PathLike, offset: int, shape: tuple[int, int], dtype: np.dtype):
         self.path = Path(path)
         self.shape = tuple(int(s) for s in shape)
@@ -61,11 +64,13 @@ class MappedArray(_Rows):
         with open(self.path, "rb") as fh:
             if os.fstat(fh.fileno()).st_size < offset + nbytes:
                 raise ValueError(f"{self.path}: truncated: an array of {nbytes} bytes at offset {offset} does not fit")
-            self._mmap = mmap.mmap(fh.fileno(), self._delta + nbytes, access=mmap.ACCESS_READ, offset=start) if nbytes else None
+            size = self._delta + nbytes
+            self._mmap = mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ, offset=start) if nbytes else None
         if self._mmap is None:
             self._array = np.empty(self.shape, self.dtype)
         else:
-            self._array = np.frombuffer(self._mmap, self.dtype, int(np.prod(self.shape)), self._delta).reshape(self.shape)
+            count = int(np.prod(self.shape))
+            self._array = np.frombuffer(self._mmap, self.dtype, count, self._delta).reshape(self.shape)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         """Rows (a slice, an integer array or an integer) as a new in-memory array."""
@@ -75,6 +80,7 @@ class MappedArray(_Rows):
         first, last = _row_span(key, self.shape[0])
         if last > first:
             self.release(first, last)
+        MappedArray.bytes_read += rows.nbytes
         return rows
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -100,7 +106,8 @@ class RowConcat(_Rows):
         widths = {tuple(p.shape[1:]) for p in parts}
         dtypes = {np.dtype(p.dtype) for p in parts}
         if len(widths) != 1 or len(dtypes) != 1:
-            raise ValueError(f"arrays to concatenate differ in width {sorted(widths)} or dtype {sorted(map(str, dtypes))}")
+            raise ValueError(f"arrays to concatenate differ in width {sorted(widths)} "
+                             f"or dtype {sorted(map(str, dtypes))}")
         self.parts = tuple(parts)
         self.bounds = np.cumsum([0] + [len(p) for p in parts])
         self.shape = (int(self.bounds[-1]), *widths.pop())

@@ -96,7 +96,7 @@ def pool_features(feats: Mapping[str, InstitutionFeatures], per_class: int, dtyp
             for i in balanced[n][ell]:
                 chosen.setdefault(position[str(feats[n].test.ids[i])], None)
         label_tests.append(np.fromiter(chosen, dtype=np.int64, count=len(chosen)))
-    lazy = any(not isinstance(feats[n].train.x, np.ndarray) or not isinstance(feats[n].test.x, np.ndarray) for n in names)
+    lazy = not all(isinstance(feats[n].train.x, np.ndarray) and isinstance(feats[n].test.x, np.ndarray) for n in names)
     train_x, test_x = (_lazy_x if lazy else _in_memory_x)(feats, names, list(test_rows.values()), dtype)
     return PooledFeatures(
         train_x=train_x,
@@ -107,18 +107,20 @@ def pool_features(feats: Mapping[str, InstitutionFeatures], per_class: int, dtyp
         sex=np.concatenate([t.sex for t in train]),
         age=np.concatenate([t.age for t in train]),
         test_x=test_x,
-        test_y=np.stack([feats[n].test.y[i] for n, i in test_rows.values()]) if test_rows else np.empty((0, len(LABELS))),
+        test_y=_stack([feats[n].test.y[i] for n, i in test_rows.values()], (0, len(LABELS))),
         test_ids=test_ids,
         label_tests=tuple(label_tests),
         institutions=names,
     )
 
 
+def _stack(rows: list, empty_shape: tuple[int, int], dtype=None) -> np.ndarray:
+    return np.stack(rows).astype(dtype or rows[0].dtype, copy=False) if rows else np.empty(empty_shape, dtype)
+
+
 def _in_memory_x(feats, names, test_rows, dtype):
     train_x = np.concatenate([feats[n].train.x for n in names]).astype(dtype, copy=False)
-    width = train_x.shape[1]
-    test_x = np.stack([feats[n].test.x[i] for n, i in test_rows]).astype(dtype, copy=False) if test_rows else np.empty((0, width), dtype)
-    return train_x, test_x
+    return train_x, _stack([feats[n].test.x[i] for n, i in test_rows], (0, train_x.shape[1]), dtype)
 
 
 def _lazy_x(feats, names, test_rows, dtype):

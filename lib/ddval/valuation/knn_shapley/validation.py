@@ -27,7 +27,8 @@ def _as_features(x: Any, name: str):
         raise ValueError(f"{name} must hold real numbers (float16/32/64 or integers), got dtype {x.dtype}")
     if len(x.shape) > 2:
         if not hasattr(x, "reshape"):
-            raise ValueError(f"{name} has shape {tuple(x.shape)}: a lazy array of features must be 2-D (rows x features)")
+            raise ValueError(f"{name} has shape {tuple(x.shape)}: a lazy array of features must be 2-D "
+                             "(rows x features)")
         x = x.reshape(x.shape[0], -1)
     if x.shape[1] == 0:
         raise ValueError(f"{name} has no features (shape {tuple(x.shape)})")
