@@ -68,19 +68,27 @@ SCAL_CLIENTS, SCAL_POINTS, SCAL_TEST_POOL = tuple(range(2, 19, 2)), 8_000, 3_600
 
 
 def experiment(args):
-    """``(cfg, root)``: the paper's non-IID preset at ``args.scale``, its run folder in the cache."""
+    """``(cfg, root)``: the paper's non-IID preset at ``args.scale`` (a preset file in the cache, so that
+    a notebook kernel of the job runner loads the same), its run folder in the cache."""
+    import yaml
+
     from ddval.config import load_config
 
     s = SCALES[args.scale]
     institutions = [{"name": n, "datasets": [n], "train": s["n_train"], "val": 0, "test": s["n_test"]}
                     for n in INSTITUTIONS]
-    cfg = load_config("paper_noniid", {
-        "preset": f"paper_scale_{args.scale}", "seeds": [SEED],
+    preset = {
+        "extends": "paper_noniid", "seeds": [SEED],
         "settings": [{"name": SETTING, "scheme": "noniid", "institutions": institutions}],
         "valuation": {"feature_dtype": "float16", "memory_budget_mb": args.budget_mb, "shards": SHARDS,
                       "device": "host", "threads": args.threads, "test_per_class": 300, "k": 3},
-    })
-    return cfg, args.cache / "results"
+    }
+    path = args.cache / f"paper_scale_{args.scale}.yaml"
+    text = "# written by benchmarks/bench_paper_scale.py\n" + yaml.safe_dump(preset, sort_keys=False)
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return load_config(path), args.cache / "results"
 
 
 def generate(args) -> dict:
@@ -150,6 +158,39 @@ def work_shard(args) -> dict:
         return {"rows": npz["rows"].tolist(), "engine_wall_s": float(npz["wall_time_s"])}
 
 
+def work_jobrunner(args) -> dict:
+    """Shard 0 as a ``valuation-shard`` task of the job runner (papermill runs notebook 04 in a fresh
+    kernel): its cost from the outside (the kernel is a child process), and its file against the
+    direct ``compute_shard`` run's, bit for bit."""
+    import dataclasses
+
+    from ddval import store
+    from ddval.jobs.manifest import build_manifest, write_manifest
+    from ddval.jobs.task import run_task
+    from ddval.layout import shard_path, valuation_dir
+
+    cfg, root = experiment(args)
+    path = shard_path(valuation_dir(cfg, SEED, SETTING, root), 0, SHARDS)
+    direct = path.with_name("direct-" + path.name)
+    if not direct.exists():
+        shutil.copyfile(path, direct)
+    store.record_path(path.parent, path.stem).unlink(missing_ok=True)
+    tasks = build_manifest(cfg, root, preset=args.cache / f"paper_scale_{args.scale}.yaml")
+    task = next(t for t in tasks if t.stage == "valuation-shard" and t.parameters["shard"] == 0)
+    task = dataclasses.replace(task, row=0, depends_on=())  # the training tasks it follows are not part of this
+    manifest = write_manifest([task], args.cache / "jobrunner-manifest.jsonl")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    outcome = run_task(task, manifest=str(manifest))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if outcome.status != "done":
+        raise RuntimeError(f"job runner task failed: {outcome.message}")
+    with np.load(path) as a, np.load(direct) as b:
+        same = all(np.array_equal(a[k], b[k]) for k in ("hi", "lo", "n_test", "rows"))
+    return {"kernel_cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+            "kernel_peak_rss_mb": after.ru_maxrss / 1024, "task_seconds": outcome.seconds,
+            "bit_identical_to_direct": same}
+
+
 def work_reduce(args) -> dict:
     from ddval.valuation.stage import knn_stage
 
@@ -207,8 +248,8 @@ def work_densenet(args) -> dict:
     return densenet_costs(args.threads)
 
 
-WORKERS = {"unsharded": work_unsharded, "shard": work_shard, "reduce": work_reduce, "check": work_check,
-           "profile": work_profile, "densenet": work_densenet}
+WORKERS = {"unsharded": work_unsharded, "shard": work_shard, "reduce": work_reduce, "jobrunner": work_jobrunner,
+           "check": work_check, "profile": work_profile, "densenet": work_densenet}
 
 
 def _measured(fn, args) -> dict:
@@ -288,7 +329,7 @@ def main() -> None:
     for i in range(SHARDS):
         steps[f"shard {i}"] = run_step(args, f"shard-{i}", "shard", "--shard", str(i))
     steps["reduce"] = run_step(args, "reduce", "reduce")
-    for name in ("check", "profile", "densenet"):
+    for name in ("jobrunner", "check", "profile", "densenet"):
         if name not in args.skip:
             steps[name] = run_step(args, name, name)
     cross = crossover_table(steps, SCAL_CLIENTS, SCAL_POINTS, SCAL_TEST_POOL) if "densenet" in steps else None

@@ -89,6 +89,13 @@ def write_report(args, steps: dict, cross, load0, load1) -> None:
     lines.append(_row_line("**8 shards, sum**", total, "peak RSS: the largest shard"))
     same = red["bit_identical_to_unsharded"]
     lines.append(_row_line("reduce (`knn_stage`, 8 shards)", red, f"values bit-identical to unsharded: **{same}**"))
+    if "jobrunner" in steps:
+        j = steps["jobrunner"]
+        kernel = {**j, "cpu_s": j["cpu_s"] + j["kernel_cpu_s"],
+                  "peak_rss_mb": max(j["peak_rss_mb"], j["kernel_peak_rss_mb"])}
+        lines.append(_row_line("shard 0 as a job-runner task (papermill, notebook 04)", kernel,
+                               f"CPU and RSS include the kernel; file bit-identical to the direct shard 0: "
+                               f"**{j['bit_identical_to_direct']}**"))
     lines += [""] + _targets(run, total)
     lines += _exactness(steps) + _phases(steps, run) + _products(steps)
     if cross is not None:
