@@ -92,28 +92,41 @@ def experiment(args):
 
 
 def generate(args) -> dict:
-    """Write the feature files through the features stage's completion record (skipped when done)."""
+    """Write the feature files through the features stage's completion record. Files already written
+    by the same generator (``<cache>/features.json``) are vouched for again instead of rewritten, so a
+    change of what the stage's record holds (e.g. a new field of ``features_params``) costs no 14 GB."""
     from ddval import store
     from ddval.layout import features_dir
     from ddval.valuation.features import STAGE, features_params
-    from paper_scale_data import FeatureGenerator
+    from paper_scale_data import GENERATOR_VERSION, FeatureGenerator
 
     cfg, root = experiment(args)
     s = SCALES[args.scale]
-    fdir = features_dir(cfg, SEED, SETTING, root)
+    fdir, params = features_dir(cfg, SEED, SETTING, root), features_params(cfg, SEED, SETTING, root)
+    paths = [fdir / f"{n}.npz" for n in INSTITUTIONS]
+    made = {"generator": GENERATOR_VERSION, "seed": SEED, **s}
+    ledger = args.cache / "features.json"
+    if not store.is_complete(fdir, STAGE, params):
+        written = json.loads(ledger.read_text()) if ledger.exists() else None
+        sizes = [p.stat().st_size if p.exists() else -1 for p in paths]
+        if written == {**made, "sizes": sizes}:
+            store.mark_complete(fdir, STAGE, params, paths)
+            return {"skipped": True, "bytes_on_disk": sum(sizes)}
     need = len(INSTITUTIONS) * (s["n_train"] + s["n_test"]) * s["dim"] * 2
     args.cache.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(args.cache).free
-    if not store.is_complete(fdir, STAGE, features_params(cfg, SEED, SETTING, root)) and free < 1.1 * need:
+    if not store.is_complete(fdir, STAGE, params) and free < 1.1 * need:
         raise SystemExit(f"{args.cache}: {need / 1e9:.1f} GB of features needed, {free / 1e9:.1f} GB free")
     gen = FeatureGenerator(s["dim"], seed=SEED)
 
     def compute():
-        return [gen.write_institution(fdir / f"{n}.npz", i, n, s["n_train"], s["n_test"])
-                for i, n in enumerate(INSTITUTIONS)]
+        return [gen.write_institution(path, i, name, s["n_train"], s["n_test"])
+                for i, (name, path) in enumerate(zip(INSTITUTIONS, paths))]
 
-    result = store.run_stage(fdir, STAGE, features_params(cfg, SEED, SETTING, root), compute)
-    return {"skipped": result.skipped, "bytes_on_disk": sum(p.stat().st_size for p in result.outputs)}
+    result = store.run_stage(fdir, STAGE, params, compute)
+    sizes = [p.stat().st_size for p in paths]
+    ledger.write_text(json.dumps({**made, "sizes": sizes}))
+    return {"skipped": result.skipped, "bytes_on_disk": sum(sizes)}
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from ddval.config import LABELS
 from ddval.valuation.features import SPLIT_KEYS
 from ddval.valuation.mapped import write_npz_streaming
 
+GENERATOR_VERSION = 1  # bump when the features a seed gives change
 LATENT = 16  # rank of the feature signal
 CLUSTERS = 32
 BLOCK = 1024  # rows per seeded block
