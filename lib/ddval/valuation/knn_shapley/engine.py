@@ -153,7 +153,16 @@ class _EngineCall:
         On the host only the products -2 t.x are computed here; :func:`_host_part` finishes the
         distances row group by row group, in cache."""
         if self.device is None:
-            return self._dots_host(-2.0 * tests)  # scaling by -2 is exact: the GEMM gives -2 t.x
+            # Scaling by -2 is exact, so the GEMM gives -2 t.x. On the engine's own converted rows it is
+            # done in place and undone (exactly: the scaled values are representable) rather than on a
+            # copy as large as the chunk's features; rows that are a view of the caller's array are copied.
+            if not tests.flags.owndata:
+                return self._dots_host(-2.0 * tests)
+            tests *= -2.0
+            try:
+                return self._dots_host(tests)
+            finally:
+                tests *= -0.5
         import torch
 
         dev = self.device
