@@ -79,14 +79,14 @@ def main() -> None:
     from ddval.valuation.compare import similarity
     from ddval.valuation.hierarchy import institution_values, point_table
     from ddval.valuation.pooled import knn_sum, label_values, pool_features
-    from ddval.valuation.stage import _Context
+    from ddval.valuation.context import SettingInputs
 
     torch.set_num_threads(1)
     cfg = load_config(args.preset)
     noise, rows = [], []
     for seed in args.seeds:
         for setting in args.settings:
-            ctx = _Context(cfg, seed, setting, None)
+            ctx = SettingInputs(cfg, seed, setting)
             exact = shapley(ctx.utility, ctx.players)
             equal = pd.Series(exact.sum() / len(exact), index=exact.index)
             noise.append({"setting": setting, "seed": seed, "equal_split_cosine": similarity(exact, equal)["cosine"],

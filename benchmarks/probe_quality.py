@@ -33,11 +33,11 @@ def main() -> None:
     import pandas as pd
 
     from ddval.config import load_config
-    from ddval.data.index import run_index_stage
-    from ddval.data.resize import run_resize_stage
+    from ddval.data import run_index_stage, run_resize_stage
     from ddval.train import run_training_stage
-    from ddval.valuation.experiments import collect, summary
-    from ddval.valuation.stage import equal_split_similarity, run_valuation_stage
+    from ddval import layout, valuation
+    from ddval.summary import ResultTables, summarize
+    from ddval.valuation.views import equal_split_similarity
 
     cfg = load_config(HERE / "probe_quality.yaml")
     run_index_stage(cfg)
@@ -45,10 +45,14 @@ def main() -> None:
     for seed in cfg.seeds:
         for s in cfg.settings:
             run_training_stage(cfg, seed, s.name)
-        run_valuation_stage(cfg, seed)
-    values = collect(cfg, "institution_values.csv")
-    sims = pd.concat([collect(cfg, "similarity.csv"), equal_split_similarity(values)], ignore_index=True)
-    table = summary(sims, ["setting", "method"], ["cosine", "pearson", "spearman"])
+        valuation.run_valuation_stage(cfg, seed)
+    tables = ResultTables.open(layout.results_root(), cfg.preset)
+    values = tables.load("institution_values.csv")
+    sims = pd.concat([tables.load("similarity.csv"), equal_split_similarity(values)], ignore_index=True)
+    keys = ["setting", "method"]
+    table = summarize(sims, keys, "cosine")
+    for metric in ("pearson", "spearman"):
+        table = table.merge(summarize(sims, keys, metric).drop(columns="n_seeds"), on=keys)
     means = values.pivot_table(index=["setting", "institution"], columns="method", values="value", aggfunc="mean", sort=False)
     text = (
         f"# Probe: DDVal and the baselines when institutions differ (seeds {list(cfg.seeds)})\n\n"

@@ -1,11 +1,12 @@
-"""Experiments: flip detection on a planted example, DP noise, scalability helpers, seed summaries."""
+"""Experiments: flip detection on a planted example, DP noise, scalability helpers."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from ddval.valuation.experiments import add_feature_noise, crossover, flip_detection, noisy_features, repeat_pooled, summary
+from ddval.valuation.experiments import add_feature_noise, flip_detection, noisy_features, repeat_pooled
 from ddval.valuation.pooled import pool_features
+from ddval.valuation.views import crossover
 
 
 def test_flip_detection_auroc_on_a_planted_example():
@@ -45,7 +46,7 @@ def test_repeated_points_keep_rows_and_break_exact_ties(features_factory):
     assert repeat_pooled(pooled, 10).n_train == 10
 
 
-def test_crossover_and_seed_summaries():
+def test_crossover():
     scal = pd.DataFrame(
         [("ddval", 2, 1.0, True), ("ddval", 4, 1.2, True), ("or", 2, 0.5, True), ("or", 4, 3.0, False), ("safe", 2, 0.1, True), ("safe", 4, 0.2, True)],
         columns=["method", "n_clients", "wall_time_s", "measured"],
@@ -54,7 +55,3 @@ def test_crossover_and_seed_summaries():
     assert out.at["or", "ddval_faster_from_n"] == 4 and not out.at["or", "measured"]
     assert pd.isna(out.at["safe", "ddval_faster_from_n"])
     assert crossover(scal.iloc[0:0]).empty
-    sims = pd.DataFrame({"method": ["a", "a", "a", "b", "b"], "cosine": [0.9, 0.92, 0.94, np.nan, 0.5]})
-    s = summary(sims, ["method"], ["cosine"]).set_index("method")
-    assert s.at["a", "cosine"] == pytest.approx(0.92) and s.at["a", "n_seeds"] == 3 and s.at["a", "cosine_ci"] > 0
-    assert s.at["b", "cosine"] == 0.5 and np.isnan(s.at["b", "cosine_ci"])  # NaN left out, one value: no CI

@@ -8,7 +8,7 @@ import pytest
 from ddval import store
 from ddval.config import LABELS
 from ddval.train import load_model, load_rounds, load_utilities, utility_map
-from ddval.valuation import stage
+from ddval.valuation import stage, views
 from ddval.valuation.reconstruct import accumulated_updates, or_state
 
 
@@ -34,7 +34,7 @@ def test_tables_follow_the_contract(valued):
     assert list(sim.columns) == ["setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error"]
     assert sim["method"].tolist() == ["ddval", "or", "lambda_mr", "gtg", "safe"]
     exact = inst[inst["method"] == "exact"]["value"].to_numpy()
-    equal = stage.equal_split_similarity(inst).set_index("method").loc["equal_split"]
+    equal = views.equal_split_similarity(inst).set_index("method").loc["equal_split"]
     assert equal["cosine"] == pytest.approx(exact.sum() / np.sqrt(len(exact)) / np.linalg.norm(exact))
     points = pd.read_parquet(v / "point_values.parquet")
     assert list(points.columns) == ["institution", "scan_id", "patient_id", "sex", "age", "n_flipped", "value", *[f"value_{l}" for l in LABELS]]

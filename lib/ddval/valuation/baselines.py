@@ -189,13 +189,13 @@ def exact_values(utilities: Mapping[Coalition, float], players: Sequence[str], t
 def or_values(games, players: Sequence[str]) -> MethodResult:
     """OR: exact Shapley over the utilities of the reconstructed coalition models
     (``games``: :class:`ddval.valuation.reconstruct.ModelGames`)."""
-    with games.ledger() as ledger:
+    with games.method_cost() as cost:
         games.prepare_or(players)
         utility = {frozenset(): 0.5}
         for s in coalitions(players)[1:]:
             utility[s] = games.or_utility(sorted(s))
         values = shapley(utility, players)
-    return MethodResult("or", values, ledger.seconds, ledger.n_evals, {"utilities": utility, "eval_seconds": ledger.eval_seconds})
+    return MethodResult("or", values, cost.seconds, cost.n_evals, {"utilities": utility, "eval_seconds": cost.eval_seconds})
 
 
 def _round_utility(games, round_no: int) -> Callable[[Coalition], float]:
@@ -205,21 +205,21 @@ def _round_utility(games, round_no: int) -> Callable[[Coalition], float]:
 
 def lambda_mr_values(games, players: Sequence[str], lam: float) -> MethodResult:
     """λ-MR over rounds 1 … r* (every coalition scored in every round)."""
-    with games.ledger() as ledger:
+    with games.method_cost() as cost:
         games_r = []
         for r in range(1, games.history.best_round + 1):
             u = _round_utility(games, r)
             games_r.append({s: u(s) for s in coalitions(players)})
         values = lambda_mr(games_r, players, lam)
-    return MethodResult("lambda_mr", values, ledger.seconds, ledger.n_evals, {"round_games": games_r, "eval_seconds": ledger.eval_seconds})
+    return MethodResult("lambda_mr", values, cost.seconds, cost.n_evals, {"round_games": games_r, "eval_seconds": cost.eval_seconds})
 
 
 def gtg_values(games, players: Sequence[str], options: GTGOptions, seed: int) -> MethodResult:
     """GTG-Shapley over rounds 1 … r*."""
-    with games.ledger() as ledger:
+    with games.method_cost() as cost:
         rounds = [_round_utility(games, r) for r in range(1, games.history.best_round + 1)]
         values, _, per_round = gtg_shapley(rounds, players, options, seed)
-    return MethodResult("gtg", values, ledger.seconds, ledger.n_evals, {"per_round": per_round, "eval_seconds": ledger.eval_seconds})
+    return MethodResult("gtg", values, cost.seconds, cost.n_evals, {"per_round": per_round, "eval_seconds": cost.eval_seconds})
 
 
 # --------------------------------------------------------------------------------------------

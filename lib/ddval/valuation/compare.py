@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
 
-__all__ = ["similarity", "mean_ci"]
+from ddval import layout
+
+__all__ = ["similarity", "similarity_frame", "mean_ci"]
 
 
 def similarity(reference: pd.Series, estimate: pd.Series) -> dict[str, float]:
@@ -39,6 +42,20 @@ def similarity(reference: pd.Series, estimate: pd.Series) -> dict[str, float]:
         "spearman": _correlation(stats.spearmanr, a, b),
         "max_abs_error": float(np.max(np.abs(a - b))),
     }
+
+
+def similarity_frame(exact: pd.Series, estimates: Mapping[str, pd.Series], setting: str, seed: int) -> pd.DataFrame:
+    """Rows of ``similarity.csv``: :func:`similarity` of every estimate (method → values by
+    institution) to ``exact``; no rows when ``exact`` is empty (a setting without exact values)."""
+    columns = layout.columns("similarity.csv")
+    rows = []
+    if not exact.empty:
+        for method, estimate in estimates.items():
+            sim = similarity(exact, estimate)
+            rows.append({"setting": setting, "seed": seed, "method": method, **{k: float(sim[k]) for k in columns[3:]}})
+    # typed even when empty: an untyped empty frame turns every column of a concatenation into `object`
+    dtypes = {"setting": "str", "seed": "int64", "method": "str", **dict.fromkeys(columns[3:], "float64")}
+    return pd.DataFrame(rows, columns=columns).astype(dtypes)
 
 
 def mean_ci(x, confidence: float = 0.95) -> tuple[float, float]:

@@ -1,5 +1,4 @@
-"""The paper's experiments on top of a valued setting: label flips, DP noise, scalability, and
-summaries over seeds (mean ± 95 % Student-t CI, ``ddval.valuation.compare.mean_ci``).
+"""The paper's experiments on top of a valued setting: label flips, DP noise, scalability.
 
 * **Label flip** (settings with ``flip_rate > 0``): each institution's DDVal value against its flip
   rate (``labelflip.csv``), and how well a low data-point value detects a training scan with at least
@@ -37,7 +36,6 @@ summaries over seeds (mean ± 95 % Student-t CI, ``ddval.valuation.compare.mean_
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -48,6 +46,8 @@ import pandas as pd
 
 from ddval import layout, store
 from ddval.config import ExperimentConfig
+from ddval.valuation.context import SettingInputs
+from ddval.valuation.options import ddval_label_values, gtg_options
 from ddval.valuation.pooled import PooledFeatures, pool_features
 
 SCALABILITY_COLUMNS = layout.columns("scalability.csv")
@@ -101,12 +101,14 @@ def noisy_features(feats: dict, scale: float, seed: int, scale_index: int) -> di
     return out
 
 
-def dp_table(ctx, label_values_fn: Callable[[PooledFeatures], np.ndarray]) -> pd.DataFrame:
-    """``dp.csv``: DDVal's similarity to the exact values per noise scale."""
+def dp_table(ctx: SettingInputs, label_values_fn: Callable[[PooledFeatures], np.ndarray] | None = None) -> pd.DataFrame:
+    """``dp.csv``: DDVal's similarity to the exact values per noise scale (``label_values_fn``:
+    pooled features → ``(N, 8)`` label values; default DDVal with the preset's options)."""
     from ddval.valuation.baselines import shapley
     from ddval.valuation.compare import similarity
     from ddval.valuation.hierarchy import institution_values, point_table
 
+    label_values_fn = label_values_fn or (lambda pooled: ddval_label_values(ctx.cfg, pooled))
     exact = shapley(ctx.utility, ctx.players)
     rows = []
     for j, scale in enumerate(ctx.cfg.valuation.dp_noise_scales):
@@ -148,20 +150,18 @@ def _row(method, n, points, wall, evals, measured, basis) -> dict:
     return {"method": method, "n_clients": n, "n_points": n * points, "wall_time_s": float(wall), "n_utility_evals": int(evals), "measured": bool(measured), "basis": basis}
 
 
-def scalability_table(ctx) -> pd.DataFrame:
+def scalability_table(ctx: SettingInputs) -> pd.DataFrame:
     """``scalability.csv`` (see the module docstring for what is measured and what extrapolated)."""
     from ddval.valuation import baselines
-    from ddval.valuation.stage import ddval_label_values_fn, gtg_options
 
-    cfg: ExperimentConfig = ctx.cfg
+    cfg = ctx.cfg
     v = cfg.valuation
     ns, points, cap = sorted(v.scalability_clients), v.scalability_points_per_client, v.scalability_time_cap_s
-    knn = ddval_label_values_fn(ctx)
     rows = []
     for n in ns:
         sub = repeat_pooled(ctx.pooled, n * points, ctx.seed)
         start = time.perf_counter()
-        knn(sub)
+        ddval_label_values(cfg, sub)
         rows.append(_row("ddval", n, points, time.perf_counter() - start, 0, True, "measured: KNN-Shapley, 8 labels"))
 
     games, players = ctx.games, ctx.players
@@ -190,7 +190,7 @@ def scalability_table(ctx) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SCALABILITY_COLUMNS)
 
 
-def _safe_rows(ctx, ns: Sequence[int], points: int, cap: float) -> list[dict]:
+def _safe_rows(ctx: SettingInputs, ns: Sequence[int], points: int, cap: float) -> list[dict]:
     """SaFE on ``n`` synthetic clients of ``P`` pooled points each (real features, repeated)."""
     from ddval.valuation.baselines import coalitions, ensemble_utility, fit_local_model
 
@@ -220,7 +220,7 @@ def _safe_rows(ctx, ns: Sequence[int], points: int, cap: float) -> list[dict]:
 def training_times(cfg: ExperimentConfig, seed: int, setting: str, root=None) -> pd.DataFrame:
     """Per trained coalition of ``setting``: ``coalition, n_members, n_train, wall_s, rounds`` from
     the training stage's ``timing.json`` (rows without one are left out)."""
-    from ddval.train.coalitions import coalition_dir, coalition_id, setting_coalitions
+    from ddval.layout import coalition_dir, coalition_id, setting_coalitions
 
     s = cfg.setting(setting)
     sizes = {i.name: i.train for i in s.institutions}
@@ -234,7 +234,7 @@ def training_times(cfg: ExperimentConfig, seed: int, setting: str, root=None) ->
     return pd.DataFrame(rows, columns=["coalition", "n_members", "n_train", "wall_s", "rounds"])
 
 
-def _exact_rows(ctx, ns: Sequence[int], points: int) -> list[dict]:
+def _exact_rows(ctx: SettingInputs, ns: Sequence[int], points: int) -> list[dict]:
     """Exact retraining, extrapolated from the training stage's measured time per scan and round."""
     times = training_times(ctx.cfg, ctx.seed, ctx.setting, ctx.root)
     if times.empty:
@@ -247,52 +247,3 @@ def _exact_rows(ctx, ns: Sequence[int], points: int) -> list[dict]:
         rows.append(_row("exact", n, points, scan_rounds * per_scan_round, 2**n - 1, False,
                          "extrapolated: measured training time per scan and round x rounds x members x P over all coalitions"))
     return rows
-
-
-def crossover(scal: pd.DataFrame) -> pd.DataFrame:
-    """Per method, the smallest client count at which DDVal is faster, and whether both times
-    there are measurements."""
-    rows = []
-    if scal.empty:
-        return pd.DataFrame(rows, columns=["method", "ddval_faster_from_n", "measured"])
-    ddval = scal[scal["method"] == "ddval"].set_index("n_clients")
-    for method, frame in scal[scal["method"] != "ddval"].groupby("method", sort=False):
-        frame = frame.set_index("n_clients")
-        faster = [n for n in frame.index if n in ddval.index and ddval.at[n, "wall_time_s"] < frame.at[n, "wall_time_s"]]
-        n = min(faster) if faster else None
-        rows.append({"method": method, "ddval_faster_from_n": n, "measured": bool(n is not None and frame.at[n, "measured"] and ddval.at[n, "measured"])})
-    return pd.DataFrame(rows, columns=["method", "ddval_faster_from_n", "measured"])
-
-
-# --------------------------------------------------------------------------------------------
-# Over seeds
-# --------------------------------------------------------------------------------------------
-
-
-def collect(cfg: ExperimentConfig, table: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
-    """``table`` (e.g. ``"similarity.csv"``) of every seed and setting that has it, concatenated."""
-    frames = []
-    for seed in cfg.seeds:
-        for s in cfg.settings:
-            path = layout.valuation_dir(cfg, seed, s.name, root) / table
-            if path.exists():
-                frames.append(store.read_table(path))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def summary(frame: pd.DataFrame, by: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
-    """Mean and 95 % t-CI half-width of ``columns`` over the rows of each ``by`` group (seeds).
-    Undefined entries (NaN, e.g. a correlation of a constant vector) are left out of a column's
-    mean; ``n_seeds`` counts the rows of the group."""
-    from ddval.valuation.compare import mean_ci
-
-    rows = []
-    for key, group in frame.groupby(list(by), sort=False):
-        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
-        row["n_seeds"] = len(group)
-        for c in columns:
-            x = group[c].to_numpy(dtype=float)
-            x = x[np.isfinite(x)]
-            row[c], row[f"{c}_ci"] = mean_ci(x) if x.size else (float("nan"), float("nan"))
-        rows.append(row)
-    return pd.DataFrame(rows)

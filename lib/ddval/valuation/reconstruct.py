@@ -25,7 +25,6 @@ identical test sets (``shared_test`` settings) are forwarded once.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping, Sequence
 
@@ -34,47 +33,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ddval.train.coalitions import RoundHistory
-from ddval.train.federated import State, average_states
+from ddval.train.aggregate import State, average_states, combine, difference
 from ddval.train.metrics import mean_auroc
-
-log = logging.getLogger(__name__)
+from ddval.train.results import RoundHistory
 
 
 # --------------------------------------------------------------------------------------------
-# State arithmetic
+# Reconstructed states (the arithmetic is ddval.train.aggregate's)
 # --------------------------------------------------------------------------------------------
-
-
-def _cast(acc: torch.Tensor, ref: torch.Tensor, key: str) -> torch.Tensor:
-    if not ref.is_floating_point():
-        return acc.round().to(ref.dtype)
-    if key.endswith("running_var"):
-        negative = int((acc < 0).sum())
-        if negative:
-            log.info("%s: %d reconstructed running-variance entries < 0 clamped at 0", key, negative)
-            acc = acc.clamp_min(0.0)
-    return acc.to(ref.dtype)
-
-
-def combine(base: State, updates: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> State:
-    """``base + Σ_i weights[i] · updates[i]`` entry by entry (float64), in ``base``'s dtypes."""
-    if len(updates) != len(weights):
-        raise ValueError(f"{len(updates)} updates but {len(weights)} weights")
-    out: State = {}
-    for key, ref in base.items():
-        acc = ref.detach().to(torch.float64).clone()
-        for w, u in zip(weights, updates):
-            acc += float(w) * u[key]
-        out[key] = _cast(acc, ref, key)
-    return out
-
-
-def difference(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``a − b`` per entry, in float64."""
-    if list(a) != list(b):
-        raise ValueError("states have different keys")
-    return {k: a[k].detach().to(torch.float64) - b[k].detach().to(torch.float64) for k in a}
 
 
 def member_weights(history: RoundHistory, members: Sequence[str]) -> list[float]:
@@ -217,7 +183,7 @@ class ModelGames:
     model of ``S`` (``S = ∅`` is ``G^{r−1}``, ``S`` = all recorded institutions is ``G^r``, so a
     global model is scored once although it is the end of one round and the start of the next).
     Methods that need the same model (λ-MR and GTG-Shapley score the same round models) share the
-    score, but each method is charged for every model it asks for: a :meth:`ledger` records the
+    score, but each method is charged for every model it asks for: a :meth:`method_cost` records the
     distinct models requested and the measured time of scoring each (building the state included),
     so a method's reported cost is what it would take on its own."""
 
@@ -226,17 +192,17 @@ class ModelGames:
         self.evaluator = evaluator
         self._value: dict[tuple, float] = {}
         self._seconds: dict[tuple, float] = {}
-        self._ledgers: list[Ledger] = []
+        self._costs: list[MethodCost] = []
         self._updates: dict[str, dict[str, torch.Tensor]] = {}
         self._locals: dict[int, dict[str, State]] = {}
 
-    def ledger(self) -> Ledger:
-        """A context that charges the models requested inside it (see :class:`Ledger`)."""
-        return Ledger(self)
+    def method_cost(self) -> MethodCost:
+        """A context that charges the models requested inside it (see :class:`MethodCost`)."""
+        return MethodCost(self)
 
     def prepare_or(self, institutions: Sequence[str]) -> None:
         """Build the accumulated updates ``D_c`` of ``institutions`` in one pass over the recorded
-        rounds (a fixed cost of OR, charged to the open ledgers' own time)."""
+        rounds (a fixed cost of OR, charged to the open cost records' own time)."""
         missing = [c for c in self._ordered(institutions) if c not in self._updates]
         if missing:
             self._updates.update(accumulated_updates(self.history, institutions=missing))
@@ -273,14 +239,14 @@ class ModelGames:
             start = time.perf_counter()
             self._value[key] = self.evaluator(make())
             self._seconds[key] = time.perf_counter() - start
-            for ledger in self._ledgers:
-                ledger.fresh += self._seconds[key]
-        for ledger in self._ledgers:
-            ledger.keys.add(key)
+            for cost in self._costs:
+                cost.fresh += self._seconds[key]
+        for cost in self._costs:
+            cost.keys.add(key)
         return self._value[key]
 
 
-class Ledger:
+class MethodCost:
     """What one method cost: ``n_evals`` distinct models scored and ``seconds`` = its own wall time
     with every shared score charged at its measured cost (scores computed earlier for another method
     included, scores computed now counted once)."""
@@ -288,17 +254,17 @@ class Ledger:
     def __init__(self, games: ModelGames):
         self.games = games
         self.keys: set[tuple] = set()
-        self.fresh = 0.0  # time spent scoring inside this ledger
+        self.fresh = 0.0  # time spent scoring inside this record
         self.wall = 0.0
 
-    def __enter__(self) -> Ledger:
-        self.games._ledgers.append(self)
+    def __enter__(self) -> MethodCost:
+        self.games._costs.append(self)
         self._start = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
         self.wall = time.perf_counter() - self._start
-        self.games._ledgers.remove(self)
+        self.games._costs.remove(self)
 
     @property
     def n_evals(self) -> int:

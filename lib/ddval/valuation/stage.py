@@ -37,11 +37,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ddval import layout, store
-from ddval.layout import EQUAL_SPLIT, METHODS, shard_path, valuation_dir
+from ddval import layout, numerics, store
+from ddval.layout import METHODS, shard_path, valuation_dir
 from ddval.config import ExperimentConfig
 from ddval.valuation import baselines, experiments
+from ddval.valuation.compare import similarity_frame
+from ddval.valuation.context import SettingInputs
 from ddval.valuation.features import features_dir, features_params, load_features, stage_threads
+from ddval.valuation.options import gtg_options, knn_options, method_options
 from ddval.valuation.hierarchy import institution_values, patient_table, point_table
 from ddval.valuation.pooled import PooledFeatures, knn_sum, label_values, pool_features, shard_slice
 
@@ -84,7 +87,7 @@ def setting_methods(cfg: ExperimentConfig, setting: str, methods: Sequence[str] 
 
 
 def _utilities_hash(cfg: ExperimentConfig, seed: int, setting: str, root) -> str:
-    from ddval.train.coalitions import train_dir
+    from ddval.layout import train_dir
 
     record = store.require_record(
         train_dir(cfg, seed, setting, root), "utilities",
@@ -109,12 +112,6 @@ def inputs_params(cfg: ExperimentConfig, seed: int, setting: str, root) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _knn_options(cfg: ExperimentConfig) -> dict:
-    """The engine's options from ``valuation.device / chunk / threads / memory_budget_mb``."""
-    v = cfg.valuation
-    return {"device": v.device, "chunk": v.chunk, "threads": v.threads or None, "memory_budget_mb": v.memory_budget_mb}
-
-
 def compute_shard(cfg: ExperimentConfig, seed: int, setting: str, shard: int, n_shards: int, root=None) -> Path:
     """Compute and write the exact KNN partial sums of test shard ``shard`` of ``n_shards`` (all labels)."""
     vdir = valuation_dir(cfg, seed, setting, root)
@@ -125,7 +122,7 @@ def compute_shard(cfg: ExperimentConfig, seed: int, setting: str, shard: int, n_
         pooled = pool_features(load_features(cfg, seed, setting, root), cfg.valuation.test_per_class)
         rows = shard_slice(len(pooled.test_ids), shard, n_shards)
         start = time.perf_counter()
-        total = knn_sum(pooled, cfg.valuation.k, rows=rows, **_knn_options(cfg))
+        total = knn_sum(pooled, cfg.valuation.k, rows=rows, **knn_options(cfg))
         wall = time.perf_counter() - start
         return [store.write_npz(path, **total.as_arrays(), rows=np.array(rows, dtype=np.int64), wall_time_s=np.float64(wall))]
 
@@ -172,7 +169,7 @@ def knn_stage(cfg: ExperimentConfig, seed: int, setting: str, pooled: Callable[[
         reduced = _read_shards(cfg, seed, setting, n, data, root) if n > 1 else None
         if reduced is None:
             start = time.perf_counter()
-            total = knn_sum(data, cfg.valuation.k, **_knn_options(cfg))
+            total = knn_sum(data, cfg.valuation.k, **knn_options(cfg))
             reduced = total, time.perf_counter() - start
         total, wall = reduced
         return [store.write_npz(path, label_values=label_values(total), wall_time_s=np.float64(wall), scan_id=data.scan_id)]
@@ -214,77 +211,14 @@ def _timed(vdir: Path, step: str, compute: Callable, only_if: Callable[[], bool]
 
 
 
-class _Context:
-    """Lazily loaded inputs of one setting (features, utilities, recorded rounds, evaluator)."""
-
-    def __init__(self, cfg: ExperimentConfig, seed: int, setting: str, root):
-        self.cfg, self.seed, self.setting, self.root = cfg, seed, setting, root
-        self.players = [i.name for i in cfg.setting(setting).institutions]
-        self._cache: dict = {}
-
-    def _get(self, key, make):
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
-
-    @property
-    def feats(self):
-        return self._get("feats", lambda: load_features(self.cfg, self.seed, self.setting, self.root))
-
-    @property
-    def pooled(self) -> PooledFeatures:
-        return self._get("pooled", lambda: pool_features(self.feats, self.cfg.valuation.test_per_class))
-
-    @property
-    def utility(self) -> dict:
-        from ddval.train import load_utilities, utility_map
-
-        return self._get("utility", lambda: utility_map(load_utilities(self.cfg, self.seed, self.setting, self.root)))
-
-    @property
-    def grand_utility(self) -> float:
-        return self.utility[frozenset(self.players)]
-
-    @property
-    def partition(self) -> pd.DataFrame:
-        from ddval.data.splits import load_partition
-
-        return self._get("partition", lambda: load_partition(self.cfg, self.seed, self.setting, root=self.root))
-
-    @property
-    def history(self):
-        from ddval.train import load_rounds
-
-        return self._get("history", lambda: load_rounds(self.cfg, self.seed, self.setting, self.root))
-
-    @property
-    def evaluator(self):
-        from ddval.train import load_model
-        from ddval.valuation.reconstruct import UtilityEvaluator, test_tensors
-
-        return self._get("evaluator", lambda: UtilityEvaluator(load_model(self.cfg, self.seed, self.setting, root=self.root), test_tensors(self.partition, self.players, self.cfg.data.image_size)))
-
-    @property
-    def games(self):
-        from ddval.valuation.reconstruct import ModelGames
-
-        return self._get("games", lambda: ModelGames(self.history, self.evaluator))
-
-    def n_flipped(self) -> np.ndarray:
-        """Flipped-label count of every pooled train point (joined on institution and scan id)."""
-        train = self.partition[self.partition["split"] == "train"].set_index(["institution", "scan_id"])["n_flipped"]
-        keys = pd.MultiIndex.from_arrays([self.pooled.institution, self.pooled.scan_id])
-        return train.reindex(keys).fillna(0).to_numpy(dtype=np.int64)
-
-
-def ddval_tables(ctx: _Context, label_values: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+def ddval_tables(ctx: SettingInputs, label_values: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     """Points, patients and institution values of DDVal."""
     p = ctx.pooled
     points = point_table(label_values, institution=p.institution, scan_id=p.scan_id, patient_id=p.patient_id, sex=p.sex, age=p.age, n_flipped=ctx.n_flipped(), grand_utility=ctx.grand_utility)
     return points, patient_table(points), institution_values(points, ctx.players)
 
 
-def run_method(ctx: _Context, method: str) -> baselines.MethodResult:
+def run_method(ctx: SettingInputs, method: str) -> baselines.MethodResult:
     """Run one baseline (not ``ddval``) on the setting."""
     v = ctx.cfg.valuation
     if method == "exact":
@@ -302,15 +236,9 @@ def run_method(ctx: _Context, method: str) -> baselines.MethodResult:
     raise ValueError(f"unknown method {method!r}")
 
 
-def gtg_options(cfg: ExperimentConfig) -> baselines.GTGOptions:
-    """GTG-Shapley's options from ``valuation.gtg_*``."""
-    v = cfg.valuation
-    return baselines.GTGOptions(v.gtg_eps, v.gtg_round_trunc, v.gtg_max_permutations, v.gtg_min_permutations, v.gtg_converge_tol, v.gtg_converge_window)
-
-
 def value_setting(cfg: ExperimentConfig, seed: int, setting: str, methods: Sequence[str] | None = None, n_shards: int | None = None, root=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every valuation step of one setting (resumable); returns its institution and similarity tables."""
-    ctx = _Context(cfg, seed, setting, root)
+    ctx = SettingInputs(cfg, seed, setting, root)
     vdir = valuation_dir(cfg, seed, setting, root)
     inputs = inputs_params(cfg, seed, setting, root)
     wanted = setting_methods(cfg, setting, methods)
@@ -336,7 +264,7 @@ def value_setting(cfg: ExperimentConfig, seed: int, setting: str, methods: Seque
         if method == "ddval":
             continue
         out = vdir / "methods" / f"{method}.csv"
-        params = {**inputs, "method": method, "options": _method_options(cfg, method)}
+        params = {**inputs, "method": method, "options": method_options(cfg, method)}
         store.run_stage(vdir / "methods", method, params, _timed(vdir, method, lambda m=method, o=out: [store.write_table(o, run_method(ctx, m).table(setting, seed))]))
 
     files = [vdir / "methods" / f"{m}.csv" for m in wanted]
@@ -351,46 +279,16 @@ def value_setting(cfg: ExperimentConfig, seed: int, setting: str, methods: Seque
     return store.read_table(vdir / "institution_values.csv"), store.read_table(vdir / "similarity.csv")
 
 
-def _method_options(cfg: ExperimentConfig, method: str) -> dict:
-    v = cfg.valuation
-    return {
-        "exact": {},
-        "or": {},
-        "lambda_mr": {"lambda": v.lambda_mr},
-        "gtg": {k: getattr(v, k) for k in ("gtg_eps", "gtg_round_trunc", "gtg_max_permutations", "gtg_min_permutations", "gtg_converge_tol", "gtg_converge_window")},
-        "safe": {"alphas": list(v.safe_alphas)},
-    }[method]
-
-
-def similarity_table(values: pd.DataFrame, setting: str, seed: int, reference: bool = False) -> pd.DataFrame:
+def similarity_table(values: pd.DataFrame, setting: str, seed: int) -> pd.DataFrame:
     """``similarity.csv``: every method (≠ exact) against the exact values, aligned by institution
-    name; empty when the setting has no exact values. ``reference=True`` scores instead the
-    equal split (every institution the same share of the exact total, method ``equal_split``): what a
-    method that knows only the number of institutions reaches (not written to ``similarity.csv``)."""
-    from ddval.valuation.compare import similarity
-
-    columns = SIMILARITY_COLUMNS
+    name; empty when the setting has no exact values."""
     exact = values[values["method"] == "exact"].set_index("institution")["value"]
-    rows = []
-    if not exact.empty:
-        if reference:
-            estimates = {EQUAL_SPLIT: pd.Series(exact.sum() / len(exact), index=exact.index)}
-        else:
-            estimates = {m: f.set_index("institution")["value"] for m, f in values[values["method"] != "exact"].groupby("method", sort=False)}
-        for method, estimate in estimates.items():
-            sim = similarity(exact, estimate)
-            rows.append({"setting": setting, "seed": seed, "method": method, **{k: float(sim[k]) for k in columns[3:]}})
-    return pd.DataFrame(rows, columns=columns)
+    others = values[values["method"] != "exact"].groupby("method", sort=False)
+    estimates = {m: f.set_index("institution")["value"] for m, f in others}
+    return similarity_frame(exact, estimates, setting, seed)
 
 
-def equal_split_similarity(values: pd.DataFrame) -> pd.DataFrame:
-    """The ``equal_split`` reference (see :func:`similarity_table`) for every setting and seed of an
-    ``institution_values`` table."""
-    frames = [similarity_table(f, setting, seed, reference=True) for (setting, seed), f in values.groupby(["setting", "seed"], sort=False)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SIMILARITY_COLUMNS)
-
-
-def _experiments(ctx: _Context, vdir: Path, inputs: dict) -> None:
+def _experiments(ctx: SettingInputs, vdir: Path, inputs: dict) -> None:
     cfg, seed, setting = ctx.cfg, ctx.seed, ctx.setting
     flips = {i.name: i.flip_rate for i in cfg.setting(setting).institutions}
     if any(r > 0 for r in flips.values()):
@@ -398,20 +296,13 @@ def _experiments(ctx: _Context, vdir: Path, inputs: dict) -> None:
         store.run_stage(vdir, "labelflip", params, _timed(vdir, "labelflip", lambda: experiments.write_labelflip(vdir, setting, seed, flips)))
     if has_exact(cfg, setting) and cfg.valuation.dp_noise_scales:
         params = {**inputs, "scales": list(cfg.valuation.dp_noise_scales)}
-        store.run_stage(vdir, "dp", params, _timed(vdir, "dp", lambda: [store.write_table(vdir / "dp.csv", experiments.dp_table(ctx, ddval_label_values_fn(ctx)))]))
+        dp = lambda: [store.write_table(vdir / "dp.csv", experiments.dp_table(ctx))]  # noqa: E731
+        store.run_stage(vdir, "dp", params, _timed(vdir, "dp", dp))
     if cfg.valuation.scalability_clients and seed == cfg.seeds[0] and setting == scalability_setting(cfg):
         v = cfg.valuation
         params = {**inputs, "clients": list(v.scalability_clients), "points": v.scalability_points_per_client, "cap": v.scalability_time_cap_s,
-                  "options": {m: _method_options(cfg, m) for m in ("lambda_mr", "gtg", "safe")}}
+                  "options": {m: method_options(cfg, m) for m in ("lambda_mr", "gtg", "safe")}}
         store.run_stage(vdir, "scalability", params, _timed(vdir, "scalability", lambda: [store.write_table(vdir / "scalability.csv", experiments.scalability_table(ctx))]))
-
-
-def ddval_label_values_fn(ctx: _Context):
-    """``pooled → (N, 8) label values`` with the stage's KNN options (used by the experiments)."""
-    def fn(pooled: PooledFeatures) -> np.ndarray:
-        return label_values(knn_sum(pooled, ctx.cfg.valuation.k, **_knn_options(ctx.cfg)))
-
-    return fn
 
 
 def scalability_setting(cfg: ExperimentConfig) -> str:
@@ -444,6 +335,7 @@ def run_valuation_stage(
     names = [setting] if setting is not None else [s.name for s in cfg.settings]
     for name in names:
         cfg.setting(name)  # fail early on an unknown setting
+    numerics.apply_to_torch()
     torch.set_num_threads(stage_threads(cfg))
     if shard is not None:
         if n_shards is None:
@@ -456,11 +348,3 @@ def run_valuation_stage(
         values.append(v)
         sims.append(s)
     return ValuationResult(pd.concat(values, ignore_index=True), pd.concat(sims, ignore_index=True), tuple(names))
-
-
-def load_tables(cfg: ExperimentConfig, seed: int, name: str, setting: str | None = None, root: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Table ``name`` (e.g. ``"labelflip.csv"``) of every setting of ``seed`` that has it (or of
-    ``setting``), concatenated; an empty frame when none has it."""
-    names = [setting] if setting is not None else [s.name for s in cfg.settings]
-    frames = [store.read_table(p) for n in names if (p := valuation_dir(cfg, seed, n, root) / name).exists()]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
