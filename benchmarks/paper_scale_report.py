@@ -32,9 +32,10 @@ def crossover_table(steps: dict, clients, points: int, test_pool: int, rounds: i
     train-test pair at full width; GTG-Shapley from DenseNet-121 inference on every scan of the shared
     test pool per utility evaluation, times the evaluations of ``experiments._evals``; exact retraining
     from a training step per scan, times R x P x n x 2^(n-1) scan-rounds (the model of
-    ``experiments._exact_rows``). Crossover: ``experiments.crossover``."""
+    ``experiments._exact_rows``). Crossover: ``views.crossover``."""
     from ddval.config import ValuationConfig
-    from ddval.valuation.experiments import _evals, _row, crossover
+    from ddval.valuation.experiments import _evals, _row
+    from ddval.valuation.views import crossover
 
     run, net = steps["unsharded"], steps["densenet"]
     pair_s = run["cpu_s"] / (run["n_train"] * run["n_test"])
