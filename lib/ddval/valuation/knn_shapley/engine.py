@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ddval.valuation.knn_shapley.chunk import _ChunkRows
 from ddval.valuation.knn_shapley.host import _host_chunk
 from ddval.valuation.knn_shapley.limbs import weight_units
 from ddval.valuation.knn_shapley.torch_path import _torch_chunk
@@ -193,26 +194,6 @@ class _EngineCall:
                 # BLAS writes straight into the column block of `out` (no temporary)
                 np.matmul(tests, self._train_block(j0, j1, buffer).T, out=out[:, j0:j1])
         return out
-
-
-@dataclass
-class _ChunkRows:
-    """Per-chunk row data shared by both backends."""
-
-    ctx: _EngineCall
-    c0: int
-    c1: int
-    tests: np.ndarray  # (c, D) float64
-    sq_test: np.ndarray  # (c,) squared norms of the test rows
-    thr1: np.ndarray  # (c,) level-1 near-tie threshold (packed-key order)
-    thr2: np.ndarray  # (c,) level-2 threshold (float64 order)
-
-    def labels(self) -> np.ndarray:
-        return self.ctx.yte[self.c0:self.c1]
-
-    def active(self) -> np.ndarray | None:
-        return None if self.ctx.mask is None else self.ctx.mask[self.c0:self.c1]
-
 
 
 def _default_threads() -> int:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from ddval.valuation.knn_shapley.engine import _ChunkRows
+    from ddval.valuation.knn_shapley.chunk import _ChunkRows
 
 
 def _resolve_near_ties(order: np.ndarray, dist: np.ndarray, near: np.ndarray, rows: _ChunkRows, i: int) -> None:

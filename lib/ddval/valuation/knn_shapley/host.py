@@ -20,7 +20,7 @@ from ddval.valuation.knn_shapley.guard import _resolve_near_ties
 from ddval.valuation.knn_shapley.limbs import LO_SCALE, split_units
 
 if TYPE_CHECKING:
-    from ddval.valuation.knn_shapley.engine import _ChunkRows
+    from ddval.valuation.knn_shapley.chunk import _ChunkRows
 
 _MAXPOS = np.int64(0x7FFF_FFFF_FFFF_FFFF)
 

@@ -20,7 +20,7 @@ from ddval.valuation.knn_shapley.limbs import _HALF_HI, _LOW_MASK, HI_BITS, LO_S
 if TYPE_CHECKING:
     import torch
 
-    from ddval.valuation.knn_shapley.engine import _ChunkRows
+    from ddval.valuation.knn_shapley.chunk import _ChunkRows
 
 
 def _torch_chunk(dist: torch.Tensor, rows: _ChunkRows) -> tuple[np.ndarray, np.ndarray]:
