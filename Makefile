@@ -10,7 +10,7 @@ PRESET ?= demo
 # scratch results of the test suite (never the committed results/ tables)
 TEST_RESULTS := $(CURDIR)/.cache/test-results
 
-.PHONY: env reproduce test test-nonroot lab bench contracts clean-test
+.PHONY: env reproduce test test-nonroot lab bench contracts clean-test notebooks
 
 env: $(VENV_STAMP) $(NODE_STAMP)
 
@@ -28,6 +28,10 @@ $(NODE_STAMP): package.json package-lock.json
 ## the whole pipeline (01 index ... 06 figures) on the embedded demo cohort
 reproduce: env
 	$(VENV)/bin/ddval reproduce --preset $(PRESET)
+
+## re-execute the committed notebooks in place (01-05 on a fresh scratch results folder, 06 on results/), as nbval checks them
+notebooks: env
+	bash tools/refresh-notebooks.sh
 
 ## the whole test suite: unit, property, integration (chain, IPFS, SLURM) and the notebooks under nbval
 test: env

@@ -38,7 +38,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ddval.data.images import MIN_GRAY_LEVELS, CorruptImageError, read_grayscale
-from ddval.data.render import base_radiograph_path
+from ddval.data.anatomy import base_radiograph_path
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,8 @@ from data_fixtures import (
 from PIL import Image
 
 from ddval.config import LABELS, load_config
-from ddval.data import render
+from ddval.data import anatomy, render
+from ddval.data.findings import Finding
 from ddval.data.index import index_chexpert, index_mimic, index_nih
 from ddval.data.sampling import CHEXPERT_OBSERVATIONS, sample_site
 from ddval.data.synthetic import MARKER, write_cohort
@@ -185,11 +186,11 @@ def test_rewrite_replaces_own_folder_but_not_foreign_ones(tmp_path):
 
 def test_findings_change_the_pixels_where_expected():
     """Each finding makes the image denser (brighter) in its region, and pneumothorax more lucent."""
-    geometry = render.Geometry()
-    normal = render.render(render.ScanSpec(geometry, render.HEART_HALF_WIDTH, False), 64, 64).astype(float)
+    geometry = anatomy.Geometry()
+    normal = render.render(render.ScanSpec(geometry, anatomy.HEART_HALF_WIDTH, False), 64, 64).astype(float)
 
-    def with_(kind, side=0, heart=render.HEART_HALF_WIDTH):
-        findings = () if kind == "cardiomegaly" else (render.Finding(kind, 1.0, side, 3),)
+    def with_(kind, side=0, heart=anatomy.HEART_HALF_WIDTH):
+        findings = () if kind == "cardiomegaly" else (Finding(kind, 1.0, side, 3),)
         return render.render(render.ScanSpec(geometry, heart, False, findings), 64, 64).astype(float)
 
     lower_right_lung = (slice(38, 46), slice(8, 24))  # image rows/cols (patient's right = image left)

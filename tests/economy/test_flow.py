@@ -13,7 +13,7 @@ from econ_stage_inputs import write_stage_inputs
 from ddval import economy, layout, store
 from ddval.config import load_config
 from ddval.economy import chain as chain_mod
-from ddval.economy import inputs, ipfs, rewards, stage, steps
+from ddval.economy import inputs, ipfs, rewards, steps
 from ddval.economy.contracts import load_artifact
 from ddval.economy.published import AllocationDocument
 

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ddval import layout, store
+from ddval import layout
 from ddval.config import load_config
 from ddval.train import load_curves, load_model, load_rounds, load_utilities, run_training_stage, utility_map
 from ddval.layout import coalition_dir

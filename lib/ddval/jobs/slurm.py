@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ddval import layout, store
+from ddval import layout
 from ddval.config import ExperimentConfig, SlurmStageConfig, repo_root
 from ddval.jobs.manifest import STAGES
 from ddval.jobs.plan import Plan

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ddval import layout, numerics, store
+from ddval import numerics, store
 from ddval.layout import features_dir
 from ddval.config import LABELS, ExperimentConfig
 from ddval.progress import progress

@@ -24,19 +24,17 @@ MAX_PLAYERS = 24
 def exact_shapley(utility: Mapping[frozenset, float] | Callable[[frozenset], float], players: Iterable[P]) -> dict[P, float]:
     """Shapley values phi_i = sum_{S not containing i} |S|! (n-|S|-1)! / n! * (v(S + i) - v(S)).
 
-    Parameters
-    ----------
-    utility
-        ``frozenset`` of players -> worth, for **every** coalition including the empty one (a
-        mapping), or a callable evaluated once per coalition.
-    players
-        The players (hashable, unique), in the order of the returned dict.
+    Args:
+        utility: ``frozenset`` of players -> worth, for **every** coalition including the empty one (a
+            mapping), or a callable evaluated once per coalition.
+        players: The players (hashable, unique), in the order of the returned dict.
 
-    Raises
-    ------
-    ValueError
-        Duplicate players, coalitions holding unknown players, missing coalitions (named), or
-        worths that are not finite numbers.
+    Returns:
+        Each player's Shapley value (an exact ``math.fsum`` over its marginal gains).
+
+    Raises:
+        ValueError: Duplicate players, coalitions holding unknown players, missing coalitions (named), or
+            worths that are not finite numbers.
     """
     players = list(players)
     n = len(players)
