@@ -296,7 +296,7 @@ def run_step(args, name: str, worker: str, *extra: str) -> dict:
            "--budget-mb", str(args.budget_mb), "--threads", str(args.threads), "--profile-rows", str(args.profile_rows),
            "--gap-rows", str(args.gap_rows), *extra]
     print(f"[{_dt.datetime.now():%H:%M:%S}] {name} (load {os.getloadavg()[0]:.1f})", flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DDVAL_PROGRESS": "off"})
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, "DDVAL_PROGRESS": "off"})
     if proc.returncode != 0:
         raise SystemExit(f"step {name} failed:\n{proc.stderr[-4000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -315,6 +315,8 @@ def main() -> None:
     ap.add_argument("--gap-rows", type=int, default=16, help="test points whose neighbour gaps are measured")
     ap.add_argument("--redo", default="", help="comma-separated steps to run again (or 'all')")
     ap.add_argument("--skip", default="", help="comma-separated steps to leave out (e.g. densenet)")
+    ap.add_argument("--steps", default="", help="comma-separated steps to run now, in this order (e.g. "
+                    "profile,unsharded,check); the table is written only once every step has a result")
     ap.add_argument("--note", default="", help="free text for the table header (e.g. machine load)")
     ap.add_argument("--out", default=str(HERE / "results" / "paper_scale.md"), help="'-': stdout only")
     ap.add_argument("--delete-features", action="store_true", help="delete the cached feature files at the end")
@@ -325,7 +327,7 @@ def main() -> None:
     args.redo, args.skip = set(filter(None, args.redo.split(","))), set(filter(None, args.skip.split(",")))
     args.scale_params = SCALES[args.scale]
     if args.scale != "full":  # map the smaller files too, so that every scale runs the full scale's path
-        import ddval.valuation.features as features
+        from ddval.valuation import features
 
         features.MMAP_MIN_BYTES = 0
     if args.worker:
@@ -336,6 +338,11 @@ def main() -> None:
 
     load0 = os.getloadavg()
     steps = {"generate": _timed(generate, args)}
+    for name in filter(None, args.steps.split(",")):
+        worker, _, shard = name.partition("-")
+        run_step(args, name, worker, *(("--shard", shard) if shard else ()))
+    if args.steps:
+        return
     steps["unsharded"] = run_step(args, "unsharded", "unsharded")
     for i in range(SHARDS):
         steps[f"shard {i}"] = run_step(args, f"shard-{i}", "shard", "--shard", str(i))
