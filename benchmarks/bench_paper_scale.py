@@ -315,8 +315,8 @@ def main() -> None:
     ap.add_argument("--gap-rows", type=int, default=16, help="test points whose neighbour gaps are measured")
     ap.add_argument("--redo", default="", help="comma-separated steps to run again (or 'all')")
     ap.add_argument("--skip", default="", help="comma-separated steps to leave out (e.g. densenet)")
-    ap.add_argument("--steps", default="", help="comma-separated steps to run now, in this order (e.g. "
-                    "profile,unsharded,check); the table is written only once every step has a result")
+    ap.add_argument("--steps", default="", help="comma-separated steps to run, in this order (default: all; e.g. "
+                    "profile,unsharded,check); the table reports every step with a result and says what is missing")
     ap.add_argument("--note", default="", help="free text for the table header (e.g. machine load)")
     ap.add_argument("--out", default=str(HERE / "results" / "paper_scale.md"), help="'-': stdout only")
     ap.add_argument("--delete-features", action="store_true", help="delete the cached feature files at the end")
@@ -338,22 +338,31 @@ def main() -> None:
 
     load0 = os.getloadavg()
     steps = {"generate": _timed(generate, args)}
-    for name in filter(None, args.steps.split(",")):
+    default = ["unsharded", *(f"shard-{i}" for i in range(SHARDS)), "reduce",
+               *(n for n in ("jobrunner", "check", "profile", "densenet") if n not in args.skip)]
+    for name in list(filter(None, args.steps.split(","))) or default:
         worker, _, shard = name.partition("-")
         run_step(args, name, worker, *(("--shard", shard) if shard else ()))
-    if args.steps:
-        return
-    steps["unsharded"] = run_step(args, "unsharded", "unsharded")
-    for i in range(SHARDS):
-        steps[f"shard {i}"] = run_step(args, f"shard-{i}", "shard", "--shard", str(i))
-    steps["reduce"] = run_step(args, "reduce", "reduce")
-    for name in ("jobrunner", "check", "profile", "densenet"):
-        if name not in args.skip:
-            steps[name] = run_step(args, name, name)
-    cross = crossover_table(steps, SCAL_CLIENTS, SCAL_POINTS, SCAL_TEST_POOL) if "densenet" in steps else None
+    steps |= _finished_steps(args)
+    cross = None
+    if "densenet" in steps and "unsharded" in steps:
+        cross = crossover_table(steps, SCAL_CLIENTS, SCAL_POINTS, SCAL_TEST_POOL)
     write_report(args, steps, cross, load0, os.getloadavg())
     if args.delete_features:
         shutil.rmtree(args.cache / "results")
+
+
+def _finished_steps(args) -> dict:
+    """Every step with a result in ``<cache>/steps/`` (the table reports those, and says which are missing).
+
+    Args:
+        args: The parsed command line (``args.cache``).
+
+    Returns:
+        Step name (``"shard 3"`` for ``shard-3.json``) to its measurements.
+    """
+    found = {p.stem: json.loads(p.read_text()) for p in sorted((args.cache / "steps").glob("*.json"))}
+    return {name.replace("-", " "): result for name, result in found.items()}
 
 
 def _timed(fn, args) -> dict:
