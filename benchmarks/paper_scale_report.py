@@ -98,7 +98,7 @@ def write_report(args, steps: dict, cross, load0, load1) -> None:
     missing = [name for name in [*(f"shard {i}" for i in range(8)), "reduce", "jobrunner", "check", "profile"]
                if name not in steps]
     if missing:
-        lines += ["", f"Not run in this measurement: {', '.join(missing)}."]
+        lines += ["", f"Not run in this measurement: {', '.join(missing)}."] + _shard_projection(steps, shards)
     if "jobrunner" in steps:
         j = steps["jobrunner"]
         kernel = {**j, "cpu_s": j["cpu_s"] + j["kernel_cpu_s"],
@@ -130,6 +130,33 @@ def _row_line(name: str, s: dict, note: str = "") -> str:
             f"{s.get('mapped_bytes', 0) / 1e6:,.0f} | {s.get('storage_read_bytes', 0) / 1e6:,.0f} | {load} | {note} |")
 
 
+def _train_passes(run: dict) -> int:
+    """Passes over the training rows of the unsharded run (one per chunk of test points), from the bytes it read."""
+    train_bytes, test_bytes = run["n_train"] * run["dim"] * 2, run["n_test"] * run["dim"] * 2
+    return max(1, round((run["mapped_bytes"] - test_bytes) / train_bytes))
+
+
+def _shard_projection(steps: dict, shards: dict) -> list[str]:
+    """What 8 shards would cost when not all were run: the unsharded run's CPU time split 8 ways, each shard
+    adding its own pass over the training rows (the profiled per-pass conversion cost); labelled a projection.
+
+    Args:
+        steps: Measurements by step; needs ``unsharded`` and ``profile``.
+        shards: The shards that did run, by index.
+
+    Returns:
+        Markdown lines (none when the inputs are missing or all 8 shards ran).
+    """
+    if len(shards) == 8 or "profile" not in steps:
+        return []
+    run, per_pass = steps["unsharded"], steps["profile"]["conversion_s"]
+    passes = _train_passes(run)
+    shard_cpu = (run["cpu_s"] - passes * per_pass) / 8 + per_pass
+    return [f"Projected, not measured: one of 8 shards about {shard_cpu:.0f} CPU s (the unsharded run's "
+            f"{run['cpu_s']:.0f} CPU s over 8, plus its own pass over the training rows, {per_pass:.0f} CPU s "
+            f"profiled; the unsharded run made {passes}), 8 shards about {8 * shard_cpu:.0f} CPU s in all."]
+
+
 def _targets(run: dict, shards: dict | None) -> list[str]:
     """The issue's targets (15 min wall, 4 GB peak RSS) against the unsharded run and, if all ran, the shards."""
     wall_ok = "met" if run["wall_s"] <= 900 else f"missed by {run['wall_s'] - 900:.0f} s"
@@ -155,8 +182,7 @@ def _phases(steps: dict, run: dict) -> list[str]:
     if "profile" not in steps:
         return []
     p = steps["profile"]
-    train_bytes, test_bytes = run["n_train"] * run["dim"] * 2, run["n_test"] * run["dim"] * 2
-    passes = max(1, round((run["mapped_bytes"] - test_bytes) / train_bytes))
+    passes = _train_passes(run)
     per_pair = {k: p[k] / (p["rows"] * run["n_train"]) for k in
                 ("gemm_s", "sort_s", "recursion_s", "guard_s", "test_rows_s", "other_s")}
     composed = {k: v * run["n_train"] * run["n_test"] for k, v in per_pair.items()}
