@@ -196,6 +196,45 @@ def test_a_refused_allocation_fails_the_stage_and_leaves_no_outputs(tmp_path, mo
     assert not store.record_path(first.outputs["gas"].parent, "economy").exists()
 
 
+def _flip_last_byte(path):
+    """Corrupt ``path`` in place, size unchanged (what a size check alone would miss)."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_file_changed_after_its_record_is_not_published(tmp_path):
+    """Issue 17 item 6: a truncated model and feature file were pinned and their CIDs recorded on chain."""
+    sdir = stand_ins(config(), tmp_path)
+    features = sdir / "valuation" / "features" / "chexpert.npz"
+    _flip_last_byte(features)
+    with pytest.raises(store.StaleOutputError, match=r"chexpert.npz"):
+        economy.run_economy_stage(config(), 0, SETTING, root=tmp_path)
+    assert not (sdir / "economy" / "gas.csv").exists() and not (sdir / "economy" / "ipfs").exists()
+    stray = sdir / "valuation" / "features" / "stray.npz"
+    stray.write_bytes(b"no record vouches for me")
+    with pytest.raises(store.StaleOutputError, match=r"stray.npz: no completion record vouches for it"):
+        steps.vouched_bytes(stray)
+
+
+def test_a_model_corrupted_after_the_checks_is_still_not_pinned(tmp_path, monkeypatch):
+    """The check runs again when a file is pinned, not only before anything is sent."""
+    cfg = config()
+    sdir = stand_ins(cfg, tmp_path)
+    model = sdir / "train" / "nih+chexpert+mimic" / "rounds" / "002" / "mimic.pt"
+    honest_deploy = steps.deploy
+
+    def deploy_then_corrupt(s):
+        deployed = honest_deploy(s)
+        _flip_last_byte(model)
+        return deployed
+
+    monkeypatch.setattr(steps, "deploy", deploy_then_corrupt)
+    with pytest.raises(store.StaleOutputError, match=r"002/mimic.pt"):
+        economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path)
+    assert not (sdir / "economy" / "pins.csv").exists()
+
+
 # ---------------------------------------------------------------------------- real components
 
 
