@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from ddval.economy.chain import redact_url
 from ddval.economy.unixfs import (
     CHUNK_SIZE,
     CID,
@@ -31,7 +32,7 @@ from ddval.economy.unixfs import (
 
 __all__ = [
     "CHUNK_SIZE", "CID", "CODEC_DAG_PB", "CODEC_RAW", "MAX_LINKS", "SHA2_256", "ContentStore", "EmbeddedStore",
-    "IPFSError", "IntegrityError", "KuboClient", "cid_of", "import_bytes", "open_store", "read_dag",
+    "IPFSError", "IntegrityError", "KuboClient", "as_multiaddr", "cid_of", "import_bytes", "open_store", "read_dag",
 ]  # fmt: skip
 
 # ---------------------------------------------------------------------------- stores
@@ -115,16 +116,18 @@ class KuboClient:
     ``add``/``cat``/``pin``/``version`` go through ``ipfshttpclient`` (0.8.0a2; its version gate
     is only a warning, silenced here because current daemons are all "too new" for it). The
     daemon's CID of every added file is compared with the locally computed one; a daemon that
-    uses other settings (e.g. CIDv0 where v1 was asked for) is an :class:`IPFSError`.
+    uses other settings (e.g. CIDv0 where v1 was asked for) is an :class:`IPFSError`. Only the
+    scheme, host and port of a URL are used (:func:`as_multiaddr`); errors name the API by
+    :func:`ddval.economy.chain.redact_url`, never with its user info, path or query.
     """
 
     def __init__(self, api: str, cid_version: int = 1, timeout: float = 30.0):
         import ipfshttpclient
 
-        self.api = api
+        self.api = api if api.startswith("/") else redact_url(api if "://" in api else f"http://{api}")
         self.cid_version = cid_version
         self.timeout = timeout
-        addr = _as_multiaddr(api)
+        addr = as_multiaddr(api)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self._client = ipfshttpclient.Client(addr, timeout=timeout)
@@ -132,7 +135,7 @@ class KuboClient:
             with _quiet():
                 self.daemon_version = self._client.version()["Version"]
         except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, HTTP errors
-            raise IPFSError(f"cannot reach the IPFS RPC API at {api}: {type(exc).__name__}: {exc}") from None
+            raise IPFSError(f"cannot reach the IPFS RPC API at {self.api}: {type(exc).__name__}: {exc}") from None
 
     def add(self, data: bytes, name: str = "") -> str:
         """Add and pin ``data``; return the daemon's CID after checking it equals ddval's."""
@@ -186,14 +189,28 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _as_multiaddr(api: str) -> str:
+def as_multiaddr(api: str) -> str:
+    """The multiaddr of an IPFS RPC API given as a multiaddr or URL.
+
+    Args:
+        api: ``/ip4/HOST/tcp/PORT/http`` (returned as it is) or ``http://HOST:PORT`` (``HOST:PORT``
+            means ``http``); a URL's user info, path and query are dropped.
+
+    Returns:
+        ``/ip4|ip6|dns/HOST/tcp/PORT/SCHEME``.
+
+    Raises:
+        IPFSError: ``api`` has no host or no port (the message shows it redacted).
+    """
     if api.startswith("/"):
         return api
     from urllib.parse import urlparse
 
     url = urlparse(api if "://" in api else f"http://{api}")
     if not url.hostname or not url.port:
-        raise IPFSError(f"IPFS API address {api!r} must look like http://HOST:PORT or /ip4/HOST/tcp/PORT/http")
+        raise IPFSError(
+            f"IPFS API address {redact_url(url.geturl())} must look like http://HOST:PORT or /ip4/HOST/tcp/PORT/http"
+        )
     proto = "ip6" if ":" in url.hostname else ("ip4" if url.hostname.replace(".", "").isdigit() else "dns")
     return f"/{proto}/{url.hostname}/tcp/{url.port}/{url.scheme or 'http'}"
 

@@ -103,7 +103,7 @@ def run_economy_stage(
         "seed": seed,
         "setting": setting,
         "rpc_url_sha256": _url_digest(rpc_url),  # not the URL itself: it may hold an API key
-        "ipfs_api": ipfs_api,
+        "ipfs_api": None if ipfs_api is None else ipfs.as_multiaddr(ipfs_api),  # host and port: all that is used
         "n_individuals": n_individuals,
         "inputs": inputs.digests(),
     }
