@@ -196,6 +196,24 @@ def test_a_refused_allocation_fails_the_stage_and_leaves_no_outputs(tmp_path, mo
     assert not store.record_path(first.outputs["gas"].parent, "economy").exists()
 
 
+def test_a_donation_to_the_pool_is_swept_and_accounted_for(tmp_path, monkeypatch):
+    """Issue 12 (low): a 1-wei donation to the pool (outside ``fund``) made the flow's conservation check raise."""
+    cfg = config()
+    stand_ins(cfg, tmp_path)
+    honest_check = steps.sweep_and_check
+
+    def donate_then_check(s, token, pool):
+        s.chain.send(token.functions.transfer(pool.address, 1), s.parties.institutions["nih"])  # it has claimed
+        return honest_check(s, token, pool)
+
+    monkeypatch.setattr(steps, "sweep_and_check", donate_then_check)
+    res = economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path)
+    d = res.deployment
+    assert d["donations"] == "1"
+    assert int(d["claimed"]) + int(d["returned_to_treasury"]) == int(d["funded"]) + 1
+    assert res.table("balances").set_index("recipient_id").loc["pool", "balance"] == 0
+
+
 def _flip_last_byte(path):
     """Corrupt ``path`` in place, size unchanged (what a size check alone would miss)."""
     data = bytearray(path.read_bytes())
