@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -350,6 +351,30 @@ def test_a_skipped_run_is_checked_against_the_chain_it_points_at(tmp_path):
         assert again.deployment["genesis_hash"] == probe.genesis_hash()
     finally:
         _stop(proc)
+
+
+@pytest.mark.chain
+def test_a_recorded_deployment_is_stale_on_another_chain_or_genesis_or_without_code(anvil):
+    """Issue 17 item 7: each way a recorded deployment can stop matching the endpoint has its own reason."""
+    from econ_helpers import deploy
+
+    from ddval.economy.stage import recorded_deployment_is_gone
+
+    probe = chain_mod.connect(anvil)
+    token = deploy(probe, "DDValToken", probe.accounts[0].address, 10)
+    recorded = {"chain_id": 31337, "genesis_hash": probe.genesis_hash()}
+    recorded |= {"token": token.address, "registry": token.address, "pool": token.address}
+    assert recorded_deployment_is_gone(recorded, anvil, None) is None
+    assert recorded_deployment_is_gone(recorded, anvil, 31337) is None
+    cases = [
+        ({"chain_id": 1}, "the endpoint serves chain 31337, the run was recorded on chain 1"),
+        ({"genesis_hash": "0x" + "00" * 32}, r"chain 31337 at http://127.0.0.1:\d+ has another genesis block"),
+        ({"pool": "0x" + "12" * 20}, r"^no contract code at the recorded pool address\(es\) on http://127.0.0.1:\d+$"),
+    ]
+    for change, reason in cases:
+        assert re.search(reason, recorded_deployment_is_gone(recorded | change, anvil, None))
+    with pytest.raises(chain_mod.ChainError, match=r"serves chain id 31337, expected 5;"):
+        recorded_deployment_is_gone(recorded, anvil, 5)  # a configured chain id is never overridden
 
 
 # ---------------------------------------------------------------------------- bad input: nothing sent
