@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ddval import layout, store
-from ddval.config import LABELS, ExperimentConfig
+from ddval.config import LABELS, ExperimentConfig, load_config
 from ddval.economy.allocation import points_from_features
 from ddval.economy.published import Policy
 from ddval.valuation.features import InstitutionFeatures, SplitFeatures, write_features
@@ -25,6 +25,20 @@ from ddval.valuation.hierarchy import institution_values
 
 #: The grand coalition's utility of the stand-in training (mean AUROC).
 GRAND_UTILITY = 0.8125
+#: The setting the stage tests run (``tests/economy/test_flow*.py``).
+SETTING = "noniid"
+#: Four stand-in rounds: one improving round, then a plateau of exactly ``patience`` rounds.
+PATIENCE = 3
+
+
+def flow_config(**economy_overrides) -> ExperimentConfig:
+    """The demo preset with four individuals and a stopping rule of patience :data:`PATIENCE`."""
+    return load_config("demo", {"economy": {"n_individuals": 4, **economy_overrides}, "train": {"patience": PATIENCE}})
+
+
+def flow_stand_ins(cfg: ExperimentConfig, root: Path) -> Path:
+    """:func:`write_stage_inputs` of :data:`SETTING` for seed 0 (four rounds, six patients per institution)."""
+    return write_stage_inputs(cfg, 0, SETTING, root, n_rounds=4, patients_per_institution=6)
 
 
 def stopping_losses(n_rounds: int, patience: int, rng: np.random.Generator) -> list[float]:
