@@ -148,7 +148,9 @@ def build_manifest(
         first = cfg.settings[0].name
         valuation = f"valuation/seed-{seeds[0]}/{first}"
         e = cfg.economy
-        params = {"seed": seeds[0], "setting": first, "rpc_url": e.rpc_url, "ipfs_api": e.ipfs_api, "n_individuals": e.n_individuals}
+        # not economy.rpc_url / ipfs_api: the notebook reads them from the preset, and a parameter would write
+        # an RPC URL (which may hold an API key) into the manifest and the executed notebook
+        params = {"seed": seeds[0], "setting": first, "n_individuals": e.n_individuals}
         builder.add(
             "economy", f"economy/seed-{seeds[0]}/{first}", params,
             f"seed-{seeds[0]}/{first}/05_token_economy.ipynb", layout.setting_dir(cfg, seeds[0], first, root),
