@@ -82,6 +82,10 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
+#: What an institution's training scans look like (``ddval.data.degrade`` documents each kind).
+QualityKind = Literal["clean", "degraded", "shifted", "duplicates", "ood"]
+
+
 @dataclass(frozen=True)
 class InstitutionConfig:
     """One institution (client) of a setting: which datasets it draws from and how many scans."""
@@ -92,6 +96,7 @@ class InstitutionConfig:
     val: int
     test: int | None = None  # None: the whole test pool of its datasets (paper, non-IID)
     flip_rate: float = 0.0  # probability that each training label is flipped (label-flip experiment)
+    quality: QualityKind = "clean"  # how its training scans are rewritten (ddval.data.degrade)
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,10 @@ class TrainConfig:
 
     model: Literal["densenet121", "densenet_small"] = "densenet121"
     pretrained: bool = True  # ImageNet weights when present in the local torch cache
+    # every coalition is trained this many times on the same partition with independent training
+    # randomness; the ground truth is the exact Shapley value of the mean utilities, its noise ceiling
+    # the agreement of disjoint halves of the replicates (ddval.valuation.ground_truth)
+    replicates: int = 1
     algorithm: Literal["fedavg", "swarm"] = "fedavg"
     weighted: bool = False  # paper: unweighted mean of the state dicts
     max_rounds: int = 200
@@ -147,13 +156,16 @@ class ValuationConfig:
     test_per_class: int = 300  # balanced test set per label and institution: up to 300 + 300
     pooling: Literal["flatten", "gap"] = "flatten"  # paper: flatten denseblock4
     feature_dtype: Literal["float32", "float16"] = "float32"
-    methods: tuple[str, ...] = ("exact", "ddval", "or", "lambda_mr", "gtg", "safe")
+    methods: tuple[str, ...] = ("exact", "ddval", "or", "mr", "lambda_mr", "gtg", "safe")
     memory_budget_mb: int = 512  # working memory of knn_shapley (distances of a test chunk, buffers)
     device: str = "auto"  # knn_shapley: "auto" (cuda if available, else host), "host", "cpu", "cuda"
     chunk: int | None = None  # knn_shapley test points per chunk; None: as many as memory_budget_mb allows
     threads: int = 0  # knn_shapley host threads (BLAS + workers); 0: torch.get_num_threads() if torch is loaded, else the usable cores
     shards: int = 1  # test-point shards (one SLURM array task each)
     lambda_mr: float = 0.5  # discount of the lambda-MR rounds
+    lambda_grid: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)  # lambda_sensitivity.csv (settings with exact values)
+    # OR's BatchNorm running statistics: rebuilt from the updates, the grand model's, or the initial model's
+    or_batchnorm: Literal["rebuilt", "grand", "initial"] = "rebuilt"
     gtg_eps: float = 0.001
     gtg_round_trunc: float = 0.01
     gtg_max_permutations: int = 50
@@ -406,6 +418,8 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
                 raise ConfigError(f"{where}: settings.{s.name}.{i.name}: dataset(s) {bad} not in data.datasets")
             if not 0.0 <= i.flip_rate <= 1.0:
                 raise ConfigError(f"{where}: settings.{s.name}.{i.name}: flip_rate {i.flip_rate} not in [0, 1]")
+    if cfg.train.replicates < 1:
+        raise ConfigError(f"{where}: train.replicates must be >= 1, got {cfg.train.replicates}")
     if cfg.valuation.k < 1:
         raise ConfigError(f"{where}: valuation.k must be >= 1, got {cfg.valuation.k}")
     if not cfg.seeds:

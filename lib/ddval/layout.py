@@ -28,10 +28,19 @@ if TYPE_CHECKING:
     from ddval.config import ExperimentConfig
 
 #: Every valuation method, in table and display order (``institution_values.csv``'s ``method``).
-METHODS: tuple[str, ...] = ("exact", "ddval", "or", "lambda_mr", "gtg", "safe")
+METHODS: tuple[str, ...] = ("exact", "ddval", "or", "mr", "lambda_mr", "gtg", "safe")
 
 #: The reference allocation that gives every institution the same share (a row of the similarity views).
 EQUAL_SPLIT = "equal_split"
+#: Reference allocations, rows of ``institution_values.csv`` and ``similarity.csv`` like any method: the
+#: total split equally, by training scans, by positive training labels. A method is credited only
+#: where it beats the best of them, seed by seed.
+REFERENCE_SPLITS: tuple[str, ...] = (EQUAL_SPLIT, "size_split", "positives_split")
+#: The row of ``similarity.csv`` that scores the ground truth against itself: exact values from disjoint
+#: halves of the training replicates. No method can be judged beyond it.
+NOISE_CEILING = "noise_ceiling"
+#: Every row of ``similarity.csv``, in display order.
+SIMILARITY_ROWS: tuple[str, ...] = (NOISE_CEILING, *METHODS[1:], *REFERENCE_SPLITS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,6 +106,22 @@ def coalition_dir(cfg: ExperimentConfig, seed: int, setting: str, members: Seque
     return train_dir(cfg, seed, setting, root) / coalition_id(members)
 
 
+def replicate_train_dir(cfg: ExperimentConfig, seed: int, setting: str, replicate: int, root: Root = None) -> Path:
+    """Where replicate ``replicate`` of a setting's coalitions is trained: ``<S>/train`` for replicate 0
+    (the run the federation does, whose grand model DDVal and the baselines use), else
+    ``<S>/train/replicate-<r>`` (the same partition retrained with other training randomness)."""
+    if replicate < 0:
+        raise ValueError(f"replicate must be >= 0, got {replicate}")
+    base = train_dir(cfg, seed, setting, root)
+    return base if replicate == 0 else base / f"replicate-{replicate}"
+
+
+def setting_replicates(cfg: ExperimentConfig, setting: str) -> int:
+    """How many replicates of ``setting`` are trained: ``train.replicates`` when every coalition is
+    trained (they give the ground truth and its noise ceiling), 1 for ``coalitions: grand``."""
+    return cfg.train.replicates if cfg.setting(setting).coalitions == "all" else 1
+
+
 def valuation_dir(cfg: ExperimentConfig, seed: int, setting: str, root: Root = None) -> Path:
     """``<S>/valuation``."""
     return setting_dir(cfg, seed, setting, root) / "valuation"
@@ -143,8 +168,16 @@ _TABLE_LIST = (
            ("setting", "seed", "method", "institution", "value", "wall_time_s", "n_utility_evals"),
            ("value",), required=("setting", "seed", "method", "institution", "value")),
     _table("similarity.csv", "valuation",
-           ("setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error"),
-           ("cosine", "pearson", "spearman", "max_abs_error")),
+           ("setting", "seed", "method", "cosine", "pearson", "spearman", "l1_share", "max_abs_error"),
+           ("cosine", "pearson", "spearman", "l1_share", "max_abs_error"),
+           required=("setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error")),
+    _table("replicates.csv", "valuation",
+           ("setting", "seed", "replicate", "coalition", "n_members", "utility", "rounds", "best_round", "stop"),
+           ("replicate", "utility", "rounds", "best_round")),
+    _table("lambda_sensitivity.csv", "valuation", ("setting", "seed", "lambda", "cosine", "spearman", "l1_share"),
+           ("lambda", "cosine", "spearman", "l1_share")),
+    _table("or_batchnorm.csv", "valuation", ("setting", "seed", "batchnorm", "cosine", "spearman", "l1_share"),
+           ("cosine", "spearman", "l1_share")),
     _table("point_values.parquet", "valuation",
            ("institution", "scan_id", "patient_id", "sex", "age", "n_flipped", "value"),
            ("n_flipped", "value"), required=("institution", "scan_id", "n_flipped", "value")),

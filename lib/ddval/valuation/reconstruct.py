@@ -99,9 +99,28 @@ def accumulated_updates(history: RoundHistory, upto: int | None = None, institut
     return total
 
 
-def or_state(history: RoundHistory, members: Sequence[str], updates: Mapping[str, Mapping[str, torch.Tensor]]) -> State:
-    """OR's reconstruction of coalition ``members``: ``G^0 + Σ_{c∈S} w_c^S D_c``."""
-    return combine(history.global_state(0), [updates[m] for m in members], member_weights(history, members))
+#: Where OR's BatchNorm running statistics come from (``valuation.or_batchnorm``): ``rebuilt`` from the
+#: recorded updates like every other entry (ddval's default); the ``grand`` coalition's best model's;
+#: the ``initial`` model's (the original froze every ``.norm`` entry, affine weights included, at its
+#: ImageNet values). The learnable BatchNorm weights are reconstructed in all three.
+OR_BATCHNORM = ("rebuilt", "grand", "initial")
+#: State-dict entries that are BatchNorm running statistics (buffers, not trained by SGD).
+BATCHNORM_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def or_state(history: RoundHistory, members: Sequence[str], updates: Mapping[str, Mapping[str, torch.Tensor]],
+             batchnorm: str = "rebuilt") -> State:
+    """OR's reconstruction of coalition ``members``: ``G^0 + Σ_{c∈S} w_c^S D_c``, with the BatchNorm
+    running statistics as ``batchnorm`` says (:data:`OR_BATCHNORM`)."""
+    if batchnorm not in OR_BATCHNORM:
+        raise ValueError(f"valuation.or_batchnorm: {batchnorm!r} is not one of {list(OR_BATCHNORM)}")
+    state = combine(history.global_state(0), [updates[m] for m in members], member_weights(history, members))
+    if batchnorm != "rebuilt":
+        source = history.global_state(history.best_round if batchnorm == "grand" else 0)
+        for key in state:
+            if key.rsplit(".", 1)[-1] in BATCHNORM_STATISTICS:
+                state[key] = source[key].clone()
+    return state
 
 
 def round_state(history: RoundHistory, round_no: int, members: Sequence[str], locals_: Mapping[str, State] | None = None) -> State:
@@ -241,14 +260,15 @@ class ModelGames:
         if missing:
             self._updates.update(accumulated_updates(self.history, institutions=missing))
 
-    def or_utility(self, members: Sequence[str]) -> float:
+    def or_utility(self, members: Sequence[str], batchnorm: str = "rebuilt") -> float:
         members = self._ordered(members)
 
         def make() -> State:
             self.prepare_or(members)  # usually done already, for all members at once
-            return or_state(self.history, members, self._updates)
+            return or_state(self.history, members, self._updates, batchnorm)
 
-        return self._get(("or", members), make)
+        key = ("or", members) if batchnorm == "rebuilt" else ("or", members, batchnorm)
+        return self._get(key, make)
 
     def round_utility(self, round_no: int, members: Sequence[str]) -> float:
         members = self._ordered(members)
