@@ -33,8 +33,7 @@ def main() -> None:
     import pandas as pd
 
     from ddval.config import load_config
-    from ddval.data.index import run_index_stage
-    from ddval.data.resize import run_resize_stage
+    from ddval.data import run_index_stage, run_resize_stage
     from ddval.train import run_training_stage
     from ddval import layout, valuation
     from ddval.summary import ResultTables, summarize

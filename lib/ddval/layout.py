@@ -70,6 +70,26 @@ def data_dir(cfg: ExperimentConfig, root: Root = None) -> Path:
     return preset_dir(cfg, root) / "data"
 
 
+def cohort_dir(cfg: ExperimentConfig, root: Root = None) -> Path:
+    """``<data>/raw``: the synthetic cohort, one folder per dataset in its real on-disk format."""
+    return data_dir(cfg, root) / "raw"
+
+
+def index_path(cfg: ExperimentConfig, root: Root = None) -> Path:
+    """``<data>/index.parquet``: one row per scan of every configured dataset (stage 01)."""
+    return data_dir(cfg, root) / "index.parquet"
+
+
+def resized_dir(cfg: ExperimentConfig, root: Root = None) -> Path:
+    """``<data>/resized/<data.image_size>``: the resized scans (stage 02)."""
+    return data_dir(cfg, root) / "resized" / str(cfg.data.image_size)
+
+
+def resized_index_path(cfg: ExperimentConfig, root: Root = None) -> Path:
+    """``<data>/index_resized.parquet``: the index re-pointed at the resized scans (stage 02)."""
+    return data_dir(cfg, root) / "index_resized.parquet"
+
+
 def run_dir(cfg: ExperimentConfig, seed: int, root: Root = None) -> Path:
     """``<root>/<preset>/seed-<seed>``."""
     return preset_dir(cfg, root) / f"seed-{seed}"

@@ -27,8 +27,8 @@ from ddval.data.index import (
     index_mimic,
     index_nih,
     real_roots,
-    summary,
 )
+from ddval.data.views import counts_by_sex
 
 
 def labels_of(frame: pd.DataFrame, scan_id: str) -> dict[str, float]:
@@ -276,7 +276,7 @@ def test_build_index_concatenates_in_dataset_order(nih_root, chexpert_root, mimi
     index, skipped = build_index_with_skips(cfg, {"nih": nih_root, "chexpert": chexpert_root, "mimic": mimic_root})
     assert list(pd.unique(index["dataset"])) == ["nih", "chexpert", "mimic"]
     assert index["scan_id"].is_unique and skipped.empty
-    table = summary(index)
+    table = counts_by_sex(index)
     assert table.loc["scans", ("nih", "all")] == 5 and table.loc["patients", ("mimic", "all")] == 3
     assert table.loc["scans", ("chexpert", "U")] == 1
     assert table.loc["pleural_effusion", ("nih", "M")] == 1
@@ -293,7 +293,7 @@ def test_index_is_independent_of_csv_row_order(nih_root):
 
 def test_no_half_written_index_on_failure(tmp_path, nih_root):
     """A stage that fails leaves no index.parquet and no completion record."""
-    from ddval.data.index import run_index_stage
+    from ddval.data import run_index_stage
 
     _edit(nih_root / "Data_Entry_2017_v2020.csv", ",81,F,", ",eighty,F,")
     cfg = load_config("demo", {"data": {"source": "real", "datasets": ["nih"], "roots": {"nih": str(nih_root)}},

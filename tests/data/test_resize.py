@@ -14,8 +14,8 @@ from PIL import Image
 
 from ddval import layout, store
 from ddval.config import LABELS
-from ddval.data.index import run_index_stage
-from ddval.data.resize import CorruptImageError, read_grayscale, resize_index, resized_paths, run_resize_stage
+from ddval.data import run_index_stage, run_resize_stage
+from ddval.data.resize import CorruptImageError, read_grayscale, resize_index, resized_paths
 
 
 def make_index(tmp_path: Path, n: int = 6) -> pd.DataFrame:

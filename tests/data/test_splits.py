@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 
 from ddval import layout, store
 from ddval.config import LABELS, InstitutionConfig, SettingConfig
-from ddval.data.index import run_index_stage
-from ddval.data.resize import run_resize_stage
+from ddval.data import run_index_stage, run_resize_stage
 from ddval.data.splits import (
     PartitionError,
     check_partition,

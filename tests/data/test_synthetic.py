@@ -24,7 +24,8 @@ from PIL import Image
 from ddval.config import LABELS, load_config
 from ddval.data import render
 from ddval.data.index import index_chexpert, index_mimic, index_nih
-from ddval.data.synthetic import CHEXPERT_OBSERVATIONS, MARKER, sample_site, write_cohort
+from ddval.data.sampling import CHEXPERT_OBSERVATIONS, sample_site
+from ddval.data.synthetic import MARKER, write_cohort
 
 NIH_FINDINGS = {"Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis", "Hernia",
                 "Infiltration", "Mass", "No Finding", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax"}

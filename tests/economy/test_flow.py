@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from econ_stage_inputs import write_stage_inputs
 
-from ddval import layout, store
+from ddval import economy, layout, store
 from ddval.config import load_config
 from ddval.economy import chain as chain_mod
-from ddval.economy import flow, ipfs, merkle, rewards
+from ddval.economy import inputs, ipfs, merkle, published, rewards
 from ddval.economy.contracts import load_artifact
 
 SETTING = "noniid"
@@ -28,7 +28,7 @@ def embedded_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     cfg = config()
     write_stage_inputs(cfg, 0, SETTING, root, n_rounds=4, patients_per_institution=6)
-    return cfg, root, flow.run_economy(cfg, 0, SETTING, root=root)
+    return cfg, root, economy.run_economy_stage(cfg, 0, SETTING, root=root)
 
 
 def test_outputs_follow_the_table_contract(embedded_run):
@@ -51,7 +51,7 @@ def test_rounds_features_and_allocation_are_pinned_and_verifiable(embedded_run):
     feat = pins[pins["artifact"] == "features"].iloc[0]
     assert content.cat(feat["cid"]) == (sdir / "valuation" / "features" / f"{feat['owner']}.npz").read_bytes()
     d = res.deployment
-    assert flow.root_from_table(content.cat(d["allocation_cid"])).hex() == d["merkle_root"][2:]
+    assert published.root_from_table(content.cat(d["allocation_cid"])).hex() == d["merkle_root"][2:]
     assert d["rounds_on_chain"] == 4 and set(content.pins()) == set(pins["cid"])
 
 
@@ -78,14 +78,14 @@ def test_payouts_equal_the_policy_and_are_conserved(embedded_run):
 
 def test_a_finished_run_is_not_sent_again(embedded_run):
     cfg, root, res = embedded_run
-    again = flow.run_economy(cfg, 0, SETTING, root=root)
+    again = economy.run_economy_stage(cfg, 0, SETTING, root=root)
     assert again.skipped and again.table("gas").equals(res.table("gas"))
 
 
 def test_gas_table_is_deterministic_on_the_embedded_chain(embedded_run, tmp_path):
     cfg, _, res = embedded_run
     write_stage_inputs(cfg, 0, SETTING, tmp_path, n_rounds=4, patients_per_institution=6)
-    other = flow.run_economy(cfg, 0, SETTING, root=tmp_path)
+    other = economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path)
     assert other.table("gas").equals(res.table("gas"))  # tx hashes included
     assert other.deployment == res.deployment
 
@@ -98,7 +98,7 @@ def test_gas_table_is_deterministic_on_the_embedded_chain(embedded_run, tmp_path
 def test_whole_flow_on_anvil_and_the_ipfs_daemon(anvil, ipfs_daemon, tmp_path, embedded_run):
     cfg = config()
     write_stage_inputs(cfg, 0, SETTING, tmp_path, n_rounds=4, patients_per_institution=6)
-    res = flow.run_economy(cfg, 0, SETTING, root=tmp_path, rpc_url=anvil, ipfs_api=ipfs_daemon)
+    res = economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path, rpc_url=anvil, ipfs_api=ipfs_daemon)
     d = res.deployment
     # the same inputs cost the same gas, transaction by transaction, as on the embedded chain
     embedded = embedded_run[2].table("gas")
@@ -115,7 +115,7 @@ def test_whole_flow_on_anvil_and_the_ipfs_daemon(anvil, ipfs_daemon, tmp_path, e
     assert ipfs.CID.parse(pool.functions.allocationCid().call()) == ipfs.CID.parse(d["allocation_cid"])
     # every pinned artifact is readable back from the daemon, and the on-chain model CIDs match the pins
     daemon = ipfs.KuboClient(ipfs_daemon)
-    assert flow.root_from_table(daemon.cat(d["allocation_cid"])).hex() == d["merkle_root"][2:]
+    assert published.root_from_table(daemon.cat(d["allocation_cid"])).hex() == d["merkle_root"][2:]
     pins = res.table("pins")
     first = pins[pins["artifact"] == "model"].iloc[0]
     on_chain = registry.functions.modelCid(0, c.accounts[1].address).call()
@@ -141,9 +141,9 @@ def corrupt_values(sdir, value):
     "break_inputs, error, message",
     [
         (lambda s: corrupt_values(s, math.nan), rewards.RewardError, r"institution_values.csv: row 2, field 'value' \(nih\): value is nan"),
-        (lambda s: (s / "valuation" / "point_values.parquet").unlink(), flow.EconomyInputError, r"point_values.parquet: not found; run notebook 04_valuation"),
-        (lambda s: (s / "train" / "nih+chexpert+mimic" / "rounds" / "002" / "mimic.pt").unlink(), flow.EconomyInputError, r"002/mimic.pt: local model of 'mimic' in round 2 not found"),
-        (lambda s: (s / "valuation" / "features" / "nih.npz").unlink(), flow.EconomyInputError, r"nih.npz: deep features of 'nih' not found"),
+        (lambda s: (s / "valuation" / "point_values.parquet").unlink(), inputs.EconomyInputError, r"point_values.parquet: not found; run notebook 04_valuation"),
+        (lambda s: (s / "train" / "nih+chexpert+mimic" / "rounds" / "002" / "mimic.pt").unlink(), inputs.EconomyInputError, r"002/mimic.pt: local model of 'mimic' in round 2 not found"),
+        (lambda s: (s / "valuation" / "features" / "nih.npz").unlink(), inputs.EconomyInputError, r"nih.npz: deep features of 'nih' not found"),
     ],
 )
 def test_bad_inputs_fail_before_anything_is_sent(anvil, tmp_path, break_inputs, error, message):
@@ -153,7 +153,7 @@ def test_bad_inputs_fail_before_anything_is_sent(anvil, tmp_path, break_inputs, 
     probe = chain_mod.connect(anvil)
     block = probe.w3.eth.block_number
     with pytest.raises(error, match=message):
-        flow.run_economy(cfg, 0, SETTING, root=tmp_path, rpc_url=anvil)
+        economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path, rpc_url=anvil)
     assert probe.w3.eth.block_number == block
     assert not (sdir / "economy" / "gas.csv").exists()
 
@@ -165,12 +165,12 @@ def test_negative_values_policy_error_and_unknown_accounts_send_nothing(anvil, t
     block = probe.w3.eth.block_number
     corrupt_values(sdir, -0.01)
     with pytest.raises(rewards.RewardError, match="institution 'nih'.*negative"):
-        flow.run_economy(config(negative_values="error"), 0, SETTING, root=tmp_path, rpc_url=anvil)
+        economy.run_economy_stage(config(negative_values="error"), 0, SETTING, root=tmp_path, rpc_url=anvil)
     corrupt_values(sdir, 0.05)
     accounts = tmp_path / "accounts.csv"
     pd.DataFrame({"kind": ["individual"], "recipient_id": ["nih/p0000"], "account": ["0x" + "12" * 20]}).to_csv(accounts, index=False)
     with pytest.raises(rewards.RewardError, match=r"no account for recipient\(s\) \['nih/p0001'"):
-        flow.run_economy(config(accounts_csv=str(accounts)), 0, SETTING, root=tmp_path, rpc_url=anvil)
+        economy.run_economy_stage(config(accounts_csv=str(accounts)), 0, SETTING, root=tmp_path, rpc_url=anvil)
     assert probe.w3.eth.block_number == block
 
 
@@ -182,11 +182,11 @@ def test_wrong_chain_or_unreachable_endpoints_send_nothing(anvil, tmp_path):
     probe = chain_mod.connect(anvil)
     block = probe.w3.eth.block_number
     with pytest.raises(chain_mod.ChainError, match="serves chain id 31337, expected 1;"):
-        flow.run_economy(config(chain_id=1), 0, SETTING, root=tmp_path, rpc_url=anvil)
+        economy.run_economy_stage(config(chain_id=1), 0, SETTING, root=tmp_path, rpc_url=anvil)
     with pytest.raises(chain_mod.ChainError, match="cannot reach the RPC endpoint"):
-        flow.run_economy(config(), 0, SETTING, root=tmp_path, rpc_url=f"http://127.0.0.1:{free_port()}")
+        economy.run_economy_stage(config(), 0, SETTING, root=tmp_path, rpc_url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(ipfs.IPFSError, match="cannot reach the IPFS RPC API"):
-        flow.run_economy(config(), 0, SETTING, root=tmp_path, rpc_url=anvil, ipfs_api=f"http://127.0.0.1:{free_port()}")
+        economy.run_economy_stage(config(), 0, SETTING, root=tmp_path, rpc_url=anvil, ipfs_api=f"http://127.0.0.1:{free_port()}")
     assert probe.w3.eth.block_number == block
 
 
@@ -197,12 +197,12 @@ def test_rounds_beyond_the_stopping_rule_are_rejected(tmp_path):
     frame = pd.read_csv(path)
     frame["val_loss"] = 0.5  # flat: the first round stays the best one
     store.write_table(path, frame)
-    inputs = flow.locate_inputs(cfg, 0, SETTING, tmp_path)
-    assert flow.plan_rounds(inputs, patience=3, max_rounds=12).stop_index == 3  # exactly where the table ends
-    with pytest.raises(flow.EconomyInputError, match=r"rounds.csv: 4 rounds, but the stopping rule \(patience 5, max 12 rounds\) does not fire"):
-        flow.plan_rounds(inputs, patience=5, max_rounds=12)
-    with pytest.raises(flow.EconomyInputError, match="fires after round 2, but the table goes on to round 4"):
-        flow.plan_rounds(inputs, patience=1, max_rounds=12)
+    located = inputs.locate_inputs(cfg, 0, SETTING, tmp_path)
+    assert inputs.plan_rounds(located, patience=3, max_rounds=12).stop_index == 3  # exactly where the table ends
+    with pytest.raises(inputs.EconomyInputError, match=r"rounds.csv: 4 rounds, but the stopping rule \(patience 5, max 12 rounds\) does not fire"):
+        inputs.plan_rounds(located, patience=5, max_rounds=12)
+    with pytest.raises(inputs.EconomyInputError, match="fires after round 2, but the table goes on to round 4"):
+        inputs.plan_rounds(located, patience=1, max_rounds=12)
 
 
 def test_merkle_values_of_the_pinned_table_are_the_leaves(embedded_run):

@@ -13,7 +13,7 @@ from econ_helpers import deploy, reverts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ddval.economy.flow import stopping_index
+from ddval.economy.inputs import stopping_index
 
 CID = b"\x01\x55\x12\x20" + bytes(range(32))
 
@@ -116,7 +116,7 @@ def test_invalid_stopping_rule_is_rejected(chain):
     max_rounds=st.integers(1, 9),
 )
 def test_the_python_mirror_matches_the_contract(chain, losses, patience, max_rounds):
-    """``flow.stopping_index`` (used to validate rounds.csv before sending) equals the contract's rule."""
+    """``inputs.stopping_index`` (used to validate rounds.csv before sending) equals the contract's rule."""
     owner, inst = chain.accounts[0], chain.accounts[1]
     reg = deploy(chain, "SwarmRegistry", owner.address, patience, max_rounds)
     chain.send(reg.functions.registerInstitution(inst.address), owner)

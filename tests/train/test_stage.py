@@ -43,8 +43,7 @@ def tiny(**train):
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    from ddval.data.index import run_index_stage
-    from ddval.data.resize import run_resize_stage
+    from ddval.data import run_index_stage, run_resize_stage
 
     root = tmp_path_factory.mktemp("results")
     run_index_stage(tiny(), root)

@@ -64,8 +64,7 @@ def features_factory():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """``(cfg, root)`` of the ``tiny`` preset after the data and training stages."""
-    from ddval.data.index import run_index_stage
-    from ddval.data.resize import run_resize_stage
+    from ddval.data import run_index_stage, run_resize_stage
     from ddval.train import run_training_stage
 
     root = tmp_path_factory.mktemp("valpipe-results")

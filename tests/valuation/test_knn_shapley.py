@@ -3,8 +3,6 @@ chunking, shards, inputs and errors. (Axioms as Hypothesis properties: test_knn_
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -19,8 +17,7 @@ from valuation_oracles import (
 
 from ddval.valuation import KnnShapleySum, knn_shapley, knn_shapley_loop, knn_shapley_sum
 
-# the module (its name is shadowed by the function in ddval.valuation)
-engine = importlib.import_module("ddval.valuation.knn_shapley")
+from ddval.valuation.knn_shapley import engine, guard, host, limbs, validation
 
 
 def grid_data(rng, n, m, d=2, levels=3, classes=2):
@@ -168,8 +165,8 @@ def test_packed_sort_orders_by_distance_then_index(with_negative):
         d[:, ::7] = -np.round(rng.random((4, len(range(0, n, 7)))) * 4) / 1024  # -0.0 among them
         d[:, 5:20:2] = 0.0
     low_bits = (n - 1).bit_length()
-    buf = engine._HostBuffers.allocate(len(d), n, np.dtype(np.int8))
-    order, near = engine._sorted_order(d.copy(), np.full(len(d), 1e-9), low_bits, buf)
+    buf = host._HostBuffers.allocate(len(d), n, np.dtype(np.int8))
+    order, near = host._sorted_order(d.copy(), np.full(len(d), 1e-9), low_bits, buf)
     for row in range(len(d)):
         expected = np.lexsort((np.arange(n), ~np.signbit(d[row]), d[row]))
         np.testing.assert_array_equal(order[row], expected)
@@ -183,15 +180,15 @@ def test_guard_skips_runs_whose_matches_agree():
     X = np.zeros((50, 3))  # all at one place: one run of ties
     T = np.ones((2, 3))
     calls = []
-    original = engine._exact_sq_distances
-    engine._exact_sq_distances = lambda *a: calls.append(1) or original(*a)
+    original = guard._exact_sq_distances
+    guard._exact_sq_distances = lambda *a: calls.append(1) or original(*a)
     try:
         same = knn_shapley(X, np.ones(50, int), T, np.ones(2, int), 3)
         assert not calls  # equal matches: any order gives the same values, nothing recomputed
         mixed = knn_shapley(X, np.arange(50) % 2, T, np.ones(2, int), 3)
         assert calls
     finally:
-        engine._exact_sq_distances = original
+        guard._exact_sq_distances = original
     np.testing.assert_allclose(same, np.full(50, 1 / 50), atol=1e-15)
     np.testing.assert_allclose(mixed, exact_order_knn_shapley(X, np.arange(50) % 2, T, np.ones(2, int), 3), atol=1e-12)
 
@@ -223,8 +220,8 @@ def test_results_are_bit_identical_across_backends_chunks_threads_and_budgets(me
 
 def test_memory_budget_bounds_the_chunk(medium):
     X, Y, T, Yt = medium
-    ytr, yte, _ = engine._label_codes(Y, Yt, 700, 45)
-    ctx = engine._Context.build(X, T, ytr, yte, None, 3, None, None, 1.0, 2, 45)
+    ytr, yte, _ = validation._label_codes(Y, Yt, 700, 45)
+    ctx = engine._EngineCall.build(X, T, ytr, yte, None, 3, None, None, 1.0, 2, 45)
     assert ctx.chunk * 8 * 700 <= 0.5 * 2**20  # the chunk's distances fit half of a 1 MB budget
     with pytest.raises(ValueError, match="too small"):
         knn_shapley(X, Y, T, Yt, 3, memory_budget_mb=0.01)
@@ -258,7 +255,7 @@ def test_sums_of_different_games_do_not_add(medium):
 
 def test_limbs_hold_the_values_to_2_to_the_minus_64():
     s = np.array([[0.3, -1 / 3, 1e-30, 2.0**-32 + 2.0**-70, -0.0, 1 / 7, 1.0, -1.0]])
-    hi, lo = engine._limbs_np(s.copy())
+    hi, lo = limbs._limbs_np(s.copy())
     hi_units, lo_units = hi * 2.0**31, lo * 2.0**63
     assert np.all(hi_units == np.round(hi_units)) and np.all(lo_units == np.round(lo_units))
     assert np.abs(hi_units).max() <= 2**31 and np.abs(lo_units).max() <= 2**31
@@ -275,7 +272,7 @@ def test_limbs_round_as_rint_half_to_even(values, shift):
     j = np.rint(s * 2.0**20)
     halves_lo = j * 2.0**-31 + (j % 7 + 0.5) * 2.0**-63  # ties of the low limb (exactly representable)
     s = np.stack([s, np.clip(halves_hi, -1, 1), halves_lo])
-    hi, lo = engine._limbs_np(s.copy())
+    hi, lo = limbs._limbs_np(s.copy())
     hi_ref = np.rint(s * 2.0**31)
     lo_ref = np.rint((s - hi_ref * 2.0**-31) * 2.0**63)
     np.testing.assert_array_equal(hi * 2.0**31, hi_ref)

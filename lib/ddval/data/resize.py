@@ -6,6 +6,7 @@ paper's ``Resize((s, s))``, aspect ratio not kept) and written as PNG to::
 
     <results>/<preset>/data/resized/<size>/<dataset>/<path below the dataset's image root>.png
 
+The stage that runs this over the whole index is :func:`ddval.data.stage.run_resize_stage`.
 Work runs in a process pool (``data.workers``; 1 = in this process) with a progress bar. Every
 file is written atomically (temporary name, then rename), and a file that already exists is not
 redone, so a killed run resumes where it stopped. ``index_resized.parquet`` is the index with
@@ -30,8 +31,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ddval import layout, store
-from ddval.config import ExperimentConfig
+from ddval import store
+from ddval.data.sources import existing
 from ddval.progress import progress
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def resize_index(index: pd.DataFrame, out_dir: str | os.PathLike, size: int, *, 
     (``dataset, scan_id, path, error``) and leaves them out of the returned index.
     """
     dst = resized_paths(index, out_dir)
-    exists = _existing(dst)
+    exists = existing(dst)
     todo = [(i, src, d) for i, (src, d, done) in enumerate(zip(index["path"], dst, exists)) if not done]
     log.info("resize: %d of %d scans to do (%d already resized)", len(todo), len(index), len(index) - len(todo))
     errors: dict[int, str] = {}
@@ -133,12 +134,6 @@ def resize_index(index: pd.DataFrame, out_dir: str | os.PathLike, size: int, *, 
     return out, quarantine
 
 
-def _existing(paths: pd.Series) -> np.ndarray:
-    from ddval.data.index import _exists
-
-    return _exists(paths)
-
-
 def _run(chunks, size, workers):
     """Yield the results of every chunk, in a process pool when ``workers > 1``."""
     if workers <= 1 or len(chunks) <= 1:
@@ -159,65 +154,3 @@ def _run(chunks, size, workers):
         finally:
             for fut in pending:
                 fut.cancel()
-
-
-def run_resize_stage(cfg: ExperimentConfig, root: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Stage 02: resize every scan of ``index.parquet`` to ``data.image_size`` and write
-    ``index_resized.parquet`` (and ``resize_quarantine.csv`` when scans were quarantined).
-    Skipped when complete with the same parameters; resumes file by file after a kill."""
-    ddir = layout.data_dir(cfg, root)
-    index_record = store.require_record(
-        ddir, "index", "run stage 01 first (notebooks/01_index.ipynb or ddval.data.index.run_index_stage)"
-    )
-    size = cfg.data.image_size
-    params = {"image_size": size, "on_corrupt": cfg.data.on_corrupt, "index": index_record["params_hash"]}
-
-    def compute() -> list[Path]:
-        index = store.read_table(ddir / "index.parquet")
-        resized, quarantine = resize_index(index, ddir / "resized" / str(size), size, workers=cfg.data.workers,
-                                           on_corrupt=cfg.data.on_corrupt)
-        return store.write_table_and_report(
-            ddir / "index_resized.parquet", resized, ddir / "resize_quarantine.csv", quarantine
-        )
-
-    store.run_stage(ddir, "resize", params, compute)
-    return store.read_table(ddir / "index_resized.parquet")
-
-
-def summary(resized: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
-    """Scans per dataset: indexed, resized, quarantined."""
-    n_index = index.groupby("dataset", sort=False).size()
-    n_resized = resized.groupby("dataset", sort=False).size().reindex(n_index.index, fill_value=0)
-    return pd.DataFrame({"indexed": n_index, "resized": n_resized, "quarantined": n_index - n_resized})
-
-
-#: Short names of the labels for figure captions.
-ABBREVIATIONS = {"atelectasis": "Atel", "cardiomegaly": "Card", "consolidation": "Cons", "edema": "Edem",
-                 "no_finding": "NoF", "pleural_effusion": "Eff", "pneumonia": "Pneu", "pneumothorax": "Ptx"}
-
-
-def montage(frame: pd.DataFrame, per_dataset: int = 8, seed: int = 0):
-    """A matplotlib figure: ``per_dataset`` random scans of each dataset (rows), captioned with
-    their positive labels. For looking at the data, not for analysis."""
-    import matplotlib.pyplot as plt
-
-    from ddval.config import LABELS
-
-    datasets = list(pd.unique(frame["dataset"]))
-    fig, axes = plt.subplots(len(datasets), per_dataset, figsize=(1.5 * per_dataset, 1.75 * len(datasets)), squeeze=False)
-    for r, dataset in enumerate(datasets):
-        rows = frame.loc[frame["dataset"] == dataset]
-        picked = rows.sample(n=min(per_dataset, len(rows)), random_state=seed)
-        for c, ax in enumerate(axes[r]):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c >= len(picked):
-                ax.axis("off")
-                continue
-            row = picked.iloc[c]
-            ax.imshow(np.asarray(read_grayscale(row["path"])), cmap="gray", vmin=0, vmax=255)
-            ax.set_title(" ".join(ABBREVIATIONS[lab] for lab in LABELS if row[lab] == 1.0) or "-", fontsize=7)
-            if c == 0:
-                ax.set_ylabel(dataset)
-    fig.tight_layout()
-    return fig

@@ -214,13 +214,13 @@ def load_partition(cfg: ExperimentConfig, seed: int, setting_name: str, root: st
     ddir = layout.data_dir(cfg, root)
     record = store.require_record(
         ddir, "resize", "run stages 01 and 02 first (notebooks 01_index and 02_resize, or "
-        "ddval.data.index.run_index_stage and ddval.data.resize.run_resize_stage)"
+        "ddval.data.run_index_stage and ddval.data.run_resize_stage)"
     )
     sdir = layout.setting_dir(cfg, seed, setting_name, root)
     params = {"setting": setting, "seed": int(seed), "index": record["params_hash"], "quality": degrade.PARAMETERS}
 
     def compute() -> list[Path]:
-        index = store.read_table(ddir / "index_resized.parquet")
+        index = store.read_table(layout.resized_index_path(cfg, root))
         partition, scans = degrade.apply_qualities(make_partition(index, setting, seed), setting, seed, sdir / "scans")
         return [store.write_table(sdir / "partition.parquet", partition), *scans]
 

@@ -8,6 +8,13 @@
   Kubo RPC client (``ipfshttpclient``) that checks every CID it is given.
 - :mod:`~ddval.economy.rewards`: data-point and institution values -> integer token amounts.
 - :mod:`~ddval.economy.merkle`: OpenZeppelin-compatible Merkle trees of ``(account, amount)``.
-- :mod:`~ddval.economy.flow`: the stage (``run_economy``, ``run_payout_scaling``) and its views.
+- :mod:`~ddval.economy.stage`: the stage (:func:`run_economy_stage`, :func:`run_payout_scaling_stage`);
+  :mod:`~ddval.economy.inputs` (what it reads, checked first), :mod:`~ddval.economy.parties` (who
+  signs), :mod:`~ddval.economy.gas` (the gas log), :mod:`~ddval.economy.published` (the pinned table);
+  :mod:`~ddval.economy.views`: what notebook 05 displays.
 - :mod:`~ddval.economy.scaling`: payout cost, transfer loop vs Merkle claims, measured.
 """
+
+from ddval.economy.stage import EconomyResult, run_economy_stage, run_payout_scaling_stage
+
+__all__ = ["EconomyResult", "run_economy_stage", "run_payout_scaling_stage"]
