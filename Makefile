@@ -32,13 +32,18 @@ reproduce: env
 ## the whole test suite: unit, property, integration (chain, IPFS, SLURM) and the notebooks under nbval
 test: env
 	bash tools/slurm-up.sh
+	bash tools/browser-up.sh
 	rm -rf $(TEST_RESULTS)
-	DDVAL_RESULTS=$(TEST_RESULTS) DDVAL_PROGRESS=off $(PY) -m pytest -p no:cacheprovider \
+	DDVAL_RESULTS=$(TEST_RESULTS) DDVAL_PROGRESS=off DDVAL_REQUIRE_BROWSER=1 $(PY) -m pytest -p no:cacheprovider \
 		--nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks tests
 
-## JupyterLab on the project's environment, with the `ddval` kernel
-lab: env
-	$(VENV)/bin/jupyter lab --allow-root --no-browser --ip 127.0.0.1 --notebook-dir notebooks
+## JupyterLab on the project's environment, with the `ddval` kernel, at the repository root: README.md,
+## results/, docs/ and notebooks/ are one click away. LAB_ARGS adds options (e.g. LAB_ARGS=--port=8890).
+## The environment is made only when missing (not when requirements.txt looks newer): a second clone that
+## shares .venv must not re-install it and re-point the editable install at itself.
+lab:
+	test -e $(VENV_STAMP) -a -e $(NODE_STAMP) || $(MAKE) env
+	$(VENV)/bin/jupyter lab --allow-root --no-browser --ip 127.0.0.1 --ServerApp.root_dir="$(CURDIR)" $(LAB_ARGS)
 
 ## recompile the Solidity contracts with the pinned solc-js (artifacts are committed; a test checks them)
 contracts: env

@@ -36,7 +36,7 @@ from ddval import layout, store  # noqa: E402
 from ddval.config import load_config  # noqa: E402
 from ddval.data import run_index_stage, run_resize_stage  # noqa: E402
 from ddval.train import run_training_stage  # noqa: E402
-from ddval.train.coalitions import coalition_dir, setting_coalitions  # noqa: E402
+from ddval.layout import coalition_dir, setting_coalitions  # noqa: E402
 
 
 def cpu_seconds() -> float:

@@ -5,4 +5,9 @@ Stages: ``ddval.data`` (index, resize, partition) -> ``ddval.train`` (coalitions
 payouts) -> ``ddval.plots``. See DESIGN.md for the data flow.
 """
 
+from ddval import numerics as _numerics
+
 __version__ = "0.1.0"
+
+# pin PyTorch's CPU kernels before any ddval module imports torch (ddval.numerics says why)
+_numerics.configure_environment()

@@ -2,7 +2,8 @@
 
 This module is the one owner of these facts; writers and readers import them from here.
 
-Layout (``<root>`` is ``$DDVAL_RESULTS`` or ``<repo>/results``)::
+Layout (``<root>`` is :func:`results_root`: ``$DDVAL_RESULTS``, else ``results/`` of the checkout the
+command runs in)::
 
     <root>/<preset>/data/                               cohort, index, resized scans (seed-independent)
     <root>/<preset>/seed-<s>/<setting>/                 partition of one seed and setting (``<S>``)
@@ -18,6 +19,7 @@ Result tables (columns, one row per what, who writes them) are described in ``do
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ddval.config import ExperimentConfig
+    from ddval.config import ExperimentConfig, SettingConfig
 
 #: Every valuation method, in table and display order (``institution_values.csv``'s ``method``).
 METHODS: tuple[str, ...] = ("exact", "ddval", "or", "mr", "lambda_mr", "gtg", "safe")
@@ -50,14 +52,51 @@ SIMILARITY_ROWS: tuple[str, ...] = (NOISE_CEILING, *METHODS[1:], *REFERENCE_SPLI
 Root = str | os.PathLike | None
 
 
-def results_root(root: Root = None) -> Path:
-    """``root`` if given, else ``$DDVAL_RESULTS``, else ``<repo>/results``."""
-    from ddval.config import repo_root
+#: What marks the root of a ddval checkout: both of these exist in it.
+CHECKOUT_MARKERS: tuple[str, ...] = ("configs", "lib/ddval")
 
+
+def checkout_root(start: str | os.PathLike | None = None) -> Path | None:
+    """The ddval checkout (working tree) that holds ``start`` (default: the current directory): the
+    nearest folder at or above it with ``configs/`` and ``lib/ddval/``; None outside every checkout.
+
+    This, not the location of the imported package, decides where results go: two clones may share
+    one environment whose editable install points at only one of them."""
+    here = Path(start if start is not None else os.getcwd()).expanduser().resolve()
+    for folder in (here, *here.parents):
+        if all((folder / marker).is_dir() for marker in CHECKOUT_MARKERS):
+            return folder
+    return None
+
+
+def checkout_results(start: str | os.PathLike | None = None) -> Path:
+    """``results/`` of :func:`checkout_root` (the tables shipped with the checkout you run in).
+
+    Raises:
+        FileNotFoundError: ``start`` (the current directory) is in no ddval checkout.
+    """
+    checkout = checkout_root(start)
+    if checkout is None:
+        here = Path(start if start is not None else os.getcwd()).resolve()
+        raise FileNotFoundError(
+            f"{here} is not inside a ddval checkout (no folder above it has {' and '.join(CHECKOUT_MARKERS)}); "
+            "run from your clone, or set DDVAL_RESULTS (or pass the results folder) to say where results go"
+        )
+    return checkout / "results"
+
+
+def results_root(root: Root = None) -> Path:
+    """Where run folders live: ``root`` if given, else ``$DDVAL_RESULTS``, else ``results/`` of the
+    checkout the current directory is in (:func:`checkout_results`), never the checkout the package
+    happens to be installed from.
+
+    Raises:
+        FileNotFoundError: none of the three applies (outside every checkout, no ``DDVAL_RESULTS``).
+    """
     if root is not None:
         return Path(root).expanduser().resolve()
     env = os.environ.get("DDVAL_RESULTS")
-    return Path(env).expanduser().resolve() if env else repo_root() / "results"
+    return Path(env).expanduser().resolve() if env else checkout_results()
 
 
 def preset_dir(cfg: ExperimentConfig, root: Root = None) -> Path:
@@ -109,6 +148,30 @@ def figures_dir(cfg: ExperimentConfig, root: Root = None) -> Path:
 def coalition_id(members: Sequence[str]) -> str:
     """A coalition's name and folder: member names joined by ``+`` (in config order)."""
     return "+".join(members)
+
+
+def all_coalitions(names: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every non-empty coalition, by size, members in ``names`` order (the grand coalition last)."""
+    return [c for k in range(1, len(names) + 1) for c in itertools.combinations(names, k)]
+
+
+def setting_coalitions(setting: SettingConfig) -> list[tuple[str, ...]]:
+    """The coalitions a setting trains: all of them, or only the grand one (``coalitions: grand``)."""
+    names = tuple(i.name for i in setting.institutions)
+    return all_coalitions(names) if setting.coalitions == "all" else [names]
+
+
+def parse_coalition(setting: SettingConfig, coalition: str | Sequence[str]) -> tuple[str, ...]:
+    """Members of ``coalition`` (an id such as ``"nih+mimic"`` or a list of names), in config order."""
+    names = [i.name for i in setting.institutions]
+    wanted = coalition.split("+") if isinstance(coalition, str) else list(coalition)
+    unknown = [w for w in wanted if w not in names]
+    if unknown or not wanted or len(set(wanted)) != len(wanted):
+        raise ValueError(f"setting {setting.name!r}: bad coalition {coalition!r}; institutions are {names}, joined by '+'")
+    members = tuple(n for n in names if n in wanted)
+    if members not in setting_coalitions(setting):
+        raise ValueError(f"setting {setting.name!r} trains only the grand coalition ({coalition_id(names)}), not {coalition!r}")
+    return members
 
 
 def grand_coalition_id(cfg: ExperimentConfig, setting: str) -> str:

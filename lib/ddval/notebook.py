@@ -20,9 +20,14 @@ def setup(preset: str = "demo", results_root: str | None = None, overrides: dict
     pd.set_option("display.width", 120)
     pd.set_option("display.max_columns", 30)
     pd.set_option("display.max_rows", 60)
+    pd.set_option("display.max_colwidth", None)  # long text (a scalability row's `basis`) is not cut off
     return load_config(preset, overrides)
 
 
 def show(frame: Any, digits: int = 4) -> Any:
-    """Round floats to ``digits`` so that displayed tables are stable to the last printed digit."""
-    return frame.round(digits)
+    """``frame`` as a reader should see it (:func:`ddval.display.table`): display names as on the figures,
+    settings in display order, cosine in percent, counts as integers, gas with thousands separators, other
+    numbers rounded to ``digits`` decimals (so displayed tables are stable to the last printed digit)."""
+    from ddval.display import table
+
+    return table(frame, digits)

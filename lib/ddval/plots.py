@@ -8,44 +8,29 @@ not pyplot figures: nothing global is touched, nothing leaks in loops, and Jupyt
 when asked to. Styling is seaborn's ``whitegrid``/``paper`` with the colour-blind-safe
 ``colorblind`` palette; every method, setting and payout scheme keeps its colour across figures.
 
-:data:`FIGURES` lists them in the order of notebook 06; :func:`render` loads the inputs of one,
-draws it, writes ``<name>.png``, ``<name>.pdf`` and ``summary_<name>.csv`` into the figures folder
-and returns what to show, or a one-line note when its inputs do not exist for this preset.
+:mod:`ddval.figures` lists them in the order of notebook 06 and renders, saves and shows them.
 """
 
 from __future__ import annotations
 
 import functools
-import io
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+import textwrap
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from ddval import summary as S
-from ddval.store import atomic_path, write_table
+from ddval.display import INSTITUTION_LABELS, METHOD_LABELS, PAYOUT_LABELS, SETTING_LABELS, label
 
 # --------------------------------------------------------------------------------------------
 # Names and colours
 # --------------------------------------------------------------------------------------------
-
-METHOD_LABELS = {
-    "exact": "Exact (canonical)",
-    "ddval": "DDVal",
-    "or": "OR",
-    "mr": "MR",
-    "lambda_mr": "λ-MR",
-    "gtg": "GTG-Shapley",
-    "safe": "SaFE",
-}
-SETTING_LABELS = {"noniid": "non-IID", "iid": "IID", "labelflip": "label flip"}
-INSTITUTION_LABELS = {"nih": "NIH", "chexpert": "CheXpert", "mimic": "MIMIC-CXR"}
-PAYOUT_LABELS = {"transfer_loop": "Transfer loop (push)", "merkle_claim": "Merkle claims (pull)"}
 
 _PALETTE = sns.color_palette("colorblind", 10)
 
@@ -62,14 +47,6 @@ def setting_color(setting: str) -> tuple[float, float, float]:
     order = list(S.SETTING_ORDER)
     i = order.index(setting) if setting in order else len(order) + sum(map(ord, setting)) % (10 - len(order))
     return _PALETTE[i % 10]
-
-
-def label(name: str, labels: dict[str, str]) -> str:
-    """Display name of a method/setting/institution: the known label, else ``client3`` -> ``Client 3``."""
-    if name in labels:
-        return labels[name]
-    head = name.rstrip("0123456789")
-    return f"{head.capitalize()} {name[len(head):]}" if head != name and head else name
 
 
 def _style(draw: Callable[..., Figure]) -> Callable[..., Figure]:
@@ -275,31 +252,85 @@ def flip_detection(det: pd.DataFrame) -> Figure:
 @_style
 def scalability(scal: pd.DataFrame) -> Figure:
     """Runtime (log scale) and number of coalition-utility evaluations against the number of clients, per
-    method: DDVal grows with the data points, the coalition methods with 2^n."""
+    method: DDVal grows with the data points, the coalition methods with 2^n. Filled markers and solid
+    lines are measured, hollow markers reached by dashed lines extrapolated (``measured``/``basis`` of
+    ``scalability.csv``). Each method has its own marker and a small sideways offset, so that methods
+    with nearly equal numbers (λ-MR and GTG-Shapley, OR and SaFE) stay visible; the legend sits below."""
     s = S.scalability(scal)
     settings = S.order_settings(s["setting"])
-    fig, (a, b) = _figure(2, width=4.4)
-    for setting, ls in zip(settings, ["-", "--", ":", "-."] * len(settings)):
-        for method in S.order_methods(s["method"]):
-            part = s[(s["method"] == method) & (s["setting"] == setting)]
+    methods = S.order_methods(s["method"])
+    fig = Figure(figsize=(9.2, 3.0 * len(settings) + 1.2), layout="constrained")
+    grid = fig.subplots(len(settings), 2, squeeze=False)
+    step = float(np.min(np.diff(np.unique(s["n_clients"])))) if s["n_clients"].nunique() > 1 else 1.0
+    offsets = _dodge(len(methods), 0.35 * step)
+    for (a, b), setting in zip(grid, settings):
+        for method, off in zip(methods, offsets):
+            part = s[(s["method"] == method) & (s["setting"] == setting)].sort_values("n_clients")
             if part.empty:
                 continue
-            name = label(method, METHOD_LABELS) + (f" ({label(setting, SETTING_LABELS)})" if len(settings) > 1 else "")
-            kw = {"marker": "o", "ls": ls, "color": method_color(method), "label": name}
-            a.errorbar(part["n_clients"], part["wall_time_s"], yerr=_nan0(part["wall_time_s_ci95"]), capsize=2, **kw)
-            evals = part[part["n_utility_evals"] > 0]  # DDVal needs none: nothing to draw on a log axis
-            if len(evals):
-                b.plot(evals["n_clients"], evals["n_utility_evals"], **kw)
+            x, measured = part["n_clients"].to_numpy(dtype=float) + off, part["measured"].to_numpy(dtype=bool)
+            style = _series_style(method_color(method), _MARKERS.get(method, "o"))
+            time = part["wall_time_s"].to_numpy(dtype=float)
+            _measured_series(a, x, time, measured, style, _nan0(part["wall_time_s_ci95"]))
+            evals = part["n_utility_evals"].to_numpy(dtype=float)
+            some = evals > 0  # DDVal needs none: nothing to draw on a log axis
+            if some.any():
+                _measured_series(b, x[some], evals[some], measured[some], style)
+        if "ddval" in methods and not (s.loc[s["method"] == "ddval", "n_utility_evals"] > 0).any():
+            b.text(0.98, 0.03, "DDVal: no coalition utilities", transform=b.transAxes, ha="right", va="bottom",
+                   fontsize="small")
+        if len(settings) > 1:
+            a.set_title(label(setting, SETTING_LABELS))
     per_client = (s["n_points"] / s["n_clients"]).unique()
     note = f" ({per_client[0]:,.0f} data points each)" if len(per_client) == 1 else ""
-    for ax in (a, b):
-        ax.set_yscale("log")
-        ax.set_xlabel(f"Number of clients{note}")
-        ax.set_xticks(sorted(s["n_clients"].unique()))
-    a.set_ylabel("Wall time [s]")
-    b.set_ylabel("Coalition utility evaluations")
-    a.legend(fontsize="small")
+    for a, b in grid:
+        for ax in (a, b):
+            ax.set_yscale("log")
+            ax.set_xlabel(f"Number of clients{note}")
+            ax.set_xticks(sorted(s["n_clients"].unique()))
+        a.set_ylabel("Wall time [s]")
+        b.set_ylabel("Coalition utility evaluations")
+    handles = [_legend_handle(method_color(m), _MARKERS.get(m, "o"), label(m, METHOD_LABELS)) for m in methods]
+    fig.legend(handles=handles + _measured_handles("measured", "extrapolated"), loc="outside lower center", ncols=4,
+               fontsize="small")
     return fig
+
+
+#: A marker per valuation method: series with nearly equal numbers stay apart without colour too.
+_MARKERS = {"exact": "s", "ddval": "o", "or": "^", "lambda_mr": "v", "gtg": "D", "safe": "P"}
+
+
+def _dodge(n: int, width: float) -> np.ndarray:
+    """``n`` sideways offsets spread evenly over ``width``, centred on 0."""
+    return (np.arange(n) - (n - 1) / 2) * (width / max(n - 1, 1))
+
+
+def _series_style(color: tuple[float, float, float], marker: str) -> dict:
+    return {"color": color, "marker": marker, "markersize": 6.5, "markeredgewidth": 1.3}
+
+
+def _measured_series(ax: Axes, x: np.ndarray, y: np.ndarray, measured: np.ndarray, style: dict,
+                     yerr: np.ndarray | None = None) -> None:
+    """A line through ``(x, y)``: filled markers and solid segments where ``measured``, hollow markers
+    reached by dashed segments elsewhere (extrapolated or estimated from a sample). ``yerr``: half-widths
+    of shape (n,) or lower/upper distances of shape (2, n)."""
+    color = style["color"]
+    for i in range(len(x) - 1):
+        ax.plot(x[i : i + 2], y[i : i + 2], ls="-" if measured[i + 1] else "--", color=color, lw=1.4)
+    for points, face in ((measured, color), (~measured, "white")):
+        if points.any():
+            err = None if yerr is None else yerr[..., points]
+            ax.errorbar(x[points], y[points], yerr=err, ls="none", capsize=2, mfc=face, **style)
+
+
+def _legend_handle(color, marker: str, name: str) -> Line2D:
+    return Line2D([], [], color=color, marker=marker, markersize=6.5, markeredgewidth=1.3, lw=1.4, label=name)
+
+
+def _measured_handles(measured: str, other: str) -> list[Line2D]:
+    """Legend entries for the marker fill: ``measured`` (filled, solid) and ``other`` (hollow, dashed)."""
+    return [Line2D([], [], color="0.3", marker="o", mfc="0.3", lw=1.4, label=measured),
+            Line2D([], [], color="0.3", marker="o", mfc="white", ls="--", lw=1.4, label=other)]
 
 
 @_style
@@ -334,7 +365,7 @@ def gas(gas_table: pd.DataFrame) -> Figure:
     ax.barh(pos, k["gas_mean"], xerr=err, capsize=2, color=[colors[a] for a in s["actor"]])
     for p, top, n in zip(pos, k["gas_max"], s["n_tx"]):
         ax.annotate(f"×{n:g}", (top, p), xytext=(4, 0), textcoords="offset points", va="center", fontsize="small")
-    ax.set_yticks(pos, [f"{o} ({a})" for o, a in zip(s["operation"], s["actor"])])
+    ax.set_yticks(pos, [f"{o} ({label(a, INSTITUTION_LABELS)})" for o, a in zip(s["operation"], s["actor"])])
     ax.set_xlabel("Gas per transaction [10³ gas]")
     ax.set_ylabel("Operation (actor)")
     ax.margins(x=0.12)
@@ -343,24 +374,51 @@ def gas(gas_table: pd.DataFrame) -> Figure:
 
 @_style
 def payout_scaling(payout: pd.DataFrame) -> Figure:
-    """Cost of paying many recipients: total gas (log–log) and gas per recipient against the number of
-    recipients, per payout scheme."""
+    """Cost of paying many recipients, per payout scheme: total gas (log–log) and gas per recipient (mean,
+    min–max as whiskers) against the number of recipients. Large counts are measured on a sample of the
+    recipients; their markers are hollow and their total is setup gas + recipients × the sample's mean
+    (a note under the figure says how many were measured)."""
     s = S.payout_scaling(payout)
-    fig, (a, b) = _figure(2, width=4.4)
-    for i, method in enumerate(dict.fromkeys(s["method"])):
-        part = s[s["method"] == method]
-        kw = {"marker": "o", "color": _PALETTE[(i + 3) % 10], "label": label(method, PAYOUT_LABELS)}
-        a.plot(part["n_recipients"], part["total_gas"], **kw)
-        b.plot(part["n_recipients"], part["gas_per_recipient"], **kw)
+    fig = Figure(figsize=(9.2, 4.4), layout="constrained")
+    a, b = fig.subplots(1, 2, sharex=True)
+    methods = list(dict.fromkeys(s["method"]))
+    offsets = 10 ** _dodge(len(methods), 0.08)  # multiplicative: the x axis is logarithmic
+    handles = []
+    for i, (method, off) in enumerate(zip(methods, offsets)):
+        part = s[s["method"] == method].sort_values("n_recipients")
+        style = _series_style(_PALETTE[(i + 3) % 10], "os"[i % 2])
+        x, measured = part["n_recipients"].to_numpy(dtype=float) * off, part["measured"].to_numpy(dtype=bool)
+        per = part["gas_per_recipient"].to_numpy(dtype=float) / 1000.0
+        spread = np.vstack([per - part["gas_per_recipient_min"] / 1000.0, part["gas_per_recipient_max"] / 1000.0 - per])
+        _measured_series(a, x, part["total_gas"].to_numpy(dtype=float), measured, style)
+        _measured_series(b, x, per, measured, style, np.clip(spread, 0, None))
+        handles.append(_legend_handle(style["color"], style["marker"], label(method, PAYOUT_LABELS)))
     for ax in (a, b):
         ax.set_xscale("log")
         ax.set_xlabel("Number of recipients")
     a.set_yscale("log")
     a.set_ylabel("Total gas [gas]")
-    b.set_ylabel("Gas per recipient [gas]")
+    b.set_ylabel("Gas per recipient [10³ gas]")
     b.set_ylim(bottom=0)
-    a.legend(fontsize="small")
+    marks = _measured_handles("every recipient measured", "from a sample of recipients")
+    fig.legend(handles=handles + marks, loc="outside lower center", ncols=2, fontsize="small")
+    note = _sample_note(s)
+    if note:  # a suptitle: the constrained layout keeps room for it (a free fig.text would overlap)
+        fig.suptitle(textwrap.fill(note, 125), fontsize="small")
     return fig
+
+
+def _sample_note(s: pd.DataFrame) -> str:
+    """What the hollow markers of :func:`payout_scaling` stand for, from the table's own counts."""
+    sampled = s[~s["measured"]]
+    if sampled.empty:
+        return ""
+    parts = []
+    for method, rows in sampled.groupby("method", sort=False):
+        counts = ", ".join(f"{m:,.0f} of {n:,.0f}" for m, n in zip(rows["n_measured"], rows["n_recipients"]))
+        parts.append(f"{label(method, PAYOUT_LABELS).split(' (')[0].lower()} {counts}")
+    return ("Hollow markers: to keep the run short, only some recipients were paid on the test chain ("
+            + "; ".join(parts) + "); their total is setup gas + recipients × the sample's mean gas per recipient.")
 
 
 @_style
@@ -378,131 +436,8 @@ def training_curves(curves: pd.DataFrame) -> Figure:
             ci = _nan0(part[f"{col}_ci95"])
             ax.fill_between(part["round"], part[col] - ci, part[col] + ci, color=color, alpha=0.2, lw=0)
         ax.set_title(label(setting, SETTING_LABELS))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
         ax.set_xlabel("Communication round")
         ax.set_ylabel("Loss (binary cross-entropy)")
     axes[0].legend(fontsize="small")
     return fig
-
-
-# --------------------------------------------------------------------------------------------
-# Saving and the notebook's registry
-# --------------------------------------------------------------------------------------------
-
-
-def save(fig: Figure, path: str | Path, dpi: int = 150) -> tuple[Path, Path]:
-    """Write ``fig`` as ``<path>.png`` and ``<path>.pdf`` (any suffix of ``path`` is replaced), atomically.
-
-    The PDF carries no creation date, so re-drawing the same table gives the same bytes."""
-    stem = Path(path)
-    stem = stem.with_suffix("") if stem.suffix in {".png", ".pdf"} else stem
-    out = []
-    for fmt, meta in (("png", {}), ("pdf", {"CreationDate": None})):
-        final = stem.parent / f"{stem.name}.{fmt}"
-        with atomic_path(final) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=meta)
-        out.append(final)
-    return out[0], out[1]
-
-
-@dataclass(frozen=True)
-class FigureSpec:
-    """One entry of notebook 06: the result table it reads, its summary, its drawing (None: table only)."""
-
-    table: str
-    summarize: Callable[[pd.DataFrame], pd.DataFrame]
-    draw: Callable[[pd.DataFrame], Figure] | None
-    #: True: read ``table`` only for the settings that have a ``labelflip.csv`` (the label-flip ones)
-    labelflip_only: bool = False
-
-
-#: Figures and tables of the paper, in notebook order. Keys are the file stems under ``figures/``.
-FIGURES: dict[str, FigureSpec] = {
-    "institution_values": FigureSpec("institution_values.csv", S.institution_values, institution_values),
-    "similarity": FigureSpec("similarity.csv", S.similarity, similarity),
-    "similarity_table": FigureSpec("similarity.csv", S.similarity_table, None),
-    "paper_comparison": FigureSpec("similarity.csv", S.paper_comparison, None),
-    "labelflip_values": FigureSpec("labelflip.csv", S.labelflip_values, labelflip_values),
-    "flipped_points": FigureSpec("point_values.parquet", S.flipped_points, flipped_points, labelflip_only=True),
-    "flip_detection": FigureSpec("flip_detection.csv", S.flip_detection, flip_detection),
-    "scalability": FigureSpec("scalability.csv", S.scalability, scalability),
-    "dp_noise": FigureSpec("dp.csv", S.dp_noise, dp_noise),
-    "gas": FigureSpec("gas.csv", S.gas, gas),
-    "payout_scaling": FigureSpec("payout_scaling.csv", S.payout_scaling, payout_scaling),
-    "training_curves": FigureSpec("curves.csv", S.training_curves, training_curves),
-}
-
-
-@dataclass
-class Rendered:
-    """A drawn figure (or table) with the numbers behind it and the files written. In Jupyter it shows the
-    figure, then the numbers rounded to ``digits`` (what nbval compares)."""
-
-    name: str
-    figure: Figure | None
-    numbers: pd.DataFrame
-    files: tuple[Path, ...]
-    digits: int = 4
-
-    def png(self, dpi: int = 100) -> bytes:
-        """The figure as a 256-colour PNG for display: a third of the bytes of the full-colour one, which
-        keeps committed notebooks small (the saved files are full colour at :func:`save`'s dpi)."""
-        from PIL import Image
-
-        buf = io.BytesIO()
-        self.figure.savefig(buf, format="png", dpi=dpi)
-        image = Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-        out = io.BytesIO()
-        image.save(out, format="png", optimize=True)
-        return out.getvalue()
-
-    def _ipython_display_(self) -> None:
-        # An explicit PNG, not display(figure): a bare Figure has no PNG formatter unless pyplot's inline
-        # backend was activated, and the PNG keeps the committed notebooks small (nbval skips image/png).
-        from IPython.display import Image, display
-
-        if self.figure is not None:
-            display(Image(data=self.png(), format="png"))
-        display(self.numbers.round(self.digits))
-
-
-@dataclass
-class Skipped:
-    """A figure whose input table does not exist for this preset; shows a one-line note."""
-
-    name: str
-    reason: str
-
-    def __repr__(self) -> str:
-        return f"skipped {self.name}: {self.reason}"
-
-    def _ipython_display_(self) -> None:
-        print(repr(self))
-
-
-def render(tables: S.ResultTables, name: str, out_dir: str | Path | None = None) -> Rendered | Skipped:
-    """Load the input of figure ``name`` from ``tables``, draw it and write ``<name>.png``/``.pdf`` and
-    ``summary_<name>.csv`` into ``out_dir`` (default ``tables.figures_dir``). Missing input -> :class:`Skipped`."""
-    if name not in FIGURES:
-        raise KeyError(f"unknown figure {name!r}; known: {list(FIGURES)}")
-    spec = FIGURES[name]
-    settings = None
-    if spec.labelflip_only:
-        settings = {p.parts[-3] for p in tables.paths("labelflip.csv")}
-        if not settings:
-            return Skipped(name, f"no label-flip setting (no {tables.pattern('labelflip.csv')})")
-    frame = tables.load(spec.table, settings)
-    if frame is None:
-        return Skipped(name, f"no {tables.pattern(spec.table)}")
-    out_dir = Path(out_dir) if out_dir is not None else tables.figures_dir
-    numbers = spec.summarize(frame)
-    files: list[Path] = [write_table(out_dir / f"summary_{name}.csv", numbers.reset_index() if spec.draw is None else numbers)]
-    figure = None
-    if spec.draw is not None:
-        figure = spec.draw(frame)
-        files.extend(save(figure, out_dir / name))
-    return Rendered(name, figure, numbers, tuple(files))
-
-
-def render_all(tables: S.ResultTables, names: Sequence[str] | None = None, out_dir: str | Path | None = None) -> list[Rendered | Skipped]:
-    """:func:`render` every figure of :data:`FIGURES` (or ``names``) in order."""
-    return [render(tables, n, out_dir) for n in (names or FIGURES)]

@@ -10,6 +10,7 @@ from importlib import metadata
 
 import numpy as np
 
+from ddval import numerics
 from ddval.config import repo_root
 
 #: Packages whose versions go into every provenance record.
@@ -17,7 +18,8 @@ PROVENANCE_PACKAGES = ("ddval", "torch", "torchvision", "numpy", "pandas", "scik
 
 
 def seed_everything(seed: int, threads: int | None = None, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and torch; optionally fix torch's thread count and force deterministic kernels."""
+    """Seed Python, NumPy and torch; pin the CPU numerics (:mod:`ddval.numerics`); optionally fix torch's
+    thread count and force deterministic kernels."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     try:
@@ -27,6 +29,7 @@ def seed_everything(seed: int, threads: int | None = None, deterministic: bool =
     torch.manual_seed(seed)
     if threads:
         torch.set_num_threads(threads)
+    numerics.apply_to_torch()
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=False)

@@ -74,6 +74,8 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path``.
 
+    The file gets the mode a plain ``open(path, "w")`` would give it (``0o666`` less the umask, e.g.
+    0644), not ``mkstemp``'s private 0600: figures and tables are read by other users and tools.
     On an exception the temporary file is removed and ``path`` is left untouched.
     """
     final = Path(path)
@@ -83,10 +85,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    """The process's umask. Linux reports it in /proc (reading it elsewhere means setting it, briefly)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -21,14 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddval.config import repo_root
-from ddval.layout import METHODS, NOISE_CEILING, TABLES
+from ddval.display import SETTING_ORDER, order_methods, order_settings  # noqa: F401 (summary's public names)
+from ddval.display import plus_minus as _pm
+from ddval.layout import METHODS, NOISE_CEILING, TABLES, checkout_results  # noqa: F401 (METHODS: summary's public name)
 from ddval.store import read_table
 from ddval import scorecard
 from ddval.valuation import compare
-
-#: Display order of the settings that commonly occur; others follow alphabetically.
-SETTING_ORDER: tuple[str, ...] = ("noniid", "iid", "labelflip")
 
 #: The paper's headline numbers (abstract): cosine similarity [%] of the institutional values to the
 #: exact ones. The IID / non-IID order of the baseline numbers is inferred from the abstract's wording.
@@ -76,26 +74,14 @@ def summarize(frame: pd.DataFrame, by: Sequence[str], value: str, scale: float =
 
 
 def shipped_results_root() -> Path:
-    """``<repo>/results``: the result tables committed with the repository."""
-    return repo_root() / "results"
+    """``results/`` of the checkout the current directory is in: the result tables committed with the
+    repository (:func:`ddval.layout.checkout_results`; not where the package is installed)."""
+    return checkout_results()
 
 
 def _seed_key(path: Path) -> tuple[int, str]:
     seed = path.name.removeprefix("seed-")
     return (int(seed), "") if seed.isdigit() else (1 << 62, seed)
-
-
-def order_settings(settings: Iterable[str]) -> list[str]:
-    """Settings in display order: :data:`SETTING_ORDER` first, then the others alphabetically."""
-    settings = list(dict.fromkeys(settings))
-    known = [s for s in SETTING_ORDER if s in settings]
-    return known + sorted(s for s in settings if s not in SETTING_ORDER)
-
-
-def order_methods(methods: Iterable[str]) -> list[str]:
-    """Methods in display order: :data:`METHODS` first, then the others alphabetically."""
-    methods = list(dict.fromkeys(methods))
-    return [m for m in METHODS if m in methods] + sorted(m for m in methods if m not in METHODS)
 
 
 def check_table(frame: pd.DataFrame, path: str | os.PathLike, required: Sequence[str], numeric: Sequence[str] = ()) -> None:
@@ -166,7 +152,9 @@ class ResultTables:
             frames.append(frame)
         if not frames:
             return None
-        return pd.concat(frames, ignore_index=True)
+        # A header-only file (a setting without rows, e.g. no exact values under label flip) reads as
+        # `object` columns, and concatenating it would turn every numeric column into `object`.
+        return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
 
     def inventory(self) -> pd.DataFrame:
         """One row per known table: how many files, which seeds and settings (for the notebook's first cell)."""
@@ -287,12 +275,26 @@ def flip_detection(det: pd.DataFrame) -> pd.DataFrame:
 
 def scalability(scal: pd.DataFrame) -> pd.DataFrame:
     """Wall time [s] per setting, method and client count (mean ± 95 % CI over seeds when there are
-    several), with the mean number of data points and of utility evaluations."""
+    several), with the mean number of data points and of utility evaluations, and whether the time was
+    ``measured`` (False: extrapolated in every seed) with its ``basis`` (how it was obtained). Tables
+    without those columns count as measured, basis ``"not recorded"``."""
     keys = ["setting", "method", "n_clients"]
+    scal = scal.assign(
+        measured=scal["measured"].map(_truthy) if "measured" in scal.columns else True,
+        basis=scal["basis"].fillna("") if "basis" in scal.columns else "not recorded",
+    )
     out = summarize(scal, keys, "wall_time_s")
-    extra = scal.groupby(keys, sort=False)[["n_points", "n_utility_evals"]].mean().reset_index()
+    extra = scal.groupby(keys, sort=False).agg(
+        n_points=("n_points", "mean"), n_utility_evals=("n_utility_evals", "mean"),
+        measured=("measured", "any"), basis=("basis", lambda b: "; ".join(dict.fromkeys(b))),
+    ).reset_index()
     out = out.merge(extra, on=keys, how="left").sort_values(["n_clients"], kind="stable")
     return _sort(out, settings=True, methods=True)
+
+
+def _truthy(value: object) -> bool:
+    """A ``measured`` cell as read from CSV (bool, or text ``True``/``False``)."""
+    return str(value).strip().lower() in ("true", "1", "yes")
 
 
 def dp_noise(dp: pd.DataFrame) -> pd.DataFrame:
@@ -316,12 +318,27 @@ def gas(gas_table: pd.DataFrame) -> pd.DataFrame:
 
 
 def payout_scaling(payout: pd.DataFrame) -> pd.DataFrame:
-    """Total gas, gas per recipient and transactions per payout method and recipient count (mean over
-    seeds when there are several)."""
-    cols = ["total_gas", "gas_per_recipient", "n_transactions"]
-    out = payout.groupby(["method", "n_recipients"], sort=False)[cols].mean().reset_index()
-    rank = {m: i for i, m in enumerate(pd.unique(out["method"]))}
-    return out.assign(_r=out["method"].map(rank)).sort_values(["_r", "n_recipients"], kind="stable").drop(columns="_r").reset_index(drop=True)
+    """Gas of paying ``n_recipients`` per payout method (mean over seeds when there are several).
+
+    Large counts are measured on a sample of the recipients (``n_measured`` of them; the writer leaves
+    their ``total_gas`` empty rather than extrapolating). Here ``total_gas`` is completed as
+    ``setup_gas + n_recipients × gas_per_recipient`` (the sample's mean) for those rows, which is what a
+    fully measured row adds up to, and ``measured`` says whether every recipient was measured."""
+    payout = payout.copy()
+    if "n_measured" not in payout.columns:
+        payout["n_measured"] = np.where(payout["total_gas"].notna(), payout["n_recipients"], np.nan)
+    setup = payout["setup_gas"].fillna(0.0) if "setup_gas" in payout.columns else 0.0
+    payout["measured"] = payout["n_measured"] >= payout["n_recipients"]
+    payout["total_gas"] = payout["total_gas"].fillna(setup + payout["n_recipients"] * payout["gas_per_recipient"])
+    if "gas_per_recipient_min" not in payout.columns:
+        payout["gas_per_recipient_min"] = payout["gas_per_recipient_max"] = payout["gas_per_recipient"]
+    cols = ["n_transactions", "n_measured", "total_gas", "gas_per_recipient", "gas_per_recipient_min",
+            "gas_per_recipient_max"]
+    g = payout.groupby(["method", "n_recipients"], sort=False)
+    out = g[cols].mean().join(g["measured"].all()).reset_index()
+    rank = out["method"].map({m: i for i, m in enumerate(pd.unique(out["method"]))})
+    order = np.lexsort([out["n_recipients"].to_numpy(), rank.to_numpy()])  # methods as they come, counts rising
+    return out.iloc[order].reset_index(drop=True)
 
 
 def grand_coalitions(curves: pd.DataFrame) -> pd.DataFrame:

@@ -150,7 +150,7 @@ def test_task_json_is_plain_data(tmp_path):
 @pytest.mark.parametrize("preset", ["demo", "paper_noniid", "labelflip"])
 def test_coalition_ids_match_the_training_stage(preset):
     """The manifest names coalitions without importing torch; it must agree with ddval.train."""
-    from ddval.train.coalitions import coalition_id, setting_coalitions
+    from ddval.train import coalition_id, setting_coalitions
 
     for setting in load_config(preset).settings:
         assert coalition_ids(setting) == [coalition_id(c) for c in setting_coalitions(setting)]

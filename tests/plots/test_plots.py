@@ -1,7 +1,10 @@
 """ddval.plots on the fixture tables: each figure has the expected panels and series, draws the summary
-numbers, and is saved as PNG + PDF with its summary table."""
+numbers, and is saved as PNG + PDF with its summary table (ddval.figures)."""
 
 from __future__ import annotations
+
+import os
+import stat
 
 import numpy as np
 import pandas as pd
@@ -9,6 +12,7 @@ import pytest
 from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
 
+from ddval import figures as F
 from ddval import plots as P
 from ddval import summary as S
 
@@ -86,14 +90,56 @@ def test_flip_detection(tables):
     _labelled(fig)
 
 
-def test_scalability(tables):
-    fig = P.scalability(tables.load("scalability.csv"))
+def _markers(ax, hollow: bool) -> list[tuple[float, float]]:
+    """Data positions of the filled (or hollow: white face) markers of ``ax`` (error-bar caps left out)."""
+    out = []
+    for line in ax.get_lines():
+        if line.get_marker() in (None, "None", "", "_", "|") or line.get_linestyle() not in ("None", "none", ""):
+            continue
+        if (line.get_markerfacecolor() == "white") == hollow:
+            out.extend(zip(*line.get_data()))
+    return out
+
+
+def _disjoint(fig, ax) -> bool:
+    """The figure's legend does not overlap ``ax``."""
+    fig.draw_without_rendering()  # runs the constrained layout
+    legend = fig.legends[0].get_window_extent()
+    return not legend.overlaps(ax.get_window_extent())
+
+
+def test_scalability_tells_measured_from_extrapolated(tables):
+    scal = tables.load("scalability.csv")
+    fig = P.scalability(scal)
     a, b = fig.axes
-    assert len(_errorbars(a)) == 6  # all six methods timed
-    assert len(b.get_lines()) == 5  # DDVal evaluates no coalition utility
+    extrapolated = scal[~scal["measured"]]
+    assert len(_markers(a, hollow=True)) == len(extrapolated)  # one hollow marker per extrapolated time
+    assert len(_markers(a, hollow=False)) == len(scal) - len(extrapolated)
+    assert len(_markers(b, hollow=True)) == len(extrapolated[extrapolated["n_utility_evals"] > 0])
+    names = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert names[-2:] == ["measured", "extrapolated"] and "DDVal" in names
     assert a.get_yscale() == "log" and b.get_yscale() == "log"
     assert "500 data points each" in a.get_xlabel()
+    assert _disjoint(fig, a) and _disjoint(fig, b)  # the legend covers no data
     _labelled(fig)
+
+
+def test_scalability_hides_no_series(tables):
+    """Methods with equal numbers (OR and SaFE evaluate 2^n - 1 coalitions in the fixture) stay apart: no two
+    methods share a marker position, and every method has its own marker shape."""
+    fig = P.scalability(tables.load("scalability.csv"))
+    for ax in fig.axes:
+        points = _markers(ax, hollow=False) + _markers(ax, hollow=True)
+        assert len(set(points)) == len(points)
+    shapes = {line.get_marker() for line in fig.axes[0].get_lines() if line.get_linestyle() in ("None", "none")} - {"_"}
+    assert len(shapes) == 6
+
+
+def test_scalability_without_measured_column_counts_as_measured(tables):
+    scal = tables.load("scalability.csv").drop(columns=["measured", "basis"])
+    s = S.scalability(scal)
+    assert s["measured"].all() and set(s["basis"]) == {"not recorded"}
+    assert not _markers(P.scalability(scal).axes[0], hollow=True)
 
 
 def test_dp_noise(tables):
@@ -111,15 +157,35 @@ def test_gas(tables):
     s = S.gas(g)
     assert len(bars) == len(s) == 12
     assert np.allclose(sorted(r.get_width() for r in bars), sorted(s["gas_mean"] / 1000))
+    assert "register_round (NIH)" in [t.get_text() for t in ax.get_yticklabels()]  # names as in the tables
     _labelled(fig)
 
 
-def test_payout_scaling(tables):
-    fig = P.payout_scaling(tables.load("payout_scaling.csv"))
+def test_payout_scaling_is_complete_and_says_what_is_sampled(tables):
+    payout = tables.load("payout_scaling.csv")
+    fig = P.payout_scaling(payout)
     a, b = fig.axes
-    assert len(a.get_lines()) == len(b.get_lines()) == 2
+    sampled = payout[payout["n_measured"] < payout["n_recipients"]]
+    assert len(sampled) and payout.loc[sampled.index, "total_gas"].isna().all()  # the writer leaves them empty
+    # every row has a total-gas point; the sampled ones are hollow
+    assert len(_markers(a, hollow=False)) + len(_markers(a, hollow=True)) == len(payout)
+    assert len(_markers(a, hollow=True)) == len(_markers(b, hollow=True)) == len(sampled)
+    assert a.get_xlim() == b.get_xlim()  # both panels reach 10^4
+    assert max(x for x, _ in _markers(a, hollow=True)) > 5000
+    note = fig.get_suptitle()
+    assert "20 of 10,000" in note and "1,000 of 10,000" in note and "mean" in note
     assert a.get_xscale() == a.get_yscale() == "log"
+    assert _disjoint(fig, a) and _disjoint(fig, b)
     _labelled(fig)
+
+
+def test_payout_scaling_totals_from_the_sample(tables):
+    payout = tables.load("payout_scaling.csv")
+    s = S.payout_scaling(payout)
+    row = s[(s["method"] == "merkle_claim") & (s["n_recipients"] == 1000)].iloc[0]
+    assert not row["measured"] and row["total_gas"] == 268_042 + 1000 * row["gas_per_recipient"]
+    full = s[(s["method"] == "merkle_claim") & (s["n_recipients"] == 10)].iloc[0]
+    assert full["measured"] and full["total_gas"] == payout["total_gas"].iloc[1]  # measured totals kept
 
 
 def test_training_curves(tables):
@@ -127,6 +193,8 @@ def test_training_curves(tables):
     assert len(fig.axes) == 3
     for ax in fig.axes:
         assert [line.get_label() for line in ax.get_lines()] == ["validation", "training"]
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)  # rounds are whole numbers
     _labelled(fig)
 
 
@@ -135,13 +203,13 @@ def test_training_curves(tables):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(P.FIGURES))
+@pytest.mark.parametrize("name", list(F.FIGURES))
 def test_render_writes_png_pdf_and_summary(tables, tmp_path, name):
-    r = P.render(tables, name, tmp_path)
-    assert isinstance(r, P.Rendered)
+    r = F.render(tables, name, tmp_path)
+    assert isinstance(r, F.Rendered)
     summary_csv = tmp_path / f"summary_{name}.csv"
     assert summary_csv in r.files and len(pd.read_csv(summary_csv)) == len(r.numbers) > 0
-    if P.FIGURES[name].draw is None:
+    if F.FIGURES[name].draw is None:
         assert r.figure is None and len(r.files) == 1
         return
     png, pdf = tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
@@ -152,8 +220,8 @@ def test_render_writes_png_pdf_and_summary(tables, tmp_path, name):
 
 def test_render_skips_missing_tables(tmp_path):
     empty = S.ResultTables.open(tmp_path, "demo")
-    r = P.render(empty, "gas")
-    assert isinstance(r, P.Skipped)
+    r = F.render(empty, "gas")
+    assert isinstance(r, F.Skipped)
     assert repr(r) == "skipped gas: no demo/seed-*/*/economy/gas.csv"
     assert not (tmp_path / "demo").exists()  # nothing written for a skipped figure
 
@@ -161,26 +229,36 @@ def test_render_skips_missing_tables(tmp_path):
 def test_flipped_points_skipped_without_labelflip_settings(copied_root):
     for path in copied_root.glob("demo/seed-*/labelflip/valuation/labelflip.csv"):
         path.unlink()
-    r = P.render(S.ResultTables.open(copied_root, "demo"), "flipped_points")
-    assert isinstance(r, P.Skipped) and "no label-flip setting" in r.reason
+    r = F.render(S.ResultTables.open(copied_root, "demo"), "flipped_points")
+    assert isinstance(r, F.Skipped) and "no label-flip setting" in r.reason
 
 
 def test_render_default_out_dir_is_preset_figures(copied_root):
     t = S.ResultTables.open(copied_root, "demo")
-    r = P.render(t, "labelflip_values")
+    r = F.render(t, "labelflip_values")
     assert all(f.parent == copied_root / "demo" / "figures" for f in r.files)
+
+
+def test_figures_and_tables_are_readable_by_others(tables, tmp_path):
+    """Written with the mode of a plain open() (0644 under umask 022), not mkstemp's 0600."""
+    old = os.umask(0o022)
+    try:
+        r = F.render(tables, "labelflip_values", tmp_path)
+    finally:
+        os.umask(old)
+    assert {stat.S_IMODE(f.stat().st_mode) for f in r.files} == {0o644}
 
 
 def test_save_is_byte_stable(tables, tmp_path):
     fig = P.labelflip_values(tables.load("labelflip.csv"))
-    first = [p.read_bytes() for p in P.save(fig, tmp_path / "a")]
-    second = [p.read_bytes() for p in P.save(P.labelflip_values(tables.load("labelflip.csv")), tmp_path / "b.png")]
+    first = [p.read_bytes() for p in F.save(fig, tmp_path / "a")]
+    second = [p.read_bytes() for p in F.save(P.labelflip_values(tables.load("labelflip.csv")), tmp_path / "b.png")]
     assert first == second  # no creation dates: re-drawing the same table gives the same files
 
 
 def test_unknown_figure_is_a_clear_error(tables):
     with pytest.raises(KeyError, match="unknown figure 'nope'"):
-        P.render(tables, "nope")
+        F.render(tables, "nope")
 
 
 def test_labels_and_colours():

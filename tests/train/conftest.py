@@ -8,7 +8,7 @@ from torch.utils.data import TensorDataset
 
 from ddval.config import TrainConfig
 from ddval.repro import seed_everything
-from ddval.train.federated import Client
+from ddval.train.local import Client
 from ddval.train.models import build_model
 
 IMAGE = 32  # the smallest input a DenseNet's five halvings accept

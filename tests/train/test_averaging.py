@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddval.train.federated import average_states, state_sha256
+from ddval.train.aggregate import average_states, state_sha256
 
 
 def _state(a: float, b: list[float], n: int) -> dict:

@@ -5,9 +5,12 @@ import pytest
 
 from ddval import store
 from ddval.config import LABELS, load_config
-from ddval.train import coalitions
-from ddval.train.coalitions import SettingData, all_coalitions, coalition_dir, parse_coalition, setting_coalitions, train_coalition
-from ddval.train.federated import CheckpointError, load_checkpoint, state_sha256
+from ddval.layout import all_coalitions, coalition_dir, coalition_id, parse_coalition, setting_coalitions
+from ddval.train import stage
+from ddval.train.results import RoundHistory
+from ddval.train.stage import SettingData, train_coalition
+from ddval.train.aggregate import state_sha256
+from ddval.train.checkpoints import CheckpointError, load_checkpoint
 
 TINY = {
     "max_rounds": 3,
@@ -45,7 +48,7 @@ def data(data_factory):
 def test_coalitions_are_enumerated_in_config_order():
     cfg = load_config("demo")
     assert all_coalitions(["a", "b", "c"]) == [("a",), ("b",), ("c",), ("a", "b"), ("a", "c"), ("b", "c"), ("a", "b", "c")]
-    assert [coalitions.coalition_id(c) for c in setting_coalitions(cfg.setting("noniid"))][3] == "nih+chexpert"
+    assert [coalition_id(c) for c in setting_coalitions(cfg.setting("noniid"))][3] == "nih+chexpert"
     assert setting_coalitions(cfg.setting("labelflip")) == [tuple(f"flip{p:02d}" for p in range(0, 30, 5))]
     assert parse_coalition(cfg.setting("noniid"), "mimic+nih") == ("nih", "mimic")
     with pytest.raises(ValueError, match="institutions are"):
@@ -68,7 +71,7 @@ def test_grand_coalition_tables_and_recorded_rounds(tmp_path, data):
     rounds = pd.read_csv(cdir / "rounds.csv")
     assert list(rounds.columns) == ["round", "institution", "model_sha256", "merged_sha256", "leader", "val_loss"]
     assert len(rounds) == 9 and set(rounds["leader"]) == {"server"}
-    history = coalitions.RoundHistory(cdir, store.param_hash(coalitions.coalition_params(cfg, 0, "noniid", GRAND, data.partition)), GRAND, {n: 16 for n in GRAND}, False, 3, int(curve.loc[curve["is_best"], "round"].iloc[0]))
+    history = RoundHistory(cdir, store.param_hash(stage.coalition_params(cfg, 0, "noniid", GRAND, data.partition)), GRAND, {n: 16 for n in GRAND}, False, 3, int(curve.loc[curve["is_best"], "round"].iloc[0]))
     for r in (1, 2, 3):
         row = rounds[rounds["round"] == r]
         assert state_sha256(history.global_state(r)) == row["merged_sha256"].iloc[0]
@@ -98,14 +101,14 @@ class Killed(Exception):
 def test_resume_after_a_killed_run(tmp_path, data, monkeypatch):
     cfg = demo()
     train_coalition(cfg, 0, "noniid", GRAND, data, root=tmp_path / "full")
-    save_round = coalitions._save_round
+    save_round = stage._save_round
 
     def die_in_round_3(cdir, record, h):
         if record.round == 3:
             raise Killed
         save_round(cdir, record, h)
 
-    monkeypatch.setattr(coalitions, "_save_round", die_in_round_3)
+    monkeypatch.setattr(stage, "_save_round", die_in_round_3)
     with pytest.raises(Killed):
         train_coalition(cfg, 0, "noniid", GRAND, data, root=tmp_path / "killed")
     cdir = coalition_dir(cfg, 0, "noniid", GRAND, root=tmp_path / "killed")
@@ -113,7 +116,7 @@ def test_resume_after_a_killed_run(tmp_path, data, monkeypatch):
     # a half-trained coalition of another config is never continued
     with pytest.raises(CheckpointError, match="different configuration"):
         train_coalition(demo(lr=0.02), 0, "noniid", GRAND, data, root=tmp_path / "killed")
-    monkeypatch.setattr(coalitions, "_save_round", save_round)
+    monkeypatch.setattr(stage, "_save_round", save_round)
     assert not train_coalition(cfg, 0, "noniid", GRAND, data, root=tmp_path / "killed").skipped
     full = coalition_dir(cfg, 0, "noniid", GRAND, root=tmp_path / "full")
     for name in ("auroc.csv", "curve.csv", "rounds.csv"):
@@ -155,7 +158,7 @@ def test_model_hash_ignores_where_the_scans_lie_but_not_what_they_are(data):
     relabelled = here.assign(split=here["split"].where(here.index != 0, "val"))
 
     def h(frame):
-        return store.param_hash(coalitions.coalition_params(cfg, 0, "noniid", GRAND, frame))
+        return store.param_hash(stage.coalition_params(cfg, 0, "noniid", GRAND, frame))
 
     assert h(here) == h(there)
     assert h(relabelled) != h(here)

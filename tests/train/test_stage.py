@@ -7,8 +7,9 @@ import torch
 from ddval import layout, store
 from ddval.config import load_config
 from ddval.train import load_curves, load_model, load_rounds, load_utilities, run_training_stage, utility_map
-from ddval.train.coalitions import coalition_dir
-from ddval.train.federated import CheckpointError, state_sha256
+from ddval.layout import coalition_dir
+from ddval.train.aggregate import state_sha256
+from ddval.train.checkpoints import CheckpointError
 from ddval.train.metrics import coalition_utility
 
 TINY = {
@@ -72,7 +73,7 @@ def test_stage_outputs_and_loaders(root):
     assert (layout.setting_dir(cfg, 0, "pair", root) / "train" / "curves.csv").exists()
 
     # the best model reproduces its recorded utility, and the grand coalition's rounds load
-    from ddval.train.coalitions import test_sets
+    from ddval.train import test_sets
 
     model = load_model(cfg, 0, "pair", root=root)
     grand = utilities[(utilities["coalition"] == "nih+mimic") & (utilities["label"] == "mean")]["auroc"].iloc[0]

@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from ddval.train.federated import state_sha256, train_fedavg
+from ddval.train.aggregate import state_sha256
+from ddval.train.fedavg import train_fedavg
 from ddval.train.swarm import SwarmConsensusError, leader_of, publish, receive, train_swarm
 
 

@@ -12,9 +12,12 @@ from torch.utils.data import TensorDataset
 
 from ddval import store
 from ddval.config import load_config
-from ddval.train import coalitions
-from ddval.train.coalitions import SettingData, coalition_dir, train_coalition
-from ddval.train.federated import average_states, load_checkpoint
+from ddval.layout import coalition_dir
+from ddval.train import stage
+from ddval.train.results import RoundHistory
+from ddval.train.stage import SettingData, train_coalition
+from ddval.train.aggregate import average_states
+from ddval.train.checkpoints import load_checkpoint
 from ddval.train.metrics import coalition_utility
 from ddval.train.models import build_model
 from ddval.valuation.reconstruct import UtilityEvaluator, accumulated_updates, or_state, round_state
@@ -105,8 +108,8 @@ def trained(tmp_path, data_factory_local):
     train_coalition(cfg, 0, "noniid", GRAND, data, root=tmp_path)
     cdir = coalition_dir(cfg, 0, "noniid", GRAND, root=tmp_path)
     curve = pd.read_csv(cdir / "curve.csv")
-    h = store.param_hash(coalitions.coalition_params(cfg, 0, "noniid", GRAND, data.partition))
-    hist = coalitions.RoundHistory(cdir, h, GRAND, {n: 16 for n in GRAND}, False, 3, int(curve.loc[curve["is_best"], "round"].iloc[0]))
+    h = store.param_hash(stage.coalition_params(cfg, 0, "noniid", GRAND, data.partition))
+    hist = RoundHistory(cdir, h, GRAND, {n: 16 for n in GRAND}, False, 3, int(curve.loc[curve["is_best"], "round"].iloc[0]))
     return cfg, data, hist, load_checkpoint(cdir / "best.pt", h)["state"]
 
 

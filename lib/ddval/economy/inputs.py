@@ -116,7 +116,7 @@ def plan_rounds(inputs: Inputs, patience: int, max_rounds: int) -> RoundPlan:
 def stopping_index(mean_losses: Sequence[int], patience: int, max_rounds: int) -> int | None:
     """Index of the round after which ``SwarmRegistry`` stops (its rule, in Python), or None.
 
-    The rule is the training stage's (:func:`ddval.train.federated.should_stop`: stop after
+    The rule is the training stage's (:func:`ddval.train.rounds.should_stop`: stop after
     ``max_rounds`` rounds or once the first minimum is ``patience`` rounds old), but evaluated as
     the contract evaluates it: on the integer means ``floor(sum(round(loss * LOSS_SCALE)) / n)``.
     Those integers exceed float64's 2**53, where ``should_stop``'s float ``argmin`` could merge

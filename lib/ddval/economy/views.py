@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ddval import plots
+from ddval import figures, plots
 from ddval.economy.stage import EconomyResult
 
 
@@ -50,7 +50,7 @@ def scaling_view(table: pd.DataFrame) -> pd.DataFrame:
     return view.drop(columns="n_measured")
 
 
-def scaling_figure(table: pd.DataFrame) -> plots.Rendered:
+def scaling_figure(table: pd.DataFrame) -> figures.Rendered:
     """The payout-cost figure (:func:`ddval.plots.payout_scaling`) above :func:`scaling_view`'s table;
     nothing is written to disk (notebook 06 saves the figure over all seeds)."""
-    return plots.Rendered("payout_scaling", plots.payout_scaling(table), scaling_view(table), files=())
+    return figures.Rendered("payout_scaling", plots.payout_scaling(table), scaling_view(table), files=())

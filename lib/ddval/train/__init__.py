@@ -1,28 +1,32 @@
 """ddval.train: one FedAvg / swarm-learning model per coalition of institutions, and its utility.
 
-Public entry points (see each module): :func:`run_training_stage`, :func:`load_utilities`,
-:func:`load_curves`, :func:`load_model`, :func:`load_rounds`, :func:`build_model`,
-:func:`feature_layer`, :func:`coalition_utility`.
+The stage runs from :func:`run_training_stage` (``ddval.train.stage``); its outputs are read back
+with :func:`load_utilities`, :func:`load_curves`, :func:`load_model` and :func:`load_rounds`
+(``ddval.train.results``); what notebook 03 displays is in ``ddval.train.views``. The pieces a
+training is made of live in small modules: the local trainer (``local``), the state arithmetic
+shared by FedAvg, swarm learning, the OR reconstructions and the Flower app (``aggregate``), round
+bookkeeping (``rounds``), checkpoints (``checkpoints``), FedAvg (``fedavg``), swarm learning
+(``swarm``), models (``models``) and metrics (``metrics``).
 """
 
-from ddval.train.coalitions import (
+from ddval.layout import all_coalitions, coalition_id, setting_coalitions
+from ddval.train.aggregate import average_states, state_sha256
+from ddval.train.checkpoints import CheckpointError
+from ddval.train.fedavg import train_fedavg
+from ddval.train.local import Client
+from ddval.train.metrics import coalition_utility, evaluate, mean_auroc, per_label_auroc
+from ddval.train.models import build_model, feature_layer
+from ddval.train.results import (
     EMPTY_COALITION_UTILITY,
     RoundHistory,
-    all_coalitions,
-    coalition_id,
     load_curves,
     load_model,
     load_rounds,
-    load_setting_data,
     load_utilities,
-    run_training_stage,
-    setting_coalitions,
     test_sets,
     utility_map,
 )
-from ddval.train.federated import CheckpointError, Client, average_states, state_sha256, train_fedavg
-from ddval.train.metrics import coalition_utility, evaluate, mean_auroc, per_label_auroc
-from ddval.train.models import build_model, feature_layer
+from ddval.train.stage import load_setting_data, run_training_stage
 from ddval.train.swarm import train_swarm
 
 __all__ = [

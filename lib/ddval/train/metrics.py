@@ -47,7 +47,9 @@ def mean_auroc(aurocs: Sequence[float] | np.ndarray) -> float:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: Dataset | DataLoader, *, batch_size: int = 64, device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: nn.Module, data: Dataset | DataLoader, *, batch_size: int = 64, device: str | torch.device | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(y_true, y_score)`` of ``model`` (in eval mode) over ``data`` (a Dataset of ``(x, y)`` or a
     DataLoader yielding batches of them), in data order."""
     device = torch.device(device) if device is not None else next(model.parameters()).device

@@ -84,7 +84,9 @@ def _load_cached_imagenet(model: XrayDenseNet) -> None:
     try:
         cached = _read_cached_imagenet()
     except Exception as exc:  # a truncated or foreign file under torchvision's name
-        raise RuntimeError(f"{path}: unusable ImageNet weights ({exc}); delete the file or set train.pretrained: false") from exc
+        raise RuntimeError(
+            f"{path}: unusable ImageNet weights ({exc}); delete the file or set train.pretrained: false"
+        ) from exc
     # The cached file is torchvision's: rename its legacy keys, drop its 1000-way head.
     state = {_modern_key(k): v for k, v in cached.items() if not k.startswith("classifier.")}
     missing, unexpected = model.load_state_dict(state, strict=False)

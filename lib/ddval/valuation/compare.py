@@ -82,7 +82,9 @@ def similarity_frame(exact: pd.Series, estimates: Mapping[str, pd.Series], setti
         for method, estimate in estimates.items():
             sim = similarity(exact, estimate)
             rows.append({"setting": setting, "seed": seed, "method": method, **{k: float(sim[k]) for k in columns[3:]}})
-    return pd.DataFrame(rows, columns=columns)
+    # typed even when empty: an untyped empty frame turns every column of a concatenation into `object`
+    dtypes = {"setting": "str", "seed": "int64", "method": "str", **dict.fromkeys(columns[3:], "float64")}
+    return pd.DataFrame(rows, columns=columns).astype(dtypes)
 
 
 def mean_ci(x, confidence: float = 0.95) -> tuple[float, float]:

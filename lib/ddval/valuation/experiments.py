@@ -259,13 +259,11 @@ def _safe_rows(ctx: SettingInputs, ns: Sequence[int], points: int, cap: float) -
 def training_times(cfg: ExperimentConfig, seed: int, setting: str, root=None, replicate: int = 0) -> pd.DataFrame:
     """Per trained coalition of ``setting`` (replicate ``replicate``): ``coalition, n_members, n_train,
     wall_s, rounds`` from the training stage's ``timing.json`` (rows without one are left out)."""
-    from ddval.train import setting_coalitions
-
     s = cfg.setting(setting)
     sizes = {i.name: i.train for i in s.institutions}
     base = layout.replicate_train_dir(cfg, seed, setting, replicate, root)
     rows = []
-    for members in setting_coalitions(s):
+    for members in layout.setting_coalitions(s):
         path = base / layout.coalition_id(members) / "timing.json"
         if path.exists():
             t = store.read_json(path)

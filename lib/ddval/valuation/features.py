@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ddval import layout, store
+from ddval import layout, numerics, store
 from ddval.layout import features_dir
 from ddval.config import LABELS, ExperimentConfig
 from ddval.progress import progress
@@ -190,8 +190,9 @@ def read_features(path: str | os.PathLike, institution: str | None = None) -> In
 
 def features_params(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> dict:
     """What the feature files depend on: the grand model (its training record's hash), the layer,
-    the pooling, the dtype and the image size."""
-    from ddval.train.coalitions import STAGE as TRAIN_STAGE, coalition_dir
+    the pooling, the dtype, the image size and the CPU numerics (:mod:`ddval.numerics`)."""
+    from ddval.layout import coalition_dir
+    from ddval.train.stage import STAGE as TRAIN_STAGE
 
     grand = [i.name for i in cfg.setting(setting).institutions]
     record = store.record_path(coalition_dir(cfg, seed, setting, grand, root), TRAIN_STAGE)
@@ -202,6 +203,7 @@ def features_params(cfg: ExperimentConfig, seed: int, setting: str, root: str | 
         "pooling": cfg.valuation.pooling,
         "dtype": cfg.valuation.feature_dtype,
         "image_size": cfg.data.image_size,
+        "numerics": numerics.fingerprint(),
     }
 
 
@@ -217,6 +219,7 @@ def run_features_stage(cfg: ExperimentConfig, seed: int, setting: str, root: str
     paths = {name: fdir / f"{name}.npz" for name in names}
 
     def compute() -> list[Path]:
+        numerics.apply_to_torch()
         torch.set_num_threads(stage_threads(cfg))
         model = load_model(cfg, seed, setting, root=root)  # fails clearly when training is missing
         partition = load_partition(cfg, seed, setting, root=root)

@@ -25,7 +25,6 @@ identical test sets (``shared_test`` settings) are forwarded once.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping, Sequence
 
@@ -34,47 +33,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ddval.train.coalitions import RoundHistory
-from ddval.train.federated import State, average_states
+from ddval.train.aggregate import State, average_states, combine, difference
 from ddval.train.metrics import mean_auroc
-
-log = logging.getLogger(__name__)
+from ddval.train.results import RoundHistory
 
 
 # --------------------------------------------------------------------------------------------
-# State arithmetic
+# Reconstructed states (the arithmetic is ddval.train.aggregate's)
 # --------------------------------------------------------------------------------------------
-
-
-def _cast(acc: torch.Tensor, ref: torch.Tensor, key: str) -> torch.Tensor:
-    if not ref.is_floating_point():
-        return acc.round().to(ref.dtype)
-    if key.endswith("running_var"):
-        negative = int((acc < 0).sum())
-        if negative:
-            log.info("%s: %d reconstructed running-variance entries < 0 clamped at 0", key, negative)
-            acc = acc.clamp_min(0.0)
-    return acc.to(ref.dtype)
-
-
-def combine(base: State, updates: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> State:
-    """``base + Σ_i weights[i] · updates[i]`` entry by entry (float64), in ``base``'s dtypes."""
-    if len(updates) != len(weights):
-        raise ValueError(f"{len(updates)} updates but {len(weights)} weights")
-    out: State = {}
-    for key, ref in base.items():
-        acc = ref.detach().to(torch.float64).clone()
-        for w, u in zip(weights, updates):
-            acc += float(w) * u[key]
-        out[key] = _cast(acc, ref, key)
-    return out
-
-
-def difference(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``a − b`` per entry, in float64."""
-    if list(a) != list(b):
-        raise ValueError("states have different keys")
-    return {k: a[k].detach().to(torch.float64) - b[k].detach().to(torch.float64) for k in a}
 
 
 def member_weights(history: RoundHistory, members: Sequence[str]) -> list[float]:

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ddval import layout, store
+from ddval import layout, numerics, store
 from ddval.layout import METHODS, REFERENCE_SPLITS, shard_path, valuation_dir
 from ddval.config import ExperimentConfig
 from ddval.valuation import baselines, experiments, scoring
@@ -354,6 +354,7 @@ def run_valuation_stage(
     names = [setting] if setting is not None else [s.name for s in cfg.settings]
     for name in names:
         cfg.setting(name)  # fail early on an unknown setting
+    numerics.apply_to_torch()
     torch.set_num_threads(stage_threads(cfg))
     if shard is not None:
         if n_shards is None:

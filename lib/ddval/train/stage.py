@@ -23,81 +23,39 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import logging
 import os
 import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from torch import nn
 from torch.utils.data import Dataset
 
-from ddval import layout, store
-from ddval.layout import coalition_dir, coalition_id, train_dir
-from ddval.config import LABELS, ExperimentConfig, SettingConfig
+from ddval import layout, numerics, store
+from ddval.config import LABELS, ExperimentConfig
+from ddval.layout import coalition_dir, coalition_id, parse_coalition, setting_coalitions, train_dir
 from ddval.progress import progress
 from ddval.repro import seed_everything
-from ddval.train.federated import (
-    CheckpointError,
-    Client,
-    RoundRecord,
-    State,
-    clone_state,
-    derive_seed,
-    fedavg_round,
-    load_checkpoint,
-    resolve_device,
-    save_checkpoint,
-    train_rounds,
-)
+from ddval.train.aggregate import State
+from ddval.train.checkpoints import save_checkpoint
+from ddval.train.fedavg import fedavg_round, train_rounds
+from ddval.train.local import Client, clone_state, derive_seed, resolve_device
 from ddval.train.metrics import coalition_utility
 from ddval.train.models import build_model
+from ddval.train.rounds import RoundRecord
 from ddval.train.swarm import swarm_round
 
 log = logging.getLogger(__name__)
 
-#: Worth of the empty coalition (a random classifier's AUROC).
-EMPTY_COALITION_UTILITY = 0.5
 STAGE = "train"
 #: Train settings that change how the work is scheduled, not a single number of its results
 #: (so changing them never invalidates a trained coalition).
 EXECUTION_ONLY = ("processes",)
-
-
-# --------------------------------------------------------------------------------------------
-# Coalitions and paths
-# --------------------------------------------------------------------------------------------
-
-
-def all_coalitions(names: Sequence[str]) -> list[tuple[str, ...]]:
-    """Every non-empty coalition, by size, members in ``names`` order (the grand coalition last)."""
-    return [c for k in range(1, len(names) + 1) for c in itertools.combinations(names, k)]
-
-
-def setting_coalitions(setting: SettingConfig) -> list[tuple[str, ...]]:
-    """The coalitions a setting trains: all of them, or only the grand one (``coalitions: grand``)."""
-    names = tuple(i.name for i in setting.institutions)
-    return all_coalitions(names) if setting.coalitions == "all" else [names]
-
-
-def parse_coalition(setting: SettingConfig, coalition: str | Sequence[str]) -> tuple[str, ...]:
-    """Members of ``coalition`` (an id such as ``"nih+mimic"`` or a list of names), in config order."""
-    names = [i.name for i in setting.institutions]
-    wanted = coalition.split("+") if isinstance(coalition, str) else list(coalition)
-    unknown = [w for w in wanted if w not in names]
-    if unknown or not wanted or len(set(wanted)) != len(wanted):
-        raise ValueError(f"setting {setting.name!r}: bad coalition {coalition!r}; institutions are {names}, joined by '+'")
-    members = tuple(n for n in names if n in wanted)
-    if members not in setting_coalitions(setting):
-        raise ValueError(f"setting {setting.name!r} trains only the grand coalition ({coalition_id(names)}), not {coalition!r}")
-    return members
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,7 +76,9 @@ class SettingData:
         return [Client(name, self.train[name], self.val[name]) for name in members]
 
 
-def load_setting_data(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> SettingData:
+def load_setting_data(
+    cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None
+) -> SettingData:
     """Partition of ``setting`` (``ddval.data.splits.load_partition``) as datasets per institution."""
     from ddval.data.dataset import XrayDataset
     from ddval.data.splits import load_partition
@@ -128,17 +88,16 @@ def load_setting_data(cfg: ExperimentConfig, seed: int, setting: str, root: str 
     out: dict[str, dict[str, Dataset]] = {"train": {}, "val": {}, "test": {}}
     for inst in cfg.setting(setting).institutions:
         for split in out:
-            frame = partition[(partition["institution"] == inst.name) & (partition["split"] == split)].reset_index(drop=True)
+            frame = partition[(partition["institution"] == inst.name) & (partition["split"] == split)].reset_index(
+                drop=True
+            )
             if frame.empty:
-                raise ValueError(f"partition of setting {setting!r} (seed {seed}): institution {inst.name!r} has no {split} scans")
+                raise ValueError(
+                    f"partition of setting {setting!r} (seed {seed}): institution {inst.name!r} has no {split} scans"
+                )
             train = split == "train" and cfg.train.augment
             out[split][inst.name] = XrayDataset(frame, size, train=train, train_cfg=cfg.train if train else None)
     return SettingData(partition, out["train"], out["val"], out["test"])
-
-
-def test_sets(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> dict[str, Dataset]:
-    """Every institution's test set of ``setting`` (what a coalition utility is measured on)."""
-    return load_setting_data(cfg, seed, setting, root).test
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,7 +105,9 @@ def test_sets(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.Pat
 # --------------------------------------------------------------------------------------------
 
 
-def coalition_params(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], partition: pd.DataFrame) -> dict[str, Any]:
+def coalition_params(
+    cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], partition: pd.DataFrame
+) -> dict[str, Any]:
     """Everything a coalition's model depends on; its hash marks checkpoints and the stage record."""
     return {
         "seed": seed,
@@ -155,6 +116,7 @@ def coalition_params(cfg: ExperimentConfig, seed: int, setting: str, members: Se
         "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in EXECUTION_ONLY},
         "image_size": cfg.data.image_size,
         "partition": _frame_digest(partition),
+        "numerics": numerics.fingerprint(),
     }
 
 
@@ -177,7 +139,14 @@ def _frame_digest(frame: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def train_coalition(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], data: SettingData, root: str | os.PathLike | None = None) -> store.StageResult:
+def train_coalition(
+    cfg: ExperimentConfig,
+    seed: int,
+    setting: str,
+    members: Sequence[str],
+    data: SettingData,
+    root: str | os.PathLike | None = None,
+) -> store.StageResult:
     """Train, score and record one coalition (skipped when done, resumed when half done)."""
     members = tuple(members)
     cdir = coalition_dir(cfg, seed, setting, members, root)
@@ -214,14 +183,23 @@ def train_coalition(cfg: ExperimentConfig, seed: int, setting: str, members: Seq
         )
         utility = coalition_utility(model, data.test, batch_size=cfg.train.eval_batch_size, device=device)
         written = _write_coalition_tables(cdir, cfg, seed, setting, members, result, utility)
-        save_checkpoint(cdir / "best.pt", {"state": result.best_state, "best_round": result.best_round, "members": list(members)}, h)
+        save_checkpoint(
+            cdir / "best.pt", {"state": result.best_state, "best_round": result.best_round, "members": list(members)}, h
+        )
         checkpoint.unlink(missing_ok=True)  # the loop state is no longer needed
         # timings live apart from the tables, which must be identical run to run
-        timing = {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu_started, "rounds": len(result.history), "device": str(device)}
+        timing = {
+            "wall_s": time.perf_counter() - started,
+            "cpu_s": time.process_time() - cpu_started,
+            "rounds": len(result.history),
+            "device": str(device),
+        }
         outputs = [cdir / "best.pt", store.write_json(cdir / "timing.json", timing), *written]
         if grand:  # every recorded state is an output: a lost one makes the stage incomplete
-            outputs += [_round_path(cdir, 0, "global")]
-            outputs += [_round_path(cdir, r, who) for r in range(1, len(result.history) + 1) for who in ("global", *members)]
+            outputs += [round_path(cdir, 0, "global")]
+            outputs += [
+                round_path(cdir, r, who) for r in range(1, len(result.history) + 1) for who in ("global", *members)
+            ]
         return outputs
 
     return store.run_stage(cdir, STAGE, params, compute)
@@ -233,12 +211,12 @@ def _clear_models(cdir: Path) -> None:
     shutil.rmtree(cdir / "rounds", ignore_errors=True)
 
 
-def _round_path(cdir: Path, round_no: int, who: str) -> Path:
+def round_path(cdir: Path, round_no: int, who: str) -> Path:
     return cdir / "rounds" / f"{round_no:03d}" / f"{who}.pt"
 
 
 def _save_round_state(cdir: Path, round_no: int, who: str, state: State, params_hash: str) -> None:
-    save_checkpoint(_round_path(cdir, round_no, who), {"state": state, "round": round_no, "who": who}, params_hash)
+    save_checkpoint(round_path(cdir, round_no, who), {"state": state, "round": round_no, "who": who}, params_hash)
 
 
 def _save_round(cdir: Path, record: RoundRecord, params_hash: str) -> None:
@@ -248,7 +226,9 @@ def _save_round(cdir: Path, record: RoundRecord, params_hash: str) -> None:
         _save_round_state(cdir, record.round, name, state, params_hash)
 
 
-def _write_coalition_tables(cdir: Path, cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], result, utility) -> list[Path]:
+def _write_coalition_tables(
+    cdir: Path, cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], result, utility
+) -> list[Path]:
     cid = coalition_id(members)
     key = {"setting": setting, "seed": seed, "coalition": cid}
     auroc = pd.DataFrame(
@@ -264,7 +244,13 @@ def _write_coalition_tables(cdir: Path, cfg: ExperimentConfig, seed: int, settin
     per_set.insert(0, "coalition", cid)
     curve = pd.DataFrame(
         [
-            {**key, "round": h["round"], "train_loss": h["train_loss"], "val_loss": h["val_loss"], "is_best": h["round"] == result.best_round}
+            {
+                **key,
+                "round": h["round"],
+                "train_loss": h["train_loss"],
+                "val_loss": h["val_loss"],
+                "is_best": h["round"] == result.best_round,
+            }
             for h in result.history
         ]
     )
@@ -295,6 +281,34 @@ def _write_coalition_tables(cdir: Path, cfg: ExperimentConfig, seed: int, settin
 # --------------------------------------------------------------------------------------------
 
 
+def stage_scope(
+    cfg: ExperimentConfig, setting: str | None = None, coalition: str | Sequence[str] | None = None
+) -> list[tuple[str, tuple[str, ...]]]:
+    """The ``(setting, members)`` pairs a call of the stage (or of a reader) covers.
+
+    Args:
+        cfg: the experiment.
+        setting: one setting, or ``None`` for every setting of the preset.
+        coalition: one coalition of ``setting`` (an id such as ``"nih+mimic"`` or member names), or
+            ``None`` for every coalition the setting trains.
+
+    Returns:
+        The pairs, settings in config order, coalitions as :func:`ddval.layout.setting_coalitions`.
+    """
+    if coalition is not None and setting is None:
+        raise ValueError("coalition= needs setting= (coalition ids are per setting)")
+    names = [setting] if setting is not None else [s.name for s in cfg.settings]
+    return [
+        (name, members)
+        for name in names
+        for members in (
+            [parse_coalition(cfg.setting(name), coalition)]
+            if coalition is not None
+            else setting_coalitions(cfg.setting(name))
+        )
+    ]
+
+
 def run_training_stage(
     cfg: ExperimentConfig,
     seed: int,
@@ -310,21 +324,20 @@ def run_training_stage(
     Once all coalitions of a setting are done, ``utilities.csv`` and ``curves.csv`` are assembled.
     Returns the utility rows (``label`` per AUROC plus ``mean``) of the coalitions handled.
     """
-    if coalition is not None and setting is None:
-        raise ValueError("coalition= needs setting= (coalition ids are per setting)")
     from ddval.data.splits import load_partition
 
-    names = [setting] if setting is not None else [s.name for s in cfg.settings]
+    tasks = stage_scope(cfg, setting, coalition)
+    names = list(dict.fromkeys(name for name, _ in tasks))
     partitions = {name: load_partition(cfg, seed, name, root=root) for name in names}
-    tasks = [
-        (name, members)
-        for name in names
-        for members in ([parse_coalition(cfg.setting(name), coalition)] if coalition is not None else setting_coalitions(cfg.setting(name)))
-    ]
     todo = [
         (name, members)
         for name, members in tasks
-        if store.stage_status(coalition_dir(cfg, seed, name, members, root), STAGE, coalition_params(cfg, seed, name, members, partitions[name])) != "complete"
+        if store.stage_status(
+            coalition_dir(cfg, seed, name, members, root),
+            STAGE,
+            coalition_params(cfg, seed, name, members, partitions[name]),
+        )
+        != "complete"
     ]
     if cfg.train.processes > 1 and len(todo) > 1:
         _train_in_processes(cfg, seed, todo, root)
@@ -335,8 +348,10 @@ def run_training_stage(
                 data[name] = load_setting_data(cfg, seed, name, root)
             train_coalition(cfg, seed, name, members, data[name], root)
     for name in names:
-        _assemble_if_complete(cfg, seed, name, partitions[name], root)
-    return pd.concat([store.read_table(coalition_dir(cfg, seed, n, m, root) / "auroc.csv") for n, m in tasks], ignore_index=True)
+        assemble_if_complete(cfg, seed, name, partitions[name], root)
+    return pd.concat(
+        [store.read_table(coalition_dir(cfg, seed, n, m, root) / "auroc.csv") for n, m in tasks], ignore_index=True
+    )
 
 
 # Worker processes keep each setting's datasets (images decoded once) across their tasks.
@@ -376,16 +391,21 @@ def _train_in_processes(cfg: ExperimentConfig, seed: int, todo: list[tuple[str, 
             bar.close()
 
 
-def _coalition_status(cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root) -> dict[tuple[str, ...], tuple[str, str]]:
+def coalition_status(
+    cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root
+) -> dict[tuple[str, ...], tuple[str, str]]:
     out = {}
     for members in setting_coalitions(cfg.setting(setting)):
         params = coalition_params(cfg, seed, setting, members, partition)
-        out[members] = (store.stage_status(coalition_dir(cfg, seed, setting, members, root), STAGE, params), store.param_hash(params))
+        out[members] = (
+            store.stage_status(coalition_dir(cfg, seed, setting, members, root), STAGE, params),
+            store.param_hash(params),
+        )
     return out
 
 
-def _assemble_if_complete(cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root) -> bool:
-    status = _coalition_status(cfg, seed, setting, partition, root)
+def assemble_if_complete(cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root) -> bool:
+    status = coalition_status(cfg, seed, setting, partition, root)
     if any(s != "complete" for s, _ in status.values()):
         return False
     tdir = train_dir(cfg, seed, setting, root)
@@ -399,181 +419,3 @@ def _assemble_if_complete(cfg: ExperimentConfig, seed: int, setting: str, partit
 
     store.run_stage(tdir, "utilities", params, compute)
     return True
-
-
-def _require_complete(cfg: ExperimentConfig, seed: int, setting: str, root) -> pd.DataFrame:
-    from ddval.data.splits import load_partition
-
-    partition = load_partition(cfg, seed, setting, root=root)
-    status = _coalition_status(cfg, seed, setting, partition, root)
-    missing = [f"{coalition_id(m)} ({s})" for m, (s, _) in status.items() if s != "complete"]
-    if missing:
-        raise FileNotFoundError(
-            f"{train_dir(cfg, seed, setting, root)}: coalitions not trained with the current config: {', '.join(missing)}; "
-            f"run ddval.train.run_training_stage(cfg, {seed}, {setting!r}) (or notebook 03) first"
-        )
-    _assemble_if_complete(cfg, seed, setting, partition, root)
-    return partition
-
-
-def load_utilities(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The setting's ``utilities.csv`` (every coalition × label + ``mean``); a clear error names the
-    coalitions that are missing or were trained with another config."""
-    _require_complete(cfg, seed, setting, root)
-    return store.read_table(train_dir(cfg, seed, setting, root) / "utilities.csv")
-
-
-def load_curves(
-    cfg: ExperimentConfig,
-    seed: int,
-    setting: str | None = None,
-    coalition: str | Sequence[str] | None = None,
-    root: str | os.PathLike | None = None,
-) -> pd.DataFrame:
-    """Training curves (coalition × round: ``train_loss, val_loss, is_best``) of the same scope as
-    :func:`run_training_stage` (every setting, one setting, or one coalition of it); a coalition
-    not trained with the current config is an error naming it."""
-    from ddval.data.splits import load_partition
-
-    if coalition is not None and setting is None:
-        raise ValueError("coalition= needs setting= (coalition ids are per setting)")
-    frames, missing = [], []
-    for name in [setting] if setting is not None else [s.name for s in cfg.settings]:
-        partition = load_partition(cfg, seed, name, root=root)
-        scope = [parse_coalition(cfg.setting(name), coalition)] if coalition is not None else setting_coalitions(cfg.setting(name))
-        for members in scope:
-            cdir = coalition_dir(cfg, seed, name, members, root)
-            status = store.stage_status(cdir, STAGE, coalition_params(cfg, seed, name, members, partition))
-            if status != "complete":
-                missing.append(f"{name}/{coalition_id(members)} ({status})")
-            else:
-                frames.append(store.read_table(cdir / "curve.csv"))
-    if missing:
-        raise FileNotFoundError(f"coalitions not trained with the current config: {', '.join(missing)}; run ddval.train.run_training_stage first")
-    return pd.concat(frames, ignore_index=True)
-
-
-def utility_map(utilities: pd.DataFrame) -> dict[frozenset[str], float]:
-    """``frozenset(members) → utility`` from a utilities table, the empty coalition (0.5) included —
-    the input of ``ddval.valuation.exact_shapley``."""
-    means = utilities[utilities["label"] == "mean"]
-    out = {frozenset(): EMPTY_COALITION_UTILITY}
-    out.update({frozenset(str(c).split("+")): float(u) for c, u in zip(means["coalition"], means["auroc"])})
-    return out
-
-
-def _checked_members(cfg: ExperimentConfig, setting: str, coalition: str | Sequence[str] | None) -> tuple[str, ...]:
-    s = cfg.setting(setting)
-    return tuple(i.name for i in s.institutions) if coalition is None else parse_coalition(s, coalition)
-
-
-def load_model(cfg: ExperimentConfig, seed: int, setting: str, coalition: str | Sequence[str] | None = None, root: str | os.PathLike | None = None) -> nn.Module:
-    """The best model of ``coalition`` (the grand coalition by default), on the CPU in eval mode.
-    A model trained with another config, or a corrupt file, raises an error."""
-    from ddval.data.splits import load_partition
-
-    members = _checked_members(cfg, setting, coalition)
-    cdir = coalition_dir(cfg, seed, setting, members, root)
-    params = coalition_params(cfg, seed, setting, members, load_partition(cfg, seed, setting, root=root))
-    status = store.stage_status(cdir, STAGE, params)
-    if status != "complete":
-        raise FileNotFoundError(f"{cdir}: coalition {coalition_id(members)} is {status} for the current config; run the training stage first")
-    saved = load_checkpoint(cdir / "best.pt", store.param_hash(params))
-    model = build_model(cfg.train)
-    model.load_state_dict(saved["state"])
-    return model.eval()
-
-
-# --------------------------------------------------------------------------------------------
-# Recorded rounds of the grand coalition (for OR, λ-MR, GTG-Shapley)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RoundHistory:
-    """The grand coalition's training, round by round: ``global_state(r)`` is the global model after
-    round ``r`` (``r = 0``: the initial model), ``local_state(r, name)`` is institution ``name``'s
-    local model trained in round ``r`` from ``global_state(r - 1)``. States load lazily from disk."""
-
-    directory: Path
-    params_hash: str
-    institutions: tuple[str, ...]
-    n_train: dict[str, int]
-    weighted: bool
-    n_rounds: int
-    best_round: int
-
-    def global_state(self, round_no: int) -> State:
-        return self._load(round_no, "global")
-
-    def local_state(self, round_no: int, institution: str) -> State:
-        if institution not in self.institutions:
-            raise KeyError(f"no institution {institution!r}; known: {list(self.institutions)}")
-        if round_no < 1:
-            raise ValueError("local models exist for rounds >= 1")
-        return self._load(round_no, institution)
-
-    def local_states(self, round_no: int) -> dict[str, State]:
-        return {name: self.local_state(round_no, name) for name in self.institutions}
-
-    def aggregation_weights(self, members: Sequence[str]) -> list[float] | None:
-        """The FedAvg weights training used for ``members`` (``None``: unweighted)."""
-        return [float(self.n_train[m]) for m in members] if self.weighted else None
-
-    @cached_property
-    def curve(self) -> pd.DataFrame:
-        return store.read_table(self.directory / "curve.csv")
-
-    def _load(self, round_no: int, who: str) -> State:
-        if not 0 <= round_no <= self.n_rounds:
-            raise ValueError(f"round {round_no} not in 0..{self.n_rounds}")
-        return load_checkpoint(_round_path(self.directory, round_no, who), self.params_hash)["state"]
-
-
-def load_rounds(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> RoundHistory:
-    """The recorded rounds (global and per-institution states) of the setting's grand coalition."""
-    from ddval.data.splits import load_partition
-
-    s = cfg.setting(setting)
-    members = tuple(i.name for i in s.institutions)
-    partition = load_partition(cfg, seed, setting, root=root)
-    params = coalition_params(cfg, seed, setting, members, partition)
-    cdir = coalition_dir(cfg, seed, setting, members, root)
-    status = store.stage_status(cdir, STAGE, params)
-    if status != "complete":
-        raise FileNotFoundError(f"{cdir}: the grand coalition is {status} for the current config; run the training stage first")
-    best = load_checkpoint(cdir / "best.pt", store.param_hash(params))
-    curve = store.read_table(cdir / "curve.csv")
-    train = partition[partition["split"] == "train"]
-    return RoundHistory(
-        directory=cdir,
-        params_hash=store.param_hash(params),
-        institutions=members,
-        n_train={m: int((train["institution"] == m).sum()) for m in members},
-        weighted=cfg.train.weighted,
-        n_rounds=int(curve["round"].max()),
-        best_round=int(best["best_round"]),
-    )
-
-
-__all__ = [
-    "EMPTY_COALITION_UTILITY",
-    "CheckpointError",
-    "RoundHistory",
-    "SettingData",
-    "all_coalitions",
-    "coalition_dir",
-    "coalition_id",
-    "load_curves",
-    "load_model",
-    "load_rounds",
-    "load_setting_data",
-    "load_utilities",
-    "parse_coalition",
-    "run_training_stage",
-    "setting_coalitions",
-    "test_sets",
-    "train_coalition",
-    "train_dir",
-    "utility_map",
-]

@@ -3,16 +3,10 @@
 import pytest
 import torch
 
-from ddval.train.federated import (
-    CheckpointError,
-    Client,
-    clone_state,
-    load_checkpoint,
-    save_checkpoint,
-    should_stop,
-    train_fedavg,
-    train_rounds,
-)
+from ddval.train.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from ddval.train.fedavg import train_fedavg, train_rounds
+from ddval.train.local import Client, clone_state
+from ddval.train.rounds import should_stop
 
 
 def test_identical_clients_equal_single_client_training(cfg_factory, data_factory, model_factory, same_state):
@@ -74,7 +68,7 @@ def test_early_stopping_keeps_the_best_round(cfg_factory, clients_factory, model
     assert res.best_round == losses.index(min(losses)) + 1
     assert len(losses) == res.best_round + 2
     best_hash = res.history[res.best_round - 1]["merged_sha256"]
-    from ddval.train.federated import state_sha256
+    from ddval.train.aggregate import state_sha256
 
     assert state_sha256(res.best_state) == best_hash
     assert state_sha256(clone_state(model)) == best_hash  # the model is left at its best state
@@ -150,7 +144,7 @@ def test_checkpoint_of_another_config_or_other_clients_is_an_error(tmp_path, cfg
 
 
 def test_learning_rate_rule_is_the_same_for_every_coalition(cfg_factory, clients_factory, model_factory):
-    from ddval.train.federated import round_lr
+    from ddval.train.local import round_lr
 
     cfg = cfg_factory(lr=0.2, lr_decay=0.5)
     assert [round_lr(cfg, r) for r in (1, 2, 3)] == [0.2, 0.1, 0.05]
@@ -169,7 +163,7 @@ def test_bad_train_settings_are_named(field, value, cfg_factory, clients_factory
 
 def test_the_same_checkpoint_has_the_same_bytes_wherever_it_is_written(tmp_path):
     """Checkpoints are pinned to IPFS by content: equal payloads must give equal files (and CIDs)."""
-    from ddval.train.federated import save_checkpoint
+    from ddval.train.checkpoints import save_checkpoint
 
     payload = {"state": {"w": torch.arange(6, dtype=torch.float32)}, "round": 1}
     a = save_checkpoint(tmp_path / "a" / "nih.pt", payload, "h")
