@@ -120,6 +120,11 @@ class TrainConfig:
     # randomness; the ground truth is the exact Shapley value of the mean utilities, its noise ceiling
     # the agreement of disjoint halves of the replicates (ddval.valuation.ground_truth)
     replicates: int = 1
+    # the backbone every coalition starts from: random weights ("none"), or trained on the cohort's scans
+    # that no institution holds to predict acquisition attributes, head dropped ("attributes";
+    # ddval.train.pretrain; the small model's stand-in for the paper's ImageNet start)
+    pretrain: Literal["none", "attributes"] = "none"
+    pretrain_epochs: int = 20  # at most, with early stopping on the public validation scans
     algorithm: Literal["fedavg", "swarm"] = "fedavg"
     weighted: bool = False  # paper: unweighted mean of the state dicts
     max_rounds: int = 200

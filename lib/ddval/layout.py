@@ -184,9 +184,11 @@ def train_dir(cfg: ExperimentConfig, seed: int, setting: str, root: Root = None)
     return setting_dir(cfg, seed, setting, root) / "train"
 
 
-def coalition_dir(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], root: Root = None) -> Path:
-    """``<S>/train/<coalition>``: one coalition's model and tables."""
-    return train_dir(cfg, seed, setting, root) / coalition_id(members)
+def coalition_dir(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], root: Root = None,
+                  replicate: int = 0) -> Path:
+    """``<S>/train/<coalition>``: one coalition's model and tables (replicate ``r >= 1``:
+    ``<S>/train/replicate-<r>/<coalition>``, see :func:`replicate_train_dir`)."""
+    return replicate_train_dir(cfg, seed, setting, replicate, root) / coalition_id(members)
 
 
 def replicate_train_dir(cfg: ExperimentConfig, seed: int, setting: str, replicate: int, root: Root = None) -> Path:

@@ -62,7 +62,7 @@ def similarity_summary(sim: pd.DataFrame) -> pd.DataFrame:
             row = {"setting": setting, "method": name, "kind": row_kind(name), "n_seeds": len(part)}
             for metric, scale in METRICS.items():
                 col = f"{metric}_pct" if scale == 100.0 else metric
-                values = part[metric].to_numpy(dtype=float) * scale if metric in part else np.array([])
+                values = part[metric].to_numpy(dtype=float) * scale if metric in part.columns else np.array([])
                 row[col], row[f"{col}_low"], row[f"{col}_high"] = bootstrap_mean(values)
             rows.append(row)
     return pd.DataFrame(rows)
@@ -70,19 +70,24 @@ def similarity_summary(sim: pd.DataFrame) -> pd.DataFrame:
 
 def per_seed(sim: pd.DataFrame, metric: str = "cosine") -> pd.DataFrame:
     """``metric`` per setting and row (index) and seed (columns)."""
-    table = sim.pivot_table(index=["setting", "method"], columns="seed", values=metric, sort=False)
+    table = sim.pivot_table(index=["setting", "method"], columns="seed", values=metric, sort=False, dropna=False)
     order = [(s, m) for s in _settings(sim) for m in order_rows(sim.loc[sim["setting"] == s, "method"])]
     return table.reindex([k for k in order if k in table.index])
 
 
 def _by_seed(here: pd.DataFrame, name: str, metric: str) -> pd.Series:
-    return here[here["method"] == name].set_index("seed")[metric]
+    rows = here[here["method"] == name].set_index("seed")
+    return rows[metric].astype(float) if metric in rows else pd.Series(np.nan, index=rows.index)
 
 
 def best_reference_by_seed(here: pd.DataFrame, metric: str) -> pd.Series:
-    """In every seed of one setting, the best value of ``metric`` among the reference splits."""
-    refs = here[here["method"].isin(REFERENCE_SPLITS)].pivot_table(index="seed", columns="method", values=metric)
-    return refs.max(axis=1) if HIGHER_IS_BETTER[metric] else refs.min(axis=1)
+    """In every seed of one setting, the best value of ``metric`` among the reference splits (empty when
+    the table has no reference rows)."""
+    refs = here[here["method"].isin(REFERENCE_SPLITS)]
+    if refs.empty or metric not in refs:
+        return pd.Series(dtype=float)
+    wide = refs.pivot_table(index="seed", columns="method", values=metric)
+    return wide.max(axis=1) if HIGHER_IS_BETTER[metric] else wide.min(axis=1)
 
 
 def versus(sim: pd.DataFrame, method: str, others: Sequence[str] | None = None, metric: str = "cosine") -> pd.DataFrame:
@@ -148,8 +153,10 @@ def headline(sim: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
             "vs best reference": "", "vs ceiling": "",
         }
         if r["kind"] == "method":
-            best = versus(sim[sim["setting"] == setting], name, [BEST_REFERENCE]).iloc[0]
-            row["vs best reference"] = f"{best['wins']}/{best['n']}, " + _signed(best["diff"], best["diff_low"], best["diff_high"], digits)
+            best = versus(sim[sim["setting"] == setting], name, [BEST_REFERENCE])
+            if len(best):
+                b = best.iloc[0]
+                row["vs best reference"] = f"{b['wins']}/{b['n']}, " + _signed(b["diff"], b["diff_low"], b["diff_high"], digits)
             if NOISE_CEILING in s.loc[setting].index:
                 ceil = versus(sim[sim["setting"] == setting], name, [NOISE_CEILING])
                 if len(ceil):

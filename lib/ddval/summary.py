@@ -90,7 +90,7 @@ def check_table(frame: pd.DataFrame, path: str | os.PathLike, required: Sequence
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; expected {list(required)} (docs/tables.md)")
-    for col in numeric:
+    for col in (c for c in numeric if c in frame.columns):  # optional columns are checked when present
         parsed = pd.to_numeric(frame[col], errors="coerce")
         bad = parsed.isna() & frame[col].notna()
         if bad.any():

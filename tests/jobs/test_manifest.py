@@ -35,7 +35,8 @@ def test_demo_manifest_one_train_task_per_setting(tmp_path):
     n = len(cfg.seeds) * len(cfg.settings)
     assert counts == {"index": 1, "resize": 1, "train": n, "valuation-shard": 0, "valuation": n, "economy": 1, "figures": 1}
     train = by_id(tasks)["train/seed-1/iid"]
-    assert train.parameters == {"preset": "demo", "seed": 1, "setting": "iid", "coalition": None, "results_root": str(tmp_path)}
+    assert train.parameters == {"preset": "demo", "seed": 1, "setting": "iid", "coalition": None, "replicate": 0,
+                                "results_root": str(tmp_path)}
     assert train.output == str(tmp_path / "demo" / "notebooks" / "seed-1" / "iid" / "03_train.ipynb")
     assert train.notebook.endswith("notebooks/03_train.ipynb") and Path(train.notebook).is_absolute()
     assert train.kernel == "ddval"

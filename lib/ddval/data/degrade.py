@@ -43,11 +43,11 @@ from ddval.config import QualityKind, SettingConfig
 #: The quality kinds (``ddval.config.QualityKind``), in the order the documentation lists them.
 QUALITY_KINDS: tuple[str, ...] = typing.get_args(QualityKind)
 #: ``degraded``: blur σ as a fraction of the image side, contrast factor, noise σ (intensity in [0, 1]).
-BLUR_SIGMA, LOW_CONTRAST, PIXEL_NOISE = 0.035, 0.5, 0.07
+BLUR_SIGMA, LOW_CONTRAST, PIXEL_NOISE = 0.025, 0.6, 0.05
 #: ``shifted``: zoom factor of the field of view, display gamma, collimation frame (fraction of the side).
 ZOOM, SHIFT_GAMMA, FRAME = 1.35, 0.6, 0.08
 #: ``duplicates``: copies of every distinct scan, and the noise σ that makes the copies near (not exact) ones.
-DUPLICATE_COPIES, DUPLICATE_NOISE = 5, 0.01
+DUPLICATE_COPIES, DUPLICATE_NOISE = 4, 0.01
 #: Everything above that shapes a rewritten scan (part of the partition's stage parameters).
 PARAMETERS = {"blur_sigma": BLUR_SIGMA, "low_contrast": LOW_CONTRAST, "pixel_noise": PIXEL_NOISE, "zoom": ZOOM,
               "shift_gamma": SHIFT_GAMMA, "frame": FRAME, "duplicate_copies": DUPLICATE_COPIES,

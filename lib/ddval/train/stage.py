@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 
 from ddval import layout, numerics, store
 from ddval.config import LABELS, ExperimentConfig
-from ddval.layout import coalition_dir, coalition_id, parse_coalition, setting_coalitions, train_dir
+from ddval.layout import coalition_dir, coalition_id, parse_coalition, setting_coalitions
 from ddval.progress import progress
 from ddval.repro import seed_everything
 from ddval.train.aggregate import State
@@ -47,6 +47,7 @@ from ddval.train.fedavg import fedavg_round, train_rounds
 from ddval.train.local import Client, clone_state, derive_seed, resolve_device
 from ddval.train.metrics import coalition_utility
 from ddval.train.models import build_model
+from ddval.train.pretrain import pretrain_params, pretrained_backbone, start_from
 from ddval.train.rounds import RoundRecord
 from ddval.train.swarm import swarm_round
 
@@ -54,8 +55,9 @@ log = logging.getLogger(__name__)
 
 STAGE = "train"
 #: Train settings that change how the work is scheduled, not a single number of its results
-#: (so changing them never invalidates a trained coalition).
-EXECUTION_ONLY = ("processes",)
+#: (so changing them never invalidates a trained coalition; the number of replicates changes which
+#: models exist, not any one of them).
+EXECUTION_ONLY = ("processes", "replicates")
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,10 +108,17 @@ def load_setting_data(
 
 
 def coalition_params(
-    cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], partition: pd.DataFrame
+    cfg: ExperimentConfig,
+    seed: int,
+    setting: str,
+    members: Sequence[str],
+    partition: pd.DataFrame,
+    replicate: int = 0,
+    root: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Everything a coalition's model depends on; its hash marks checkpoints and the stage record."""
-    return {
+    """Everything a coalition's model depends on; its hash marks checkpoints and the stage record
+    (``root``: the results root, read for the index a pretrained backbone depends on)."""
+    params = {
         "seed": seed,
         "setting": cfg.setting(setting),
         "members": list(members),
@@ -118,6 +127,20 @@ def coalition_params(
         "partition": _frame_digest(partition),
         "numerics": numerics.fingerprint(),
     }
+    if replicate:  # replicate 0 keeps the hashes (and checkpoints) of a run without replicates
+        params["replicate"] = replicate
+    if cfg.train.pretrain != "none":
+        record = store.require_record(layout.data_dir(cfg, root), "resize", "run stages 01 and 02 first")
+        params["pretrain"] = store.param_hash(
+            pretrain_params(cfg, seed, setting, params["partition"], record["params_hash"]))
+    return params
+
+
+def training_seed(seed: int, replicate: int) -> int:
+    """The seed of a replicate's training randomness (batch order, augmentation): ``seed`` itself for
+    replicate 0, an independent stream derived from it for the others. The initial model and the
+    partition stay those of ``seed``: replicates retrain the same experiment."""
+    return seed if replicate == 0 else derive_seed(seed, "replicate", replicate)
 
 
 #: Partition columns that say where a scan lies, not what it is: left out of the digest, so the same
@@ -146,23 +169,29 @@ def train_coalition(
     members: Sequence[str],
     data: SettingData,
     root: str | os.PathLike | None = None,
+    replicate: int = 0,
 ) -> store.StageResult:
-    """Train, score and record one coalition (skipped when done, resumed when half done)."""
+    """Train, score and record one coalition (skipped when done, resumed when half done); replicate
+    ``r >= 1`` retrains it with the training randomness of :func:`training_seed` in its own folder."""
     members = tuple(members)
-    cdir = coalition_dir(cfg, seed, setting, members, root)
-    params = coalition_params(cfg, seed, setting, members, data.partition)
+    cdir = coalition_dir(cfg, seed, setting, members, root, replicate)
+    params = coalition_params(cfg, seed, setting, members, data.partition, replicate, root)
     h = store.param_hash(params)
     if store.stage_status(cdir, STAGE, params) == "stale":
         log.warning("%s was trained with other parameters; retraining it", cdir)
         _clear_models(cdir)
-    grand = members == tuple(i.name for i in cfg.setting(setting).institutions)
+    # the baselines read the recorded rounds of the grand coalition of replicate 0 only
+    grand = members == tuple(i.name for i in cfg.setting(setting).institutions) and replicate == 0
+    run_seed = training_seed(seed, replicate)
 
     def compute() -> list[Path]:
         started, cpu_started = time.perf_counter(), time.process_time()
-        seed_everything(seed, threads=cfg.train.threads)
+        seed_everything(run_seed, threads=cfg.train.threads)
         device = resolve_device(cfg.train)
         torch.manual_seed(derive_seed(seed, "init"))  # the same initial model for every coalition
-        model = build_model(cfg.train).to(device)
+        model = build_model(cfg.train)
+        start_from(model, pretrained_backbone(cfg, seed, setting, data.partition, params["partition"], root)[0])
+        model = model.to(device)
         checkpoint = cdir / "checkpoint.pt"
         on_round = None
         if grand:
@@ -174,12 +203,12 @@ def train_coalition(
             model,
             data.clients(members),
             cfg.train,
-            seed=seed,
+            seed=run_seed,
             round_fn=swarm_round if cfg.train.algorithm == "swarm" else fedavg_round,
             checkpoint=checkpoint,
             params_hash=h,
             on_round=on_round,
-            desc=f"{setting} {coalition_id(members)}",
+            desc=f"{setting} {coalition_id(members)}" + (f" replicate {replicate}" if replicate else ""),
         )
         utility = coalition_utility(model, data.test, batch_size=cfg.train.eval_batch_size, device=device)
         written = _write_coalition_tables(cdir, cfg, seed, setting, members, result, utility)
@@ -315,27 +344,34 @@ def run_training_stage(
     setting: str | None = None,
     coalition: str | Sequence[str] | None = None,
     root: str | os.PathLike | None = None,
+    replicate: int | None = None,
 ) -> pd.DataFrame:
     """Train and score the coalitions of every setting (or of ``setting``; only ``coalition`` when
-    given, e.g. ``"nih+mimic"``, so one papermill job can train one coalition).
+    given, e.g. ``"nih+mimic"``, so one papermill job can train one coalition), in every training
+    replicate of the setting (``train.replicates``; only ``replicate`` when given, so replicates can be
+    separate jobs).
 
     Finished coalitions are skipped, half-trained ones resume. With ``train.processes > 1`` that
     many coalitions train at once, each in its own process (results are identical either way).
-    Once all coalitions of a setting are done, ``utilities.csv`` and ``curves.csv`` are assembled.
-    Returns the utility rows (``label`` per AUROC plus ``mean``) of the coalitions handled.
+    Once all coalitions of a setting's replicate are done, its ``utilities.csv`` and ``curves.csv``
+    are assembled. Returns the utility rows (``label`` per AUROC plus ``mean``) of the coalitions
+    handled, with a ``replicate`` column when more than replicate 0 was handled.
     """
     from ddval.data.splits import load_partition
 
-    tasks = stage_scope(cfg, setting, coalition)
-    names = list(dict.fromkeys(name for name, _ in tasks))
+    pairs = stage_scope(cfg, setting, coalition)
+    names = list(dict.fromkeys(name for name, _ in pairs))
+    tasks = [(name, members, r) for name, members in pairs for r in _replicates(cfg, name, replicate)]
     partitions = {name: load_partition(cfg, seed, name, root=root) for name in names}
+    for name in names:  # before any worker starts, so that parallel coalitions never race to pretrain
+        pretrained_backbone(cfg, seed, name, partitions[name], _frame_digest(partitions[name]), root)
     todo = [
-        (name, members)
-        for name, members in tasks
+        (name, members, r)
+        for name, members, r in tasks
         if store.stage_status(
-            coalition_dir(cfg, seed, name, members, root),
+            coalition_dir(cfg, seed, name, members, root, r),
             STAGE,
-            coalition_params(cfg, seed, name, members, partitions[name]),
+            coalition_params(cfg, seed, name, members, partitions[name], r, root),
         )
         != "complete"
     ]
@@ -343,29 +379,38 @@ def run_training_stage(
         _train_in_processes(cfg, seed, todo, root)
     else:
         data: dict[str, SettingData] = {}
-        for name, members in progress(todo, desc="coalitions", unit="coalition"):
+        for name, members, r in progress(todo, desc="coalitions", unit="coalition"):
             if name not in data:
                 data[name] = load_setting_data(cfg, seed, name, root)
-            train_coalition(cfg, seed, name, members, data[name], root)
-    for name in names:
-        assemble_if_complete(cfg, seed, name, partitions[name], root)
-    return pd.concat(
-        [store.read_table(coalition_dir(cfg, seed, n, m, root) / "auroc.csv") for n, m in tasks], ignore_index=True
-    )
+            train_coalition(cfg, seed, name, members, data[name], root, r)
+    for name, r in dict.fromkeys((name, r) for name, _, r in tasks):
+        assemble_if_complete(cfg, seed, name, partitions[name], root, r)
+    frames = [store.read_table(coalition_dir(cfg, seed, n, m, root, r) / "auroc.csv").assign(replicate=r) for n, m, r in tasks]
+    out = pd.concat(frames, ignore_index=True)
+    return out if out["replicate"].any() else out.drop(columns="replicate")
+
+
+def _replicates(cfg: ExperimentConfig, setting: str, replicate: int | None) -> list[int]:
+    n = layout.setting_replicates(cfg, setting)
+    if replicate is None:
+        return list(range(n))
+    if not 0 <= replicate < n:
+        raise ValueError(f"setting {setting!r} trains replicates 0..{n - 1} (train.replicates), not {replicate}")
+    return [replicate]
 
 
 # Worker processes keep each setting's datasets (images decoded once) across their tasks.
 _WORKER_DATA: dict[str, SettingData] = {}
 
 
-def _train_task(cfg: ExperimentConfig, seed: int, setting: str, members: tuple[str, ...], root: str) -> str:
+def _train_task(cfg: ExperimentConfig, seed: int, setting: str, members: tuple[str, ...], replicate: int, root: str) -> str:
     if setting not in _WORKER_DATA:
         _WORKER_DATA[setting] = load_setting_data(cfg, seed, setting, root)
-    train_coalition(cfg, seed, setting, members, _WORKER_DATA[setting], root)
+    train_coalition(cfg, seed, setting, members, _WORKER_DATA[setting], root, replicate)
     return coalition_id(members)
 
 
-def _train_in_processes(cfg: ExperimentConfig, seed: int, todo: list[tuple[str, tuple[str, ...]]], root) -> None:
+def _train_in_processes(cfg: ExperimentConfig, seed: int, todo: list[tuple[str, tuple[str, ...], int]], root) -> None:
     """Train ``todo`` in ``train.processes`` spawned processes, largest coalitions first."""
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -375,7 +420,7 @@ def _train_in_processes(cfg: ExperimentConfig, seed: int, todo: list[tuple[str, 
     # spawn, not fork: a forked child inherits torch's thread pools in an undefined state
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(cfg.train.processes, len(order)), mp_context=context) as pool:
-        futures = [pool.submit(_train_task, cfg, seed, name, members, root) for name, members in order]
+        futures = [pool.submit(_train_task, cfg, seed, name, members, r, root) for name, members, r in order]
         bar = progress(total=len(futures), desc="coalitions", unit="coalition")
         pending = set(futures)
         try:
@@ -392,27 +437,29 @@ def _train_in_processes(cfg: ExperimentConfig, seed: int, todo: list[tuple[str, 
 
 
 def coalition_status(
-    cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root
+    cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root, replicate: int = 0
 ) -> dict[tuple[str, ...], tuple[str, str]]:
     out = {}
     for members in setting_coalitions(cfg.setting(setting)):
-        params = coalition_params(cfg, seed, setting, members, partition)
+        params = coalition_params(cfg, seed, setting, members, partition, replicate, root)
         out[members] = (
-            store.stage_status(coalition_dir(cfg, seed, setting, members, root), STAGE, params),
+            store.stage_status(coalition_dir(cfg, seed, setting, members, root, replicate), STAGE, params),
             store.param_hash(params),
         )
     return out
 
 
-def assemble_if_complete(cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root) -> bool:
-    status = coalition_status(cfg, seed, setting, partition, root)
+def assemble_if_complete(
+    cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root, replicate: int = 0
+) -> bool:
+    status = coalition_status(cfg, seed, setting, partition, root, replicate)
     if any(s != "complete" for s, _ in status.values()):
         return False
-    tdir = train_dir(cfg, seed, setting, root)
+    tdir = layout.replicate_train_dir(cfg, seed, setting, replicate, root)
     params = {coalition_id(m): h for m, (_, h) in status.items()}
 
     def compute() -> list[Path]:
-        dirs = [coalition_dir(cfg, seed, setting, m, root) for m in status]
+        dirs = [coalition_dir(cfg, seed, setting, m, root, replicate) for m in status]
         utilities = pd.concat([store.read_table(d / "auroc.csv") for d in dirs], ignore_index=True)
         curves = pd.concat([store.read_table(d / "curve.csv") for d in dirs], ignore_index=True)
         return [store.write_table(tdir / "utilities.csv", utilities), store.write_table(tdir / "curves.csv", curves)]

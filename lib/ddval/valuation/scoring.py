@@ -48,14 +48,15 @@ def ceiling(ctx: SettingInputs) -> dict[str, float]:
 
 def similarity_table(values: pd.DataFrame, setting: str, seed: int, ceiling_metrics: Mapping[str, float] | None = None
                      ) -> pd.DataFrame:
-    """``similarity.csv``: the noise ceiling (when given), then every method and reference split (≠ exact)
+    """``similarity.csv``: the noise ceiling (when given and defined, i.e. with 2 or more replicates), then every method and reference split (≠ exact)
     against the exact values, aligned by institution name, in :data:`ddval.layout.SIMILARITY_ROWS` order;
     empty when the setting has no exact values."""
     exact = values[values["method"] == "exact"].set_index("institution")["value"]
     others = values[values["method"] != "exact"].groupby("method", sort=False)
     estimates = {m: f.set_index("institution")["value"] for m, f in others}
     table = similarity_frame(exact, estimates, setting, seed)
-    if ceiling_metrics is not None and not exact.empty:
+    has_ceiling = ceiling_metrics is not None and any(np.isfinite(v) for v in ceiling_metrics.values())
+    if has_ceiling and not exact.empty:
         row = {"setting": setting, "seed": seed, "method": NOISE_CEILING, **dict(ceiling_metrics)}
         table = pd.concat([pd.DataFrame([row], columns=table.columns), table], ignore_index=True)
     rank = {m: i for i, m in enumerate(SIMILARITY_ROWS)}
