@@ -116,14 +116,14 @@ REFERENCE_STYLES = {"equal_split": (":", "equal split"), "size_split": ("--", "s
 
 
 def _similarity_limits(sim: pd.DataFrame, s: pd.DataFrame) -> tuple[float, float]:
-    """y range [%] of the similarity figure: everything that judges (ceiling band, reference lines) and
-    the median seed of every method, with a margin; a method far below is drawn at the edge instead of
-    stretching the axis for everyone."""
-    anchors = list(s.loc[s["kind"] != "method", "cosine_pct"]) + list(s.loc[s["kind"] == "ceiling", "cosine_pct_low"])
-    anchors += list(sim[sim["method"].isin(s.loc[s["kind"] == "method", "method"])].groupby(["setting", "method"])["cosine"].median() * 100)
+    """y range [%] of the similarity figure, set by what judges the methods (the reference lines, the
+    ceiling band) and by DDVal's seeds, with a margin of 30 % of the distance to 100 (at least 5 points):
+    a method further below is drawn at the lower edge instead of stretching the axis for everyone."""
+    anchors = list(s.loc[s["kind"] == "reference", "cosine_pct"]) + list(s.loc[s["kind"] == "ceiling", "cosine_pct_low"])
+    anchors += list(sim.loc[sim["method"] == "ddval", "cosine"] * 100.0)
     anchors = [a for a in anchors if np.isfinite(a)]
     low = min(anchors) if anchors else 0.0
-    return max(-100.0, low - max(3.0, 0.15 * (100.0 - low))), 100.5
+    return max(-100.0, low - max(5.0, 0.3 * (100.0 - low))), 100.5
 
 
 @_style

@@ -38,46 +38,20 @@ def _wins(tables: ResultTables) -> pd.DataFrame:
     return scorecard.wins_table(_similarity(tables)).reset_index()
 
 
-def _stops(tables: ResultTables) -> pd.DataFrame:
-    reps = tables.load("replicates.csv")
-    if reps is None:
-        raise FileNotFoundError(f"{tables.preset_dir}: no replicates.csv")
-    out = reps.groupby(["setting", "stop"], sort=False).size().unstack("stop", fill_value=0)
-    out["patience share"] = (out.get("patience", 0) / out.sum(axis=1)).map(lambda v: f"{100 * v:.0f} %")
-    return out.reset_index()
-
-
-def _lambda(tables: ResultTables) -> pd.DataFrame:
-    lam = tables.load("lambda_sensitivity.csv")
-    if lam is None:
-        raise FileNotFoundError(f"{tables.preset_dir}: no lambda_sensitivity.csv")
-    return _cosine_cells(lam, "lambda")
-
-
-def _or_batchnorm(tables: ResultTables) -> pd.DataFrame:
-    bn = tables.load("or_batchnorm.csv")
-    if bn is None:
-        raise FileNotFoundError(f"{tables.preset_dir}: no or_batchnorm.csv")
-    return _cosine_cells(bn, "batchnorm")
-
-
-def _cosine_cells(frame: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Cosine [%] mean [bootstrap interval] per setting (columns) and ``key`` (rows)."""
-    from ddval.summary import order_settings
-    from ddval.valuation.compare import bootstrap_mean
-
-    cells = {}
-    for (setting, k), part in frame.groupby(["setting", key], sort=False):
-        cells.setdefault(k, {})[setting] = scorecard.interval_text(*bootstrap_mean(part["cosine"] * 100.0), 1)
-    table = pd.DataFrame(cells).T
-    table = table[order_settings(table.columns)]
-    table.index.name = key
-    return table.reset_index()
+def _loaded(tables: ResultTables, name: str) -> pd.DataFrame:
+    frame = tables.load(name)
+    if frame is None:
+        raise FileNotFoundError(f"{tables.preset_dir}: no {name}")
+    return frame
 
 
 #: Every table a README block can hold.
 TABLES: dict[str, Callable[[ResultTables], pd.DataFrame]] = {
-    "headline": _headline, "wins": _wins, "stops": _stops, "lambda": _lambda, "or_batchnorm": _or_batchnorm,
+    "headline": _headline,
+    "wins": _wins,
+    "stops": lambda t: scorecard.stop_reasons(_loaded(t, "replicates.csv")),
+    "lambda": lambda t: scorecard.sensitivity(_loaded(t, "lambda_sensitivity.csv"), "lambda"),
+    "or_batchnorm": lambda t: scorecard.sensitivity(_loaded(t, "or_batchnorm.csv"), "batchnorm"),
 }
 
 

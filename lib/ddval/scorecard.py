@@ -179,3 +179,30 @@ def wins_table(sim: pd.DataFrame, method: str = "ddval", metric: str = "cosine")
 def methods_only(names) -> list[str]:
     """The valuation methods among ``names`` (no ceiling, no reference split, no ``exact``)."""
     return [n for n in names if n in METHODS and n != "exact"]
+
+
+def stop_reasons(replicates: pd.DataFrame) -> pd.DataFrame:
+    """Per setting: coalition trainings (all replicates and seeds) that stopped by ``patience`` and by the
+    ``round_cap``, the share stopped by patience, and the mean number of rounds (``replicates.csv``)."""
+    out = replicates.groupby(["setting", "stop"], sort=False).size().unstack("stop", fill_value=0)
+    for col in ("patience", "round_cap"):
+        if col not in out:
+            out[col] = 0
+    out = out[["patience", "round_cap"]]
+    out["patience share"] = [f"{100 * p / (p + c):.0f} %" for p, c in zip(out["patience"], out["round_cap"])]
+    out["mean rounds"] = replicates.groupby("setting", sort=False)["rounds"].mean().round(1)
+    return out.reset_index()
+
+
+def sensitivity(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Cosine [%] (mean [bootstrap interval] over seeds) per value of ``key`` (rows) and setting (columns):
+    ``lambda_sensitivity.csv`` (``key="lambda"``) and ``or_batchnorm.csv`` (``key="batchnorm"``)."""
+    from ddval.summary import order_settings
+
+    cells: dict = {}
+    for (setting, k), part in frame.groupby(["setting", key], sort=False):
+        cells.setdefault(k, {})[setting] = interval_text(*bootstrap_mean(part["cosine"].to_numpy(dtype=float) * 100.0), 1)
+    table = pd.DataFrame(cells).T
+    table = table[order_settings(table.columns)]
+    table.index.name = key
+    return table.reset_index()

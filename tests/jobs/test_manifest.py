@@ -155,3 +155,18 @@ def test_coalition_ids_match_the_training_stage(preset):
 
     for setting in load_config(preset).settings:
         assert coalition_ids(setting) == [coalition_id(c) for c in setting_coalitions(setting)]
+
+
+def test_training_replicates_are_separate_tasks(tmp_path):
+    cfg = load_config("demo", {"train": {"replicates": 3}, "slurm": {"train_tasks": "setting"}})
+    tasks = by_id(build_manifest(cfg, tmp_path, seeds=(0,)))
+    grand_only = {s.name for s in cfg.settings if s.coalitions == "grand"}
+    for s in cfg.settings:
+        ids = [i for i in tasks if i.startswith(f"train/seed-0/{s.name}")]
+        expected = [f"train/seed-0/{s.name}"] + ([] if s.name in grand_only else
+                                                 [f"train/seed-0/{s.name}/replicate-{r}" for r in (1, 2)])
+        assert ids == expected
+        assert [tasks[i].parameters["replicate"] for i in ids] == list(range(len(ids)))
+        assert set(tasks[f"valuation/seed-0/{s.name}"].depends_on) == set(ids)  # the ground truth needs every replicate
+    rep = tasks[f"train/seed-0/{cfg.settings[0].name}/replicate-2"]
+    assert rep.output.endswith("03_train-replicate-2.ipynb") and rep.scope.endswith("train/replicate-2")

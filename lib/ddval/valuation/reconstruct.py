@@ -25,6 +25,7 @@ identical test sets (``shared_test`` settings) are forwarded once.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 
@@ -36,6 +37,8 @@ from torch import nn
 from ddval.train.aggregate import State, average_states, combine, difference
 from ddval.train.metrics import mean_auroc
 from ddval.train.results import RoundHistory
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,6 +143,7 @@ class UtilityEvaluator:
         self.model = model.eval()
         self.batch_size = batch_size
         self.n_evals = 0
+        self.n_nonfinite = 0  # states whose outputs were not finite (scored as chance)
         groups: dict[tuple, list[str]] = {}
         for name, (ids, _, _) in test_sets.items():
             groups.setdefault(tuple(map(str, ids)), []).append(name)
@@ -170,8 +174,16 @@ class UtilityEvaluator:
         return float(np.sum(per_set[ok] * weights[ok]) / np.sum(weights[ok])) if ok.any() else float("nan")
 
     def __call__(self, state: Mapping[str, torch.Tensor]) -> float:
+        """The utility of ``state``. A state whose outputs are not finite (a reconstruction far from any
+        trained model can overflow) ranks nothing: it is worth a random classifier's 0.5, counted in
+        ``n_nonfinite`` and logged, rather than a NaN that would leave the whole game undefined."""
         self.n_evals += 1
-        return self.from_scores(self.scores(state))
+        scores = self.scores(state)
+        if not np.isfinite(scores).all():
+            self.n_nonfinite += 1
+            log.warning("a reconstructed model gives non-finite outputs; its utility counts as 0.5 (chance)")
+            return 0.5
+        return self.from_scores(scores)
 
 
 def test_tensors(partition: pd.DataFrame, institutions: Sequence[str], image_size: int) -> dict[str, tuple[np.ndarray, torch.Tensor, np.ndarray]]:

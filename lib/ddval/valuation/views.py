@@ -3,6 +3,7 @@
 * :func:`institution_pivot`: every method's institution values side by side;
 * :func:`similarity_view`: every method's similarity to the exact values, with the noise ceiling and
   the reference splits (rows of ``similarity.csv`` like the methods) beside them;
+* :func:`stop_reasons`: why the ground truth's trainings stopped;
 * :func:`table`: one of the setting's experiment tables (``labelflip.csv``, ``flip_detection.csv``,
   ``dp.csv``, ``scalability.csv``) of one seed;
 * :func:`crossover`: from the scalability table, the client count from which DDVal is faster.
@@ -28,6 +29,14 @@ def institution_pivot(values: pd.DataFrame) -> pd.DataFrame:
 def similarity_view(similarity: pd.DataFrame) -> pd.DataFrame:
     """The similarity rows (noise ceiling, methods, reference splits) indexed by setting and method."""
     return similarity.sort_values("setting", kind="stable").set_index(["setting", "method"]).drop(columns="seed")
+
+
+def stop_reasons(replicates: pd.DataFrame) -> pd.DataFrame:
+    """Coalition trainings that stopped by patience and by the round cap, per setting
+    (:func:`ddval.scorecard.stop_reasons` of ``replicates.csv``; empty input, empty output)."""
+    from ddval.scorecard import stop_reasons as count
+
+    return count(replicates) if len(replicates) else replicates
 
 
 def table(cfg: ExperimentConfig, seed: int, name: str, setting: str | None = None,
