@@ -1,0 +1,58 @@
+"""The shipped results (``results/<preset>/``) against what the README says and what the benchmark
+claims: README tables generated from them, the ground truth and its ceiling recomputed from the
+replicates' utilities, and the claims about DDVal that hold on them (each test names its claim)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ddval import readme
+from ddval.summary import ResultTables, shipped_results_root
+from ddval.valuation import ground_truth
+from ddval.valuation.compare import similarity
+
+PRESETS = [p.name for p in sorted(shipped_results_root().iterdir()) if (p / "seed-0").is_dir()]
+
+
+def _tables(preset: str) -> ResultTables:
+    return ResultTables.open(None, preset)
+
+
+def test_readme_results_tables_are_the_shipped_tables():
+    stale = readme.stale_blocks()
+    assert not stale, f"README blocks {stale} differ from results/: run python -m ddval.readme"
+
+
+def _replicate_utilities(reps: pd.DataFrame) -> dict[int, dict[frozenset, float]]:
+    out = {}
+    for r, frame in reps.groupby("replicate"):
+        util = {frozenset(str(c).split("+")): float(u) for c, u in zip(frame["coalition"], frame["utility"])}
+        util[frozenset()] = 0.5
+        out[int(r)] = util
+    return out
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_ground_truth_and_ceiling_recomputed_from_the_replicates(preset):
+    """The exact values are those of the mean utilities over the replicates, and the noise ceiling is the
+    mean agreement of exact values from disjoint halves of them (recomputed here from replicates.csv)."""
+    t = _tables(preset)
+    reps, values, sim = t.load("replicates.csv"), t.load("institution_values.csv"), t.load("similarity.csv")
+    if reps is None:
+        pytest.skip(f"results/{preset} has no replicates.csv")
+    for (setting, seed), frame in reps.groupby(["setting", "seed"]):
+        utils = _replicate_utilities(frame)
+        exact = values[(values["setting"] == setting) & (values["seed"] == seed) & (values["method"] == "exact")]
+        players = list(exact["institution"])
+        np.testing.assert_allclose(ground_truth.exact_values(utils, players).to_numpy(), exact["value"].to_numpy(), atol=1e-9)
+        ceiling = sim[(sim["setting"] == setting) & (sim["seed"] == seed) & (sim["method"] == "noise_ceiling")]
+        if len(utils) < 2:
+            assert ceiling.empty
+            continue
+        halves = ground_truth.half_splits(list(utils))
+        assert halves and all(not set(a) & set(b) for a, b in halves)
+        brute = np.mean([similarity(ground_truth.exact_values(utils, players, a),
+                                    ground_truth.exact_values(utils, players, b))["cosine"] for a, b in halves])
+        assert ceiling["cosine"].iloc[0] == pytest.approx(brute, abs=1e-9)
