@@ -10,7 +10,7 @@ PRESET ?= demo
 # scratch results of the test suite (never the committed results/ tables)
 TEST_RESULTS := $(CURDIR)/.cache/test-results
 
-.PHONY: env reproduce test lab bench contracts clean-test
+.PHONY: env reproduce test test-nonroot lab bench contracts clean-test notebooks
 
 env: $(VENV_STAMP) $(NODE_STAMP)
 
@@ -29,6 +29,10 @@ $(NODE_STAMP): package.json package-lock.json
 reproduce: env
 	$(VENV)/bin/ddval reproduce --preset $(PRESET)
 
+## re-execute the committed notebooks in place (01-05 on a fresh scratch results folder, 06 on results/), as nbval checks them
+notebooks: env
+	bash tools/refresh-notebooks.sh
+
 ## the whole test suite: unit, property, integration (chain, IPFS, SLURM) and the notebooks under nbval
 test: env
 	bash tools/slurm-up.sh
@@ -36,6 +40,11 @@ test: env
 	rm -rf $(TEST_RESULTS)
 	DDVAL_RESULTS=$(TEST_RESULTS) DDVAL_PROGRESS=off DDVAL_REQUIRE_BROWSER=1 $(PY) -m pytest -p no:cacheprovider \
 		--nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks tests
+
+## the test suite for a user without root: a single-user SLURM cluster when SLURM is installed, else every
+## test but the SLURM ones (and how many were left out); CI runs `make test` as root
+test-nonroot: env
+	TEST_RESULTS=$(TEST_RESULTS) PY=$(PY) bash tools/test-nonroot.sh
 
 ## JupyterLab on the project's environment, with the `ddval` kernel, at the repository root: README.md,
 ## results/, docs/ and notebooks/ are one click away. LAB_ARGS adds options (e.g. LAB_ARGS=--port=8890).

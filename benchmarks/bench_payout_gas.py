@@ -12,6 +12,7 @@ tests/economy/test_flow.py for the whole economy flow).
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -58,7 +59,8 @@ def main() -> None:
         proc.wait(timeout=10)
     table.to_csv(ROOT / "benchmarks" / "payout_gas.csv", index=False)
     print(table.to_string(index=False))
-    print(f"\n{client}; every transaction executed; {seconds:.0f} s")
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n{client}; every transaction executed; {seconds:.0f} s (load average {load}: gas is exact, the time is not)")
 
 
 if __name__ == "__main__":

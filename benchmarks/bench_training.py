@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "lib"))
 
 import pandas as pd  # noqa: E402
 
-from ddval import layout, store  # noqa: E402
+from ddval import layout  # noqa: E402
 from ddval.config import load_config  # noqa: E402
 from ddval.data import run_index_stage, run_resize_stage  # noqa: E402
 from ddval.train import run_training_stage  # noqa: E402

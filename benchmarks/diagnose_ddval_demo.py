@@ -23,7 +23,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lib"))

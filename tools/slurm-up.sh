@@ -1,16 +1,31 @@
 #!/usr/bin/env bash
-# Start a single-node SLURM cluster on this (Debian, root) machine, for `ddval submit --backend slurm`
-# and the SLURM integration tests (`make test`, CI). Idempotent: re-running it when the node is already
-# up changes nothing. Recipe: docs in /work/shared/reference/environment.md §7 (verified on Debian 12).
+# Start a single-node SLURM cluster on this (Debian) machine, for `ddval submit --backend slurm` and the
+# SLURM integration tests (`make test`, CI). Idempotent: re-running it when the node is already up
+# changes nothing. Recipe: docs in /work/shared/reference/environment.md §7 (verified on Debian 12).
 #
+# As root (CI, a machine of your own):
 #   1. installs slurm-wlm + munge from Debian with apt-get when missing;
 #   2. writes /etc/slurm/slurm.conf for this host (CPUs = nproc, RealMemory = 90 % of MemTotal);
 #   3. creates the munge key when missing and starts munged as user munge;
 #   4. starts slurmctld and slurmd as root (restarted only when the config changed);
 #   5. waits (bounded) until `sinfo` shows the node idle.
 #
-# Environment: SLURM_UP_TIMEOUT (seconds to wait for the node, default 90).
+# As any other user (a reviewer's workstation): when SLURM is installed, a single-user cluster of this
+# host with everything under $DDVAL_SLURM_DIR (default ~/.cache/ddval-slurm): the daemons run as you
+# (SlurmUser = SlurmdUser = you), no munge (auth/none: it trusts whoever reaches its ports, so while it
+# runs anyone who can connect runs jobs as you; `tools/slurm-user-up.sh --stop` stops it, and `make
+# test-nonroot` does when it started it), no cgroups, ports of your own (20000 + 2 x (uid mod 5000),
+# so it never meets the root cluster). The last line it prints is the config file: `export
+# SLURM_CONF=<that file>` for sbatch, sinfo and the tests (`make test-nonroot` does this). When SLURM
+# is not installed it says in one line what to run once with sudo, and exits with status 3.
+#
+# Environment: SLURM_UP_TIMEOUT (seconds to wait for the node, default 90); without root also
+# DDVAL_SLURM_DIR (state, logs, config) and DDVAL_SLURM_PORT (slurmctld's port; slurmd takes the next).
 set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+    exec bash "$(dirname "$0")/slurm-user-up.sh" "$@"
+fi
 
 TIMEOUT=${SLURM_UP_TIMEOUT:-90}
 CONF_DIR=/etc/slurm
@@ -24,8 +39,8 @@ MUNGE_PID=/run/munge/munged.pid
 
 say() { echo "slurm-up: $*"; }
 die() { echo "slurm-up: error: $*" >&2; exit 1; }
-
-[ "$(id -u)" -eq 0 ] || die "must run as root (installs packages and starts the SLURM daemons)"
+# shellcheck source=tools/slurm-common.sh
+source "$(dirname "$0")/slurm-common.sh"
 
 # --- 1. packages ---------------------------------------------------------------------------------
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
@@ -65,15 +80,9 @@ MinJobAge=3600
 NodeName=$NODE CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
-CHANGED=0
-if ! cmp -s "$NEW_CONF" "$CONF"; then
-    install -m 644 "$NEW_CONF" "$CONF"
-    CHANGED=1
-    say "wrote $CONF (node $NODE, $CPUS CPUs, ${MEM_MB} MB)"
-fi
+install_conf "$NEW_CONF" "$CONF" "node $NODE, $CPUS CPUs, ${MEM_MB} MB"
 
 # --- 3. munge --------------------------------------------------------------------------------------
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 mkdir -p /etc/munge /run/munge /var/lib/munge /var/log/munge
 if [ ! -s /etc/munge/munge.key ]; then
     say "creating /etc/munge/munge.key"
@@ -87,35 +96,7 @@ if ! alive "$MUNGE_PID"; then
 fi
 
 # --- 4. slurm daemons ------------------------------------------------------------------------------
-stop_pidfile() {  # stop the daemon this script started (by the id in its pid file), wait for it to exit
-    local pid
-    alive "$1" || return 0
-    pid=$(cat "$1")
-    kill "$pid"
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
-    die "daemon $pid ($1) did not stop"
-}
-if [ "$CHANGED" -eq 1 ]; then
-    stop_pidfile "$SLURMD_PID"
-    stop_pidfile "$CTLD_PID"
-fi
-if ! alive "$CTLD_PID"; then
-    say "starting slurmctld"
-    /usr/sbin/slurmctld
-fi
-if ! alive "$SLURMD_PID"; then
-    say "starting slurmd"
-    /usr/sbin/slurmd
-fi
+ensure_daemons "$CHANGED" "$CTLD_PID" "$SLURMD_PID" /usr/sbin/slurmctld /usr/sbin/slurmd
 
 # --- 5. wait for the node --------------------------------------------------------------------------
-state=""
-for _ in $(seq $((TIMEOUT * 2))); do
-    state=$(sinfo -h -n "$NODE" -o %T 2>/dev/null | head -n1 || true)
-    case "$state" in
-        idle|mixed|allocated|completing) say "node $NODE is $state"; exit 0 ;;
-        down*|drain*|drained*) scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true ;;
-    esac
-    sleep 0.5
-done
-die "node $NODE not idle after ${TIMEOUT}s (state '${state:-no answer}'); see $LOG_DIR/slurmctld.log and $LOG_DIR/slurmd.log"
+wait_for_node "$NODE" "$TIMEOUT" "$LOG_DIR"

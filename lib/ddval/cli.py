@@ -13,18 +13,22 @@ Every command resumes: only tasks whose outputs are missing or stale run (``--fo
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import os
 import shlex
 import sys
 from collections import Counter
 from pathlib import Path
 
 from ddval import layout, store
-from ddval.config import ConfigError, ExperimentConfig, load_config
+from ddval.config import ConfigError, ExperimentConfig, anchor_path_env, load_config, preset_name
 from ddval.jobs import local, slurm
 from ddval.jobs.manifest import STAGES, Task, build_manifest, manifest_path, read_manifest, write_manifest
-from ddval.jobs.plan import Plan, missing_data, plan
+from ddval.jobs.plan import Plan, data_roots, missing_data, plan
 from ddval.jobs.summary import format_summary
 from ddval.jobs.task import run_task, task_status
+from ddval.lock import ResultsLockedError, held_by_parent, results_lock, task_lock
 
 
 class UsageError(Exception):
@@ -38,8 +42,10 @@ class UsageError(Exception):
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Run every pending task locally, then print where the figures are and the headline table."""
-    cfg, _, tasks = _manifest(args)
-    status = _run_local(args, cfg, tasks)
+    cfg = load_config(args.preset)
+    with results_lock(layout.preset_dir(cfg, args.results)):
+        cfg, _, tasks = _manifest(args)
+        status = _run_local(args, cfg, tasks)
     print()
     print(format_summary(cfg, args.results))
     return status
@@ -47,10 +53,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Submit the pending tasks to SLURM (or run them locally)."""
+    with results_lock(layout.preset_dir(load_config(args.preset), args.results)):
+        return _submit(args)
+
+
+def _submit(args: argparse.Namespace) -> int:
     cfg, _, tasks = _manifest(args)
     if args.backend == "local":
         if args.dry_run:
             the_plan = plan(tasks, force=args.force)
+            _check_data(cfg, the_plan, warn_only=True)
             print(the_plan.counts())
             for t in the_plan.pending:
                 print(f"  row {t.row:4d}  {t.task_id}  ({the_plan.reasons[t.task_id]})")
@@ -81,7 +93,8 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     """Write the manifest and list its rows."""
     cfg, _, tasks = _manifest(args, write=False)
     path = Path(args.out) if args.out else manifest_path(cfg, args.results)
-    write_manifest(tasks, path)
+    with results_lock(layout.preset_dir(cfg, args.results)):
+        write_manifest(tasks, path)
     for t in tasks:
         print(f"{t.row:4d}  {t.stage:16s} {t.task_id}")
     print(f"manifest: {path} ({len(tasks)} tasks)")
@@ -94,11 +107,12 @@ def cmd_run_task(args: argparse.Namespace) -> int:
     if not 0 <= args.row < len(tasks):
         raise UsageError(f"{args.manifest}: no row {args.row} (the manifest has rows 0-{len(tasks) - 1})")
     task = tasks[args.row]
-    if args.skip_complete and task_status(task) == "complete":
-        print(f"{task.task_id}: complete, skipped")
-        return 0
-    print(f"{task.task_id}: {task.notebook} -> {task.output}", flush=True)
-    outcome = run_task(task, manifest=str(Path(args.manifest).resolve()))
+    with _task_lock(task):
+        if args.skip_complete and task_status(task) == "complete":
+            print(f"{task.task_id}: complete, skipped")
+            return 0
+        print(f"{task.task_id}: {task.notebook} -> {task.output}", flush=True)
+        outcome = run_task(task, manifest=str(Path(args.manifest).resolve()), force=args.force)
     print(f"{task.task_id}: {outcome.status} in {outcome.seconds:.1f} s" + (f": {outcome.message}" if outcome.message else ""), flush=True)
     return 0 if outcome.status == "done" else 1
 
@@ -106,6 +120,18 @@ def cmd_run_task(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # Shared steps
 # --------------------------------------------------------------------------------------------
+
+
+def _task_lock(task: Task):
+    """The lock a single task runs under: the task's own when it is a SLURM array task (its siblings
+    run at the same time; it inherits ``ddval submit``'s environment, lock note included); none when
+    its runner holds the results folder's lock; else the folder's."""
+    folder = layout.results_root(task.parameters.get("results_root")) / preset_name(task.parameters["preset"])
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        return task_lock(task.output)
+    if held_by_parent(folder):
+        return contextlib.nullcontext()
+    return results_lock(folder)
 
 
 def _manifest(args: argparse.Namespace, *, write: bool = True) -> tuple[ExperimentConfig, tuple[int, ...], list[Task]]:
@@ -129,6 +155,10 @@ def _parse_seeds(text: str | None) -> tuple[int, ...] | None:
 def _check_data(cfg: ExperimentConfig, the_plan: Plan, *, warn_only: bool = False) -> None:
     if not any(t.stage in {"index", "resize"} for t in the_plan.pending):
         return  # the data stages are done; the raw datasets are not read again
+    roots = data_roots(cfg)
+    if roots:
+        print("data roots (DDVAL_<DATASET>_ROOT takes precedence over data.roots):\n  " + "\n  ".join(roots),
+              flush=True)
     missing = missing_data(cfg)
     if not missing:
         return
@@ -164,7 +194,7 @@ def _run_local(args: argparse.Namespace, cfg: ExperimentConfig, tasks: list[Task
     _check_not_running(cfg, args.results)
     where = manifest_path(cfg, args.results)
     print(f"ddval {cfg.preset}: {the_plan.counts()}  (manifest {where})", flush=True)
-    report = local.run_local(the_plan, where, jobs=args.jobs)
+    report = local.run_local(the_plan, where, jobs=args.jobs, force=args.force)
     counts = Counter(o.status for o in report.outcomes.values())
     print(f"ddval {cfg.preset}: {counts['done']} ran, {report.skipped} already complete, "
           f"{counts['failed']} failed, {counts['blocked']} not started (a dependency failed)")
@@ -184,15 +214,17 @@ def _submit_slurm(args: argparse.Namespace, cfg: ExperimentConfig, tasks: list[T
         _check_not_running(cfg, args.results)
     overrides = {k: getattr(args, k) for k in slurm.RESOURCE_FIELDS if getattr(args, k) is not None}
     extra = tuple(args.sbatch_arg or ())
+    force = (f"--export=ALL,{store.FORCE_ENV}=1",) if args.force else ()  # the tasks redo their stages too
     if args.dry_run:
         where = manifest_path(cfg, args.results)
-        arrays = slurm.stage_arrays(the_plan, cfg, where.parent / "slurm" / "logs", overrides=overrides, extra_args=extra)
+        arrays = slurm.stage_arrays(the_plan, cfg, where.parent / "slurm" / "logs", overrides=overrides,
+                                    extra_args=extra + force)
         print(f"# dry run: nothing submitted; manifest written to {where}")
         print(slurm.render_script(arrays, where, python=args.python), end="")
         return 0
     submission = slurm.new_submission_dir(cfg, args.results)
     frozen = write_manifest(tasks, submission / "manifest.jsonl")
-    arrays = slurm.stage_arrays(the_plan, cfg, submission / "logs", overrides=overrides, extra_args=extra)
+    arrays = slurm.stage_arrays(the_plan, cfg, submission / "logs", overrides=overrides, extra_args=extra + force)
     store.write_text(submission / "submit.sh", slurm.render_script(arrays, frozen, python=args.python))
     ids = slurm.submit(arrays, frozen, python=args.python)
     store.write_json(submission / "jobs.json", {"arrays": [
@@ -254,7 +286,26 @@ def _common(p: argparse.ArgumentParser, preset_default: str | None = "demo") -> 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=1, help="local backend: tasks run at once (default 1)")
-    p.add_argument("--force", action="store_true", help="run every task, complete or not")
+    p.add_argument("--force", action="store_true",
+                   help="run every task, complete or not, and redo the stages inside each task")
+
+
+#: What to say about the file-system errors a results folder runs into.
+_OS_HINTS = {
+    errno.EROFS: "the results folder is on a read-only file system",
+    errno.ENOSPC: "the disk holding the results folder is full",
+    errno.EDQUOT: "the disk quota of the results folder is exhausted",
+    errno.EACCES: "no permission to write there",
+    errno.EPERM: "no permission to write there",
+}
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an ``OSError``: the path, the system's message, and what to do."""
+    where = exc.filename if exc.filename is not None else "(no path)"
+    text = f"{where}: {exc.strerror or exc}"
+    hint = _OS_HINTS.get(exc.errno)
+    return text + (f" ({hint}; choose another with --results or $DDVAL_RESULTS)" if hint else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,17 +350,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest")
     p.add_argument("row", type=int)
     p.add_argument("--skip-complete", action="store_true", help="do nothing when the task is already complete")
+    p.add_argument("--force", action="store_true", help="redo the stages inside the task too (also: $DDVAL_FORCE set)")
     p.set_defaults(func=cmd_run_task)
+
+    from ddval.federation.commands import add_federate_parser
+
+    add_federate_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
     args = build_parser().parse_args(argv)
+    anchor_path_env()  # the notebooks run in notebooks/: DDVAL_NIH_ROOT=data/nih means data/nih from here
     try:
         return args.func(args)
-    except (UsageError, ConfigError, slurm.SlurmError, FileNotFoundError, ValueError, TimeoutError) as exc:
+    except (UsageError, ConfigError, slurm.SlurmError, ResultsLockedError, FileNotFoundError, ValueError,
+            TimeoutError) as exc:
         print(f"ddval: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `ddval status | head`: the reader has gone, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141  # what a shell reports for a command ended by SIGPIPE
+    except OSError as exc:  # a read-only or full results folder, no permission: one line naming the path
+        print(f"ddval: error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ddval: interrupted; re-run the same command to resume", file=sys.stderr)

@@ -6,6 +6,10 @@ Unknown keys are an error that names the file and the key, so a typo never silen
 to a default.
 
 The public entry point is :func:`load_config`.
+
+Why one module of ~480 lines: the loader builds and checks the sections field by field from their
+type hints (``_build``/``_coerce``), so a new option is one field here and nothing else; schema and
+loader change together, and every caller imports both from ``ddval.config``.
 """
 
 from __future__ import annotations
@@ -35,12 +39,22 @@ LABELS: tuple[str, ...] = (
 #: The three source datasets, by their short names.
 DATASETS: tuple[str, ...] = ("nih", "chexpert", "mimic")
 
-#: Environment variables that point at the real datasets (override ``data.roots``).
+#: Views of the unified index (``view`` column): what ``data.views`` may select.
+VIEWS: tuple[str, ...] = ("frontal", "lateral", "oblique", "unknown")
+
+#: Environment variables that point at the real datasets. Precedence: the environment variable, when
+#: set and not empty, wins over ``data.roots`` of the preset (``ExperimentConfig.dataset_root_origin``
+#: says which one a run uses and why; ``ddval reproduce``/``submit`` print it).
 ROOT_ENV_VARS: dict[str, str] = {
     "nih": "DDVAL_NIH_ROOT",
     "chexpert": "DDVAL_CHEXPERT_ROOT",
     "mimic": "DDVAL_MIMIC_ROOT",
 }
+#: The folder of MIMIC-IV's ``hosp/patients.csv`` (sex and age of MIMIC-CXR patients; ``ddval.data.mimic``).
+MIMIC_IV_ROOT_ENV = "DDVAL_MIMIC_IV_ROOT"
+#: Environment variables holding paths: a relative one means relative to where the command runs
+#: (:func:`anchor_path_env`), not to ``notebooks/``, where the notebooks a command runs start.
+PATH_ENV_VARS: tuple[str, ...] = (*ROOT_ENV_VARS.values(), MIMIC_IV_ROOT_ENV, "DDVAL_CONFIGS", "DDVAL_RESULTS")
 
 
 class ConfigError(ValueError):
@@ -70,7 +84,9 @@ class DataConfig:
 
     source: Literal["synthetic", "real"] = "synthetic"
     datasets: tuple[str, ...] = DATASETS
-    roots: dict[str, str] = field(default_factory=dict)  # real data; env vars take precedence
+    # real data: dataset -> folder; a relative path is relative to the preset file's folder.
+    # DDVAL_<DATASET>_ROOT, when set, takes precedence (printed by the run)
+    roots: dict[str, str] = field(default_factory=dict)
     uncertain: Literal["zeros", "ones"] = "zeros"  # paper: U-Zeros (uncertain -> 0)
     blank: Literal["zeros"] = "zeros"  # paper: blank -> 0
     image_size: int = 256  # side after the resize stage (paper: 256)
@@ -78,6 +94,13 @@ class DataConfig:
     # an image listed in a dataset's CSV but absent on disk: stop with an error naming it, or
     # skip the row (counted in the log, listed in index_skipped.csv)
     on_missing: Literal["error", "skip"] = "error"
+    # views kept in the index (default: all, as the original, where lateral scans go into training)
+    views: tuple[str, ...] = VIEWS
+    # MIMIC-CXR: ddval's own seeded patient split (as every dataset), or the official
+    # mimic-cxr-2.0.0-split.csv (train + validate -> train/val pool, test -> test pool)
+    mimic_split: Literal["ddval", "official"] = "ddval"
+    # MIMIC-CXR labels: mimic-cxr-2.0.0-chexpert.csv (default) or mimic-cxr-2.0.0-negbio.csv
+    mimic_labels: Literal["chexpert", "negbio"] = "chexpert"
     workers: int = 2
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -193,7 +216,7 @@ class EconomyConfig:
     """Token economy: chain, IPFS and payouts (``ddval.economy``; policy in ``ddval.economy.rewards``)."""
 
     rpc_url: str | None = None  # None -> embedded chain (eth-tester); keys only from the environment
-    chain_id: int | None = None  # expected chain id of rpc_url (None: accept what it serves)
+    chain_id: int | None = None  # expected chain id of rpc_url; required unless it is a dev chain (31337/1337)
     ipfs_api: str | None = None  # None -> embedded content-addressed store
     cid_version: int = 1  # 1: `ipfs add --cid-version=1` (raw leaves); 0: Kubo's default Qm...
     token_address: str | None = None  # an existing ERC-20 as pool asset; None -> deploy the demo token
@@ -203,7 +226,9 @@ class EconomyConfig:
     value_method: str = "ddval"  # institution_values.csv method that weighs the institutions
     individual_share: float = 0.5  # share of each institution's reward passed on to its patients
     negative_values: Literal["zero", "error"] = "zero"  # clip negative values to 0, or reject them
-    quorum: int = 2  # institutions that must attest the same allocation before anyone can claim
+    quorum: int = 2  # institutions that must attest the same allocation (a strict majority of the setting's)
+    round_timeout_s: int = 24 * 3600  # a swarm round (and the features after training) closes without the silent
+    max_val_loss: float = 100.0  # the registry refuses validation losses above this (no overflow, bounded sway)
     attestation_window_s: int = 7 * 24 * 3600  # after this, an unattested pool returns to the treasury
     claim_window_s: int = 7 * 24 * 3600
     sweep: bool = True  # dev chains: jump past the claim deadline and return leftovers to the treasury
@@ -272,9 +297,20 @@ class ExperimentConfig:
         raise KeyError(f"preset {self.preset!r} has no setting {name!r}; known: {known}")
 
     def dataset_root(self, dataset: str) -> Path | None:
-        """Root folder of a real dataset: environment variable, else ``data.roots``."""
-        value = os.environ.get(ROOT_ENV_VARS[dataset]) or self.data.roots.get(dataset)
-        return Path(value).expanduser() if value else None
+        """Root folder of a real dataset: environment variable, else ``data.roots`` (None: neither)."""
+        return self.dataset_root_origin(dataset)[0]
+
+    def dataset_root_origin(self, dataset: str) -> tuple[Path | None, str]:
+        """Root folder of a real dataset and where it comes from, in words (the precedence rule:
+        ``DDVAL_<DATASET>_ROOT`` when set and not empty, else ``data.roots.<dataset>``)."""
+        var = ROOT_ENV_VARS[dataset]
+        env, preset = os.environ.get(var), self.data.roots.get(dataset)
+        if env:
+            beaten = f"; it takes precedence over data.roots.{dataset} = {preset}" if preset else ""
+            return Path(env).expanduser().absolute(), f"from ${var}{beaten}"
+        if preset:
+            return Path(preset).expanduser(), f"from data.roots.{dataset} of preset {self.preset!r} (${var} is not set)"
+        return None, f"not configured: set ${var} or data.roots.{dataset}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (for hashing and provenance)."""
@@ -296,9 +332,34 @@ def configs_dir() -> Path:
     return Path(os.environ.get("DDVAL_CONFIGS", repo_root() / "configs"))
 
 
+def anchor_path_env(cwd: str | os.PathLike | None = None) -> dict[str, str]:
+    """Make the relative paths in the variables :data:`PATH_ENV_VARS` of ``os.environ`` absolute, against
+    ``cwd`` (default: the current directory); returns what changed. Every ``ddval`` command calls it
+    first: the notebooks it runs start in ``notebooks/`` (a SLURM job wherever the cluster starts it),
+    where ``DDVAL_NIH_ROOT=data/nih`` would name another folder than the one the user meant."""
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    changed = {}
+    for var in PATH_ENV_VARS:
+        value = os.environ.get(var)
+        if value and not Path(value).expanduser().is_absolute():
+            changed[var] = os.environ[var] = str(base / Path(value).expanduser())
+    return changed
+
+
 def available_presets() -> list[str]:
     """Names of the preset files in :func:`configs_dir`."""
     return sorted(p.stem for p in configs_dir().glob("*.yaml"))
+
+
+def is_preset_file(preset: str | os.PathLike) -> bool:
+    """True when ``preset`` names a YAML file rather than a preset of :func:`configs_dir`."""
+    return str(preset).endswith((".yaml", ".yml"))
+
+
+def preset_name(preset: str | os.PathLike) -> str:
+    """The name results are filed under (``<results>/<name>/``) for a preset given by name or as a
+    YAML file: the file's ``preset:`` key, else its stem."""
+    return load_config(preset).preset if is_preset_file(preset) else str(preset)
 
 
 def load_config(preset: str | os.PathLike, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
@@ -316,15 +377,32 @@ def load_config(preset: str | os.PathLike, overrides: dict[str, Any] | None = No
     return cfg
 
 
-def _preset_path(preset: str | os.PathLike) -> Path:
-    candidate = Path(preset)
-    if candidate.suffix in {".yaml", ".yml"} and candidate.exists():
-        return candidate.resolve()
+def _preset_path(preset: str | os.PathLike, relative_to: Path | None = None) -> Path:
+    """The file of a preset name or YAML path (a relative path is tried against ``relative_to``,
+    the folder of the preset that ``extends:`` it, then the working directory)."""
+    if is_preset_file(preset):
+        candidates = [Path(preset).expanduser()]
+        if relative_to is not None and not candidates[0].is_absolute():
+            candidates.insert(0, relative_to / candidates[0])
+        for candidate in candidates:
+            if candidate.exists():
+                return candidate.resolve()
+        raise ConfigError(f"preset file {str(preset)!r} not found (looked for {[str(c) for c in candidates]})")
     path = configs_dir() / f"{preset}.yaml"
     if not path.exists():
         known = ", ".join(available_presets()) or "(none)"
         raise ConfigError(f"no preset {str(preset)!r} (looked for {path}); known presets: {known}")
     return path
+
+
+def _anchor_roots(raw: dict[str, Any], folder: Path) -> None:
+    """Make relative ``data.roots`` absolute, relative to the preset file's folder (the notebooks
+    run in ``notebooks/``, so a path relative to the working directory would change meaning)."""
+    roots = (raw.get("data") or {}).get("roots") if isinstance(raw.get("data"), dict) else None
+    if isinstance(roots, dict):
+        for name, value in roots.items():
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                roots[name] = str((folder / value).resolve())
 
 
 def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
@@ -336,10 +414,11 @@ def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
+    _anchor_roots(raw, path.parent)
     parent = raw.pop("extends", None)
     if parent is None:
         return raw
-    base = _read_with_extends(_preset_path(parent), seen + (path,))
+    base = _read_with_extends(_preset_path(parent, relative_to=path.parent), seen + (path,))
     base.pop("preset", None)
     return _merge(base, raw)
 
@@ -408,6 +487,9 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
     unknown = [d for d in cfg.data.datasets if d not in DATASETS]
     if unknown:
         raise ConfigError(f"{where}: data.datasets has unknown dataset(s) {unknown}; known: {list(DATASETS)}")
+    bad_views = [v for v in cfg.data.views if v not in VIEWS]
+    if bad_views or not cfg.data.views:
+        raise ConfigError(f"{where}: data.views must list some of {list(VIEWS)}, got {list(cfg.data.views)}")
     names = [s.name for s in cfg.settings]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: setting names must be unique, got {names}")

@@ -1,10 +1,14 @@
 """Atomic writes and stage completion records (resume). Where things live: :mod:`ddval.layout`.
 
 A stage writes its outputs, then a completion record ``.<stage>.done.json`` holding the hash of
-its parameters and the list of its outputs. :func:`run_stage` skips a stage whose record has the
-same hash and whose outputs all exist; a changed hash or a missing output re-runs it, and says so.
-Every write goes to a temporary file in the same folder and is renamed into place, so a killed
-process never leaves a half-written file under the final name.
+its parameters and the size and SHA-256 of every output it vouches for. :func:`run_stage` skips a
+stage only when its record has the same parameter hash and every output still holds what the record
+says (:mod:`ddval.verify`); otherwise it says why (naming the file), removes the outputs of the old
+record and runs the stage again. Every write goes to a temporary file in the same folder and is
+renamed into place, so a killed process never leaves a half-written file under the final name.
+
+``ddval run --force`` redoes the stages inside the forced tasks too: ``$DDVAL_FORCE`` names a folder,
+and every stage whose folder lies inside it runs again (once per process).
 """
 
 from __future__ import annotations
@@ -23,8 +27,21 @@ from typing import Any
 
 import numpy as np
 
+from ddval import verify
+from ddval.verify import file_sha256
+
+
+__all__ = [
+    "FORCE_ENV", "StageResult", "StaleOutputError", "atomic_path", "file_sha256", "is_complete", "mark_complete",
+    "param_hash", "read_json", "read_table", "record_outputs", "record_path", "require_record", "run_stage",
+    "stage_check", "stage_status", "verify_file", "verify_outputs", "write_bytes", "write_json", "write_npz",
+    "write_table", "write_table_and_report", "write_text",
+]
 
 log = logging.getLogger(__name__)
+
+#: Environment variable naming the folder whose stages a forced run redoes (set for forced tasks).
+FORCE_ENV = "DDVAL_FORCE"
 
 
 # --------------------------------------------------------------------------------------------
@@ -56,15 +73,6 @@ def param_hash(params: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------------------------
 # Atomic writes
 # --------------------------------------------------------------------------------------------
@@ -76,7 +84,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The file gets the mode a plain ``open(path, "w")`` would give it (``0o666`` less the umask, e.g.
     0644), not ``mkstemp``'s private 0600: figures and tables are read by other users and tools.
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched; an ``OSError``
+    with an error number but no file (a full disk reports none) is raised again naming ``path``.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +96,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, final)
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:  # a full disk names no file: name it
+            raise type(exc)(exc.errno, exc.strerror, str(final)) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -162,7 +175,8 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
 
 
 class StaleOutputError(RuntimeError):
-    """An output exists but was written with other parameters, and overwriting was not allowed."""
+    """An output does not hold what its completion record vouches for (or no record vouches for it);
+    the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +192,17 @@ class StageResult:
 def record_path(stage_dir: str | os.PathLike, name: str) -> Path:
     """Completion record of stage ``name`` in ``stage_dir``."""
     return Path(stage_dir) / f".{name}.done.json"
+
+
+def _stamps_path(stage_dir: str | os.PathLike, name: str) -> Path:
+    """The ``DDVAL_VERIFY=fast`` cache beside a record (not a record: task records never list it)."""
+    return Path(stage_dir) / f".{name}.verified.json"
+
+
+def record_outputs(record: dict) -> list[str]:
+    """The outputs a record vouches for (paths relative to its folder)."""
+    outputs = record.get("outputs", {})
+    return sorted(outputs) if isinstance(outputs, dict) else list(outputs)
 
 
 def require_record(stage_dir: str | os.PathLike, name: str, what_to_run: str) -> dict:
@@ -199,41 +224,117 @@ def write_table_and_report(path: str | os.PathLike, table: "Any", report_path: s
     return outputs
 
 
-def stage_status(stage_dir: str | os.PathLike, name: str, params: Any) -> str:
-    """``"complete"``, ``"missing"`` (never finished), ``"stale"`` (other parameters) or ``"incomplete"``
-    (finished, but an output has since disappeared)."""
+def stage_check(stage_dir: str | os.PathLike, name: str, params: Any) -> tuple[str, str]:
+    """``(status, why)``: ``"complete"``; ``"missing"`` (never finished); ``"stale"`` (other parameters,
+    an output that differs from its record, or a record without checksums); ``"incomplete"`` (an
+    output has disappeared). ``why`` names the file."""
     rec = record_path(stage_dir, name)
     if not rec.exists():
-        return "missing"
-    data = read_json(rec)
+        return "missing", f"{rec.name} not found"
+    try:
+        data = read_json(rec)
+    except (OSError, ValueError) as exc:
+        return "stale", f"{rec} unreadable ({exc})"
     if data.get("params_hash") != param_hash(params):
-        return "stale"
-    if not all((Path(stage_dir) / o).exists() for o in data.get("outputs", [])):
-        return "incomplete"
-    return "complete"
+        return "stale", f"{rec} was written with other parameters"
+    outputs = data.get("outputs", {})
+    if not isinstance(outputs, dict):
+        return "stale", f"{rec} has no checksums (written by an older ddval)"
+    seen = verify.read_stamps(_stamps_path(stage_dir, name))
+    for rel, expected in sorted(outputs.items()):
+        problem = verify.difference(_joined(stage_dir, rel), expected, seen)
+        if problem is not None:
+            return ("incomplete" if problem.endswith(" is missing") else "stale"), problem
+    return "complete", "every output matches its record"
+
+
+def stage_status(stage_dir: str | os.PathLike, name: str, params: Any) -> str:
+    """The status of :func:`stage_check` (``complete``, ``missing``, ``stale`` or ``incomplete``)."""
+    return stage_check(stage_dir, name, params)[0]
 
 
 def is_complete(stage_dir: str | os.PathLike, name: str, params: Any) -> bool:
-    """True when stage ``name`` finished with these parameters and its outputs exist."""
+    """True when stage ``name`` finished with these parameters and its outputs hold what it recorded."""
     return stage_status(stage_dir, name, params) == "complete"
 
 
+def verify_outputs(stage_dir: str | os.PathLike, name: str, paths: Iterable[str | os.PathLike] | None = None) -> None:
+    """Raise :class:`StaleOutputError` naming the file unless every output of stage ``name`` (or each of
+    ``paths``, which the record must list) holds exactly what its completion record vouches for.
+    Call it before publishing an output (e.g. pinning it to IPFS)."""
+    rec = record_path(stage_dir, name)
+    if not rec.exists():
+        raise StaleOutputError(f"{rec} not found: stage {name!r} in {stage_dir} has not finished")
+    outputs = read_json(rec).get("outputs", {})
+    if not isinstance(outputs, dict):
+        raise StaleOutputError(f"{rec} has no checksums (written by an older ddval); run the stage again")
+    wanted = record_outputs({"outputs": outputs}) if paths is None else [_relative(stage_dir, p) for p in paths]
+    seen = verify.read_stamps(_stamps_path(stage_dir, name))
+    for rel in wanted:
+        if rel not in outputs:
+            raise StaleOutputError(f"{Path(stage_dir) / rel} is not an output of {rec}")
+        problem = verify.difference(_joined(stage_dir, rel), outputs[rel], seen)
+        if problem is not None:
+            raise StaleOutputError(problem)
+
+
+def verify_file(path: str | os.PathLike, levels: int = 4) -> Path:
+    """Raise :class:`StaleOutputError` unless a completion record in ``path``'s folder or one of the
+    ``levels`` folders above it vouches for ``path`` and it matches; returns that record."""
+    path = Path(path).resolve()
+    for folder in list(path.parents)[:levels + 1]:
+        for rec in sorted(folder.glob(".*.done.json")):
+            outputs = read_json(rec).get("outputs", {})
+            rel = os.path.relpath(path, folder)
+            if isinstance(outputs, dict) and rel in outputs:
+                verify_outputs(folder, rec.name[1:-len(".done.json")], [rel])
+                return rec
+    raise StaleOutputError(f"{path}: no completion record vouches for it (in its folder or {levels} above)")
+
+
+def _joined(stage_dir: str | os.PathLike, rel: str) -> Path:
+    """``stage_dir / rel`` without ``..`` (a task record lists stage records of sibling folders)."""
+    return Path(os.path.normpath(Path(stage_dir) / rel))
+
+
+def _relative(stage_dir: str | os.PathLike, path: str | os.PathLike) -> str:
+    p = Path(path)
+    return str(p.relative_to(stage_dir) if p.is_absolute() else p)
+
+
 def mark_complete(stage_dir: str | os.PathLike, name: str, params: Any, outputs: Iterable[str | os.PathLike]) -> Path:
-    """Write the completion record (outputs are stored relative to ``stage_dir``)."""
+    """Write the completion record: the parameter hash and the size and SHA-256 of every output
+    (stored relative to ``stage_dir``)."""
     stage_dir = Path(stage_dir)
-    rel = []
+    rel = {}
     for o in outputs:
-        p = Path(o)
-        p = p if not p.is_absolute() else p.relative_to(stage_dir)
-        if not (stage_dir / p).exists():
-            raise FileNotFoundError(f"stage {name}: declared output {stage_dir / p} does not exist")
-        rel.append(str(p))
+        r = _relative(stage_dir, o)
+        if not (stage_dir / r).exists():
+            raise FileNotFoundError(f"stage {name}: declared output {stage_dir / r} does not exist")
+        rel[r] = verify.fingerprint(stage_dir / r)
     from ddval import __version__
 
+    write_json(_stamps_path(stage_dir, name), verify.stamps([stage_dir / r for r in rel]))
     return write_json(
         record_path(stage_dir, name),
-        {"stage": name, "params_hash": param_hash(params), "outputs": sorted(rel), "ddval": __version__},
+        {"stage": name, "params_hash": param_hash(params), "outputs": rel, "ddval": __version__},
     )
+
+
+_forced_here: set[tuple[str, str]] = set()
+
+
+def _forced(stage_dir: Path, name: str) -> bool:
+    """Whether ``$DDVAL_FORCE`` asks to redo this stage and this process has not redone it yet."""
+    scope = os.environ.get(FORCE_ENV)
+    if not scope:
+        return False
+    key = (str(stage_dir.resolve()), name)
+    inside = stage_dir.resolve().is_relative_to(Path(scope).resolve())
+    if not inside or key in _forced_here:
+        return False
+    _forced_here.add(key)
+    return True
 
 
 def run_stage(
@@ -243,24 +344,67 @@ def run_stage(
     compute: Callable[[], Iterable[str | os.PathLike]],
     *,
     force: bool = False,
+    resumable: Callable[[str], bool] | None = None,
 ) -> StageResult:
     """Run ``compute`` unless stage ``name`` is complete with ``params``; record completion.
 
-    ``compute`` returns the paths it wrote (absolute or relative to ``stage_dir``). A stale or
-    incomplete stage is re-run with a log message saying why; the previous record is removed
-    first, so a crash in between never leaves outputs that look complete.
+    ``compute`` returns the paths it wrote (absolute or relative to ``stage_dir``). A stale,
+    incomplete or forced stage is re-run with a log message saying why (naming the file). The
+    previous record is removed first, so a crash in between never leaves outputs that look complete;
+    when ``compute`` fails, the outputs of the previous record that it did not rewrite are removed
+    too, so no reader takes them for this run's result.
+
+    ``resumable`` (a test on paths relative to ``stage_dir``) marks outputs that ``compute`` resumes
+    from instead of rewriting, such as the resized scans: those of the previous record that no longer
+    hold what it vouched for are removed before ``compute`` runs (nothing resumes from a damaged
+    file), and a failed run keeps the intact ones for the next run to resume from.
     """
     stage_dir = Path(stage_dir)
-    status = "missing" if force else stage_status(stage_dir, name, params)
+    status, why = ("forced", "forced") if force or _forced(stage_dir, name) else stage_check(stage_dir, name, params)
     h = param_hash(params)
+    record = record_path(stage_dir, name)
     if status == "complete":
-        outputs = tuple(stage_dir / o for o in read_json(record_path(stage_dir, name))["outputs"])
+        outputs = tuple(stage_dir / o for o in record_outputs(read_json(record)))
         log.info("stage %s: complete (params %s), skipped", name, h)
         return StageResult(name, True, outputs, h)
-    if status in {"stale", "incomplete"}:
-        log.warning("stage %s in %s is %s; recomputing", name, stage_dir, status)
-    record_path(stage_dir, name).unlink(missing_ok=True)
+    if status != "missing":
+        log.warning("stage %s in %s is %s (%s); recomputing", name, stage_dir, status, why)
+    previous = _recorded_outputs(record)
+    record.unlink(missing_ok=True)
+    kept = {rel: fp for rel, fp in previous.items() if resumable is not None and resumable(rel)}
+    _remove_damaged(stage_dir, kept)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    outputs = [Path(o) if Path(o).is_absolute() else stage_dir / o for o in compute()]
+    try:
+        outputs = [Path(o) if Path(o).is_absolute() else stage_dir / o for o in compute()]
+    except BaseException:
+        _remove_unchanged(stage_dir, {rel: fp for rel, fp in previous.items() if rel not in kept})
+        raise
     mark_complete(stage_dir, name, params, outputs)
     return StageResult(name, False, tuple(outputs), h)
+
+
+def _recorded_outputs(record: Path) -> dict[str, Any]:
+    """What a (possibly outdated) record vouched for: ``{relative path: fingerprint}``."""
+    try:
+        outputs = read_json(record).get("outputs", {}) if record.exists() else {}
+    except (OSError, ValueError):
+        return {}
+    return outputs if isinstance(outputs, dict) else {}
+
+
+def _remove_damaged(stage_dir: Path, previous: dict[str, Any]) -> None:
+    """Delete the outputs of an outdated record that exist but no longer hold what it vouched for."""
+    for rel, expected in previous.items():
+        path = _joined(stage_dir, rel)
+        problem = verify.difference(path, expected) if path.exists() else None
+        if problem is not None:
+            log.warning("%s; removed, so that the stage writes it again", problem)
+            path.unlink()
+
+
+def _remove_unchanged(stage_dir: Path, previous: dict[str, Any]) -> None:
+    """Delete the outputs of an outdated record that still hold exactly the old content."""
+    for rel, expected in previous.items():
+        path = _joined(stage_dir, rel)
+        if verify.difference(path, expected) is None:
+            path.unlink()

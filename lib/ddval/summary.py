@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ddval.config import preset_name
 from ddval.display import SETTING_ORDER, order_methods, order_settings  # noqa: F401 (summary's public names)
 from ddval.display import plus_minus as _pm
 from ddval.layout import METHODS, NOISE_CEILING, TABLES, checkout_results  # noqa: F401 (METHODS: summary's public name)
@@ -110,7 +111,7 @@ class ResultTables:
         """``results_root`` None means the tables shipped in the repository (:func:`shipped_results_root`),
         not ``$DDVAL_RESULTS``: the figures notebook must give the same numbers on every fresh clone."""
         root = Path(results_root).expanduser().resolve() if results_root else shipped_results_root()
-        return cls(root, preset)
+        return cls(root, preset_name(preset))  # a preset given as a YAML file is filed under its name
 
     @property
     def preset_dir(self) -> Path:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ddval.config import ConfigError, ExperimentConfig, available_presets, load_config
+from ddval.config import ConfigError, ExperimentConfig, available_presets, load_config, preset_name
 
 
 @pytest.mark.parametrize("preset", available_presets())
@@ -79,3 +79,53 @@ def test_dataset_root_prefers_environment(monkeypatch, tmp_path):
     assert cfg.dataset_root("nih") == tmp_path
     monkeypatch.delenv("DDVAL_MIMIC_ROOT", raising=False)
     assert cfg.dataset_root("mimic") is None
+
+
+# ---- presets as files, data roots (issue 17, cases 1 and 3) ------------------------------------
+
+
+def test_a_preset_file_is_filed_under_its_name_everywhere(tmp_path):
+    from ddval import layout, summary
+
+    (tmp_path / "presets").mkdir()
+    path = tmp_path / "presets" / "nihreal.yaml"
+    path.write_text("extends: demo\nseeds: [0]\n")
+    cfg = load_config(path)
+    assert cfg.preset == "nihreal" and preset_name(path) == preset_name(str(path)) == "nihreal"
+    assert preset_name("demo") == "demo"
+    assert layout.figures_dir(cfg, tmp_path) == tmp_path / "nihreal" / "figures"
+    tables = summary.ResultTables.open(tmp_path, str(path))  # what notebook 06 gets as `preset`
+    assert tables.preset_dir == tmp_path / "nihreal" and tables.figures_dir == tmp_path / "nihreal" / "figures"
+
+
+def test_extends_finds_a_sibling_preset_file_next_to_the_extending_one(tmp_path, monkeypatch):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "base.yaml").write_text("extends: demo\ntrain:\n  lr: 0.5\n")
+    (folder / "child.yaml").write_text("extends: base.yaml\nseeds: [7]\n")
+    monkeypatch.chdir(tmp_path)  # not the presets' folder
+    cfg = load_config(folder / "child.yaml")
+    assert (cfg.preset, cfg.seeds, cfg.train.lr) == ("child", (7,), 0.5)
+
+
+def test_relative_data_roots_are_relative_to_the_preset_file(tmp_path, monkeypatch):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "nih.yaml").write_text("extends: paper_noniid\ndata:\n  roots: {nih: ../scans/nih, mimic: /abs/mimic}\n")
+    monkeypatch.chdir(folder.parent.parent)
+    monkeypatch.delenv("DDVAL_NIH_ROOT", raising=False)
+    cfg = load_config(folder / "nih.yaml")
+    assert cfg.data.roots == {"nih": str(tmp_path / "scans" / "nih"), "mimic": "/abs/mimic"}
+
+
+def test_root_precedence_is_stated_with_the_root(monkeypatch, tmp_path):
+    cfg = load_config("paper_noniid", {"data": {"roots": {"nih": "/from/preset", "chexpert": "/from/preset2"}}})
+    for var in ("DDVAL_NIH_ROOT", "DDVAL_CHEXPERT_ROOT", "DDVAL_MIMIC_ROOT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DDVAL_NIH_ROOT", str(tmp_path))
+    monkeypatch.setenv("DDVAL_CHEXPERT_ROOT", "")  # empty: not set
+    root, why = cfg.dataset_root_origin("nih")
+    assert root == tmp_path and why == "from $DDVAL_NIH_ROOT; it takes precedence over data.roots.nih = /from/preset"
+    root, why = cfg.dataset_root_origin("chexpert")
+    assert root == Path("/from/preset2") and "data.roots.chexpert of preset 'paper_noniid'" in why
+    assert cfg.dataset_root_origin("mimic") == (None, "not configured: set $DDVAL_MIMIC_ROOT or data.roots.mimic")

@@ -13,7 +13,7 @@ from PIL import Image
 
 from ddval.config import LABELS, TrainConfig
 from ddval.data.dataset import IMAGENET_MEAN, IMAGENET_STD, XrayDataset, affine, build_transforms
-from ddval.data.resize import CorruptImageError
+from ddval.data.images import CorruptImageError
 
 
 @pytest.fixture

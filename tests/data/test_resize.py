@@ -15,7 +15,8 @@ from PIL import Image
 from ddval import layout, store
 from ddval.config import LABELS
 from ddval.data import run_index_stage, run_resize_stage
-from ddval.data.resize import CorruptImageError, read_grayscale, resize_index, resized_paths
+from ddval.data.images import CorruptImageError, read_grayscale
+from ddval.data.resize import resize_index, resized_paths
 
 
 def make_index(tmp_path: Path, n: int = 6) -> pd.DataFrame:
@@ -49,10 +50,8 @@ def test_round_trip(tmp_path):
 def test_modes_are_converted(tmp_path):
     rgb = tmp_path / "rgb.png"
     Image.fromarray(np.full((8, 8, 3), 77, np.uint8), mode="RGB").save(rgb)
-    deep = tmp_path / "deep.png"
-    Image.fromarray(np.full((8, 8), 200 * 256, np.uint16)).save(deep)
     assert np.asarray(read_grayscale(rgb)).max() == 77  # equal channels stay the same grey
-    assert read_grayscale(deep).mode == "L" and np.asarray(read_grayscale(deep)).max() == 200  # top 8 bits
+    # 16-bit PNGs and DICOM: tests/data/test_images.py
 
 
 def test_resume_skips_done_files(tmp_path, caplog):
@@ -146,3 +145,80 @@ def test_stage_quarantine_report(tmp_path, tiny_cfg):
     report = store.read_table(layout.data_dir(cfg, root) / "resize_quarantine.csv")
     assert report["path"].tolist() == [str(bad)]
     assert len(resized) == len(index) - 1
+
+
+def test_a_rerun_with_another_decoder_rewrites_every_scan(tmp_path, tiny_cfg, monkeypatch):
+    """Resized files survive a killed run and options that leave pixels alone, but not a new decoder:
+    a scan written by an older decoder is never passed off as this run's."""
+    from ddval.data import stage
+
+    root = tmp_path / "results"
+    run_index_stage(tiny_cfg, root)
+    paths = run_resize_stage(tiny_cfg, root)["path"]
+    before = _mtimes(paths)
+    monkeypatch.setattr(stage, "DECODER_VERSION", stage.DECODER_VERSION + 1)
+    cfg = dataclasses.replace(tiny_cfg, data=dataclasses.replace(tiny_cfg.data, on_corrupt="quarantine"))
+    run_resize_stage(cfg, root)  # the stage runs again (other parameters) with the new decoder
+    after = _mtimes(paths)
+    assert all(after[p] != before[p] for p in before)
+
+
+def _mtimes(paths) -> dict[str, int]:
+    return {str(p): Path(p).stat().st_mtime_ns for p in paths}
+
+
+def test_a_damaged_resized_scan_makes_the_stage_stale_and_is_rewritten(tmp_path, tiny_cfg, monkeypatch):
+    """A resized scan emptied or truncated after the stage went unnoticed: the record vouched for
+    index_resized.parquet only, so `ddval status` said complete, and even a forced re-run kept the
+    damaged file (the stage resumes from the files it finds)."""
+    root = tmp_path / "results"
+    run_index_stage(tiny_cfg, root)
+    resized = run_resize_stage(tiny_cfg, root)
+    data = layout.data_dir(tiny_cfg, root)
+    victim = Path(resized["path"].iloc[0])
+    good = victim.read_bytes()
+    victim.write_bytes(b"")
+    with pytest.raises(store.StaleOutputError, match=rf"{victim} has 0 bytes"):
+        store.verify_outputs(data, "resize")
+    run_resize_stage(tiny_cfg, root)
+    assert victim.read_bytes() == good
+    victim.write_bytes(good[: len(good) // 2])  # and when the whole stage is forced to run again
+    monkeypatch.setenv(store.FORCE_ENV, str(data))
+    run_resize_stage(tiny_cfg, root)
+    assert victim.read_bytes() == good
+
+
+def test_switching_to_quarantine_keeps_the_scans_already_resized(tmp_path, tiny_cfg):
+    """The corrupt-scan error advises `data.on_corrupt: quarantine`; the re-run it asks for threw away
+    every scan already resized (hours at paper scale), though the setting changes no pixel."""
+    root = tmp_path / "results"
+    index = run_index_stage(tiny_cfg, root)
+    bad = Path(index["path"].iloc[-1])
+    bad.write_bytes(bad.read_bytes()[:50])
+    with pytest.raises(CorruptImageError, match="set data.on_corrupt: quarantine"):
+        run_resize_stage(tiny_cfg, root)
+    written = sorted(p for p in layout.resized_dir(tiny_cfg, root).rglob("*.png"))
+    assert len(written) == len(index) - 1
+    before = _mtimes(written)
+    cfg = dataclasses.replace(tiny_cfg, data=dataclasses.replace(tiny_cfg.data, on_corrupt="quarantine"))
+    assert len(run_resize_stage(cfg, root)) == len(index) - 1
+    assert _mtimes(written) == before
+
+
+def test_a_failed_rerun_keeps_the_resized_scans_to_resume_from(tmp_path, tiny_cfg):
+    """A re-run that fails (here: a scan to redo whose source became unreadable) removes the old
+    index_resized.parquet, so no reader takes it for this run's, but keeps the intact resized scans:
+    the next run resumes from them instead of decoding every scan again."""
+    root = tmp_path / "results"
+    index = run_index_stage(tiny_cfg, root)
+    resized = run_resize_stage(tiny_cfg, root)
+    data = layout.data_dir(tiny_cfg, root)
+    Path(resized["path"].iloc[0]).unlink()
+    source = Path(index["path"].iloc[0])
+    source.write_bytes(source.read_bytes()[:50])
+    kept = [Path(p) for p in resized["path"].iloc[1:]]
+    before = _mtimes(kept)
+    with pytest.raises(CorruptImageError):
+        run_resize_stage(tiny_cfg, root)
+    assert not (data / "index_resized.parquet").exists()
+    assert _mtimes(kept) == before

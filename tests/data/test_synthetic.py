@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ from data_fixtures import (
 from PIL import Image
 
 from ddval.config import LABELS, load_config
-from ddval.data import render
+from ddval.data import anatomy, render
+from ddval.data.findings import Finding
 from ddval.data.index import index_chexpert, index_mimic, index_nih
 from ddval.data.sampling import CHEXPERT_OBSERVATIONS, sample_site
 from ddval.data.synthetic import MARKER, write_cohort
@@ -169,10 +171,14 @@ def test_rewrite_replaces_own_folder_but_not_foreign_ones(tmp_path):
     write_cohort(tmp_path, cfg)
     assert not (tmp_path / "nih" / "stale.txt").exists() and (tmp_path / "nih" / MARKER).exists()
     foreign = tmp_path / "other"
-    (foreign / "mimic").mkdir(parents=True)
+    (foreign / "mimic" / "files").mkdir(parents=True)
+    (foreign / "mimic" / "files" / "scan.jpg").write_bytes(b"someone's data")
     with pytest.raises(FileExistsError, match="not written by ddval"):
         write_cohort(foreign, cfg)
     assert not list(foreign.glob(".*partial"))
+    (foreign / "mimic" / "files" / "scan.jpg").unlink()  # a folder holding no file replaces nothing
+    write_cohort(foreign, cfg)
+    assert (foreign / "mimic" / MARKER).exists()
 
 
 # ---- the images carry the labels ---------------------------------------------------------------
@@ -180,11 +186,11 @@ def test_rewrite_replaces_own_folder_but_not_foreign_ones(tmp_path):
 
 def test_findings_change_the_pixels_where_expected():
     """Each finding makes the image denser (brighter) in its region, and pneumothorax more lucent."""
-    geometry = render.Geometry()
-    normal = render.render(render.ScanSpec(geometry, render.HEART_HALF_WIDTH, False), 64, 64).astype(float)
+    geometry = anatomy.Geometry()
+    normal = render.render(render.ScanSpec(geometry, anatomy.HEART_HALF_WIDTH, False), 64, 64).astype(float)
 
-    def with_(kind, side=0, heart=render.HEART_HALF_WIDTH):
-        findings = () if kind == "cardiomegaly" else (render.Finding(kind, 1.0, side, 3),)
+    def with_(kind, side=0, heart=anatomy.HEART_HALF_WIDTH):
+        findings = () if kind == "cardiomegaly" else (Finding(kind, 1.0, side, 3),)
         return render.render(render.ScanSpec(geometry, heart, False, findings), 64, 64).astype(float)
 
     lower_right_lung = (slice(38, 46), slice(8, 24))  # image rows/cols (patient's right = image left)
@@ -249,3 +255,28 @@ def test_sites_differ():
     assert stats["chexpert"]["effusion"] > stats["nih"]["effusion"]
     bright = sorted(s["brightness"] for s in stats.values())
     assert bright[-1] - bright[0] > 5
+
+
+def test_two_writers_at_once_leave_a_complete_cohort(tmp_path):
+    """Issue 17, case 5: two runs writing the cohort at the same time shared one `.partial` folder, one
+    deleted the other's files, and the cohort was recorded with 313 of 2,252 images. Each writer now
+    has a private temporary folder and renames it into place whole."""
+    import subprocess
+    import sys
+
+    from data_fixtures import tiny_overrides
+
+    code = ("import sys; from ddval.config import load_config; from ddval.data.synthetic import write_cohort\n"
+            f"write_cohort(sys.argv[1], load_config('demo', {tiny_overrides()!r}))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "lib"), "DDVAL_PROGRESS": "off"}
+    shared = tmp_path / "shared"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(shared)], env=env, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    alone = tmp_path / "alone"
+    subprocess.run([sys.executable, "-c", code, str(alone)], env=env, check=True, timeout=600)
+    files = sorted(p.relative_to(alone) for p in alone.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(shared) for p in shared.rglob("*") if p.is_file()) == files
+    assert all((shared / f).read_bytes() == (alone / f).read_bytes() for f in files)
+    assert [p.name for p in shared.iterdir() if p.name.startswith(".")] == []  # no temporary folders left

@@ -44,12 +44,30 @@ def ipfs_daemon(tmp_path_factory) -> str:
     port = free_port()
     tmp = tmp_path_factory.mktemp("ipfs")
     log = tmp / "daemon.log"
-    cmd = [str(binary), "daemon", "--offline", "--no-ipni", "--api", "--api-host", "127.0.0.1", "--api-port", str(port), "--blockstore-type", "memory", "--port", str(free_port())]
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=tmp, env={**os.environ, "HOME": str(tmp)})
+    cmd = [
+        str(binary),
+        "daemon",
+        "--offline",
+        "--no-ipni",
+        "--api",
+        "--api-host",
+        "127.0.0.1",
+        "--api-port",
+        str(port),
+        "--blockstore-type",
+        "memory",
+        "--port",
+        str(free_port()),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=tmp, env={**os.environ, "HOME": str(tmp)}
+    )
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
-        with urllib.request.urlopen(urllib.request.Request(url + "/api/v0/version", b"", method="POST"), timeout=2) as r:
+        with urllib.request.urlopen(
+            urllib.request.Request(url + "/api/v0/version", b"", method="POST"), timeout=2
+        ) as r:
             return "Version" in json.loads(r.read())
 
     _wait(up, "py-ipfs-lite daemon", proc, log, timeout=90)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import time
@@ -55,14 +56,18 @@ def _rpc(url: str, method: str, params: list | None = None) -> dict:
         return json.loads(resp.read())
 
 
-def start_anvil(tmp: Path, *extra: str) -> tuple[str, subprocess.Popen]:
-    """Start anvil on a free port; return its URL and process."""
+def start_anvil(tmp: Path, *extra: str, port: int | None = None) -> tuple[str, subprocess.Popen]:
+    """Start anvil on ``port`` (default: a free one); return its URL and process."""
     binary = repo_root() / "node_modules" / ".bin" / "anvil"
     if not binary.exists():
         pytest.fail(f"{binary} not found: run `make env` (npm ci installs @foundry-rs/anvil)")
-    port = free_port()
+    port = port or free_port()
     log = tmp / f"anvil-{port}.log"
-    proc = subprocess.Popen([str(binary), "--host", "127.0.0.1", "--port", str(port), *extra], stdout=log.open("w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(binary), "--host", "127.0.0.1", "--port", str(port), *extra],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     _wait(lambda: "result" in _rpc(url, "eth_chainId"), "anvil", proc, log)
     return url, proc
@@ -79,6 +84,17 @@ def reverts(error: str, *args):
 
 
 def deploy(chain, name: str, *args, sender=None):
-    """Deploy a committed artifact from ``sender`` (default: account 0)."""
-    contract, _ = chain.deploy(load_artifact(name), *args, sender=sender or chain.accounts[0])
+    """Deploy a committed artifact from ``sender`` (default: account 0). ``DDVAL_TEST_ARTIFACTS`` names
+    another artifact folder (``contracts/mutate.py`` runs the contract tests against each mutant)."""
+    artifact = load_artifact(name, os.environ.get("DDVAL_TEST_ARTIFACTS"))
+    contract, _ = chain.deploy(artifact, *args, sender=sender or chain.accounts[0])
     return contract
+
+
+def next_block_at(c, ts: int) -> None:
+    """Move the embedded chain's clock so that the next transaction is mined at ``ts``: eth-tester
+    mines at the latest timestamp + 1 while the chain is ahead of the wall clock, and a reverting
+    transaction mines nothing (so the next one is still at ``ts``)."""
+    gap = ts - 1 - c.timestamp()
+    assert gap > 0, f"{ts} is not in the future of the latest block"
+    c.advance_time(gap)

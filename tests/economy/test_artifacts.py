@@ -32,8 +32,12 @@ def test_recompiling_reproduces_the_committed_artifacts_byte_for_byte(rebuilt):
         old = contracts.load_artifact(name)
         assert old.abi == fresh.abi, f"{name}: ABI is stale"
         # Everything is pinned (compiler, settings, sources), so even the metadata hash must match.
-        assert contracts.strip_metadata(old.bytecode) == contracts.strip_metadata(fresh.bytecode), f"{name}: code is stale"
-        assert old.bytecode == fresh.bytecode and old.deployed_bytecode == fresh.deployed_bytecode, f"{name}: metadata is stale"
+        assert contracts.strip_metadata(old.bytecode) == contracts.strip_metadata(fresh.bytecode), (
+            f"{name}: code is stale"
+        )
+        assert old.bytecode == fresh.bytecode and old.deployed_bytecode == fresh.deployed_bytecode, (
+            f"{name}: metadata is stale"
+        )
     assert info["sources"] == json.loads((contracts.artifacts_dir() / "build-info.json").read_text())["sources"]
 
 
@@ -41,4 +45,6 @@ def test_strip_metadata_removes_exactly_the_cbor_tail():
     code = contracts.load_artifact("RewardPool").deployed_bytecode
     stripped = contracts.strip_metadata(code)
     tail = bytes.fromhex(code[len(stripped) :])
-    assert tail[:3] == bytes.fromhex("a26469") and tail[-2:] == (len(tail) - 2).to_bytes(2, "big")  # {"ipfs": ..., "solc": ...}
+    assert tail[:3] == bytes.fromhex("a26469") and tail[-2:] == (len(tail) - 2).to_bytes(
+        2, "big"
+    )  # {"ipfs": ..., "solc": ...}

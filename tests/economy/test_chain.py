@@ -44,10 +44,42 @@ def test_wrong_chain_id_fails_before_anything_is_sent(anvil):
     assert probe.w3.eth.block_number == block
 
 
-def test_unreachable_rpc_is_a_clear_error():
-    url = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(chain_mod.ChainError, match=f"cannot reach the RPC endpoint {url}"):
-        chain_mod.connect(url, timeout=2)
+def test_unreachable_rpc_is_a_one_line_error_naming_the_redacted_endpoint():
+    """Issue 17 item 9: a bare ``requests`` ConnectionError that did not name the endpoint; issue 12: the
+    full URL (which may hold an API key) in error messages."""
+    port = free_port()
+    with pytest.raises(chain_mod.ChainError) as info:
+        chain_mod.connect(f"http://user:pw@127.0.0.1:{port}/v3/API-KEY?token=T0KEN", timeout=2)
+    message = str(info.value)
+    reason = "ConnectionError ([Errno 111] Connection refused)"
+    assert message == f"cannot reach the RPC endpoint http://127.0.0.1:{port}/<redacted>: {reason}"
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # no chained traceback repeats the URL
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("https://sepolia.infura.io/v3/0123abcd", "https://sepolia.infura.io/<redacted>"),
+        ("https://eth.example.org:8443/?apikey=k", "https://eth.example.org:8443/<redacted>"),
+        ("http://alice:secret@10.0.0.2:8545", "http://10.0.0.2:8545/<redacted>"),
+        ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
+        ("http://127.0.0.1:8545/", "http://127.0.0.1:8545"),
+    ],
+)
+def test_rpc_urls_are_redacted(url, shown):
+    assert chain_mod.redact_url(url) == shown
+
+
+def test_a_failing_request_mid_run_names_only_the_redacted_endpoint(anvil):
+    c = chain_mod.connect(anvil)
+    c.w3.provider.endpoint_uri = f"http://127.0.0.1:{free_port()}/v3/API-KEY"  # the node goes away
+    with pytest.raises(
+        chain_mod.ChainError,
+        match=r"^RPC endpoint http://127.0.0.1:\d+/<redacted>: eth_blockNumber failed: ConnectionError",
+    ) as info:
+        c.w3.eth.block_number
+    assert "API-KEY" not in str(info.value)
+    assert "url" not in repr(c) and "API-KEY" not in repr(c)
 
 
 @pytest.fixture(scope="module")
@@ -58,22 +90,34 @@ def public_like_chain(tmp_path_factory):
     _stop(proc)
 
 
+def test_non_dev_chain_must_be_named(public_like_chain, monkeypatch):
+    """Issue 12: ``chain_id`` defaulted to whatever the endpoint served; keys then went to any chain."""
+    monkeypatch.setenv("DDVAL_PRIVATE_KEYS", "0x" + chain_mod.dev_accounts(1)[0].key.hex())
+    with pytest.raises(
+        chain_mod.ChainError, match="serves chain id 4242, which is not a development chain: set economy.chain_id"
+    ):
+        chain_mod.connect(public_like_chain)
+    with pytest.raises(chain_mod.ChainError, match="serves chain id 4242, expected 4243; nothing was sent"):
+        chain_mod.connect(public_like_chain, chain_id=4243)
+    assert chain_mod.connect(public_like_chain, chain_id=4242).chain_id == 4242
+
+
 def test_non_dev_chain_needs_keys_from_the_environment(public_like_chain, monkeypatch):
     monkeypatch.delenv("DDVAL_PRIVATE_KEYS", raising=False)
     monkeypatch.delenv("DDVAL_MNEMONIC", raising=False)
     with pytest.raises(chain_mod.ChainError, match="no keys for chain 4242.*DDVAL_PRIVATE_KEYS"):
-        chain_mod.connect(public_like_chain)
+        chain_mod.connect(public_like_chain, chain_id=4242)
     monkeypatch.setenv("DDVAL_MNEMONIC", chain_mod.DEV_MNEMONIC)
     with pytest.raises(chain_mod.ChainError, match="refusing the public test mnemonic on chain 4242"):
-        chain_mod.connect(public_like_chain)
+        chain_mod.connect(public_like_chain, chain_id=4242)
     monkeypatch.delenv("DDVAL_MNEMONIC")
     key = chain_mod.dev_accounts(3)[2].key.hex()
     monkeypatch.setenv("DDVAL_PRIVATE_KEYS", f"0x{key}")
-    c = chain_mod.connect(public_like_chain)
+    c = chain_mod.connect(public_like_chain, chain_id=4242)
     assert [a.address for a in c.accounts] == [chain_mod.dev_accounts(3)[2].address]
     monkeypatch.setenv("DDVAL_PRIVATE_KEYS", "0xnot-a-key")
     with pytest.raises(chain_mod.ChainError, match="invalid private key") as info:
-        chain_mod.connect(public_like_chain)
+        chain_mod.connect(public_like_chain, chain_id=4242)
     assert "not-a-key" not in str(info.value)  # keys are never echoed
     with pytest.raises(chain_mod.ChainError, match="cannot move the clock of chain 4242"):
         c.advance_time(1)

@@ -6,38 +6,80 @@ import math
 
 import pandas as pd
 import pytest
+from econ_helpers import free_port
+from econ_operator import published_by, shifted
 from econ_stage_inputs import write_stage_inputs
 
 from ddval import economy, layout, store
 from ddval.config import load_config
 from ddval.economy import chain as chain_mod
-from ddval.economy import inputs, ipfs, merkle, published, rewards
+from ddval.economy import inputs, ipfs, rewards, steps
 from ddval.economy.contracts import load_artifact
+from ddval.economy.published import AllocationDocument
 
 SETTING = "noniid"
 #: Four stand-in rounds: one improving round, then a plateau of exactly ``patience`` rounds.
 PATIENCE = 3
 
 
-def config(**economy):
-    return load_config("demo", {"economy": {"n_individuals": 4, **economy}, "train": {"patience": PATIENCE}})
+def config(**economy_overrides):
+    return load_config("demo", {"economy": {"n_individuals": 4, **economy_overrides}, "train": {"patience": PATIENCE}})
+
+
+def stand_ins(cfg, root):
+    return write_stage_inputs(cfg, 0, SETTING, root, n_rounds=4, patients_per_institution=6)
 
 
 @pytest.fixture(scope="module")
 def embedded_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     cfg = config()
-    write_stage_inputs(cfg, 0, SETTING, root, n_rounds=4, patients_per_institution=6)
+    stand_ins(cfg, root)
     return cfg, root, economy.run_economy_stage(cfg, 0, SETTING, root=root)
+
+
+def document(res, content=None) -> AllocationDocument:
+    content = content or ipfs.EmbeddedStore(res.outputs["gas"].parent / "ipfs")
+    return AllocationDocument.from_bytes(content.cat(res.deployment["allocation_cid"]))
 
 
 def test_outputs_follow_the_table_contract(embedded_run):
     _, _, res = embedded_run
     assert list(res.table("gas").columns) == ["operation", "actor", "gas_used", "tx_hash"]
-    assert {"kind", "recipient_id", "account", "amount"} <= set(res.table("allocation").columns)
+    assert {"kind", "recipient_id", "account", "amount", "leaf", "claimed"} <= set(res.table("allocation").columns)
     assert list(res.table("balances").columns) == ["kind", "recipient_id", "account", "balance"]
-    ops = set(res.table("gas")["operation"])
-    assert {"deploy_registry", "deploy_pool", "submit_round", "submit_features", "fund", "attest", "claim_institution", "claim_individual", "sweep"} <= ops
+    assert {"institution", "decision", "reason", "points_recomputed", "leaves_match", "root"} <= set(
+        res.table("attestations").columns
+    )
+    ops = list(dict.fromkeys(res.table("gas")["operation"]))
+    assert ops == [
+        "deploy_token",
+        "deploy_registry",
+        "register_institution",
+        "close_registration",
+        "deploy_pool",
+        "approve",
+        "fund",
+        "submit_round",
+        "submit_features",
+        "attest",
+        "claim_institution",
+        "eth_for_gas",
+        "claim_individual",
+        "sweep",
+    ]
+
+
+def test_every_institution_recomputed_the_allocation_and_a_majority_attested(embedded_run):
+    cfg, root, res = embedded_run
+    att = res.table("attestations")
+    points = len(pd.read_parquet(layout.valuation_dir(cfg, 0, SETTING, root) / "point_values.parquet"))
+    assert list(att["institution"]) == ["nih", "chexpert", "mimic"]
+    assert list(att["decision"]) == ["attested", "attested", "already final"]
+    assert att["leaves_match"].all() and (att["points_recomputed"] == points).all()
+    assert set(att["root"]) == {res.deployment["merkle_root"]}
+    gas = res.table("gas")
+    assert list(gas.loc[gas["operation"] == "attest", "tx_hash"]) == list(att["tx_hash"].dropna())
 
 
 def test_rounds_features_and_allocation_are_pinned_and_verifiable(embedded_run):
@@ -47,26 +89,44 @@ def test_rounds_features_and_allocation_are_pinned_and_verifiable(embedded_run):
     assert (pins["artifact"] == "model").sum() == 4 * len(names)
     assert (pins["artifact"] == "features").sum() == len(names)
     content = ipfs.EmbeddedStore(res.outputs["gas"].parent / "ipfs")
-    sdir = layout.setting_dir(cfg, 0, SETTING, root)
     feat = pins[pins["artifact"] == "features"].iloc[0]
-    assert content.cat(feat["cid"]) == (sdir / "valuation" / "features" / f"{feat['owner']}.npz").read_bytes()
-    d = res.deployment
-    assert published.root_from_table(content.cat(d["allocation_cid"])).hex() == d["merkle_root"][2:]
-    assert d["rounds_on_chain"] == 4 and set(content.pins()) == set(pins["cid"])
+    assert (
+        content.cat(feat["cid"]) == (layout.features_dir(cfg, 0, SETTING, root) / f"{feat['owner']}.npz").read_bytes()
+    )
+    d, doc = res.deployment, document(res)
+    assert "0x" + doc.tree().root.hex() == d["merkle_root"] and doc.training == d["training_digest"]
+    assert (doc.pool, doc.registry, doc.chain_id, doc.best_round) == (
+        d["pool"],
+        d["registry"],
+        d["chain_id"],
+        d["best_round"],
+    )
+    assert (
+        doc.total == int(d["allocation_total"])
+        and d["rounds_on_chain"] == 4
+        and set(content.pins()) == set(pins["cid"])
+    )
+    assert b"p0000" not in content.cat(d["allocation_cid"])  # no patient id is published
 
 
 def test_payouts_equal_the_policy_and_are_conserved(embedded_run):
     cfg, root, res = embedded_run
-    sdir = layout.setting_dir(cfg, 0, SETTING, root)
+    vdir = layout.valuation_dir(cfg, 0, SETTING, root)
     names = tuple(i.name for i in cfg.setting(SETTING).institutions)
     expected = rewards.allocate(
-        rewards.institution_values(pd.read_csv(sdir / "valuation" / "institution_values.csv"), names, "ddval"),
-        rewards.patient_values(pd.read_parquet(sdir / "valuation" / "point_values.parquet"), names),
+        rewards.institution_values(pd.read_csv(vdir / "institution_values.csv"), names, "ddval"),
+        rewards.patient_values(pd.read_parquet(vdir / "point_values.parquet"), names),
         cfg.economy.pool_amount,
         individual_share=cfg.economy.individual_share,
     )
     alloc = res.table("allocation")
-    assert dict(zip(alloc["recipient_id"], alloc["amount"].map(int))) == dict(zip(expected.table["recipient_id"], expected.table["amount"]))
+    assert dict(zip(alloc["recipient_id"], alloc["amount"].map(int))) == dict(
+        zip(expected.table["recipient_id"], expected.table["amount"])
+    )
+    leaves = alloc[alloc["leaf"] >= 0].sort_values("leaf")
+    assert list(leaves["leaf"]) == list(range(len(leaves))) and list(
+        zip(leaves["account"], leaves["amount"].map(int))
+    ) == list(document(res).leaves)
     balances = res.table("balances").set_index("recipient_id")["balance"].map(int)
     claimed = alloc[alloc["claimed"]]
     assert len(claimed) == len(names) + 4
@@ -82,12 +142,58 @@ def test_a_finished_run_is_not_sent_again(embedded_run):
     assert again.skipped and again.table("gas").equals(res.table("gas"))
 
 
+def test_the_input_digest_covers_only_the_consumed_columns(embedded_run):
+    """Issue 17 item 9: ``wall_time_s`` changed the economy's input hash, so any recompute redeployed."""
+    cfg, root, _ = embedded_run
+    path = layout.valuation_dir(cfg, 0, SETTING, root) / "institution_values.csv"
+    original = path.read_bytes()
+    try:
+        frame = pd.read_csv(path)
+        store.write_table(path, frame.assign(wall_time_s=frame["wall_time_s"] * 7 + 1))
+        assert economy.run_economy_stage(cfg, 0, SETTING, root=root).skipped
+        located = inputs.locate_inputs(cfg, 0, SETTING, root)
+        before = located.digests()
+        store.write_table(path, frame.assign(value=frame["value"] * 2))
+        assert located.digests()["institution_values.csv"] != before["institution_values.csv"]
+    finally:
+        path.write_bytes(original)
+
+
 def test_gas_table_is_deterministic_on_the_embedded_chain(embedded_run, tmp_path):
     cfg, _, res = embedded_run
-    write_stage_inputs(cfg, 0, SETTING, tmp_path, n_rounds=4, patients_per_institution=6)
+    stand_ins(cfg, tmp_path)
     other = economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path)
     assert other.table("gas").equals(res.table("gas"))  # tx hashes included
-    assert other.deployment == res.deployment
+    assert {k: v for k, v in other.deployment.items() if k != "genesis_hash"} == {
+        k: v for k, v in res.deployment.items() if k != "genesis_hash"
+    }
+
+
+# ---------------------------------------------------------------------------- a dishonest operator
+
+
+def test_honest_institutions_refuse_a_tampered_allocation(tmp_path):
+    cfg = config()
+    stand_ins(cfg, tmp_path)
+    s, contracts, _, cid = published_by(cfg, tmp_path, SETTING, shifted)
+    verdicts = steps.run_attesters(s, contracts.pool, cid)
+    assert [v.decision for v in verdicts] == ["refused"] * 3
+    assert all(v.points_recomputed > 0 and not v.leaves_match for v in verdicts)
+    assert not contracts.pool.functions.finalized().call()
+
+
+def test_a_refused_allocation_fails_the_stage_and_leaves_no_outputs(tmp_path, monkeypatch):
+    """Issue 17 item 9: a failed run left the previous run's ``deployment.json`` / ``balances.csv``."""
+    cfg = config()
+    stand_ins(cfg, tmp_path)
+    first = economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path)
+    assert first.outputs["deployment"].exists()
+    honest_publish = steps.publish_allocation
+    monkeypatch.setattr(steps, "publish_allocation", lambda s, doc: honest_publish(s, shifted(doc)))
+    with pytest.raises(RuntimeError, match="did not finalize: no strict majority.*nih: refused"):
+        economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path, force=True)
+    assert not any(p.exists() for p in first.outputs.values())
+    assert not store.record_path(first.outputs["gas"].parent, "economy").exists()
 
 
 # ---------------------------------------------------------------------------- real components
@@ -95,35 +201,98 @@ def test_gas_table_is_deterministic_on_the_embedded_chain(embedded_run, tmp_path
 
 @pytest.mark.chain
 @pytest.mark.ipfs
-def test_whole_flow_on_anvil_and_the_ipfs_daemon(anvil, ipfs_daemon, tmp_path, embedded_run):
+def test_whole_flow_on_anvil_and_the_ipfs_daemon_with_attester_processes(anvil, ipfs_daemon, tmp_path, embedded_run):
     cfg = config()
-    write_stage_inputs(cfg, 0, SETTING, tmp_path, n_rounds=4, patients_per_institution=6)
+    stand_ins(cfg, tmp_path)
     res = economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path, rpc_url=anvil, ipfs_api=ipfs_daemon)
     d = res.deployment
-    # the same inputs cost the same gas, transaction by transaction, as on the embedded chain
-    embedded = embedded_run[2].table("gas")
-    assert res.table("gas")[["operation", "actor", "gas_used"]].equals(embedded[["operation", "actor", "gas_used"]])
+    # the same inputs cost the same gas, transaction by transaction, as on the embedded chain, but for
+    # the attestations (the allocation document, hence its CID in the calldata, names the chain) and
+    # the submissions that close a round (anvil mines blocks within one second: rewriting an
+    # unchanged ``roundOpenedAt`` costs 2,800 gas less)
+    embedded, rpc = embedded_run[2].table("gas"), res.table("gas")
+    assert rpc[["operation", "actor"]].equals(embedded[["operation", "actor"]])
+    slack = rpc["operation"].map({"attest": 16 * 36, "submit_round": 2800}).fillna(0)
+    assert ((rpc["gas_used"] - embedded["gas_used"]).abs() <= slack).all()
     assert d["merkle_root"] == embedded_run[2].deployment["merkle_root"]
-    assert d["allocation_cid"] == embedded_run[2].deployment["allocation_cid"]  # daemon CID == embedded CID
-    assert d["chain"] == "rpc" and d["chain_id"] == 31337 and d["ipfs"] == "daemon"
+    assert d["chain"] == "rpc" and d["chain_id"] == 31337 and d["ipfs"] == "daemon" and d["endpoint"] == anvil
+    att = res.table("attestations")  # written by three separate attester processes
+    assert list(att["decision"]) == ["attested", "attested", "already final"] and att["leaves_match"].all()
     c = chain_mod.connect(anvil)
     registry = c.at(load_artifact("SwarmRegistry"), d["registry"])
     pool = c.at(load_artifact("RewardPool"), d["pool"])
     assert registry.functions.stopped().call() and registry.functions.roundsClosed().call() == 4
     assert registry.functions.featuresSubmitted().call() == 3
     assert pool.functions.finalized().call() and pool.functions.merkleRoot().call().hex() == d["merkle_root"][2:]
-    assert ipfs.CID.parse(pool.functions.allocationCid().call()) == ipfs.CID.parse(d["allocation_cid"])
-    # every pinned artifact is readable back from the daemon, and the on-chain model CIDs match the pins
+    assert "0x" + pool.functions.attestedTraining().call().hex() == d["training_digest"]
+    for i, who in enumerate(att["account"][:2]):
+        assert pool.functions.attestationOf(who).call() != bytes(32), f"attester {i} did not sign itself"
     daemon = ipfs.KuboClient(ipfs_daemon)
-    assert published.root_from_table(daemon.cat(d["allocation_cid"])).hex() == d["merkle_root"][2:]
+    assert document(res, daemon).tree().root.hex() == d["merkle_root"][2:]
     pins = res.table("pins")
     first = pins[pins["artifact"] == "model"].iloc[0]
-    on_chain = registry.functions.modelCid(0, c.accounts[1].address).call()
-    assert str(ipfs.CID.parse(on_chain)) == first["cid"]
-    model = layout.setting_dir(cfg, 0, SETTING, tmp_path) / "train" / "nih+chexpert+mimic" / "rounds" / "001" / "nih.pt"
+    assert str(ipfs.CID.parse(registry.functions.modelCid(0, c.accounts[1].address).call())) == first["cid"]
+    model = layout.train_dir(cfg, 0, SETTING, tmp_path) / "nih+chexpert+mimic" / "rounds" / "001" / "nih.pt"
     assert first["owner"] == "nih" and daemon.cat(first["cid"]) == model.read_bytes()
     claimed = pool.functions.claimedTotal().call()
-    assert claimed + int(res.table("balances").set_index("recipient_id").loc["treasury", "balance"]) == cfg.economy.pool_amount
+    assert (
+        claimed + int(res.table("balances").set_index("recipient_id").loc["treasury", "balance"])
+        == cfg.economy.pool_amount
+    )
+
+
+@pytest.mark.chain
+def test_attester_processes_refuse_a_tampered_allocation_and_one_key_cannot_finalize(anvil, tmp_path):
+    """Issue 12: with every key in one process the quorum was the operator's decision. Each attester
+    here is a separate OS process holding only its own key."""
+    cfg = config()
+    stand_ins(cfg, tmp_path)
+    s, contracts, honest, cid = published_by(cfg, tmp_path, SETTING, shifted, rpc_url=anvil)
+    pool = contracts.pool
+    verdicts = steps.run_attesters(s, pool, cid)
+    assert [v.decision for v in verdicts] == ["refused"] * 3 and not any(v.leaves_match for v in verdicts)
+    assert not pool.functions.finalized().call()
+    # a compromised key attests the tampered allocation directly: one vote of three
+    tampered = shifted(honest)
+    s.chain.send(
+        pool.functions.attest(
+            tampered.tree().root, tampered.total, ipfs.CID.parse(cid).to_bytes(), bytes.fromhex(honest.training[2:])
+        ),
+        s.parties.institutions["nih"],
+    )
+    assert not pool.functions.finalized().call()
+    # the two honest institutions attest the honest allocation and finalize it; the compromised one is refused again
+    verdicts = steps.run_attesters(s, pool, steps.publish_allocation(s, honest))
+    assert [v.decision for v in verdicts] == ["refused", "attested", "attested"]
+    assert verdicts[0].leaves_match and "already attested another allocation" in verdicts[0].reason
+    assert pool.functions.finalized().call() and pool.functions.merkleRoot().call() == honest.tree().root
+
+
+@pytest.mark.chain
+def test_a_skipped_run_is_checked_against_the_chain_it_points_at(tmp_path):
+    """Issue 17 item 7: after anvil restarted, the step was skipped and ``deployment.json`` pointed at
+    addresses without code."""
+    from econ_helpers import _stop, start_anvil
+
+    cfg = config()
+    stand_ins(cfg, tmp_path)
+    port = free_port()
+    url, proc = start_anvil(tmp_path, port=port)
+    try:
+        first = economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path, rpc_url=url)
+        assert economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path, rpc_url=url).skipped  # same chain: skipped
+    finally:
+        _stop(proc)
+    url, proc = start_anvil(tmp_path, port=port)  # a fresh chain on the same endpoint
+    try:
+        probe = chain_mod.connect(url)
+        assert not probe.has_code(first.deployment["pool"])
+        again = economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path, rpc_url=url)
+        assert not again.skipped
+        assert all(probe.has_code(again.deployment[k]) for k in ("token", "registry", "pool"))
+        assert again.deployment["genesis_hash"] == probe.genesis_hash()
+    finally:
+        _stop(proc)
 
 
 # ---------------------------------------------------------------------------- bad input: nothing sent
@@ -140,35 +309,75 @@ def corrupt_values(sdir, value):
 @pytest.mark.parametrize(
     "break_inputs, error, message",
     [
-        (lambda s: corrupt_values(s, math.nan), rewards.RewardError, r"institution_values.csv: row 2, field 'value' \(nih\): value is nan"),
-        (lambda s: (s / "valuation" / "point_values.parquet").unlink(), inputs.EconomyInputError, r"point_values.parquet: not found; run notebook 04_valuation"),
-        (lambda s: (s / "train" / "nih+chexpert+mimic" / "rounds" / "002" / "mimic.pt").unlink(), inputs.EconomyInputError, r"002/mimic.pt: local model of 'mimic' in round 2 not found"),
-        (lambda s: (s / "valuation" / "features" / "nih.npz").unlink(), inputs.EconomyInputError, r"nih.npz: deep features of 'nih' not found"),
+        (
+            lambda s: corrupt_values(s, math.nan),
+            rewards.RewardError,
+            r"institution_values.csv: row 2, field 'value' \(nih\): value is nan",
+        ),
+        (
+            lambda s: corrupt_values(s, 0.5),
+            inputs.EconomyInputError,
+            r"institution_values.csv: the 'ddval' values of \['nih'\] are not the sums",
+        ),
+        (
+            lambda s: (s / "valuation" / "point_values.parquet").unlink(),
+            inputs.EconomyInputError,
+            r"point_values.parquet: not found; run notebook 04_valuation",
+        ),
+        (
+            lambda s: (s / "train" / "nih+chexpert+mimic" / "rounds" / "002" / "mimic.pt").unlink(),
+            inputs.EconomyInputError,
+            r"002/mimic.pt: local model of 'mimic' in round 2 not found",
+        ),
+        (
+            lambda s: (s / "valuation" / "features" / "nih.npz").unlink(),
+            inputs.EconomyInputError,
+            r"nih.npz: not found; run notebook 04_valuation",
+        ),
+        (
+            lambda s: (s / "train" / "utilities.csv").unlink(),
+            inputs.EconomyInputError,
+            r"utilities.csv: not found; run notebook 03_train",
+        ),
     ],
 )
 def test_bad_inputs_fail_before_anything_is_sent(anvil, tmp_path, break_inputs, error, message):
-    cfg = config()
-    sdir = write_stage_inputs(cfg, 0, SETTING, tmp_path, n_rounds=4, patients_per_institution=6)
+    sdir = stand_ins(config(), tmp_path)
     break_inputs(sdir)
     probe = chain_mod.connect(anvil)
     block = probe.w3.eth.block_number
     with pytest.raises(error, match=message):
-        economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path, rpc_url=anvil)
+        economy.run_economy_stage(config(), 0, SETTING, root=tmp_path, rpc_url=anvil)
     assert probe.w3.eth.block_number == block
     assert not (sdir / "economy" / "gas.csv").exists()
 
 
 @pytest.mark.chain
-def test_negative_values_policy_error_and_unknown_accounts_send_nothing(anvil, tmp_path):
-    sdir = write_stage_inputs(config(), 0, SETTING, tmp_path, n_rounds=4, patients_per_institution=6)
+def test_bad_policies_and_unknown_accounts_send_nothing(anvil, tmp_path):
+    sdir = stand_ins(config(), tmp_path)
     probe = chain_mod.connect(anvil)
     block = probe.w3.eth.block_number
-    corrupt_values(sdir, -0.01)
+    with pytest.raises(
+        inputs.EconomyInputError, match=r"economy.quorum is 1; the pool needs a strict majority of the 3"
+    ):
+        economy.run_economy_stage(config(quorum=1), 0, SETTING, root=tmp_path, rpc_url=anvil)
+    with pytest.raises(
+        inputs.EconomyInputError, match=r"rounds.csv: row 2: field 'val_loss' is .*, above economy.max_val_loss \(0.1\)"
+    ):
+        economy.run_economy_stage(config(max_val_loss=0.1), 0, SETTING, root=tmp_path, rpc_url=anvil)
+    frame = pd.read_csv(sdir / "valuation" / "institution_values.csv")
+    store.write_table(
+        sdir / "valuation" / "institution_values.csv",
+        frame.assign(value=frame["value"].where(frame["method"] != "exact", -0.01)),
+    )
     with pytest.raises(rewards.RewardError, match="institution 'nih'.*negative"):
-        economy.run_economy_stage(config(negative_values="error"), 0, SETTING, root=tmp_path, rpc_url=anvil)
-    corrupt_values(sdir, 0.05)
+        economy.run_economy_stage(
+            config(negative_values="error", value_method="exact"), 0, SETTING, root=tmp_path, rpc_url=anvil
+        )
     accounts = tmp_path / "accounts.csv"
-    pd.DataFrame({"kind": ["individual"], "recipient_id": ["nih/p0000"], "account": ["0x" + "12" * 20]}).to_csv(accounts, index=False)
+    pd.DataFrame({"kind": ["individual"], "recipient_id": ["nih/p0000"], "account": ["0x" + "12" * 20]}).to_csv(
+        accounts, index=False
+    )
     with pytest.raises(rewards.RewardError, match=r"no account for recipient\(s\) \['nih/p0001'"):
         economy.run_economy_stage(config(accounts_csv=str(accounts)), 0, SETTING, root=tmp_path, rpc_url=anvil)
     assert probe.w3.eth.block_number == block
@@ -176,17 +385,21 @@ def test_negative_values_policy_error_and_unknown_accounts_send_nothing(anvil, t
 
 @pytest.mark.chain
 def test_wrong_chain_or_unreachable_endpoints_send_nothing(anvil, tmp_path):
-    from econ_helpers import free_port
-
-    write_stage_inputs(config(), 0, SETTING, tmp_path, n_rounds=4, patients_per_institution=6)
+    stand_ins(config(), tmp_path)
     probe = chain_mod.connect(anvil)
     block = probe.w3.eth.block_number
     with pytest.raises(chain_mod.ChainError, match="serves chain id 31337, expected 1;"):
         economy.run_economy_stage(config(chain_id=1), 0, SETTING, root=tmp_path, rpc_url=anvil)
-    with pytest.raises(chain_mod.ChainError, match="cannot reach the RPC endpoint"):
-        economy.run_economy_stage(config(), 0, SETTING, root=tmp_path, rpc_url=f"http://127.0.0.1:{free_port()}")
+    secret = f"http://127.0.0.1:{free_port()}/v3/SECRET-API-KEY?key=ALSO-SECRET"
+    with pytest.raises(
+        chain_mod.ChainError, match=r"^cannot reach the RPC endpoint http://127.0.0.1:\d+/<redacted>: ConnectionError"
+    ) as info:
+        economy.run_economy_stage(config(), 0, SETTING, root=tmp_path, rpc_url=secret)
+    assert "SECRET" not in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(ipfs.IPFSError, match="cannot reach the IPFS RPC API"):
-        economy.run_economy_stage(config(), 0, SETTING, root=tmp_path, rpc_url=anvil, ipfs_api=f"http://127.0.0.1:{free_port()}")
+        economy.run_economy_stage(
+            config(), 0, SETTING, root=tmp_path, rpc_url=anvil, ipfs_api=f"http://127.0.0.1:{free_port()}"
+        )
     assert probe.w3.eth.block_number == block
 
 
@@ -199,14 +412,10 @@ def test_rounds_beyond_the_stopping_rule_are_rejected(tmp_path):
     store.write_table(path, frame)
     located = inputs.locate_inputs(cfg, 0, SETTING, tmp_path)
     assert inputs.plan_rounds(located, patience=3, max_rounds=12).stop_index == 3  # exactly where the table ends
-    with pytest.raises(inputs.EconomyInputError, match=r"rounds.csv: 4 rounds, but the stopping rule \(patience 5, max 12 rounds\) does not fire"):
+    with pytest.raises(
+        inputs.EconomyInputError,
+        match=r"rounds.csv: 4 rounds, but the stopping rule \(patience 5, max 12 rounds\) does not fire",
+    ):
         inputs.plan_rounds(located, patience=5, max_rounds=12)
     with pytest.raises(inputs.EconomyInputError, match="fires after round 2, but the table goes on to round 4"):
         inputs.plan_rounds(located, patience=1, max_rounds=12)
-
-
-def test_merkle_values_of_the_pinned_table_are_the_leaves(embedded_run):
-    _, _, res = embedded_run
-    alloc = res.table("allocation")
-    leaves = rewards.leaves(alloc.assign(amount=alloc["amount"].map(int)))
-    assert "0x" + merkle.build_tree(leaves).root.hex() == res.deployment["merkle_root"]

@@ -128,7 +128,9 @@ def test_zero_or_negative_value_gets_zero_and_more_value_never_gets_less(t):
 
 
 def inst_frame(rows):
-    return pd.DataFrame(rows, columns=["setting", "seed", "method", "institution", "value", "wall_time_s", "n_utility_evals"])
+    return pd.DataFrame(
+        rows, columns=["setting", "seed", "method", "institution", "value", "wall_time_s", "n_utility_evals"]
+    )
 
 
 def good_inst():
@@ -161,7 +163,9 @@ def points(rows):
 
 
 def test_patient_values_sum_scans_exactly():
-    got = rewards.patient_values(points([["a", "s1", "p1", 0.1], ["a", "s2", "p1", 0.2], ["b", "s3", "p1", -0.5]]), INST)
+    got = rewards.patient_values(
+        points([["a", "s1", "p1", 0.1], ["a", "s2", "p1", 0.2], ["b", "s3", "p1", -0.5]]), INST
+    )
     assert got == {("a", "p1"): Fraction(0.1) + Fraction(0.2), ("b", "p1"): Fraction(-0.5)}
 
 
@@ -187,7 +191,13 @@ def test_unknown_account_is_an_error_listing_the_recipients():
 
 
 def test_account_table_is_validated():
-    frame = pd.DataFrame({"kind": ["institution", "individual"], "recipient_id": ["a", "a/p1"], "account": ["0x" + "11" * 20, "not-an-address"]})
+    frame = pd.DataFrame(
+        {
+            "kind": ["institution", "individual"],
+            "recipient_id": ["a", "a/p1"],
+            "account": ["0x" + "11" * 20, "not-an-address"],
+        }
+    )
     with pytest.raises(rewards.RewardError, match=r"accounts.csv: row 3: field 'account' 'not-an-address' of 'a/p1'"):
         rewards.load_accounts(frame)
     frame.loc[1, "account"] = "0x" + "22" * 20
@@ -196,6 +206,9 @@ def test_account_table_is_validated():
         rewards.load_accounts(frame)
 
 
-def test_leaves_merge_accounts_and_drop_zero_amounts():
+def test_leaves_keep_table_order_one_per_recipient_and_drop_zero_amounts():
+    """Claims are keyed by leaf index, so two recipients sharing an account are two leaves."""
     table = pd.DataFrame({"account": ["0x" + "11" * 20, "0x" + "22" * 20, "0x" + "11" * 20], "amount": [5, 0, 7]})
-    assert rewards.leaves(table) == [("0x" + "11" * 20, 12)]
+    assert rewards.leaves(table) == [("0x" + "11" * 20, 5), ("0x" + "11" * 20, 7)]
+    with pytest.raises(rewards.RewardError, match="negative amount -1"):
+        rewards.leaves(table.assign(amount=[5, -1, 7]))

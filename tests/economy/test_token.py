@@ -39,7 +39,9 @@ def test_metadata_and_supply(token, chain):
 
 
 def test_mint_emits_transfer_from_zero_and_rejects_zero_holder(chain):
-    contract, receipt = chain.deploy(load_artifact("DDValToken"), chain.accounts[1].address, 7, sender=chain.accounts[0])
+    contract, receipt = chain.deploy(
+        load_artifact("DDValToken"), chain.accounts[1].address, 7, sender=chain.accounts[0]
+    )
     assert events(contract, "Transfer", receipt) == [{"from": ZERO, "to": chain.accounts[1].address, "value": 7}]
     with reverts("ERC20InvalidReceiver", ZERO):
         deploy(chain, "DDValToken", ZERO, 7)
@@ -56,7 +58,9 @@ class TestTransfer:
         receipt = c.send(token.functions.transfer(recipient.address, SUPPLY), holder)
         assert token.functions.balanceOf(holder.address).call() == 0
         assert token.functions.balanceOf(recipient.address).call() == SUPPLY
-        assert events(token, "Transfer", receipt) == [{"from": holder.address, "to": recipient.address, "value": SUPPLY}]
+        assert events(token, "Transfer", receipt) == [
+            {"from": holder.address, "to": recipient.address, "value": SUPPLY}
+        ]
 
     def test_zero_transfer_succeeds_and_emits(self, token, parties):
         c, holder, recipient, *_ = parties
@@ -115,7 +119,9 @@ class TestApprove:
     def test_sets_replaces_and_emits_even_above_balance(self, token, parties):
         c, holder, _, spender, _ = parties
         receipt = c.send(token.functions.approve(spender.address, SUPPLY * 2), holder)
-        assert events(token, "Approval", receipt) == [{"owner": holder.address, "spender": spender.address, "value": SUPPLY * 2}]
+        assert events(token, "Approval", receipt) == [
+            {"owner": holder.address, "spender": spender.address, "value": SUPPLY * 2}
+        ]
         c.send(token.functions.approve(spender.address, 1), holder)
         assert token.functions.allowance(holder.address, spender.address).call() == 1
 

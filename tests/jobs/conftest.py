@@ -69,7 +69,8 @@ def tiny_copy(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def slurm_cluster() -> None:
     """The local SLURM cluster must be up; the test fails (never skips) when it is not."""
-    message = "SLURM is not up: run `bash tools/slurm-up.sh` (as root) before the SLURM tests"
+    message = ("SLURM is not up: run `bash tools/slurm-up.sh` before the SLURM tests (as root; without root it "
+               "starts a cluster of your own: export SLURM_CONF as it prints, or run `make test-nonroot`)")
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
         pytest.fail(message + " (sinfo/sbatch not installed)")
     proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)

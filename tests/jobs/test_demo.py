@@ -107,7 +107,8 @@ def test_reproduce_reruns_a_missing_valuation_table(demo, run_ddval):
     before = table.read_bytes()
     table.unlink()
     the_plan = plan(build_manifest(cfg, root, seeds=(0,)))
-    assert the_plan.reasons == {"valuation/seed-0/iid": "incomplete", "figures": "complete, but valuation/seed-0/iid runs first"}
+    assert the_plan.reasons == {"valuation/seed-0/iid": f"incomplete: {table} is missing",
+                                "figures": "complete, but valuation/seed-0/iid runs first"}
     proc = run_ddval("reproduce", "--preset", "demo", "--seeds", "0", "--results", root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 ran" in proc.stdout and table.read_bytes() == before

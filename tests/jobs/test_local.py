@@ -78,7 +78,8 @@ def test_resume_then_rerun_after_a_deleted_output(tiny_run, run_ddval, tmp_path)
     before = {t.task_id: os.stat(t.output).st_mtime_ns for t in tasks}
     (root / "tiny" / "seed-0" / "noniid" / "train" / "b" / "model.json").unlink()
     the_plan = plan(tasks)
-    assert the_plan.reasons["train/seed-0/noniid/b"] == "incomplete"
+    model = root / "tiny" / "seed-0" / "noniid" / "train" / "b" / "model.json"
+    assert the_plan.reasons["train/seed-0/noniid/b"] == f"incomplete: {model} is missing"
     assert set(the_plan.reasons) == {
         "train/seed-0/noniid/b", "valuation-shard/seed-0/noniid/0of2", "valuation-shard/seed-0/noniid/1of2",
         "valuation/seed-0/noniid", "economy/seed-0/noniid", "figures"}
@@ -95,7 +96,9 @@ def test_edited_config_reruns_only_the_affected_stages(tiny_run, tmp_path):
     edited.write_text(TINY.read_text() + "economy:\n  n_individuals: 5\n")
     tasks = build_manifest(load_config(edited), tiny_run[0], preset=edited, notebooks_dir=NOTEBOOKS)
     the_plan = plan(tasks)
-    assert the_plan.reasons == {"economy/seed-0/noniid": "stale", "figures": "stale"}
+    assert {k: v.split(":")[0] for k, v in the_plan.reasons.items()} == {"economy/seed-0/noniid": "stale",
+                                                                          "figures": "stale"}
+    assert the_plan.reasons["figures"].endswith("was written with other parameters")
     edited.write_text(TINY.read_text().replace("shards: 2", "shards: 2\n  k: 5"))  # valuation: k
     tasks = build_manifest(load_config(edited), tiny_run[0], preset=edited, notebooks_dir=NOTEBOOKS)
     assert {t.stage for t in plan(tasks).pending} == {"valuation-shard", "valuation", "economy", "figures"}
@@ -171,3 +174,76 @@ def test_missing_kernel_fails_the_task_with_a_hint(tmp_path):
     assert outcome.status == "failed"
     assert "No such kernel named no-such-kernel" in outcome.message and "make env" in outcome.message
     assert task_status(task) == "missing" and not Path(task.output).exists()
+
+
+def test_a_second_run_on_the_same_results_is_refused_naming_the_first(tmp_path, run_ddval):
+    """Issue 17, case 5: two `ddval reproduce` on one results folder both wrote into it."""
+    root = tmp_path / "results"
+    env = dict(os.environ, DDVAL_FIXTURE_SLEEP="120", DDVAL_PROGRESS="off",
+               PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]))
+    first = subprocess.Popen([sys.executable, "-m", "ddval.cli", "reproduce", "--preset", str(TINY), "--notebooks",
+                              str(NOTEBOOKS), "--results", str(root)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=REPO)
+    try:
+        train = next(t for t in build_manifest(load_config(TINY), root, preset=TINY, notebooks_dir=NOTEBOOKS)
+                     if t.stage == "train")
+        deadline = time.monotonic() + 120
+        while not _sleeping(partial_path(train)):
+            assert first.poll() is None and time.monotonic() < deadline, "the first run did not reach training"
+            time.sleep(0.3)
+        second = reproduce(run_ddval, root)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"{root / 'tiny'} is in use by pid {first.pid} on " in second.stderr
+        assert "ddval reproduce --preset" in second.stderr and "Traceback" not in second.stderr
+        assert "ran" not in second.stdout  # it started nothing
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    after = reproduce(run_ddval, root)  # the killed run's lock is stale: detected, taken over, resumed
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert f"the previous writer of {root / 'tiny'}, pid {first.pid}" in after.stderr
+
+
+def test_status_and_reruns_verify_what_records_vouch_for(tiny_run, run_ddval, tmp_path):
+    """Issue 17, case 6: a truncated output and an edited inner record went unnoticed (`status` said
+    complete, a re-run exited 0 with the old table), and --force re-ran tasks whose stages then skipped."""
+    root = tmp_path / "verify"
+    shutil.copytree(tiny_run[0], root)
+    model = root / "tiny" / "seed-0" / "noniid" / "train" / "a" / "model.json"
+    model.write_bytes(model.read_bytes()[:10])  # truncated
+    inner = root / "tiny" / "seed-0" / "iid" / "valuation" / ".valuation.done.json"
+    inner.write_text(inner.read_text().replace('"stage": "valuation"', '"stage": "Valuation"'))  # edited, same size
+    args = ("--preset", TINY, "--notebooks", NOTEBOOKS, "--results", root)
+    status = run_ddval("status", *args, "--show", "50")
+    assert status.returncode == 0, status.stderr
+    assert f"pending: train/seed-0/noniid/a (stale: {model} has 10 bytes, its record says" in status.stdout
+    assert f"pending: valuation/seed-0/iid (stale: {inner} changed since its record was written" in status.stdout
+    proc = reproduce(run_ddval, root)
+    assert proc.returncode == 0 and "FAILED" not in proc.stdout, proc.stdout + proc.stderr
+    assert json.loads(model.read_text())["coalition"] == "a"
+    assert "0 of 14 tasks to run" in run_ddval("status", *args).stdout
+
+    index_record = root / "tiny" / "data" / ".index.done.json"
+    before = index_record.stat().st_mtime_ns
+    forced = reproduce(run_ddval, root, TINY, "--force")
+    assert forced.returncode == 0 and f"{N_TASKS} ran" in forced.stdout, forced.stdout + forced.stderr
+    assert index_record.stat().st_mtime_ns != before  # the stage inside the forced task ran again
+
+
+def test_a_failed_task_says_what_the_error_says_not_only_its_last_line(tmp_path):
+    """The runner printed the last line of a failing cell's error: for the real-data check that was
+    "See the README section 'Your own data', ..." without the lines naming the missing folder."""
+    import dataclasses
+
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    notebook = tmp_path / "fails.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("preset = 'demo'\nresults_root = None"), new_code_cell(
+        "raise FileNotFoundError(\"preset 'x' uses the real datasets ['nih'], but:\\n"
+        "  nih: /data/nih is not a folder\\nSee the README section 'Your own data'.\")")],
+        metadata={"kernelspec": {"name": "ddval", "display_name": "Python (ddval)", "language": "python"}}), notebook)
+    task = build_manifest(load_config(TINY), tmp_path, preset=TINY, notebooks_dir=NOTEBOOKS)[0]
+    outcome = run_task(dataclasses.replace(task, notebook=str(notebook)), progress_bar=False)
+    assert outcome.status == "failed"
+    assert outcome.message.startswith("PapermillExecutionError: FileNotFoundError: preset 'x' uses the real datasets")
+    assert "nih: /data/nih is not a folder See the README section 'Your own data'." in outcome.message

@@ -7,6 +7,7 @@ import json
 
 from jupyter_client.manager import start_new_kernel
 
+
 def test_lab_serves_lab_with_ddval_kernel_and_widgets(lab):
     status, body = lab.get("/lab")
     assert status == 200 and b"JupyterLab" in body

@@ -6,6 +6,7 @@ import pytest
 from ddval import store
 from ddval.config import LABELS, load_config
 from ddval.layout import all_coalitions, coalition_dir, coalition_id, parse_coalition, setting_coalitions
+from ddval.train import record as coalition_record
 from ddval.train import stage
 from ddval.train.results import RoundHistory
 from ddval.train.stage import SettingData, train_coalition
@@ -101,14 +102,14 @@ class Killed(Exception):
 def test_resume_after_a_killed_run(tmp_path, data, monkeypatch):
     cfg = demo()
     train_coalition(cfg, 0, "noniid", GRAND, data, root=tmp_path / "full")
-    save_round = stage._save_round
+    save_round = coalition_record.save_round
 
     def die_in_round_3(cdir, record, h):
         if record.round == 3:
             raise Killed
         save_round(cdir, record, h)
 
-    monkeypatch.setattr(stage, "_save_round", die_in_round_3)
+    monkeypatch.setattr(coalition_record, "save_round", die_in_round_3)
     with pytest.raises(Killed):
         train_coalition(cfg, 0, "noniid", GRAND, data, root=tmp_path / "killed")
     cdir = coalition_dir(cfg, 0, "noniid", GRAND, root=tmp_path / "killed")
@@ -116,7 +117,7 @@ def test_resume_after_a_killed_run(tmp_path, data, monkeypatch):
     # a half-trained coalition of another config is never continued
     with pytest.raises(CheckpointError, match="different configuration"):
         train_coalition(demo(lr=0.02), 0, "noniid", GRAND, data, root=tmp_path / "killed")
-    monkeypatch.setattr(stage, "_save_round", save_round)
+    monkeypatch.setattr(coalition_record, "save_round", save_round)
     assert not train_coalition(cfg, 0, "noniid", GRAND, data, root=tmp_path / "killed").skipped
     full = coalition_dir(cfg, 0, "noniid", GRAND, root=tmp_path / "full")
     for name in ("auroc.csv", "curve.csv", "rounds.csv"):

@@ -1,6 +1,5 @@
 """The networks: both sizes expose denseblock4, the head is deterministic-safe, no downloads."""
 
-import logging
 import re
 
 import pytest
@@ -43,11 +42,12 @@ def empty_hub(tmp_path):
     torch.hub.set_dir(old)
 
 
-def test_densenet121_without_cached_weights_warns_and_starts_random(empty_hub, caplog):
+def test_densenet121_without_cached_weights_is_refused(empty_hub):
+    # issue 17 case 4: it used to start from random weights with a log line (tests/core/test_pretrained.py)
     assert not imagenet_weights_path().exists()
-    with caplog.at_level(logging.WARNING):
-        model = build_model(TrainConfig(model="densenet121", pretrained=True))
-    assert any("random init" in r.message for r in caplog.records)
+    with pytest.raises(models.PretrainedWeightsMissing, match="set train.pretrained: false"):
+        build_model(TrainConfig(model="densenet121", pretrained=True))
+    model = build_model(TrainConfig(model="densenet121", pretrained=False))
     assert feature_layer(model).denselayer16 is not None
     assert model.classifier[0].out_features == 8 and model.classifier[0].in_features == 1024
 

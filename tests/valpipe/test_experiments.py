@@ -2,7 +2,6 @@
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from ddval.valuation.experiments import add_feature_noise, flip_detection, noisy_features, repeat_pooled
 from ddval.valuation.pooled import pool_features

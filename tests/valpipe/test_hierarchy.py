@@ -1,7 +1,6 @@
 """Points -> patients -> institutions: sums by id and the efficiency scaling to U(grand) - 0.5."""
 
 import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 

@@ -5,7 +5,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ddval import store
 from ddval.config import LABELS
 from ddval.train import load_model, load_rounds, load_utilities, utility_map
 from ddval.valuation import stage, views

@@ -3,16 +3,22 @@ chunking, shards, inputs and errors. (Axioms as Hypothesis properties: test_knn_
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 import torch
 from valuation_oracles import (
     brute_force_knn_shapley,
     exact_order,
+    exact_knn_shapley_fractions,
     exact_order_knn_shapley,
     full_utility,
+    marginals_equal,
+    rounded_weight_knn_shapley_units,
 )
 
 from ddval.valuation import KnnShapleySum, knn_shapley, knn_shapley_loop, knn_shapley_sum
@@ -176,6 +182,14 @@ def test_packed_sort_orders_by_distance_then_index(with_negative):
         assert (zero & np.signbit(d)).any() and (zero & ~np.signbit(d)).any() and (d < 0).any()
 
 
+@given(st.lists(st.floats(-1e290, 1e290, allow_nan=False, allow_infinity=False), max_size=40), st.integers(0, 3))
+def test_the_guards_exact_sum_rounds_like_fsum(values, cancel):
+    """The vectorised exact sum of the guard gives math.fsum's bits: huge and subnormal terms,
+    exact cancellations, ties of the final rounding."""
+    terms = np.array(values + [-v for v in values[:cancel]] + [2.0**-1074, 1.0, 2.0**-53] * (cancel == 3))
+    assert guard._exact_sum(terms) == math.fsum(terms.tolist())
+
+
 def test_guard_skips_runs_whose_matches_agree():
     X = np.zeros((50, 3))  # all at one place: one run of ties
     T = np.ones((2, 3))
@@ -253,30 +267,48 @@ def test_sums_of_different_games_do_not_add(medium):
         knn_shapley_sum(X, Y, T, Yt, 3, test_slice=(0, 2)) + knn_shapley_sum(X, Y, T, Yt, 1, test_slice=(2, 4))
 
 
-def test_limbs_hold_the_values_to_2_to_the_minus_64():
-    s = np.array([[0.3, -1 / 3, 1e-30, 2.0**-32 + 2.0**-70, -0.0, 1 / 7, 1.0, -1.0]])
-    hi, lo = limbs._limbs_np(s.copy())
-    hi_units, lo_units = hi * 2.0**31, lo * 2.0**63
-    assert np.all(hi_units == np.round(hi_units)) and np.all(lo_units == np.round(lo_units))
-    assert np.abs(hi_units).max() <= 2**31 and np.abs(lo_units).max() <= 2**31
-    np.testing.assert_allclose(hi + lo, s, rtol=0, atol=2.0**-64)
+def test_weights_are_rounded_once_to_multiples_of_2_to_the_minus_62():
+    for k in (1, 2, 3, 5, 7):
+        units = limbs.weight_units(300, k)
+        # w_i = min(K, i) / (i K), i = 1..N, rounded to the nearest multiple of 2**-62 (ties up)
+        expected = [math.floor(Fraction(min(k, i), i * k) * 2**62 + Fraction(1, 2)) for i in range(1, 301)]
+        assert units.tolist() == expected
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.floats(-1.0, 1.0), min_size=1, max_size=20), st.integers(0, 40))
-def test_limbs_round_as_rint_half_to_even(values, shift):
-    """The host's add-and-subtract rounding equals the torch path's round(s * 2**b) on every value,
-    the half-way cases of both limbs included."""
-    s = np.array(values) * 2.0**-shift
-    halves_hi = (np.rint(s * 2.0**32) + 0.5) * 2.0**-32  # odd multiples of 2**-32: ties of the high limb
-    j = np.rint(s * 2.0**20)
-    halves_lo = j * 2.0**-31 + (j % 7 + 0.5) * 2.0**-63  # ties of the low limb (exactly representable)
-    s = np.stack([s, np.clip(halves_hi, -1, 1), halves_lo])
-    hi, lo = limbs._limbs_np(s.copy())
-    hi_ref = np.rint(s * 2.0**31)
-    lo_ref = np.rint((s - hi_ref * 2.0**-31) * 2.0**63)
-    np.testing.assert_array_equal(hi * 2.0**31, hi_ref)
-    np.testing.assert_array_equal(lo * 2.0**63, lo_ref)
+@given(st.lists(st.integers(-(2**62), 2**62), min_size=1, max_size=30))
+def test_the_split_into_limbs_is_exact(values):
+    s = np.array(values, np.int64)
+    hi, lo = limbs.split_units(s.copy(), np.empty_like(s))
+    assert [int(h) * 2**31 + int(low) for h, low in zip(hi, lo)] == values
+    assert np.abs(hi).max() <= 2**31 and lo.min() >= -(2**30) and lo.max() < 2**30
+
+
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_each_test_points_values_are_exact_for_the_rounded_weights(device):
+    """Golden, bit for bit: one test point's sums equal the recursion in exact integers on the exact
+    order (independent oracle), and are within N * 2**-63 of the exact Shapley values."""
+    rng = np.random.default_rng(3)
+    X, y, T, yt = grid_data(rng, 40, 6, classes=3)  # ties between labels: the guard's exact order
+    for k in (1, 3, 50):
+        for t in range(len(T)):
+            total = knn_shapley_sum(X, y, T[t : t + 1], yt[t : t + 1], k, device=device)
+            got = [int(h) * 2**31 + int(low) // 2 for h, low in zip(total.hi[0], total.lo[0])]
+            assert all(int(low) % 2 == 0 for low in total.lo[0])
+            assert got == rounded_weight_knn_shapley_units(X, y, T[t], yt[t], k)
+            exact = exact_knn_shapley_fractions(X, y, T[t], yt[t], k)
+            assert max(abs(Fraction(g, 2**62) - e) for g, e in zip(got, exact)) <= Fraction(len(X), 2**63)
+
+
+def test_copies_separated_by_a_tie_of_another_label_get_the_same_bits():
+    """Found by the explore profile (issue 17, item 10): player 1 and its copy 5 are symmetric, but
+    point 2 (another label, same distance) lies between them. The float64 recursion added and
+    subtracted the same weight 1/K around it, and the values came out one ulp apart."""
+    X = np.array([[0.0], [1.0], [1.0], [0.0], [0.0], [1.0]])
+    y, T, yt = np.array([0, 0, 1, 0, 0, 0]), np.array([[1.0]]), np.array([0])
+    assert marginals_equal(X, y, T, yt, 2, 1, 5)
+    for device in (None, "cpu"):
+        values = knn_shapley(X, y, T, yt, 2, device=device)
+        assert values[1] == values[5]
 
 
 # -- inputs -------------------------------------------------------------------------------------------

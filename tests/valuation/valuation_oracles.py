@@ -9,6 +9,7 @@ tested against hand-computed games).
 from __future__ import annotations
 
 import itertools
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -63,6 +64,31 @@ def exact_order_knn_shapley(train_x, train_y, test_x, test_y, k: int) -> np.ndar
             s[order[i]] = s[order[i + 1]] + (match[i] - match[i + 1]) / k * min(k, i + 1) / (i + 1)
         values += s
     return values / len(test_x)
+
+
+def rounded_weight_knn_shapley_units(train_x, train_y, x, y_t, k: int) -> list[int]:
+    """One test point's values in exact integers, in units of 2**-62: the recursion on the exact
+    order with each weight min(K, i) / (i K) rounded once to the nearest multiple of 2**-62 (ties
+    up), summed exactly (Python integers). What the engine promises bit for bit; single label."""
+    return _exact_recursion(train_x, train_y, x, y_t, k, lambda w: math.floor(w * 2**62 + Fraction(1, 2)))
+
+
+def exact_knn_shapley_fractions(train_x, train_y, x, y_t, k: int) -> list[Fraction]:
+    """One test point's KNN-Shapley values as exact rationals (exact order, exact weights)."""
+    return _exact_recursion(train_x, train_y, x, y_t, k, lambda w: w)
+
+
+def _exact_recursion(train_x, train_y, x, y_t, k: int, weight_of):
+    """s_i = s_{i+1} + (m_i - m_{i+1}) * weight_of(min(K, i) / (i K)) on the exact order, summed exactly."""
+    n = len(train_x)
+    order = exact_order(train_x, x)
+    match = [int(train_y[j] == y_t) for j in order] + [0]
+    values = [0] * n
+    s = 0
+    for i in range(n - 1, -1, -1):
+        s += (match[i] - match[i + 1]) * weight_of(Fraction(min(k, i + 1), (i + 1) * k))
+        values[order[i]] = s
+    return values
 
 
 def full_utility(train_x, train_y, test_x, test_y, k: int) -> float:

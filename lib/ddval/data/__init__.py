@@ -10,7 +10,7 @@ The stages (what notebooks and the job runner call)::
 Modules, in the order data flows through them:
 
 * :mod:`ddval.data.synthetic` (+ :mod:`~ddval.data.sampling`, :mod:`~ddval.data.formats`,
-  :mod:`~ddval.data.render`): the embedded synthetic cohort, written in the real NIH / CheXpert /
+  :mod:`~ddval.data.render`, :mod:`~ddval.data.anatomy`, :mod:`~ddval.data.findings`): the embedded synthetic cohort, written in the real NIH / CheXpert /
   MIMIC-CXR-JPG formats (``write_cohort``);
 * :mod:`ddval.data.nih`, :mod:`ddval.data.chexpert`, :mod:`ddval.data.mimic`: one reader per dataset,
   its files, columns, codes, quirks and citation in its docstring (checks in :mod:`~ddval.data.sources`);

@@ -1,6 +1,6 @@
 """Torch dataset over partition rows: ``(image 3 x S x S, labels float32[8])``.
 
-Images are read as 8-bit grayscale (:func:`ddval.data.resize.read_grayscale`), resized to
+Images are read as 8-bit grayscale (:func:`ddval.data.images.read_grayscale`), resized to
 ``S x S`` if they are not already (the resize stage normally did it), scaled to [0, 1],
 replicated to 3 channels and normalised with the ImageNet mean/std (the paper's DenseNet-121 is
 ImageNet-pretrained). Training augmentation (``train=True`` and ``TrainConfig.augment``): random
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ddval.config import LABELS, TrainConfig
-from ddval.data.resize import read_grayscale
+from ddval.data.images import read_grayscale
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -128,7 +128,7 @@ def build_transforms(image_size: int, train: bool = False, train_cfg: TrainConfi
 
 def load_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     """8-bit grayscale ``H x W`` array of ``path`` (resized to ``size x size`` when given);
-    raises :class:`ddval.data.resize.CorruptImageError` naming the path when it cannot be read."""
+    raises :class:`ddval.data.images.CorruptImageError` naming the path when it cannot be read."""
     img = read_grayscale(path)
     if size is not None and img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)

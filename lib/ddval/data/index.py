@@ -15,6 +15,11 @@ view_position`` (the source's projection code, e.g. PA, AP, LL, LATERAL; empty w
 Label policy (``data.uncertain``, ``data.blank``): a label is 1 when the source says 1.0;
 uncertain (-1.0) becomes 0 (``zeros``, the paper's U-Zeros) or 1 (``ones``); blank becomes 0.
 
+Options of the config (defaults as the paper): ``data.views`` keeps only some views (default all:
+lateral scans go into training, as in the original); ``data.mimic_labels`` picks MIMIC-CXR's
+``chexpert`` (default) or ``negbio`` label file; ``data.mimic_split: official`` adds the column
+``official_split`` (MIMIC rows: train / validate / test; other rows: empty) that the partitions use.
+
 Bad input is an error naming the file, the line (header = line 1) and the field (see
 :mod:`ddval.data.sources`). An image listed but absent is an error (``data.on_missing: error``,
 default) or a counted skip (``skip``), listed in ``index_skipped.csv`` by the index stage
@@ -32,13 +37,14 @@ from pathlib import Path
 import pandas as pd
 
 from ddval import layout
-from ddval.config import DATASETS, LABELS, ROOT_ENV_VARS, ExperimentConfig
+from ddval.config import DATASETS, LABELS, ExperimentConfig
 from ddval.data import chexpert, mimic, nih
 from ddval.data.sources import DataFormatError
 from ddval.data.synthetic import cohort_roots
 
 __all__ = [
-    "INDEX_COLUMNS", "INDEXERS", "DataFormatError", "build_index", "build_index_with_skips", "harmonise_labels",
+    "INDEX_COLUMNS", "INDEXERS", "OPTIONAL_COLUMNS", "DataFormatError", "build_index", "build_index_with_skips",
+    "harmonise_labels", "keep_views", "read_dataset", "unify",
     "index_chexpert", "index_mimic", "index_nih", "real_roots", "source_files",
 ]
 
@@ -48,6 +54,8 @@ log = logging.getLogger(__name__)
 INDEX_COLUMNS: tuple[str, ...] = (
     "dataset", "scan_id", "path", "patient_id", "study_id", "sex", "age", "view", "view_position",
 ) + LABELS
+#: Columns an option adds after them (``official_split``: ``data.mimic_split: official``).
+OPTIONAL_COLUMNS: tuple[str, ...] = ("official_split",)
 
 
 def harmonise_labels(codes: pd.DataFrame, uncertain: str) -> pd.DataFrame:
@@ -57,11 +65,12 @@ def harmonise_labels(codes: pd.DataFrame, uncertain: str) -> pd.DataFrame:
 
 
 def unify(frame: pd.DataFrame, dataset: str, uncertain: str) -> pd.DataFrame:
-    """A reader's rows in the unified columns and order, labels harmonised, sorted by patient, study
-    and scan (deterministic whatever the CSV order)."""
+    """A reader's rows in the unified columns and order (plus ``official_split`` when the reader gave
+    it), labels harmonised, sorted by patient, study and scan (deterministic whatever the CSV order)."""
     frame = frame.assign(dataset=dataset)
     frame[list(LABELS)] = harmonise_labels(frame[list(LABELS)], uncertain)
-    out = frame.loc[:, list(INDEX_COLUMNS)].sort_values(["patient_id", "study_id", "scan_id"], kind="stable")
+    columns = list(INDEX_COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in frame.columns]
+    out = frame.loc[:, columns].sort_values(["patient_id", "study_id", "scan_id"], kind="stable")
     out = out.reset_index(drop=True)
     out["age"] = out["age"].astype(float)
     return out
@@ -89,27 +98,42 @@ def index_mimic(root: str | os.PathLike, *, uncertain: str = "zeros", on_missing
 #: The indexer of each dataset (unified columns).
 INDEXERS: dict[str, Callable[..., pd.DataFrame]] = {"nih": index_nih, "chexpert": index_chexpert,
                                                     "mimic": index_mimic}
-#: The reader of each dataset: ``(root, on_missing) -> (rows with label codes, skipped rows)``.
-_READERS: dict[str, Callable[[str | os.PathLike, str], tuple[pd.DataFrame, pd.DataFrame]]] = {
-    "nih": nih.read_nih, "chexpert": chexpert.read_chexpert, "mimic": mimic.read_mimic,
-}
+def read_dataset(name: str, root: str | os.PathLike, cfg: ExperimentConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows (label codes) and skipped rows of dataset ``name`` at ``root``, with the config's reader options."""
+    on_missing = cfg.data.on_missing
+    if name == "nih":
+        return nih.read_nih(root, on_missing)
+    if name == "chexpert":
+        return chexpert.read_chexpert(root, on_missing)
+    return mimic.read_mimic(root, on_missing, labels=cfg.data.mimic_labels,
+                            official_split=cfg.data.mimic_split == "official")
+
+
+def keep_views(frame: pd.DataFrame, views: tuple[str, ...], dataset: str) -> pd.DataFrame:
+    """The rows of ``frame`` whose ``view`` is one of ``views`` (the dropped ones are counted in the log)."""
+    kept = frame["view"].isin(views)
+    if not kept.all():
+        log.info("%s: %d scan(s) of other views than %s left out (data.views)", dataset, int((~kept).sum()),
+                 list(views))
+    return frame.loc[kept].reset_index(drop=True)
 
 
 def real_roots(cfg: ExperimentConfig) -> dict[str, Path]:
     """Roots of the configured real datasets; one error lists everything that is missing."""
     roots, problems = {}, []
     for name in cfg.data.datasets:
-        root = cfg.dataset_root(name)
+        root, origin = cfg.dataset_root_origin(name)
         if root is None:
-            problems.append(f"{name}: no root; set {ROOT_ENV_VARS[name]} (or data.roots.{name} in the preset)")
+            problems.append(f"{name}: no root; {origin.replace('not configured: ', '')} in the preset")
         elif not root.is_dir():
-            problems.append(f"{name}: {root} (from {ROOT_ENV_VARS[name]} or data.roots.{name}) is not a folder")
+            problems.append(f"{name}: {root} ({origin}) is not a folder")
         else:
+            log.info("%s: reading %s (%s)", name, root, origin)
             roots[name] = root
     if problems:
         raise FileNotFoundError(
             f"preset {cfg.preset!r} uses the real datasets {list(cfg.data.datasets)}, but:\n  " + "\n  ".join(problems)
-            + "\nSee the README section 'Using the real datasets', or run the embedded default (preset demo)."
+            + "\nSee the README section 'Your own data', or run the embedded default (preset demo)."
         )
     return roots
 
@@ -136,22 +160,26 @@ def build_index_with_skips(cfg: ExperimentConfig, roots: dict[str, str | os.Path
             continue
         if name not in roots:
             raise KeyError(f"no root given for dataset {name!r}")
-        rows, skip = _READERS[name](roots[name], cfg.data.on_missing)
-        frame = unify(rows, name, cfg.data.uncertain)
+        rows, skip = read_dataset(name, roots[name], cfg)
+        frame = keep_views(unify(rows, name, cfg.data.uncertain), cfg.data.views, name)
         log.info("indexed %s: %d scans of %d patients", name, len(frame), frame["patient_id"].nunique())
         parts.append(frame)
         skipped.append(skip)
     index = pd.concat(parts, ignore_index=True)
+    if "official_split" in index:
+        index["official_split"] = index["official_split"].fillna("")
     dup = index["scan_id"].duplicated()
     if dup.any():  # pragma: no cover - ids are prefixed by dataset
         raise DataFormatError(f"duplicate scan_id across datasets: {index.loc[dup, 'scan_id'].head().tolist()}")
     return index, pd.concat(skipped, ignore_index=True)
 
 
-def source_files(name: str, root: str | os.PathLike) -> list[Path]:
+def source_files(name: str, root: str | os.PathLike, cfg: ExperimentConfig | None = None) -> list[Path]:
     """The label/metadata files the reader of dataset ``name`` reads (they go into the stage hash)."""
     if name == "nih":
         return [nih.label_file(root)]
     if name == "chexpert":
         return [chexpert.chexpert_csv(root, "train")]
-    return mimic.label_files(root)
+    if cfg is None:
+        return mimic.label_files(root)
+    return mimic.label_files(root, cfg.data.mimic_labels, cfg.data.mimic_split == "official")

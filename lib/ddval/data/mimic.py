@@ -13,6 +13,11 @@ Files under the root (``DDVAL_MIMIC_ROOT`` or ``data.roots.mimic``: the folder h
   ViewCodeSequence_CodeMeaning, ...``;
 * ``mimic-cxr-2.0.0-chexpert.csv(.gz)``: one row per study, ``subject_id, study_id`` and the 14
   observations (alphabetical) of the CheXpert labeler, coded like CheXpert (1.0 / 0.0 / -1.0 / blank);
+  ``mimic-cxr-2.0.0-negbio.csv(.gz)`` holds the NegBio labeler's, in the same columns
+  (``data.mimic_labels: negbio``);
+* ``mimic-cxr-2.0.0-split.csv(.gz)``: ``dicom_id, study_id, subject_id, split`` (``train``,
+  ``validate``, ``test``; by patient), read only with ``data.mimic_split: official`` (the index then
+  carries it in an ``official_split`` column, and the partitions take MIMIC's test pool from it);
 * the JPGs (8 bit) at ``files/p<2 digits>/p<subject_id>/s<study_id>/<dicom_id>.jpg``;
 * MIMIC-IV ``patients.csv(.gz)`` (``subject_id, gender, anchor_age, anchor_year, ...``), found via
   ``DDVAL_MIMIC_IV_ROOT`` or under the MIMIC root (``mimic-iv/hosp``, ``hosp``, ``core``, or the
@@ -34,10 +39,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddval.config import ROOT_ENV_VARS
+from ddval.config import MIMIC_IV_ROOT_ENV, ROOT_ENV_VARS
 from ddval.data.chexpert import CHEXPERT_LABELS
 from ddval.data.sources import (
     AGE_RANGE,
+    DataFormatError,
     check_files,
     codes,
     fail,
@@ -50,10 +56,14 @@ from ddval.data.sources import (
 
 log = logging.getLogger(__name__)
 
-#: The MIMIC-CXR-JPG files the reader needs (each also found with ``.gz``).
-MIMIC_FILES = ("mimic-cxr-2.0.0-metadata.csv", "mimic-cxr-2.0.0-chexpert.csv")
+#: The MIMIC-CXR-JPG files the reader may read (each also found with ``.gz``).
+MIMIC_METADATA = "mimic-cxr-2.0.0-metadata.csv"
+MIMIC_LABEL_FILES = {"chexpert": "mimic-cxr-2.0.0-chexpert.csv", "negbio": "mimic-cxr-2.0.0-negbio.csv"}
+MIMIC_SPLIT = "mimic-cxr-2.0.0-split.csv"
+#: Values of the official split file's ``split`` column.
+OFFICIAL_SPLITS = ("train", "validate", "test")
 #: Environment variable pointing at MIMIC-IV (when it is not under the MIMIC-CXR-JPG root).
-MIMIC_IV_ENV = "DDVAL_MIMIC_IV_ROOT"
+MIMIC_IV_ENV = MIMIC_IV_ROOT_ENV
 #: Projection codes -> view. NIH uses PA/AP; CheXpert's ``AP/PA`` adds LL/RL; MIMIC's ``ViewPosition``
 #: has all of these (blank is allowed there and resolved from ``ViewCodeSequence_CodeMeaning``).
 VIEW_OF_POSITION: dict[str, str] = {
@@ -86,21 +96,26 @@ def mimic_iv_folder(root: str | os.PathLike) -> Path:
     )
 
 
-def label_files(root: str | os.PathLike) -> list[Path]:
-    """The metadata, label and MIMIC-IV patients files the reader uses."""
+def label_files(root: str | os.PathLike, labels: str = "chexpert", official_split: bool = False) -> list[Path]:
+    """The metadata, label (``labels``: ``chexpert`` or ``negbio``), split (``official_split``) and
+    MIMIC-IV patients files the reader uses."""
     root = Path(root)
-    return [find_file(root, [f], "MIMIC-CXR-JPG", _HINT) for f in MIMIC_FILES] + [
+    names = [MIMIC_METADATA, MIMIC_LABEL_FILES[labels]] + ([MIMIC_SPLIT] if official_split else [])
+    return [find_file(root, [f], "MIMIC-CXR-JPG", _HINT) for f in names] + [
         find_file(mimic_iv_folder(root), ["patients.csv"], "MIMIC-IV patients")]
 
 
-def read_mimic(root: str | os.PathLike, on_missing: str = "error", mimic_iv: str | os.PathLike | None = None
-               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_mimic(root: str | os.PathLike, on_missing: str = "error", mimic_iv: str | os.PathLike | None = None,
+               labels: str = "chexpert", official_split: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The scans of the MIMIC-CXR-JPG download at ``root`` (demographics from the MIMIC-IV folder
-    ``mimic_iv``, or the one :func:`mimic_iv_folder` finds) in the unified columns (labels as codes,
-    plus ``_line``) and the skipped rows."""
+    ``mimic_iv``, or the one :func:`mimic_iv_folder` finds) in the unified columns (labels as codes
+    of the ``labels`` labeler, plus ``_line``; plus ``official_split`` when ``official_split``) and
+    the skipped rows."""
     root = Path(root).expanduser().resolve()
-    meta_path = find_file(root, [MIMIC_FILES[0]], "MIMIC-CXR-JPG metadata", _HINT)
-    label_path = find_file(root, [MIMIC_FILES[1]], "MIMIC-CXR-JPG labels", _HINT)
+    if labels not in MIMIC_LABEL_FILES:
+        raise ValueError(f"MIMIC-CXR labels: {labels!r} is not one of {sorted(MIMIC_LABEL_FILES)}")
+    meta_path = find_file(root, [MIMIC_METADATA], "MIMIC-CXR-JPG metadata", _HINT)
+    label_path = find_file(root, [MIMIC_LABEL_FILES[labels]], f"MIMIC-CXR-JPG {labels} labels", _HINT)
     iv = Path(mimic_iv) if mimic_iv is not None else mimic_iv_folder(root)
     patients_path = find_file(iv, ["patients.csv"], "MIMIC-IV patients")
 
@@ -117,7 +132,25 @@ def read_mimic(root: str | os.PathLike, on_missing: str = "error", mimic_iv: str
         "_line": frame["_line"],
     })
     out = pd.concat([out, frame[list(CHEXPERT_LABELS)]], axis=1)
+    if official_split:
+        out["official_split"] = _official_split(find_file(root, [MIMIC_SPLIT], "MIMIC-CXR-JPG split", _HINT), frame)
     return check_files(out, meta_path, on_missing, "mimic")
+
+
+def _official_split(path: Path, frame: pd.DataFrame) -> pd.Series:
+    """The official split of every image of ``frame`` (by ``dicom_id``); an image missing from the
+    split file, or a subject in two splits, is an error naming the file."""
+    table = read_csv(path, ["dicom_id", "subject_id", "split"])
+    no_duplicates(path, table, ["dicom_id"])
+    fail(path, table, ~table["split"].isin(OFFICIAL_SPLITS), "split", f"one of {list(OFFICIAL_SPLITS)}")
+    mixed = table.groupby("subject_id")["split"].nunique()
+    fail(path, table, table["subject_id"].isin(mixed.index[mixed > 1]), "subject_id", "one split per subject")
+    split = frame["dicom_id"].map(table.set_index("dicom_id")["split"])
+    if split.isna().any():
+        absent = frame.loc[split.isna(), "dicom_id"].head(5).tolist()
+        raise DataFormatError(
+            f"{path}: {int(split.isna().sum())} image(s) of the metadata have no split, e.g. {absent}")
+    return split
 
 
 def _images_with_labels(meta_path: Path, label_path: Path) -> pd.DataFrame:

@@ -7,7 +7,9 @@ CVPR 2017. Download: https://nihcc.app.box.com/v/ChestXray-NIHCC (or the Kaggle 
 
 Files under the root (``DDVAL_NIH_ROOT`` or ``data.roots.nih``):
 
-* ``Data_Entry_2017_v2020.csv`` (or the older ``Data_Entry_2017.csv``), one row per image, columns
+* ``Data_Entry_2017_v2020.csv`` (or the older ``Data_Entry_2017.csv``, or the 5,606-image Kaggle sample's
+  ``sample_labels.csv``, whose last four columns are spelled ``OriginalImageWidth`` etc.), one row per
+  image, columns
   ``Image Index`` (``<8-digit patient>_<3-digit follow-up>.png``), ``Finding Labels``, ``Follow-up #``,
   ``Patient ID``, ``Patient Age``, ``Patient Gender`` (``M``/``F``), ``View Position`` (``PA``/``AP``),
   ``OriginalImage[Width``, ``Height]``, ``OriginalImagePixelSpacing[x``, ``y]`` (the brackets split
@@ -17,9 +19,10 @@ Files under the root (``DDVAL_NIH_ROOT`` or ``data.roots.nih``):
 
 Quirks: ``Finding Labels`` is ``|``-separated names from :data:`NIH_FINDINGS` (an unknown name is an
 error: a typo would silently become 0); "Effusion" is pleural effusion; NIH has no uncertain or blank
-labels. The older CSV writes ages with a unit (``058Y``); a few rows have implausible ages (> 120),
-which become unknown. Sex is recorded per image and occasionally differs between a patient's images:
-each patient gets their most frequent value. The official ``train_val_list.txt``/``test_list.txt``
+labels. The older CSV and the Kaggle sample write ages with a unit (``058Y`` years, ``013M`` months,
+``001D`` days), converted to years; a few rows have implausible ages (> 120), which become unknown.
+Sex is recorded per image and occasionally differs between a patient's images: each patient gets their
+most frequent value. The official ``train_val_list.txt``/``test_list.txt``
 are not used (ddval splits by patient itself, as the paper).
 """
 
@@ -43,7 +46,7 @@ NIH_FINDINGS = frozenset({
     "Infiltration", "Mass", "No Finding", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax",
 })
 #: Names of the label file, newest first.
-NIH_CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
+NIH_CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv", "sample_labels.csv")
 
 
 def label_file(root: str | os.PathLike) -> Path:

@@ -1,8 +1,9 @@
 """Re-store every indexed scan at ``data.image_size`` x ``data.image_size`` (stage 02).
 
 Each image is decoded in full (so a truncated or corrupt file fails here, not in training),
-converted to 8-bit grayscale, squashed to a square with bilinear, anti-aliased resampling (the
-paper's ``Resize((s, s))``, aspect ratio not kept) and written as PNG to::
+converted to 8-bit grayscale from its real bit depth (:mod:`ddval.data.images`), squashed to a
+square with bilinear, anti-aliased resampling (the paper's ``Resize((s, s))``, aspect ratio not
+kept) and written as PNG to::
 
     <results>/<preset>/data/resized/<size>/<dataset>/<path below the dataset's image root>.png
 
@@ -10,7 +11,8 @@ The stage that runs this over the whole index is :func:`ddval.data.stage.run_res
 Work runs in a process pool (``data.workers``; 1 = in this process) with a progress bar. Every
 file is written atomically (temporary name, then rename), and a file that already exists is not
 redone, so a killed run resumes where it stopped. ``index_resized.parquet`` is the index with
-``path`` re-pointed at the resized files.
+``path`` re-pointed at the resized files. The stage's completion record vouches for every resized
+file (size and SHA-256): one damaged later makes the stage stale and is written again.
 
 A corrupt, truncated or unreadable image is never replaced by another one. With
 ``data.on_corrupt: error`` (default) the stage stops with an error naming the file; with
@@ -32,38 +34,15 @@ import pandas as pd
 from PIL import Image
 
 from ddval import store
+from ddval.data.images import CorruptImageError, read_grayscale
 from ddval.data.sources import existing
+from ddval.procs import die_with_parent
 from ddval.progress import progress
 
 log = logging.getLogger(__name__)
 
 #: Scans per task sent to a worker process.
 CHUNK = 64
-
-
-class CorruptImageError(RuntimeError):
-    """An image could not be decoded; the message names the file and the decoder's error."""
-
-
-def read_grayscale(path: str | os.PathLike) -> Image.Image:
-    """Decode an image completely and return it as 8-bit grayscale (``L``).
-
-    16-bit images keep their 8 most significant bits; colour images are converted with the ITU-R
-    601 luma weights (equal channels, as in grayscale radiographs stored as RGB, are unchanged).
-    Raises :class:`CorruptImageError` naming ``path`` when the file cannot be decoded completely.
-    """
-    try:
-        with Image.open(path) as img:
-            img.load()  # force a full decode: truncated files fail here
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(img, dtype=np.int64)
-                shift = 8 if arr.max() > 255 else 0
-                return Image.fromarray(np.clip(arr >> shift, 0, 255).astype(np.uint8), mode="L")
-            return img.convert("L") if img.mode != "L" else img.copy()
-    except FileNotFoundError as exc:
-        raise CorruptImageError(f"{path}: image file not found") from exc
-    except (OSError, SyntaxError, ValueError) as exc:  # PIL signals bad data with these
-        raise CorruptImageError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
 
 
 def resize_file(src: str | os.PathLike, dst: str | os.PathLike, size: int) -> None:
@@ -144,7 +123,8 @@ def _run(chunks, size, workers):
     # without a ``if __name__ == "__main__"`` guard (spawn re-imports the main module).
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:  # no worker outlives a killed runner
         pending = {pool.submit(_resize_chunk, chunk, size) for chunk in chunks}
         try:
             while pending:

@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from ddval.config import DATASETS
-from ddval.data import render
+from ddval.data import anatomy, render
+from ddval.data.findings import RENDERED, Finding
 
 #: The 14 CheXpert/MIMIC-CXR observations, in the column order of CheXpert's ``train.csv``.
 CHEXPERT_OBSERVATIONS: tuple[str, ...] = (
@@ -99,12 +100,12 @@ def _patient_rng(seed: int, dataset: str, number: int) -> np.random.Generator:
     return np.random.default_rng([seed, DATASETS.index(dataset), number])
 
 
-def _geometry(rng: np.random.Generator) -> render.Geometry:
+def _geometry(rng: np.random.Generator) -> anatomy.Geometry:
     warp = tuple(
         (rng.uniform(0.0, 0.012), rng.uniform(-1.5, 1.5), rng.uniform(0.4, 1.5), rng.uniform(0, 2 * np.pi))
         for _ in range(2)
     )
-    return render.Geometry(
+    return anatomy.Geometry(
         scale=(rng.normal(1.0, 0.04), rng.normal(1.0, 0.04)),
         angle=rng.normal(0.0, 2.5),
         shift=(rng.normal(0.0, 0.02), rng.normal(0.0, 0.02)),
@@ -112,9 +113,9 @@ def _geometry(rng: np.random.Generator) -> render.Geometry:
     )
 
 
-def _jitter(g: render.Geometry, rng: np.random.Generator) -> render.Geometry:
+def _jitter(g: anatomy.Geometry, rng: np.random.Generator) -> anatomy.Geometry:
     """The same patient positioned slightly differently at another study."""
-    return render.Geometry(
+    return anatomy.Geometry(
         scale=g.scale, angle=g.angle + rng.normal(0.0, 1.0),
         shift=(g.shift[0] + rng.normal(0.0, 0.01), g.shift[1] + rng.normal(0.0, 0.01)), warp=g.warp,
     )
@@ -198,8 +199,8 @@ def sample_site(dataset: str, n_patients: int, max_scans: int, seed: int, size: 
             labels = _report(truth, sev, site, rng)
             ap = bool(rng.random() < site.ap)
             findings = tuple(
-                render.Finding(kind, s, int(rng.integers(0, 3)), int(rng.integers(2**31)))
-                for kind, s in sev.items() if s > 0 and kind in render.RENDERED
+                Finding(kind, s, int(rng.integers(0, 3)), int(rng.integers(2**31)))
+                for kind, s in sev.items() if s > 0 and kind in RENDERED
             )
             acquisition = render.Acquisition(
                 gamma=rng.uniform(*site.gamma), contrast=site.contrast * rng.uniform(0.93, 1.07),

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 #: Plausible ages; values outside become unknown (NaN) and are counted.
 AGE_RANGE = (0.0, 120.0)
 
+#: Years per unit of an age written with a unit letter (``013M``).
+AGE_UNITS = {"Y": 1.0, "M": 1.0 / 12.0, "W": 7.0 / 365.25, "D": 1.0 / 365.25}
+
 #: Label codes of the CheXpert labeler (CheXpert, MIMIC-CXR): positive, negative, uncertain; blank is NaN.
 LABEL_CODES = (1.0, 0.0, -1.0)
 
@@ -79,11 +82,16 @@ def numbers(path: Path, frame: pd.DataFrame, field: str, expected: str) -> pd.Se
 
 
 def ages(path: Path, frame: pd.DataFrame, field: str) -> pd.Series:
-    """Ages in years; implausible ones (outside :data:`AGE_RANGE`) become NaN and are counted in the log."""
-    # NIH's old CSV wrote ages like "058Y"; strip a trailing unit letter before parsing.
-    raw = frame[field].str.strip().str.replace(r"^(\d+)\s*[YyMmDd]$", r"\1", regex=True)
-    values = pd.to_numeric(raw, errors="coerce").astype(float)
-    fail(path, frame, frame[field].notna() & values.isna(), field, "a number of years")
+    """Ages in years; implausible ones (outside :data:`AGE_RANGE`) become NaN and are counted in the log.
+
+    NIH's older CSVs (and the Kaggle ``sample_labels.csv``) write ages with a unit: ``058Y`` years,
+    ``013M`` months, ``001D`` days (``W``: weeks); they are converted to years.
+    """
+    text = frame[field].str.strip()
+    unit = text.str.extract(r"^(\d+(?:\.\d+)?)\s*([YyMmWwDd])$")
+    values = pd.to_numeric(text.where(unit[0].isna(), unit[0]), errors="coerce").astype(float)
+    values = values * unit[1].str.upper().map(AGE_UNITS).fillna(1.0)
+    fail(path, frame, frame[field].notna() & values.isna(), field, "a number of years (or with a unit Y/M/W/D)")
     odd = values.notna() & ((values < AGE_RANGE[0]) | (values > AGE_RANGE[1]))
     if odd.any():
         log.warning("%s: %d implausible age(s) outside %s set to unknown (e.g. line %d: %s)", path, int(odd.sum()),

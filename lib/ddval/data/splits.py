@@ -1,12 +1,15 @@
 """Patient-level splits and institution partitions (one per setting and seed).
 
 For each dataset, its patients (sorted by id) are shuffled with a seeded generator; the first
-``1 - test_fraction`` of the *scans*, cut at a patient boundary, form the train/val pool and the
-rest the test pool (as the original code). Institutions then take consecutive blocks of whole
-patients from the pools: a block of ``n`` scans takes patients until ``n`` is reached and drops
-the surplus scans of its last patient, so sizes are exact and no patient is split between blocks.
-All train blocks of a dataset are cut before its val blocks (changing a val size never changes a
-training set). An institution drawing on ``k`` datasets takes ``n / k`` scans from each.
+``1 - test_fraction`` of the *scans*, cut at a patient boundary, form the train/val pool and the rest
+the test pool (as the original code). A dataset whose index rows carry an official split
+(``official_split``: MIMIC-CXR with ``data.mimic_split: official``) uses it instead: its ``test``
+patients form the test pool, ``train`` and ``validate`` the train/val pool (both still shuffled).
+Institutions then take consecutive blocks of whole patients from the pools: a block of ``n`` scans
+takes patients until ``n`` is reached and drops the surplus scans of its last patient, so sizes are
+exact and no patient is split between blocks. All train blocks of a dataset are cut before its val
+blocks (changing a val size never changes a training set). An institution drawing on ``k`` datasets
+takes ``n / k`` scans from each.
 
 Schemes (``SettingConfig.scheme``):
 
@@ -69,13 +72,20 @@ def patient_pools(index: pd.DataFrame, seed: int, test_fraction: float) -> dict[
         patients = np.sort(scans["patient_id"].unique())
         order = pd.Series(np.arange(len(patients)), index=_rng(seed, _SHUFFLE, DATASETS.index(dataset)).permutation(patients))
         ordered = scans.assign(_rank=scans["patient_id"].map(order)).sort_values(["_rank", "study_id", "scan_id"], kind="stable")
-        counts = ordered.groupby("_rank", sort=True).size()
-        before = counts.cumsum() - counts  # scans of the patients ahead of each patient
-        in_test = before >= (1.0 - test_fraction) * len(ordered)
-        test_ranks = set(in_test.index[in_test.to_numpy()])
-        mask = ordered["_rank"].isin(test_ranks).to_numpy()
+        if _has_official_split(ordered):
+            mask = (ordered["official_split"] == "test").to_numpy()
+        else:
+            counts = ordered.groupby("_rank", sort=True).size()
+            before = counts.cumsum() - counts  # scans of the patients ahead of each patient
+            in_test = before >= (1.0 - test_fraction) * len(ordered)
+            test_ranks = set(in_test.index[in_test.to_numpy()])
+            mask = ordered["_rank"].isin(test_ranks).to_numpy()
         pools[dataset] = (ordered.loc[~mask].reset_index(drop=True), ordered.loc[mask].reset_index(drop=True))
     return pools
+
+
+def _has_official_split(scans: pd.DataFrame) -> bool:
+    return "official_split" in scans.columns and bool(scans["official_split"].fillna("").ne("").all())
 
 
 class _Cursor:

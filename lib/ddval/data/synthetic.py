@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from ddval.config import ExperimentConfig, SyntheticConfig, load_config
@@ -51,10 +52,11 @@ def write_cohort(root: str | os.PathLike, preset: str | ExperimentConfig = "demo
     """Write the synthetic cohort of ``preset`` (sizes from ``data.synthetic``) under ``root``.
 
     ``seed`` defaults to ``data.synthetic.seed``; ``datasets`` to ``data.datasets``. Each dataset is
-    written into a temporary folder and renamed into place when complete, so a killed run never
-    leaves a folder that looks finished. A folder previously written by this function is replaced;
-    any other existing folder is an error (nothing is overwritten silently). Returns the dataset
-    roots (see :func:`cohort_roots`).
+    written into a private temporary folder (its own name per call) and renamed into place when
+    complete, so neither a killed run nor a second writer at the same time leaves a folder that looks
+    finished but is not. A folder previously written by this function (or one holding no files) is
+    replaced; any other existing folder is an error (nothing is overwritten silently). Returns the
+    dataset roots (see :func:`cohort_roots`).
     """
     cfg = _as_config(preset)
     syn: SyntheticConfig = cfg.data.synthetic
@@ -66,11 +68,9 @@ def write_cohort(root: str | os.PathLike, preset: str | ExperimentConfig = "demo
         if n < 1:
             raise ValueError(f"data.synthetic.patients.{name} must be >= 1 (got {syn.patients.get(name)!r})")
         final = roots[name]
-        if final.exists() and not (final / MARKER).exists():
-            raise FileExistsError(f"{final} exists and was not written by ddval.data.synthetic; refusing to replace it")
-        tmp = final.parent / f".{final.name}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        _check_replaceable(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
         frame = sample_site(name, n, syn.max_scans_per_patient, seed, syn.image_size)
         if name == "nih":
             write_nih(tmp, frame, seed)
@@ -83,8 +83,35 @@ def write_cohort(root: str | os.PathLike, preset: str | ExperimentConfig = "demo
         info = {"dataset": name, "seed": seed, "patients": n, "scans": len(frame),
                 "max_scans_per_patient": syn.max_scans_per_patient, "image_size": syn.image_size}
         (tmp / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        _move_into_place(tmp, final)
         log.info("synthetic %s: %d patients, %d scans -> %s", name, n, len(frame), final)
     return {name: roots[name] for name in datasets}
+
+
+def cohort_files(folder: str | os.PathLike) -> list[Path]:
+    """Every file of a cohort folder written by :func:`write_cohort` (what its completion record vouches for)."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file())
+
+
+def _check_replaceable(final: Path) -> None:
+    """A folder may be replaced when this module wrote it (its marker) or when it holds no file."""
+    if final.exists() and not (final / MARKER).exists() and any(p.is_file() for p in final.rglob("*")):
+        raise FileExistsError(f"{final} exists and was not written by ddval.data.synthetic; refusing to replace it")
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    """Rename the finished ``tmp`` onto ``final``: the old folder is first renamed aside (a rename is
+    atomic, a deletion is not), then removed. When another writer got there first, its identical
+    folder is kept and ours discarded."""
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except OSError:  # another writer moved its folder in between: same seed, same sizes, same bytes
+        if not (final / MARKER).exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ddval.config import DATASETS, LABELS
-from ddval.data.resize import read_grayscale
+from ddval.data.images import read_grayscale
 
 #: Short names of the labels for figure captions.
 ABBREVIATIONS = {"atelectasis": "Atel", "cardiomegaly": "Card", "consolidation": "Cons", "edema": "Edem",

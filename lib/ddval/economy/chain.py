@@ -8,22 +8,29 @@ Keys never come from files in the repository:
 - any other RPC endpoint: ``DDVAL_PRIVATE_KEYS`` (comma-separated hex keys) or ``DDVAL_MNEMONIC``
   from the environment. The dev mnemonic is refused there, because its keys are public.
 
-Every problem with the endpoint (unreachable, wrong chain id, no keys) raises :class:`ChainError`
-from :func:`connect`, before anything is sent. Transactions are signed locally, sent raw and
-awaited with a timeout; a revert raises :class:`TxFailed` with the decoded custom error.
+Every problem with the endpoint (unreachable, wrong or unstated chain id, no keys) raises
+:class:`ChainError` from :func:`connect`, before anything is sent: a chain that is not a local
+development chain must be named (``chain_id``), so that keys are never used on a chain nobody
+expected. RPC URLs often carry an API key in their path or query: every message names the endpoint
+by :func:`redact_url` only, and a failing request later in a run raises a one-line
+:class:`ChainError` that names the redacted endpoint too. Transactions are signed locally, sent raw
+and awaited with a timeout; a revert raises :class:`TxFailed` with the decoded custom error.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import function_abi_to_4byte_selector, to_checksum_address
-from web3 import Web3
+import requests
+from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 
 #: Public test mnemonic of anvil/hardhat/eth-tester. Its keys are public: dev chains only.
@@ -44,6 +51,37 @@ class ChainError(RuntimeError):
     """The chain endpoint cannot be used (unreachable, wrong chain id, no keys)."""
 
 
+def redact_url(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, with ``/<redacted>`` when it had a path or query (where
+    providers put API keys) and without any user info: safe to print and to write into records."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    hidden = parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password
+    return f"{parts.scheme or 'http'}://{netloc}" + ("/<redacted>" if hidden else "")
+
+
+def _failure(exc: BaseException) -> str:
+    """A one-line reason for a failed request, without the URL it was sent to."""
+    text = " ".join(str(exc).split())
+    cause = re.search(r"\[Errno -?\d+\][^'\")]*|timed out|Read timed out|\b[45]\d\d [A-Z][\w ]+", text)
+    return f"{type(exc).__name__}" + (f" ({cause.group(0).strip()})" if cause else "")
+
+
+class _RedactingHTTPProvider(HTTPProvider):
+    """web3's HTTP provider whose transport errors name the endpoint only by :func:`redact_url`."""
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        try:
+            return super().make_request(method, params)
+        except (OSError, ValueError) as exc:  # requests' errors are OSErrors; HTTP status errors ValueErrors
+            if isinstance(exc, ValueError) and not isinstance(exc, requests.exceptions.RequestException):
+                raise
+            raise ChainError(
+                f"RPC endpoint {redact_url(str(self.endpoint_uri))}: {method} failed: {_failure(exc)}"
+            ) from None
+
+
 class TxFailed(RuntimeError):
     """A transaction (or its gas estimate) reverted; ``error`` is the decoded custom error name."""
 
@@ -61,9 +99,22 @@ class Chain:
     kind: str  # "embedded" or "rpc"
     chain_id: int
     accounts: list[LocalAccount]
-    url: str | None = None
+    url: str | None = field(default=None, repr=False)  # may hold an API key: print :attr:`endpoint`
     receipt_timeout: float = 120.0
     _error_abis: dict[bytes, tuple[str, list[dict[str, Any]]]] = field(default_factory=dict, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        """What to call this chain in messages: ``embedded`` or the redacted RPC URL."""
+        return "embedded" if self.url is None else redact_url(self.url)
+
+    def genesis_hash(self) -> str:
+        """``0x``-hash of block 0: tells two chains with one chain id apart (a restarted dev node)."""
+        return "0x" + bytes(self.w3.eth.get_block(0)["hash"]).hex()
+
+    def has_code(self, address: str) -> bool:
+        """Whether a contract is deployed at ``address`` on this chain."""
+        return len(self.w3.eth.get_code(to_checksum_address(address))) > 0
 
     # ------------------------------------------------------------------ accounts
 
@@ -91,7 +142,8 @@ class Chain:
         try:
             tx = call.build_transaction(params)
             if simulate:
-                self.w3.eth.call({k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx})
+                # "pending": the block the transaction will be mined in (its timestamp decides deadlines)
+                self.w3.eth.call({k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx}, "pending")
         except Exception as exc:  # noqa: BLE001 - web3 raises several types for a reverting call
             raise self._as_tx_failed(exc, "simulation" if simulate else "gas estimate") from exc
         if gas is None and not simulate:
@@ -103,6 +155,14 @@ class Chain:
         if receipt["status"] != 1:
             raise TxFailed(f"transaction {tx_hash.hex()} reverted (gas used {receipt['gasUsed']})")
         return receipt
+
+    def call(self, call: Any) -> Any:
+        """The result of a view call (``contract.functions.f(...)``); a revert raises :class:`TxFailed`
+        with the decoded custom error, as :meth:`send` does."""
+        try:
+            return call.call()
+        except Exception as exc:  # noqa: BLE001 - web3 raises several types for a reverting call
+            raise self._as_tx_failed(exc, "call") from exc
 
     def send_batch(self, calls: Sequence[Any], sender: LocalAccount, *, gas: int) -> list[dict[str, Any]]:
         """Send many calls from one sender back to back (consecutive nonces, one fee quote), then
@@ -116,10 +176,20 @@ class Chain:
         hashes = []
         for i, call in enumerate(calls):
             tx = call.build_transaction(
-                {"from": sender.address, "nonce": nonce + i, "gas": gas, "chainId": self.chain_id, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip}
+                {
+                    "from": sender.address,
+                    "nonce": nonce + i,
+                    "gas": gas,
+                    "chainId": self.chain_id,
+                    "maxFeePerGas": max_fee,
+                    "maxPriorityFeePerGas": tip,
+                }
             )
             hashes.append(w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction))
-        receipts = [dict(w3.eth.wait_for_transaction_receipt(h, timeout=self.receipt_timeout, poll_latency=0.01)) for h in hashes]
+        receipts = [
+            dict(w3.eth.wait_for_transaction_receipt(h, timeout=self.receipt_timeout, poll_latency=0.01))
+            for h in hashes
+        ]
         failed = [r["transactionHash"].hex() for r in receipts if r["status"] != 1]
         if failed:
             raise TxFailed(f"{len(failed)} of {len(receipts)} batched transactions reverted, e.g. {failed[0]}")
@@ -238,23 +308,36 @@ def connect(
     chain_id: int | None = None,
     n_accounts: int = 10,
     timeout: float = 10.0,
+    keys: Sequence[str] | None = None,
 ) -> Chain:
     """Connect to the embedded chain (``rpc_url=None``) or to a JSON-RPC endpoint.
 
-    ``chain_id``: the chain the caller expects; a different one raises :class:`ChainError`.
-    Keys: see the module docstring. Nothing is sent here.
+    ``chain_id``: the chain the caller expects; a different one raises :class:`ChainError`, and so
+    does a chain that is not a development chain (:data:`DEV_CHAIN_IDS`) when ``chain_id`` is None.
+    Keys: ``keys`` (hex private keys; an actor that signs for itself only, such as an attester) or
+    see the module docstring. Nothing is sent here.
     """
     if rpc_url is None:
         return _connect_embedded(n_accounts)
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    where = redact_url(rpc_url)
+    w3 = Web3(_RedactingHTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
     try:
         actual = int(w3.eth.chain_id)
-    except Exception as exc:  # noqa: BLE001 - connection refused, DNS, HTTP errors, bad JSON ...
-        raise ChainError(f"cannot reach the RPC endpoint {rpc_url}: {type(exc).__name__}: {exc}") from exc
+    except ChainError as exc:
+        raise ChainError(f"cannot reach the RPC endpoint {where}: {str(exc).split(' failed: ')[-1]}") from None
+    except Exception as exc:  # noqa: BLE001 - bad JSON, an HTML error page, ...
+        raise ChainError(f"cannot use the RPC endpoint {where}: {_failure(exc)}") from None
+    if chain_id is None and actual not in DEV_CHAIN_IDS:
+        raise ChainError(
+            f"RPC endpoint {where} serves chain id {actual}, which is not a development chain: set "
+            "economy.chain_id to the chain you mean; nothing was sent"
+        )
     if chain_id is not None and actual != chain_id:
-        raise ChainError(f"RPC endpoint {rpc_url} serves chain id {actual}, expected {chain_id}; nothing was sent")
-    accounts = _keys_from_environment(actual, n_accounts, rpc_url)
-    return Chain(w3=w3, kind="rpc", chain_id=actual, accounts=accounts, url=rpc_url, receipt_timeout=max(timeout, 120.0))
+        raise ChainError(f"RPC endpoint {where} serves chain id {actual}, expected {chain_id}; nothing was sent")
+    accounts = _accounts_from_keys(keys) if keys is not None else _keys_from_environment(actual, n_accounts, where)
+    return Chain(
+        w3=w3, kind="rpc", chain_id=actual, accounts=accounts, url=rpc_url, receipt_timeout=max(timeout, 120.0)
+    )
 
 
 def _connect_embedded(n_accounts: int) -> Chain:
@@ -266,21 +349,25 @@ def _connect_embedded(n_accounts: int) -> Chain:
     return Chain(w3=w3, kind="embedded", chain_id=int(w3.eth.chain_id), accounts=dev_accounts(n_accounts))
 
 
-def _keys_from_environment(chain_id: int, n_accounts: int, url: str) -> list[LocalAccount]:
+def _accounts_from_keys(keys: Sequence[str], where: str = "the key list") -> list[LocalAccount]:
+    try:
+        return [Account.from_key(k) for k in keys]
+    except Exception as exc:  # noqa: BLE001 - never echo the key itself
+        raise ChainError(f"{where} holds an invalid private key ({type(exc).__name__})") from None
+
+
+def _keys_from_environment(chain_id: int, n_accounts: int, where: str) -> list[LocalAccount]:
     keys = [k.strip() for k in os.environ.get("DDVAL_PRIVATE_KEYS", "").split(",") if k.strip()]
     mnemonic = os.environ.get("DDVAL_MNEMONIC", "").strip()
     if keys:
-        try:
-            return [Account.from_key(k) for k in keys]
-        except Exception as exc:  # noqa: BLE001 - never echo the key itself
-            raise ChainError(f"DDVAL_PRIVATE_KEYS holds an invalid private key ({type(exc).__name__})") from None
+        return _accounts_from_keys(keys, "DDVAL_PRIVATE_KEYS")
     if mnemonic:
         if mnemonic == DEV_MNEMONIC and chain_id not in DEV_CHAIN_IDS:
-            raise ChainError(f"refusing the public test mnemonic on chain {chain_id} ({url}); its keys are public")
+            raise ChainError(f"refusing the public test mnemonic on chain {chain_id} ({where}); its keys are public")
         return dev_accounts(n_accounts, mnemonic)
     if chain_id in DEV_CHAIN_IDS:
         return dev_accounts(n_accounts)
     raise ChainError(
-        f"no keys for chain {chain_id} ({url}): set DDVAL_PRIVATE_KEYS (comma-separated hex keys) "
+        f"no keys for chain {chain_id} ({where}): set DDVAL_PRIVATE_KEYS (comma-separated hex keys) "
         "or DDVAL_MNEMONIC in the environment; keys are never read from files"
     )

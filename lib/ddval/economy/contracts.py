@@ -84,12 +84,10 @@ def shim_path(root: Path | None = None) -> Path:
     return (root or repo_root()) / "tools" / "solc-shim.js"
 
 
-def compile_contracts(root: Path | None = None) -> tuple[dict[str, Artifact], dict[str, Any]]:
-    """Compile every source with the pinned solc-js; return ``(artifacts by name, build info)``.
-
-    Raises :class:`BuildError` when Node or the npm ``solc`` package is missing, when the npm
-    compiler is not :data:`SOLC_VERSION`, or on compile errors.
-    """
+def compile_standard_json(std_input: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
+    """Run the pinned solc-js on a standard-JSON input (imports of ``@openzeppelin/...`` resolve to
+    ``node_modules``); returns solc's output. Raises :class:`BuildError` when Node or the npm
+    ``solc`` package is missing, when the npm compiler is not :data:`SOLC_VERSION`, or on compile errors."""
     import solcx
     import solcx.wrapper
     from solcx.exceptions import SolcError
@@ -104,11 +102,19 @@ def compile_contracts(root: Path | None = None) -> tuple[dict[str, Artifact], di
         raise BuildError(f"{shim}: cannot run the solc-js shim (run `make env` / `npm ci`): {exc}") from exc
     if version != SOLC_VERSION:
         raise BuildError(f"npm solc is {version}, the build pins {SOLC_VERSION} (run `npm ci`)")
-    std_input = standard_json_input(root)
     try:
-        out = solcx.compile_standard(std_input, solc_binary=shim, base_path=root)
+        return solcx.compile_standard(std_input, solc_binary=shim, base_path=root)
     except SolcError as exc:
         raise BuildError(f"solc {SOLC_VERSION} failed:\n{exc}") from exc
+
+
+def compile_contracts(root: Path | None = None) -> tuple[dict[str, Artifact], dict[str, Any]]:
+    """Compile every source with the pinned solc-js; return ``(artifacts by name, build info)``.
+
+    Raises :class:`BuildError` as :func:`compile_standard_json` does, and on any warning.
+    """
+    root = root or repo_root()
+    out = compile_standard_json(standard_json_input(root), root)
     artifacts: dict[str, Artifact] = {}
     for source, contracts in sorted(out["contracts"].items()):
         if not source.startswith("contracts/"):

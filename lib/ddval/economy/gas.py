@@ -40,11 +40,15 @@ class GasMeter:
             "maxPriorityFeePerGas": 10**9,
         }
         tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
-        self._log(operation, actor, dict(w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.chain.receipt_timeout)))
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.chain.receipt_timeout)
+        self._log(operation, actor, dict(receipt))
+
+    def record(self, operation: str, actor: str, gas_used: int, tx_hash: str) -> None:
+        """Log a transaction that another actor sent (an attester in its own process)."""
+        self.rows.append({"operation": operation, "actor": actor, "gas_used": int(gas_used), "tx_hash": tx_hash})
 
     def _log(self, operation: str, actor: str, receipt: dict[str, Any]) -> None:
-        tx_hash = receipt["transactionHash"]
-        self.rows.append({"operation": operation, "actor": actor, "gas_used": int(receipt["gasUsed"]), "tx_hash": "0x" + bytes(tx_hash).hex()})
+        self.record(operation, actor, receipt["gasUsed"], "0x" + bytes(receipt["transactionHash"]).hex())
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=["operation", "actor", "gas_used", "tx_hash"])

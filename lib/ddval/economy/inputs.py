@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Sequence
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from ddval import layout
+from ddval import layout, store
 from ddval.config import ExperimentConfig
 from ddval.economy import rewards
 
@@ -32,6 +34,16 @@ class EconomyInputError(rewards.RewardError):
 # ---------------------------------------------------------------------------- inputs
 
 
+#: The columns of each input table that the stage consumes: only they go into its input digest, so a
+#: recomputation that changes nothing else (``wall_time_s``, a new method's rows) does not redeploy.
+CONSUMED = {
+    "institution_values": ("method", "institution", "value"),
+    "point_values": ("institution", "patient_id", "value"),
+    "rounds": ("round", "institution", "val_loss"),
+    "utilities": ("coalition", "label", "auroc"),
+}
+
+
 @dataclass(frozen=True)
 class Inputs:
     """Paths of everything the stage reads."""
@@ -42,9 +54,34 @@ class Inputs:
     rounds: Path
     round_models: Path  # <grand>/rounds/<r:03d>/<institution>.pt
     features: Path  # features/<institution>.npz
+    utilities: Path  # <S>/train/utilities.csv (the grand coalition's utility scales the values)
 
-    def files(self) -> list[Path]:
-        return [self.institution_values, self.point_values, self.rounds]
+    def feature_file(self, institution: str) -> Path:
+        return self.features / f"{institution}.npz"
+
+    def digests(self) -> dict[str, str]:
+        """SHA-256 of the consumed columns of every input table, and of every feature file (pinned as is)."""
+        out = {}
+        for name, columns in CONSUMED.items():
+            path = getattr(self, name)
+            frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+            rewards._require_columns(frame, columns, str(path))
+            out[path.name] = columns_sha256(frame, columns)
+        out.update({f"features/{i}.npz": store.file_sha256(self.feature_file(i)) for i in self.institutions})
+        return out
+
+
+def columns_sha256(frame: pd.DataFrame, columns: Sequence[str]) -> str:
+    """SHA-256 of ``columns`` of ``frame`` (names, then values: float64 bytes or UTF-8 text)."""
+    digest = hashlib.sha256()
+    for col in columns:
+        values = frame[col].to_numpy()
+        digest.update(col.encode() + b"\0")
+        if np.issubdtype(values.dtype, np.number):
+            digest.update(np.ascontiguousarray(values, dtype="<f8").tobytes())
+        else:
+            digest.update("\0".join(map(str, values)).encode())
+    return digest.hexdigest()
 
 
 def locate_inputs(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> Inputs:
@@ -58,10 +95,21 @@ def locate_inputs(cfg: ExperimentConfig, seed: int, setting: str, root: str | os
         rounds=grand / "rounds.csv",
         round_models=grand / "rounds",
         features=layout.features_dir(cfg, seed, setting, root),
+        utilities=layout.train_dir(cfg, seed, setting, root) / "utilities.csv",
     )
-    for path, stage in ((inputs.rounds, "03_train"), (inputs.institution_values, "04_valuation"), (inputs.point_values, "04_valuation")):
+    required = [
+        (inputs.rounds, "03_train"),
+        (inputs.utilities, "03_train"),
+        (inputs.institution_values, "04_valuation"),
+        (inputs.point_values, "04_valuation"),
+    ]
+    required += [(inputs.feature_file(i), "04_valuation") for i in inputs.institutions]
+    for path, stage in required:
         if not path.exists():
-            raise EconomyInputError(f"{path}: not found; run notebook {stage} for preset {cfg.preset!r}, seed {seed}, setting {setting!r} first")
+            raise EconomyInputError(
+                f"{path}: not found; run notebook {stage} for preset {cfg.preset!r}, seed {seed}, "
+                f"setting {setting!r} first"
+            )
     return inputs
 
 
@@ -75,8 +123,20 @@ class RoundPlan:
     stop_index: int  # index into ``rounds`` of the round after which the on-chain rule stops
 
 
-def plan_rounds(inputs: Inputs, patience: int, max_rounds: int) -> RoundPlan:
-    """Validate ``rounds.csv`` and the model files; mirror the registry's stopping rule."""
+def grand_utility(inputs: Inputs, grand: str) -> float:
+    """The grand coalition's mean AUROC from ``utilities.csv`` (what scaled the DDVal values)."""
+    frame = pd.read_csv(inputs.utilities)
+    rows = frame[(frame["label"] == "mean") & (frame["coalition"] == grand)]
+    if len(rows) != 1 or not math.isfinite(float(rows["auroc"].iloc[0])):
+        raise EconomyInputError(
+            f"{inputs.utilities}: expected one finite 'mean' utility of coalition {grand!r}, found {len(rows)} row(s)"
+        )
+    return float(rows["auroc"].iloc[0])
+
+
+def plan_rounds(inputs: Inputs, patience: int, max_rounds: int, max_loss: int | None = None) -> RoundPlan:
+    """Validate ``rounds.csv`` and the model files; mirror the registry's stopping rule. ``max_loss``:
+    the registry's bound on the integer losses (a larger one is an error here, before sending)."""
     frame = pd.read_csv(inputs.rounds)
     src = str(inputs.rounds)
     rewards._require_columns(frame, ("round", "institution", "val_loss"), src)
@@ -94,6 +154,9 @@ def plan_rounds(inputs: Inputs, patience: int, max_rounds: int) -> RoundPlan:
         if key in losses:
             raise EconomyInputError(f"{where}: round {key[0]} of {name!r} appears twice")
         losses[key] = round(Fraction(float(loss)) * LOSS_SCALE)
+        if max_loss is not None and losses[key] > max_loss:
+            bound = max_loss / LOSS_SCALE
+            raise EconomyInputError(f"{where}: field 'val_loss' is {loss!r}, above economy.max_val_loss ({bound:g})")
         path = inputs.round_models / f"{key[0]:03d}" / f"{name}.pt"
         if not path.exists():
             raise EconomyInputError(f"{path}: local model of {name!r} in round {key[0]} not found (listed in {src})")
@@ -109,7 +172,9 @@ def plan_rounds(inputs: Inputs, patience: int, max_rounds: int) -> RoundPlan:
             "does not fire on them; was training stopped by another rule?"
         )
     if stop != len(rounds) - 1:
-        raise EconomyInputError(f"{src}: the stopping rule fires after round {rounds[stop]}, but the table goes on to round {rounds[-1]}")
+        raise EconomyInputError(
+            f"{src}: the stopping rule fires after round {rounds[stop]}, but the table goes on to round {rounds[-1]}"
+        )
     return RoundPlan(tuple(rounds), models, losses, stop)
 
 

@@ -1,11 +1,13 @@
-"""Merkle trees of ``(account, amount)`` payouts, compatible with OpenZeppelin.
+"""Merkle trees of ``(index, account, amount)`` payouts, compatible with OpenZeppelin.
 
 The tree is the one ``@openzeppelin/merkle-tree``'s ``StandardMerkleTree.of(values,
-["address", "uint256"])`` builds, so roots and proofs verify with OpenZeppelin's ``MerkleProof``
-(and ``RewardPool.claim``):
+["uint256", "address", "uint256"])`` builds, so roots and proofs verify with OpenZeppelin's
+``MerkleProof`` (and ``RewardPool.claim``). Entry ``i`` of the input is leaf ``(i, account,
+amount)``: the pool records claims by leaf index (a bitmap, as Uniswap's merkle-distributor), so
+one account may hold several leaves and each is paid once.
 
-- leaf = ``keccak256(keccak256(abi.encode(account, amount)))`` (double hashing, so that a leaf can
-  never be confused with an inner node of 64 bytes);
+- leaf = ``keccak256(keccak256(abi.encode(index, account, amount)))`` (double hashing, so that a
+  leaf can never be confused with an inner node of 64 bytes);
 - leaves are sorted by hash, placed at the end of an array-encoded complete binary tree
   (``tree[len - 1 - i] = leaf_i``), inner node ``i`` = hash of its children ``2i+1``, ``2i+2``;
 - pairs are hashed in sorted order (``keccak256(min(a, b) ‖ max(a, b))``), which is what
@@ -28,12 +30,12 @@ _HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 class MerkleError(ValueError):
-    """Invalid tree input (duplicate account, bad address, amount out of range, empty tree)."""
+    """Invalid tree input (bad address, amount out of range, empty tree)."""
 
 
-def leaf_hash(account: str, amount: int) -> bytes:
-    """``keccak256(bytes.concat(keccak256(abi.encode(account, amount))))``."""
-    encoded = bytes(12) + bytes.fromhex(account[2:]) + int(amount).to_bytes(32, "big")
+def leaf_hash(index: int, account: str, amount: int) -> bytes:
+    """``keccak256(bytes.concat(keccak256(abi.encode(index, account, amount))))``."""
+    encoded = int(index).to_bytes(32, "big") + bytes(12) + bytes.fromhex(account[2:]) + int(amount).to_bytes(32, "big")
     return keccak(keccak(encoded))
 
 
@@ -50,14 +52,14 @@ def process_proof(leaf: bytes, proof: Sequence[bytes]) -> bytes:
     return node
 
 
-def verify(root: bytes, account: str, amount: int, proof: Sequence[bytes]) -> bool:
-    """True when ``proof`` shows that ``(account, amount)`` is a leaf of the tree with ``root``."""
-    return process_proof(leaf_hash(to_checksum_address(account), amount), proof) == root
+def verify(root: bytes, index: int, account: str, amount: int, proof: Sequence[bytes]) -> bool:
+    """True when ``proof`` shows that ``(index, account, amount)`` is a leaf of the tree with ``root``."""
+    return process_proof(leaf_hash(index, to_checksum_address(account), amount), proof) == root
 
 
 @dataclass(frozen=True)
 class MerkleTree:
-    """A built tree. ``values[i]`` is the i-th input entry; ``root`` is a 32-byte digest."""
+    """A built tree. ``values[i]`` is the i-th input entry (leaf ``i``); ``root`` is a 32-byte digest."""
 
     values: tuple[tuple[str, int], ...]
     tree: tuple[bytes, ...]
@@ -66,14 +68,6 @@ class MerkleTree:
     @property
     def root(self) -> bytes:
         return self.tree[0]
-
-    def index_of(self, account: str) -> int:
-        """Index into ``values`` of ``account``."""
-        account = to_checksum_address(account)
-        for i, (a, _) in enumerate(self.values):
-            if a == account:
-                return i
-        raise KeyError(f"account {account} is not in the tree")
 
     def proof(self, i: int) -> list[bytes]:
         """Sibling hashes from leaf ``values[i]`` up to the root."""
@@ -89,7 +83,7 @@ class MerkleTree:
 
 
 def _validated(entries: Iterable[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
-    out, seen = [], set()
+    out = []
     for row, (account, amount) in enumerate(entries):
         if not isinstance(account, str) or not _HEX_ADDRESS.fullmatch(account):
             raise MerkleError(f"entry {row}: account {account!r} is not an address")
@@ -97,13 +91,10 @@ def _validated(entries: Iterable[tuple[str, int]]) -> tuple[tuple[str, int], ...
         if account != checksummed and account[2:] not in (account[2:].lower(), account[2:].upper()):
             raise MerkleError(f"entry {row}: account {account} has an invalid EIP-55 checksum")
         account = checksummed
-        if account in seen:
-            raise MerkleError(f"entry {row}: account {account} appears twice (merge its amounts first)")
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise MerkleError(f"entry {row}: amount {amount!r} of {account} is not an integer")
         if not 0 <= amount <= UINT256_MAX:
             raise MerkleError(f"entry {row}: amount {amount} of {account} is outside uint256")
-        seen.add(account)
         out.append((account, int(amount)))
     if not out:
         raise MerkleError("a Merkle tree needs at least one entry")
@@ -111,9 +102,9 @@ def _validated(entries: Iterable[tuple[str, int]]) -> tuple[tuple[str, int], ...
 
 
 def build_tree(entries: Iterable[tuple[str, int]]) -> MerkleTree:
-    """Build the OpenZeppelin standard tree of ``(account, amount)`` entries (accounts unique)."""
+    """Build the OpenZeppelin standard tree whose leaf ``i`` is ``(i, account, amount)`` of entry ``i``."""
     values = _validated(entries)
-    leaves = [leaf_hash(a, v) for a, v in values]
+    leaves = [leaf_hash(i, a, v) for i, (a, v) in enumerate(values)]
     order = sorted(range(len(leaves)), key=lambda i: leaves[i])
     n = len(leaves)
     tree: list[bytes] = [b""] * (2 * n - 1)

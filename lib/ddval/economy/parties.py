@@ -36,14 +36,43 @@ class Parties:
     individual_keys: dict[str, LocalAccount] = field(default_factory=dict)  # demo individuals only
 
 
-def make_parties(cfg: ExperimentConfig, chain: chain_mod.Chain, institutions: Sequence[str], recipients: Sequence[str], seed: int) -> Parties:
+def is_dev_chain(chain: chain_mod.Chain) -> bool:
+    """The embedded chain or a local development node (public test keys, demo accounts allowed)."""
+    return chain.kind == "embedded" or chain.chain_id in chain_mod.DEV_CHAIN_IDS
+
+
+def recipient_accounts(
+    cfg: ExperimentConfig, dev: bool, institutions: dict[str, str], individuals: Sequence[str], seed: int
+) -> tuple[dict[str, str], dict[str, LocalAccount]]:
+    """``(recipient_id -> address, demo keys)``: the institutions' own addresses, and the individuals'
+    from ``economy.accounts_csv`` or, on a dev chain without one, the derived demo accounts. The
+    operator and every attester build the allocation's accounts with this one function."""
+    accounts = dict(institutions)
+    keys: dict[str, LocalAccount] = {}
+    path = cfg.economy.accounts_csv
+    if path is not None:
+        if not Path(path).exists():
+            raise EconomyInputError(f"{path}: account table (economy.accounts_csv) not found")
+        accounts.update(rewards.load_accounts(pd.read_csv(path, dtype=str), source=str(path)))
+    elif dev:
+        for rid in individuals:
+            keys[rid] = demo_individual_key(seed, rid)
+            accounts[rid] = keys[rid].address
+    else:
+        raise EconomyInputError("economy.accounts_csv (kind, recipient_id, account) is required on a non-dev chain")
+    return accounts, keys
+
+
+def make_parties(
+    cfg: ExperimentConfig, chain: chain_mod.Chain, institutions: Sequence[str], recipients: Sequence[str], seed: int
+) -> Parties:
     """Demo accounts on dev chains; on other chains the keys (operator + institutions, in config
     order) come from the environment and the recipients' accounts from ``economy.accounts_csv``."""
     eco = cfg.economy
-    dev = chain.kind == "embedded" or chain.chain_id in chain_mod.DEV_CHAIN_IDS
+    dev = is_dev_chain(chain)
     n = len(institutions)
     if len(chain.accounts) < n + 1:
-        raise chain_mod.ChainError(f"{n + 1} keys needed (operator + {n} institutions), {len(chain.accounts)} configured")
+        raise chain_mod.ChainError(f"{n + 1} keys needed (operator + {n} institutions), {len(chain.accounts)} given")
     operator = chain.accounts[0]
     inst = {name: chain.accounts[1 + i] for i, name in enumerate(institutions)}
     if eco.treasury is not None:
@@ -54,21 +83,8 @@ def make_parties(cfg: ExperimentConfig, chain: chain_mod.Chain, institutions: Se
         treasury = chain.accounts[n + 1].address
     else:
         raise EconomyInputError("economy.treasury must be set on a non-development chain")
-    accounts = {name: acct.address for name, acct in inst.items()}
-    keys: dict[str, LocalAccount] = {}
-    if eco.accounts_csv is not None:
-        path = Path(eco.accounts_csv)
-        if not path.exists():
-            raise EconomyInputError(f"{path}: account table (economy.accounts_csv) not found")
-        accounts.update(rewards.load_accounts(pd.read_csv(path, dtype=str), source=str(path)))
-    elif dev:
-        for rid in recipients:
-            keys[rid] = demo_individual_key(seed, rid)
-            accounts[rid] = keys[rid].address
-    else:
-        raise EconomyInputError("economy.accounts_csv (kind, recipient_id, account) is required on a non-development chain")
+    accounts, keys = recipient_accounts(cfg, dev, {name: acct.address for name, acct in inst.items()}, recipients, seed)
     return Parties(operator, inst, treasury, accounts, keys)
-
 
 
 def sample_individuals(table: pd.DataFrame, n: int, seed: int) -> list[str]:

@@ -90,7 +90,9 @@ def split(amount: int, weights: Mapping[object, Fraction]) -> dict[object, int]:
 # ---------------------------------------------------------------------------- inputs
 
 
-def institution_values(frame: pd.DataFrame, institutions: Sequence[str], method: str, *, source: str = "institution_values.csv") -> dict[str, Fraction]:
+def institution_values(
+    frame: pd.DataFrame, institutions: Sequence[str], method: str, *, source: str = "institution_values.csv"
+) -> dict[str, Fraction]:
     """The exact value of every institution by ``method``; one row each, none missing or extra."""
     _require_columns(frame, ("method", "institution", "value"), source)
     rows = frame[frame["method"] == method]
@@ -113,7 +115,9 @@ def institution_values(frame: pd.DataFrame, institutions: Sequence[str], method:
     return {i: out[i] for i in institutions}
 
 
-def patient_values(frame: pd.DataFrame, institutions: Sequence[str], *, source: str = "point_values.parquet") -> dict[tuple[str, str], Fraction]:
+def patient_values(
+    frame: pd.DataFrame, institutions: Sequence[str], *, source: str = "point_values.parquet"
+) -> dict[tuple[str, str], Fraction]:
     """Exact per-patient values: the sum of each patient's data-point values, by institution."""
     _require_columns(frame, ("institution", "patient_id", "value"), source)
     sums: dict[tuple[str, str], Fraction] = {}
@@ -131,6 +135,18 @@ def patient_values(frame: pd.DataFrame, institutions: Sequence[str], *, source: 
         key = (inst[i], str(pid[i]))
         sums[key] = sums.get(key, Fraction(0)) + _exact(float(val[i]), f"{where}, field 'value'")
     return sums
+
+
+def institution_values_from_points(
+    points: pd.DataFrame, institutions: Sequence[str], *, source: str = "point_values"
+) -> dict[str, Fraction]:
+    """DDVal's institution values, exactly as the valuation stage sums them from its point values
+    (:func:`ddval.valuation.hierarchy.institution_values`): what an attester recomputes."""
+    from ddval.valuation.hierarchy import institution_values as sum_by_institution
+
+    _require_columns(points, ("institution", "value"), source)
+    sums = sum_by_institution(points, institutions)
+    return {name: _exact(float(sums[name]), f"{source}: institution {name!r}") for name in institutions}
 
 
 def _require_columns(frame: pd.DataFrame, columns: Sequence[str], source: str) -> None:
@@ -158,7 +174,9 @@ def allocate(
     """Integer amounts for every institution and patient (see the module docstring for the policy)."""
     if isinstance(pool, bool) or not isinstance(pool, int) or pool < 0:
         raise RewardError(f"pool must be a non-negative integer of base units, got {pool!r}")
-    share = Fraction(str(individual_share)) if isinstance(individual_share, (str, float)) else Fraction(individual_share)
+    share = (
+        Fraction(str(individual_share)) if isinstance(individual_share, (str, float)) else Fraction(individual_share)
+    )
     if not 0 <= share <= 1:
         raise RewardError(f"individual_share must be in [0, 1], got {individual_share!r}")
     w_inst = {c: _weight(v, negative, f"institution {c!r}") for c, v in inst_values.items()}
@@ -208,11 +226,13 @@ def attach_accounts(allocation: Allocation, accounts: Mapping[str, str], *, sour
 
 
 def leaves(table: pd.DataFrame) -> list[tuple[str, int]]:
-    """Merkle leaves ``(account, amount)``: positive amounts, summed per account, sorted by account."""
-    per_account: dict[str, int] = {}
+    """Merkle leaves ``(account, amount)``: one per recipient with a positive amount, in table order
+    (institutions, each followed by its individuals). Leaf ``i`` is claimed by its index, so two
+    recipients that share an account are two leaves, each paid once."""
+    out = []
     for account, amount in zip(table["account"], table["amount"]):
         if int(amount) < 0:
             raise RewardError(f"negative amount {amount} for {account}")
         if int(amount) > 0:
-            per_account[account] = per_account.get(account, 0) + int(amount)
-    return sorted(per_account.items())
+            out.append((account, int(amount)))
+    return out

@@ -4,8 +4,9 @@
   contract (``TransferLoopPayout.payAll``) in transactions of ``batch_size`` recipients (1,000 fresh
   recipients use about 26 M gas, just under a 30 M gas block). The payer pays all the gas.
 - ``merkle_claim``: ddval's design. The operator funds a ``RewardPool``, ``quorum`` institutions
-  attest the root (``setup_gas``: the only gas on the payer's side, independent of N), and each
-  recipient sends one ``claim`` with its proof (paid by the recipient or a relayer).
+  (all of those registered, a one-round training recorded first) attest the root (``setup_gas``:
+  the only gas on the payer's side, independent of N), and each recipient sends one ``claim`` with
+  its leaf index and proof (paid by the recipient or a relayer).
 
 Recipients are fresh accounts (a first token balance costs a zero-to-non-zero storage write, as for
 real new holders), with seeded amounts. Only measured numbers are reported: when a count is larger
@@ -65,9 +66,7 @@ def measure_payout_scaling(
     institutions = chain.accounts[1 : quorum + 1]
     supply = 2 * sum(sum(amounts(n, seed)) for n in counts) + 10**18
     token, _ = chain.deploy(load_artifact("DDValToken"), op.address, supply, sender=op)
-    registry, _ = chain.deploy(load_artifact("SwarmRegistry"), op.address, 1, 1, sender=op)
-    for acct in institutions:
-        chain.send(registry.functions.registerInstitution(acct.address), op)
+    registry = _trained_registry(chain, institutions)
     loop, _ = chain.deploy(load_artifact("TransferLoopPayout"), op.address, token.address, sender=op)
     chain.send(token.functions.transfer(loop.address, supply // 2), op)
     rows = []
@@ -76,8 +75,35 @@ def measure_payout_scaling(
         # Separate fresh recipients per method: a recipient paid by the loop would make its claim
         # cheaper (non-zero to non-zero balance write), which is not what a real payout costs.
         rows.append(_measure_loop(chain, loop, recipients(n, f"loop-{seed}"), amt, batch_size, loop_all_up_to))
-        rows.append(_measure_claims(chain, token, registry, institutions, recipients(n, f"claim-{seed}"), amt, claims_all_up_to, claim_sample, seed))
+        rows.append(
+            _measure_claims(
+                chain,
+                token,
+                registry,
+                institutions,
+                recipients(n, f"claim-{seed}"),
+                amt,
+                claims_all_up_to,
+                claim_sample,
+                seed,
+            )
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _trained_registry(chain, institutions):
+    """A registry whose one-round training has stopped with every feature CID recorded: what a pool
+    needs before it accepts attestations (``SwarmRegistry``'s ``trainingDigest``)."""
+    op = chain.accounts[0]
+    registry, _ = chain.deploy(load_artifact("SwarmRegistry"), op.address, 1, 1, 1, 3600, sender=op)
+    for acct in institutions:
+        chain.send(registry.functions.registerInstitution(acct.address), op)
+    chain.send(registry.functions.closeRegistration(), op)
+    for acct in institutions:
+        chain.send(registry.functions.submitRound(0, b"scaling", 1), acct)
+    for acct in institutions:
+        chain.send(registry.functions.submitFeatures(b"scaling"), acct)
+    return registry
 
 
 def _measure_loop(chain, loop, to, amt, batch_size, all_up_to) -> dict:
@@ -103,18 +129,28 @@ def _measure_claims(chain, token, registry, institutions, to, amt, all_up_to, sa
     n = len(to)
     tree = merkle.build_tree(zip(to, amt))
     total = sum(amt)
-    pool, _ = chain.deploy(load_artifact("RewardPool"), token.address, registry.address, len(institutions), op.address, 3600, 3600, sender=op)
+    pool, _ = chain.deploy(
+        load_artifact("RewardPool"),
+        token.address,
+        registry.address,
+        len(institutions),
+        op.address,
+        3600,
+        3600,
+        sender=op,
+    )
     chain.send(token.functions.approve(pool.address, total), op)
     chain.send(pool.functions.fund(total), op)
     setup = 0
+    training = chain.call(registry.functions.trainingDigest())
     for acct in institutions:
-        setup += int(chain.send(pool.functions.attest(tree.root, total, b"scaling"), acct)["gasUsed"])
+        setup += int(chain.send(pool.functions.attest(tree.root, total, b"scaling", training), acct)["gasUsed"])
     rng = np.random.default_rng(seed + n)
     chosen = range(n) if n <= all_up_to else sorted(rng.choice(n, size=min(sample, n), replace=False))
     gas = []
-    chosen = list(chosen)
+    chosen = [int(i) for i in chosen]
     for k in range(0, len(chosen), CLAIM_BATCH):  # relayed by the operator, sent back to back
-        calls = [pool.functions.claim(*tree.values[i], tree.proof(i)) for i in chosen[k : k + CLAIM_BATCH]]
+        calls = [pool.functions.claim(i, *tree.values[i], tree.proof(i)) for i in chosen[k : k + CLAIM_BATCH]]
         gas += [int(r["gasUsed"]) for r in chain.send_batch(calls, op, gas=CLAIM_GAS_LIMIT)]
     full = len(gas) == n
     return {

@@ -1,51 +1,51 @@
 """The token-economy stage (notebook 05): swarm rounds on chain, artifacts on IPFS, payouts.
 
 :func:`run_economy_stage` reads the outputs of the training and valuation stages of one setting
-(``docs/tables.md``), then
-
-1. connects to the chain and the content store (embedded by default, or an RPC URL / IPFS API);
-2. deploys the reward token (unless ``economy.token_address`` names one), the swarm registry and
-   the reward pool, and registers the institutions;
-3. pins every institution's local model of every round of the grand coalition and records its CID
-   and validation loss per round (the registry evaluates the stopping rule); pins and records the
-   deep-feature files;
-4. computes the allocation (:mod:`ddval.economy.rewards`), pins its table, and has ``quorum``
-   institutions fetch the table back, rebuild the Merkle root and attest it;
-5. funds the pool; every institution and a seeded sample of individuals claims with its proof;
-   on a dev chain it then jumps past the claim deadline and returns the rest to the treasury, and
-   checks ``claimed + returned == funded``.
+(``docs/tables.md``), checks all of them before anything is sent (:mod:`ddval.economy.inputs`),
+then runs the steps of :mod:`ddval.economy.steps`: deploy (institution set closed before the pool
+exists and is funded), record the training rounds and the feature files, publish the allocation
+document, let every institution recompute and attest it (a strict majority finalizes it), claim,
+and (on a dev chain) sweep after the deadline and check the token flows.
 
 Outputs in ``<S>/economy/``: ``gas.csv``, ``allocation.csv``, ``balances.csv``, ``pins.csv``,
-``deployment.json`` (one stage of :mod:`ddval.store`; a finished run with the same parameters and
-inputs is not sent again). Nothing is sent before every input has been validated.
+``attestations.csv``, ``deployment.json``. One stage of :mod:`ddval.store`: a finished run with the
+same parameters and inputs is not sent again. Before it is skipped, a run on an RPC chain is checked
+against that chain: same chain id and genesis block, and code at the recorded token, registry and
+pool addresses; a chain that lost them (a restarted dev node) makes the run stale and it is sent
+again. (A run on the embedded chain needs no such check: that chain exists only during the run,
+whose transactions are a deterministic function of the inputs.) A run that fails leaves no outputs:
+the previous run's are removed before anything is sent.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ddval import store
+from ddval import layout, store
 from ddval.config import ExperimentConfig
 from ddval.economy import chain as chain_mod
-from ddval.economy import ipfs, merkle, rewards
-from ddval.economy.contracts import load_artifact
+from ddval.economy import ipfs, merkle, rewards, steps
+from ddval.economy.allocation import allocation_from_points, allocation_leaves
 from ddval.economy.gas import GasMeter
-from ddval.economy.inputs import EconomyInputError, Inputs, RoundPlan, locate_inputs, plan_rounds
+from ddval.economy.inputs import EconomyInputError, Inputs, RoundPlan, grand_utility, locate_inputs, plan_rounds
 from ddval.economy.parties import Parties, make_parties, sample_individuals
-from ddval.economy.published import allocation_csv, root_from_table
+from ddval.economy.published import Policy
 from ddval.layout import economy_dir
 
-#: ETH sent to each sampled individual so that it can pay for its own claim (dev chains).
-CLAIM_GAS_ETH = 10**17
+log = logging.getLogger(__name__)
 
-
-# ---------------------------------------------------------------------------- the stage
+OUTPUTS = {
+    "gas": "gas.csv", "allocation": "allocation.csv", "balances": "balances.csv", "pins": "pins.csv",
+    "attestations": "attestations.csv", "deployment": "deployment.json",
+}  # fmt: skip
 
 
 @dataclass
@@ -74,7 +74,20 @@ def run_economy_stage(
     n_individuals: int | None = None,
     force: bool = False,
 ) -> EconomyResult:
-    """Run the token-economy stage of one setting (see the module docstring); resumable."""
+    """Run the token-economy stage of one setting (see the module docstring); resumable.
+
+    Args:
+        cfg: the experiment configuration (``economy`` section; ``train`` for the stopping rule).
+        seed, setting: which run's training and valuation outputs to pay out.
+        root: results root (default ``$DDVAL_RESULTS`` or ``results/``).
+        rpc_url, ipfs_api: a JSON-RPC endpoint and a Kubo API instead of the embedded chain and store
+            (default: ``economy.rpc_url`` / ``economy.ipfs_api``).
+        n_individuals: how many individuals claim (default ``economy.n_individuals``).
+        force: send again even if a finished run with the same parameters is recorded.
+
+    Returns:
+        The output paths, and whether the run was skipped.
+    """
     eco = cfg.economy
     rpc_url = rpc_url if rpc_url is not None else eco.rpc_url
     ipfs_api = ipfs_api if ipfs_api is not None else eco.ipfs_api
@@ -84,207 +97,201 @@ def run_economy_stage(
     params = {
         "economy": eco,
         "train": {"patience": cfg.train.patience, "max_rounds": cfg.train.max_rounds},
+        "valuation": {"k": cfg.valuation.k, "test_per_class": cfg.valuation.test_per_class},
         "seed": seed,
         "setting": setting,
-        "rpc_url": rpc_url,
+        "rpc_url_sha256": _url_digest(rpc_url),  # not the URL itself: it may hold an API key
         "ipfs_api": ipfs_api,
         "n_individuals": n_individuals,
-        "inputs": {p.name: store.file_sha256(p) for p in inputs.files()},
+        "inputs": inputs.digests(),
     }
-    names = {"gas": "gas.csv", "allocation": "allocation.csv", "balances": "balances.csv", "pins": "pins.csv", "deployment": "deployment.json"}
+    if not force and store.is_complete(outdir, "economy", params) and rpc_url is not None:
+        gone = recorded_deployment_is_gone(store.read_json(outdir / OUTPUTS["deployment"]), rpc_url, eco.chain_id)
+        if gone:
+            log.warning("economy stage in %s: %s; sending it again", outdir, gone)
+            force = True
 
     def compute() -> list[Path]:
-        return _run(cfg, seed, inputs, outdir, rpc_url, ipfs_api, n_individuals, names)
+        for name in OUTPUTS.values():  # a failure from here on must not leave the last run's outputs
+            (outdir / name).unlink(missing_ok=True)
+        return _run(cfg, seed, setting, inputs, outdir, rpc_url, ipfs_api, n_individuals)
 
     res = store.run_stage(outdir, "economy", params, compute, force=force)
-    return EconomyResult({k: outdir / v for k, v in names.items()}, res.skipped)
+    return EconomyResult({k: outdir / v for k, v in OUTPUTS.items()}, res.skipped)
 
 
-@dataclass
-class _Session:
-    """What the steps of one run share: the connections, the signers, and the logs."""
+def _url_digest(url: str | None) -> str | None:
+    return hashlib.sha256(url.encode()).hexdigest() if url else None
 
-    cfg: ExperimentConfig
-    chain: chain_mod.Chain
-    content: ipfs.ContentStore
-    parties: Parties
-    gas: GasMeter
-    pins: list[dict[str, Any]] = field(default_factory=list)
 
-    def pin(self, kind: str, owner: str, data: bytes, label: str) -> bytes:
-        """Add ``data`` to IPFS; log it; return the binary CID that goes on chain."""
-        cid = self.content.add(data, label)
-        self.pins.append({"artifact": kind, "owner": owner, "name": label, "bytes": len(data), "cid": cid})
-        return ipfs.CID.parse(cid).to_bytes()
+def recorded_deployment_is_gone(deployment: dict[str, Any], rpc_url: str, chain_id: int | None) -> str | None:
+    """Why the chain at ``rpc_url`` no longer holds the recorded deployment (another chain id or
+    genesis block, or no code at a recorded address), or None when it still does."""
+    chain = chain_mod.connect(rpc_url, chain_id=chain_id, keys=[])
+    if chain.chain_id != deployment.get("chain_id"):
+        return f"the endpoint serves chain {chain.chain_id}, the run was recorded on chain {deployment.get('chain_id')}"
+    if chain.genesis_hash() != deployment.get("genesis_hash"):
+        return f"chain {chain.chain_id} at {chain.endpoint} has another genesis block than the recorded run"
+    missing = [name for name in ("token", "registry", "pool") if not chain.has_code(deployment[name])]
+    if missing:
+        return f"no contract code at the recorded {', '.join(missing)} address(es) on {chain.endpoint}"
+    return None
+
+
+# ---------------------------------------------------------------------------- checked inputs
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class Prepared:
     """Validated inputs: nothing has been sent when these exist."""
 
     plan: RoundPlan
     allocation: rewards.Allocation
+    grand_utility: float
     features: dict[str, Path]
 
 
-def _validate(cfg: ExperimentConfig, inputs: Inputs) -> _Prepared:
+def prepare(cfg: ExperimentConfig, setting: str, inputs: Inputs) -> Prepared:
+    """Check every input and compute the allocation; raises before anything is sent."""
     eco = cfg.economy
-    plan = plan_rounds(inputs, cfg.train.patience, cfg.train.max_rounds)
-    inst_values = rewards.institution_values(pd.read_csv(inputs.institution_values), inputs.institutions, eco.value_method, source=str(inputs.institution_values))
-    pat_values = rewards.patient_values(pd.read_parquet(inputs.point_values), inputs.institutions, source=str(inputs.point_values))
-    allocation = rewards.allocate(inst_values, pat_values, eco.pool_amount, individual_share=eco.individual_share, negative=eco.negative_values)
-    features = {name: inputs.features / f"{name}.npz" for name in inputs.institutions}
-    for name, path in features.items():
-        if not path.exists():
-            raise EconomyInputError(f"{path}: deep features of {name!r} not found; run notebook 04_valuation first")
-    if eco.quorum > len(inputs.institutions):
-        raise EconomyInputError(f"economy.quorum {eco.quorum} exceeds the {len(inputs.institutions)} institutions")
-    return _Prepared(plan, allocation, features)
+    n = len(inputs.institutions)
+    if not (2 * eco.quorum > n and eco.quorum <= n):
+        raise EconomyInputError(
+            f"economy.quorum is {eco.quorum}; the pool needs a strict majority of the {n} "
+            "institutions (n/2 < quorum <= n)"
+        )
+    plan = plan_rounds(inputs, cfg.train.patience, cfg.train.max_rounds, steps.max_loss(cfg))
+    source = str(inputs.point_values)
+    points = pd.read_parquet(inputs.point_values)
+    table = pd.read_csv(inputs.institution_values)
+    csv_values = rewards.institution_values(
+        table, inputs.institutions, eco.value_method, source=str(inputs.institution_values)
+    )
+    if eco.value_method == "ddval":
+        sums = rewards.institution_values_from_points(points, inputs.institutions, source=source)
+        differ = [i for i in inputs.institutions if sums[i] != csv_values[i]]
+        if differ:
+            raise EconomyInputError(
+                f"{inputs.institution_values}: the 'ddval' values of {differ} are not the sums of {source}"
+            )
+    allocation = allocation_from_points(points, inputs.institutions, Policy.of(cfg), csv_values, source=source)
+    utility = grand_utility(inputs, layout.grand_coalition_id(cfg, setting))
+    return Prepared(plan, allocation, utility, {name: inputs.feature_file(name) for name in inputs.institutions})
 
 
-def _deploy(s: _Session):
-    eco, op, gas = s.cfg.economy, s.parties.operator, s.gas
-    if eco.token_address is None:
-        token = gas.deploy("deploy_token", "operator", load_artifact("DDValToken"), op.address, eco.pool_amount, sender=op)
-    else:
-        token = s.chain.at(load_artifact("DDValToken"), eco.token_address)  # any ERC-20: only the IERC20 part is used
-    train = s.cfg.train
-    registry = gas.deploy("deploy_registry", "operator", load_artifact("SwarmRegistry"), op.address, train.patience, train.max_rounds, sender=op)
-    for acct in s.parties.institutions.values():
-        gas.send("register_institution", "operator", registry.functions.registerInstitution(acct.address), op)
-    pool = gas.deploy(
-        "deploy_pool", "operator", load_artifact("RewardPool"),
-        token.address, registry.address, eco.quorum, s.parties.treasury, eco.attestation_window_s, eco.claim_window_s,
-        sender=op,
-    )  # fmt: skip
-    return token, registry, pool
+# ---------------------------------------------------------------------------- the run
 
 
-def _record_training(s: _Session, registry, plan: RoundPlan, features: dict[str, Path]) -> None:
-    """Each institution pins its local model of every round and records CID + loss; then its features."""
-    for chain_round, r in enumerate(plan.rounds):
-        for name, acct in s.parties.institutions.items():
-            cid = s.pin("model", name, plan.models[(r, name)].read_bytes(), f"round {r} {name}.pt")
-            s.gas.send("submit_round", name, registry.functions.submitRound(chain_round, cid, plan.losses[(r, name)]), acct)
-    if not registry.functions.stopped().call():
-        raise RuntimeError("the registry did not stop after the last recorded round (Python and Solidity rules disagree)")
-    for name, acct in s.parties.institutions.items():
-        cid = s.pin("features", name, features[name].read_bytes(), f"{name}.npz")
-        s.gas.send("submit_features", name, registry.functions.submitFeatures(cid), acct)
+@dataclass
+class Run:
+    """A connected run whose inputs are checked: the session, the inputs and the allocation's leaves."""
+
+    session: steps.Session
+    prepared: Prepared
+    table: pd.DataFrame  # the allocation with accounts
+    leaves: list[tuple[str, int]]
 
 
-def _post_allocation(s: _Session, token, pool, tree: merkle.MerkleTree) -> str:
-    """Pin the table, fund the pool, and let ``quorum`` institutions attest the root they rebuilt
-    from the pinned table (an attester never signs a root it has not re-derived)."""
-    eco, op = s.cfg.economy, s.parties.operator
-    cid = s.pin("allocation", "operator", allocation_csv(tree), "allocation.csv")
-    s.gas.send("approve", "operator", token.functions.approve(pool.address, eco.pool_amount), op)
-    s.gas.send("fund", "operator", pool.functions.fund(eco.pool_amount), op)
-    cid_text = s.pins[-1]["cid"]
-    total = sum(a for _, a in tree.values)
-    for name in list(s.parties.institutions)[: eco.quorum]:
-        root = root_from_table(s.content.cat(cid_text))
-        if root != tree.root:
-            raise RuntimeError(f"{name}: the pinned allocation table does not rebuild the posted root")
-        s.gas.send("attest", name, pool.functions.attest(root, total, cid), s.parties.institutions[name])
-    return cid_text
-
-
-def _claim(s: _Session, pool, tree: merkle.MerkleTree, claimers: Sequence[str]) -> None:
-    """Institutions claim with their own keys; demo individuals get gas money and claim themselves."""
-    op = s.parties.operator
-    index = {account: i for i, (account, _) in enumerate(tree.values)}
-    for rid in claimers:
-        i = index[s.parties.accounts[rid]]
-        account, amount = tree.values[i]
-        if rid in s.parties.institutions:
-            s.gas.send("claim_institution", "institution", pool.functions.claim(account, amount, tree.proof(i)), s.parties.institutions[rid])
-            continue
-        signer = s.parties.individual_keys.get(rid, op)  # without a demo key the operator relays the claim
-        if signer is not op:
-            s.gas.send_eth("eth_for_gas", "operator", signer.address, CLAIM_GAS_ETH, op)
-        s.gas.send("claim_individual", "individual", pool.functions.claim(account, amount, tree.proof(i)), signer)
-
-
-def _sweep_and_check(s: _Session, token, pool) -> tuple[int, int, int]:
-    """On dev chains jump past the claim deadline and return the rest to the treasury; then check
-    ``claimed + returned + left == funded``. Returns (funded, claimed, returned)."""
-    swept = 0
-    if s.cfg.economy.sweep and (s.chain.kind == "embedded" or s.chain.chain_id in chain_mod.DEV_CHAIN_IDS):
-        s.chain.advance_time(pool.functions.sweepNotBefore().call() - s.chain.timestamp() + 1)
-        before = token.functions.balanceOf(s.parties.treasury).call()
-        s.gas.send("sweep", "anyone", pool.functions.sweep(), s.parties.operator)
-        swept = token.functions.balanceOf(s.parties.treasury).call() - before
-    claimed = pool.functions.claimedTotal().call()
-    funded = pool.functions.funded().call()
-    left = token.functions.balanceOf(pool.address).call()
-    if claimed + swept + left != funded:
-        raise RuntimeError(f"conservation violated: claimed {claimed} + returned {swept} + left {left} != funded {funded}")
-    return funded, claimed, swept
-
-
-def _run(cfg, seed, inputs: Inputs, outdir: Path, rpc_url, ipfs_api, n_individuals, names) -> list[Path]:
+def open_run(
+    cfg: ExperimentConfig,
+    seed: int,
+    setting: str,
+    inputs: Inputs,
+    outdir: Path,
+    rpc_url: str | None,
+    ipfs_api: str | None,
+) -> Run:
+    """Check the inputs, then connect to the chain and the content store; nothing is sent."""
     eco = cfg.economy
-    prep = _validate(cfg, inputs)  # nothing is sent before every input has been checked
+    prep = prepare(cfg, setting, inputs)  # nothing is sent before every input has been checked
     chain = chain_mod.connect(rpc_url, chain_id=eco.chain_id, n_accounts=len(inputs.institutions) + 2)
-    content = ipfs.open_store(ipfs_api, outdir / "ipfs" if ipfs_api is None else None, eco.cid_version)
+    store_dir = outdir / "ipfs" if ipfs_api is None else None
+    content = ipfs.open_store(ipfs_api, store_dir, eco.cid_version)
     alloc = prep.allocation
-    parties = make_parties(cfg, chain, inputs.institutions, list(alloc.table.loc[alloc.table["kind"] == "individual", "recipient_id"]), seed)
-    table = rewards.attach_accounts(alloc, parties.accounts, source=eco.accounts_csv or "demo accounts")
-    leaves = rewards.leaves(table)
-    if not leaves:
-        raise EconomyInputError("the allocation pays nobody (every value is zero or negative); nothing to post")
-    tree = merkle.build_tree(leaves)
+    individuals = list(alloc.table.loc[alloc.table["kind"] == "individual", "recipient_id"])
+    parties = make_parties(cfg, chain, inputs.institutions, individuals, seed)
+    table, leaves = allocation_leaves(alloc, parties.accounts, source=eco.accounts_csv or "demo accounts")
+    session = steps.Session(cfg, seed, setting, chain, content, parties, GasMeter(chain), ipfs_api, store_dir)
+    return Run(session, prep, table, leaves)
 
-    s = _Session(cfg, chain, content, parties, GasMeter(chain))
-    token, registry, pool = _deploy(s)
-    _record_training(s, registry, prep.plan, prep.features)
-    alloc_cid = _post_allocation(s, token, pool, tree)
+
+def _run(cfg, seed, setting, inputs: Inputs, outdir: Path, rpc_url, ipfs_api, n_individuals) -> list[Path]:
+    run = open_run(cfg, seed, setting, inputs, outdir, rpc_url, ipfs_api)
+    s, prep, table, leaves = run.session, run.prepared, run.table, run.leaves
+    parties, alloc = s.parties, prep.allocation
+    tree = merkle.build_tree(leaves)
+    contracts = steps.deploy(s)
+    steps.record_training(s, contracts.registry, prep.plan, prep.features)
+    doc = steps.allocation_document(s, contracts, leaves, prep.grand_utility)
+    cid = steps.publish_allocation(s, doc)
+    verdicts = steps.run_attesters(s, contracts.pool, cid)
+    if not contracts.pool.functions.finalized().call():
+        why = "; ".join(f"{v.institution}: {v.decision} ({v.reason})" for v in verdicts)
+        raise RuntimeError(
+            f"the reward pool did not finalize: no strict majority attested the published allocation ({why})"
+        )
+    positive = table[table["amount"].map(int) > 0]
+    leaf_of = dict(zip(positive["recipient_id"], range(len(positive))))  # leaf i = i-th positive row
     claimers = list(inputs.institutions) + sample_individuals(table, n_individuals, seed)
-    _claim(s, pool, tree, claimers)
-    funded, claimed, returned = _sweep_and_check(s, token, pool)
+    steps.claim(s, contracts.pool, tree, leaf_of, claimers)
+    flows = steps.sweep_and_check(s, contracts.token, contracts.pool)
 
     table["claimed"] = table["recipient_id"].isin(set(claimers))
-    alloc_out = table[["kind", "recipient_id", "account", "amount", "institution", "value", "claimed"]].copy()
+    table["leaf"] = [leaf_of.get(r, -1) for r in table["recipient_id"]]
+    alloc_out = table[["kind", "recipient_id", "account", "amount", "institution", "value", "leaf", "claimed"]].copy()
     alloc_out["amount"] = alloc_out["amount"].map(str)  # exact: base units exceed float precision
-    deployment = {
-        "chain": chain.kind,
-        "chain_id": chain.chain_id,
-        "token": token.address,
-        "registry": registry.address,
-        "pool": pool.address,
-        "treasury": parties.treasury,
-        "merkle_root": "0x" + tree.root.hex(),
-        "allocation_cid": alloc_cid,
-        "allocation_total": str(sum(a for _, a in leaves)),
+    deployment = _deployment(s, contracts, doc, cid, alloc, flows, len(prep.plan.rounds))
+    attestations = pd.DataFrame([v.as_row() for v in verdicts])
+    return [
+        store.write_table(outdir / OUTPUTS["gas"], s.gas.table()),
+        store.write_table(outdir / OUTPUTS["allocation"], alloc_out),
+        store.write_table(
+            outdir / OUTPUTS["balances"], balances_table(contracts.token, parties, claimers, contracts.pool)
+        ),
+        store.write_table(outdir / OUTPUTS["pins"], pd.DataFrame(s.pins)),
+        store.write_table(outdir / OUTPUTS["attestations"], attestations),
+        store.write_json(outdir / OUTPUTS["deployment"], deployment),
+    ]
+
+
+def _deployment(
+    s: steps.Session, c: steps.Contracts, doc, cid: str, alloc: rewards.Allocation, flows: dict[str, int], rounds: int
+) -> dict[str, Any]:
+    eco = s.cfg.economy
+    return {
+        "chain": s.chain.kind,
+        "endpoint": s.chain.endpoint,
+        "chain_id": s.chain.chain_id,
+        "genesis_hash": s.chain.genesis_hash(),
+        "token": c.token.address,
+        "registry": c.registry.address,
+        "pool": c.pool.address,
+        "treasury": s.parties.treasury,
+        "quorum": eco.quorum,
+        "merkle_root": "0x" + doc.tree().root.hex(),
+        "training_digest": doc.training,
+        "allocation_cid": cid,
+        "allocation_total": str(doc.total),
+        "grand_utility": doc.grand_utility,
         "pool_amount": str(eco.pool_amount),
         "remainder": str(alloc.remainder),
-        "funded": str(funded),
-        "claimed": str(claimed),
-        "returned_to_treasury": str(returned),
-        "rounds_on_chain": len(prep.plan.rounds),
-        "best_round": int(registry.functions.bestRound().call()),
-        "ipfs": "embedded" if ipfs_api is None else "daemon",
+        "funded": str(flows["funded"]),
+        "claimed": str(flows["claimed"]),
+        "returned_to_treasury": str(flows["returned"]),
+        "donations": str(flows["donations"]),
+        "rounds_on_chain": rounds,
+        "best_round": doc.best_round,
+        "ipfs": "embedded" if s.ipfs_api is None else "daemon",
         "cid_version": eco.cid_version,
     }
-    return [
-        store.write_table(outdir / names["gas"], s.gas.table()),
-        store.write_table(outdir / names["allocation"], alloc_out),
-        store.write_table(outdir / names["balances"], balances_table(token, parties, claimers, pool)),
-        store.write_table(outdir / names["pins"], pd.DataFrame(s.pins)),
-        store.write_json(outdir / names["deployment"], deployment),
-    ]
 
 
 def balances_table(token, parties: Parties, claimers: Sequence[str], pool) -> pd.DataFrame:
     """Token balances after the run: the claimers, the treasury and the pool."""
-    rows = []
-    for rid in claimers:
-        kind = "institution" if rid in parties.institutions else "individual"
-        account = parties.accounts[rid]
-        rows.append({"kind": kind, "recipient_id": rid, "account": account, "balance": str(token.functions.balanceOf(account).call())})
-    rows.append({"kind": "treasury", "recipient_id": "treasury", "account": parties.treasury, "balance": str(token.functions.balanceOf(parties.treasury).call())})
-    rows.append({"kind": "pool", "recipient_id": "pool", "account": pool.address, "balance": str(token.functions.balanceOf(pool.address).call())})
+    kind = {rid: "institution" if rid in parties.institutions else "individual" for rid in claimers}
+    holders = [(kind[rid], rid, parties.accounts[rid]) for rid in claimers]
+    holders += [("treasury", "treasury", parties.treasury), ("pool", "pool", pool.address)]
+    rows = [(kind, rid, account, str(token.functions.balanceOf(account).call())) for kind, rid, account in holders]
     return pd.DataFrame(rows, columns=["kind", "recipient_id", "account", "balance"])
 
 
@@ -315,7 +322,7 @@ def run_payout_scaling_stage(
         "claims_all_up_to": eco.claims_all_up_to,
         "sample": eco.claim_sample,
         "seed": seed,
-        "rpc_url": rpc_url,
+        "rpc_url_sha256": _url_digest(rpc_url),
     }
 
     def compute() -> list[Path]:

@@ -20,14 +20,17 @@ def run_overview(result: EconomyResult) -> pd.DataFrame:
         ("not allocated (rounding, clipped values)", int(d["remainder"])),
         ("claimed in this run", int(d["claimed"])),
         ("returned to the treasury after the deadline", int(d["returned_to_treasury"])),
+        ("sent to the pool outside fund() (donations)", int(d["donations"])),
     ]
-    return pd.DataFrame([(k, v / 10**18, v) for k, v in rows], columns=["quantity", "tokens", "base_units"]).astype({"base_units": str})
+    frame = pd.DataFrame([(k, v / 10**18, v) for k, v in rows], columns=["quantity", "tokens", "base_units"])
+    return frame.astype({"base_units": str})
 
 
 def balances_view(result: EconomyResult) -> pd.DataFrame:
     """Balances in whole tokens (18 decimals) by kind and recipient, for the notebook."""
     b = result.table("balances")
-    return pd.DataFrame({"kind": b["kind"], "recipient_id": b["recipient_id"], "tokens": [int(x) / 10**18 for x in b["balance"]]})
+    tokens = [int(x) / 10**18 for x in b["balance"]]
+    return pd.DataFrame({"kind": b["kind"], "recipient_id": b["recipient_id"], "tokens": tokens})
 
 
 def gas_by_operation(gas: pd.DataFrame) -> pd.DataFrame:
@@ -38,15 +41,32 @@ def gas_by_operation(gas: pd.DataFrame) -> pd.DataFrame:
     return g.reset_index()
 
 
+def attestations_view(result: EconomyResult) -> pd.DataFrame:
+    """What each institution did with the published allocation: how many data points it valued again
+    from the pinned feature files, whether its leaves equal the published ones, and its decision."""
+    a = result.table("attestations")
+    return pd.DataFrame(
+        {
+            "institution": a["institution"],
+            "points recomputed": a["points_recomputed"],
+            "leaves match": a["leaves_match"],
+            "root": [r[:10] + "…" if isinstance(r, str) and r else "" for r in a["root"]],
+            "decision": a["decision"],
+            "gas": a["gas_used"].astype("Int64"),
+        }
+    )
+
 
 def scaling_view(table: pd.DataFrame) -> pd.DataFrame:
     """The scaling table as shown in notebook 05: gas in thousands, sampled rows marked."""
-    view = table[["method", "n_recipients", "n_transactions", "n_measured", "payer_gas", "total_gas", "gas_per_recipient"]].copy()
+    columns = ["method", "n_recipients", "n_transactions", "n_measured", "payer_gas", "total_gas", "gas_per_recipient"]
+    view = table[columns].copy()
     for col in ("payer_gas", "total_gas"):
         view[col] = (view[col] / 1e3).round(1)
     view["gas_per_recipient"] = view["gas_per_recipient"].round(0)
     view = view.rename(columns={"payer_gas": "payer_kgas", "total_gas": "total_kgas"})
-    view["measured"] = ["all" if m == n else f"sample of {m}" for m, n in zip(table["n_measured"], table["n_recipients"])]
+    measured = zip(table["n_measured"], table["n_recipients"])
+    view["measured"] = ["all" if m == n else f"sample of {m}" for m, n in measured]
     return view.drop(columns="n_measured")
 
 

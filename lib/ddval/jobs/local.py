@@ -9,6 +9,7 @@ goes to ``<results>/<preset>/logs/local/``.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 from ddval.jobs.manifest import Task
 from ddval.jobs.plan import Plan
 from ddval.jobs.task import TaskOutcome, pythonpath_with_this_ddval, run_task
+from ddval.procs import die_with_parent
 from ddval.progress import progress
 
 
@@ -37,17 +39,19 @@ class LocalReport:
         return [o for o in self.outcomes.values() if o.status == status]
 
 
-def run_local(plan: Plan, manifest: str | os.PathLike, *, jobs: int = 1, log_dir: str | os.PathLike | None = None) -> LocalReport:
+def run_local(plan: Plan, manifest: str | os.PathLike, *, jobs: int = 1, log_dir: str | os.PathLike | None = None,
+              force: bool = False) -> LocalReport:
     """Run ``plan.pending`` (tasks of ``manifest``); a failed task blocks its dependents, the
-    others go on. Returns the report; never raises for a failing task."""
+    others go on. ``force`` redoes the stages inside each task too. Returns the report; never raises
+    for a failing task."""
     report = LocalReport(skipped=len(plan.tasks) - len(plan.pending))
     if not plan.pending:
         return report
     if jobs <= 1:
-        _run_sequential(plan.pending, str(manifest), report)
+        _run_sequential(plan.pending, str(manifest), report, force)
     else:
         log_dir = Path(log_dir) if log_dir else Path(manifest).parent / "logs" / "local"
-        _run_parallel(plan.pending, str(manifest), jobs, log_dir, report)
+        _run_parallel(plan.pending, str(manifest), jobs, log_dir, report, force)
     return report
 
 
@@ -55,7 +59,7 @@ def _blocker(task: Task, report: LocalReport) -> str | None:
     return next((d for d in task.depends_on if d in report.outcomes and report.outcomes[d].status != "done"), None)
 
 
-def _run_sequential(pending: list[Task], manifest: str, report: LocalReport) -> None:
+def _run_sequential(pending: list[Task], manifest: str, report: LocalReport, force: bool) -> None:
     bar = progress(total=len(pending), unit="task", desc="ddval", position=0)
     with bar:
         for task in pending:
@@ -64,13 +68,14 @@ def _run_sequential(pending: list[Task], manifest: str, report: LocalReport) -> 
                 report.outcomes[task.task_id] = TaskOutcome(task.task_id, "blocked", 0.0, f"{blocker} did not succeed")
             else:
                 bar.set_postfix_str(task.label or task.task_id)
-                outcome = run_task(task, manifest=manifest)
+                outcome = run_task(task, manifest=manifest, force=force)
                 report.outcomes[task.task_id] = outcome
                 bar.write(_line(task, outcome))
             bar.update(1)
 
 
-def _run_parallel(pending: list[Task], manifest: str, jobs: int, log_dir: Path, report: LocalReport) -> None:
+def _run_parallel(pending: list[Task], manifest: str, jobs: int, log_dir: Path, report: LocalReport,
+                  force: bool) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     waiting = list(pending)
     pending_ids = {t.task_id for t in pending}
@@ -87,7 +92,7 @@ def _run_parallel(pending: list[Task], manifest: str, jobs: int, log_dir: Path, 
                 elif len(running) < jobs and all(d not in pending_ids or d in report.outcomes for d in task.depends_on):
                     waiting.remove(task)
                     log = log_dir / (task.task_id.replace("/", "__") + ".log")
-                    running[task.task_id] = (task, _spawn(task, manifest, log), time.time(), log)
+                    running[task.task_id] = (task, _spawn(task, manifest, log, force), time.time(), log)
             for task_id, (task, proc, started, log) in list(running.items()):
                 if proc.poll() is None:
                     continue
@@ -101,13 +106,13 @@ def _run_parallel(pending: list[Task], manifest: str, jobs: int, log_dir: Path, 
             time.sleep(0.2)
 
 
-def _spawn(task: Task, manifest: str, log: Path) -> subprocess.Popen:
+def _spawn(task: Task, manifest: str, log: Path, force: bool) -> subprocess.Popen:
     """``ddval run-task MANIFEST ROW`` in a subprocess writing to ``log``."""
     env = dict(os.environ, DDVAL_PROGRESS="off", PYTHONPATH=pythonpath_with_this_ddval(os.environ.get("PYTHONPATH")))
     with open(log, "w") as fh:
         return subprocess.Popen(
-            [sys.executable, "-m", "ddval.cli", "run-task", manifest, str(task.row)],
-            stdout=fh, stderr=subprocess.STDOUT, env=env,
+            [sys.executable, "-m", "ddval.cli", "run-task", manifest, str(task.row), *(["--force"] if force else [])],
+            stdout=fh, stderr=subprocess.STDOUT, env=env, preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
 
 

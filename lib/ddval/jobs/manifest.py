@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ddval import layout, store
-from ddval.config import ExperimentConfig, SettingConfig, configs_dir, repo_root
+from ddval.config import ExperimentConfig, SettingConfig, configs_dir, is_preset_file, repo_root
 
 #: Manifest stages in execution order.
 STAGES: tuple[str, ...] = ("index", "resize", "train", "valuation-shard", "valuation", "economy", "figures")
@@ -117,7 +117,7 @@ def coalition_ids(setting: SettingConfig) -> list[str]:
 def preset_parameter(cfg: ExperimentConfig, preset: str | os.PathLike | None = None) -> str:
     """What the notebooks get as ``preset``: the name of a preset in ``configs/``, else the
     absolute path of the YAML file (a preset outside ``configs/`` must still load in the kernel)."""
-    if preset is None or not str(preset).endswith((".yaml", ".yml")):
+    if preset is None or not is_preset_file(preset):
         return cfg.preset
     path = Path(preset).resolve()
     return cfg.preset if path == (configs_dir() / f"{cfg.preset}.yaml").resolve() else str(path)

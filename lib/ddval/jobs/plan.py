@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ddval.config import ROOT_ENV_VARS, ExperimentConfig
 from ddval.jobs.manifest import STAGES, Task
-from ddval.jobs.task import task_status
+from ddval.jobs.task import task_check
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,8 @@ class Plan:
 
 
 def plan(tasks: list[Task], *, force: bool = False) -> Plan:
-    """Pending tasks: those not complete (see :func:`ddval.jobs.task.task_status`), and every task
+    """Pending tasks: those not complete (see :func:`ddval.jobs.task.task_check`; the reason names the
+    file that is missing or differs from its record), and every task
     that depends on a pending one (its inputs are about to change; the stages inside it still skip
     whatever is unchanged). ``force`` marks every task pending."""
     reasons: dict[str, str] = {}
@@ -35,10 +36,10 @@ def plan(tasks: list[Task], *, force: bool = False) -> Plan:
         if force:
             reasons[t.task_id] = "forced"
             continue
-        status = task_status(t)
+        status, why = task_check(t)
         upstream = next((d for d in t.depends_on if d in reasons), None)
         if status != "complete":
-            reasons[t.task_id] = status
+            reasons[t.task_id] = status if status == "missing" else f"{status}: {why}"
         elif upstream is not None:
             reasons[t.task_id] = f"complete, but {upstream} runs first"
     return Plan(tasks, [t for t in tasks if t.task_id in reasons], reasons)
@@ -51,10 +52,22 @@ def missing_data(cfg: ExperimentConfig) -> list[str]:
         return []
     lines = []
     for name in cfg.data.datasets:
-        var = ROOT_ENV_VARS[name]
-        root = cfg.dataset_root(name)
+        root, origin = cfg.dataset_root_origin(name)
         if root is None:
+            var = ROOT_ENV_VARS[name]
             lines.append(f"{name}: not configured; set {var}=/path/to/{name} or data.roots.{name} in a preset file")
         elif not root.is_dir():
-            lines.append(f"{name}: {root} (from {var} or data.roots.{name}) is not a folder")
+            lines.append(f"{name}: {root} ({origin}) is not a folder")
+    return lines
+
+
+def data_roots(cfg: ExperimentConfig) -> list[str]:
+    """For a real-data preset, one line per dataset: the root a run reads and why that one
+    (``DDVAL_<DATASET>_ROOT`` takes precedence over ``data.roots``)."""
+    if cfg.data.source != "real":
+        return []
+    lines = []
+    for name in cfg.data.datasets:
+        root, origin = cfg.dataset_root_origin(name)
+        lines.append(f"{name}: {root if root is not None else '-'} ({origin})")
     return lines

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ddval import layout, store
+from ddval import layout
 from ddval.config import ExperimentConfig, SlurmStageConfig, repo_root
 from ddval.jobs.manifest import STAGES
 from ddval.jobs.plan import Plan
@@ -217,4 +217,5 @@ def _var(stage: str) -> str:
 def _require(command: str) -> None:
     if shutil.which(command) is None:
         raise SlurmError(f"{command} not found: on a cluster, load SLURM (e.g. `module load slurm`); "
-                         "on this machine, start the local cluster with `bash tools/slurm-up.sh` (root)")
+                         "on this machine, start the local cluster with `bash tools/slurm-up.sh` (as root, or as "
+                         "yourself for a single-user cluster, then export SLURM_CONF as it prints)")

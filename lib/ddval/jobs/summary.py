@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from ddval import layout, store
+from ddval import layout
 from ddval.config import ExperimentConfig
 from ddval.summary import headline
 

@@ -1,10 +1,11 @@
 """Run one manifest task with papermill, and decide whether an earlier run of it is still valid.
 
 A task is *complete* when its completion record (``.<notebook stem>.done.json`` next to the
-executed notebook, written with :mod:`ddval.store`) has the task's hash, the executed notebook
-exists, and every stage completion record the task wrote (found under the task's ``scope``) still
-exists with all the outputs it lists. Anything else — never run, other parameters or notebook
-source, an output deleted since — means the task runs again.
+executed notebook, written with :mod:`ddval.store`) has the task's hash, the executed notebook and
+every stage completion record the task wrote (found under the task's ``scope``) hold what it
+recorded (size and SHA-256: an edited inner record counts), and every output of those stage records
+holds what *they* recorded. Anything else — never run, other parameters or notebook source, an
+output deleted, truncated or changed since — means the task runs again; the reason names the file.
 
 While it runs, papermill writes ``<name>.partial.ipynb`` after every cell; only a successful run
 is moved to ``<name>.ipynb`` (with the provenance in ``metadata.ddval``) and recorded, so a task
@@ -50,24 +51,34 @@ def record_file(task: Task) -> Path:
 
 
 def task_status(task: Task) -> str:
-    """``"complete"``, ``"missing"`` (never finished), ``"stale"`` (other hash) or ``"incomplete"``
-    (an output of the task, or of a stage it ran, has disappeared)."""
+    """``"complete"``, ``"missing"`` (never finished), ``"stale"`` (other hash, or a file that differs
+    from its record) or ``"incomplete"`` (an output of the task, or of a stage it ran, has disappeared)."""
+    return task_check(task)[0]
+
+
+def task_check(task: Task) -> tuple[str, str]:
+    """``(status, why)`` of :func:`task_status`; ``why`` names the file that makes it not complete."""
     out = Path(task.output)
-    status = store.stage_status(out.parent, out.stem, _record_params(task))
+    status, why = store.stage_check(out.parent, out.stem, _record_params(task))
     if status != "complete":
-        return status
-    for rel in store.read_json(record_file(task))["outputs"]:
-        path = out.parent / rel
-        if path.name.endswith(".done.json") and not _stage_outputs_exist(path):
-            return "incomplete"
-    return "complete"
+        return status, why
+    for rel in store.record_outputs(store.read_json(record_file(task))):
+        path = Path(os.path.normpath(out.parent / rel))
+        if path.name.endswith(".done.json"):
+            try:
+                store.verify_outputs(path.parent, path.name[1:-len(".done.json")])
+            except store.StaleOutputError as exc:
+                return ("incomplete" if str(exc).endswith(" is missing") else "stale"), str(exc)
+    return "complete", why
 
 
-def run_task(task: Task, *, progress_bar: bool | None = None, manifest: str | None = None) -> TaskOutcome:
+def run_task(task: Task, *, progress_bar: bool | None = None, manifest: str | None = None,
+             force: bool = False) -> TaskOutcome:
     """Execute ``task``'s notebook with papermill in a fresh ``ddval`` kernel; record completion.
 
     Never raises for a failing notebook: the outcome says ``failed`` and where the partial notebook
-    with the traceback is. ``progress_bar`` defaults to on unless ``$DDVAL_PROGRESS=off``.
+    with the traceback is. ``progress_bar`` defaults to on unless ``$DDVAL_PROGRESS=off``. ``force``
+    (or ``$DDVAL_FORCE`` already set) redoes every stage inside the task's scope as well.
     """
     import nbformat
     import papermill
@@ -85,7 +96,7 @@ def run_task(task: Task, *, progress_bar: bool | None = None, manifest: str | No
     records_before = _stage_records(Path(task.scope))
     started = time.time()
     try:
-        with _kernel_environment():
+        with _kernel_environment(task.scope if force or os.environ.get(store.FORCE_ENV) else None):
             papermill.execute_notebook(
                 task.notebook,
                 str(partial),
@@ -126,14 +137,6 @@ def _record_params(task: Task) -> dict[str, Any]:
     return {"task_id": task.task_id, "task_hash": task.task_hash}
 
 
-def _stage_outputs_exist(record: Path) -> bool:
-    """A stage completion record (``ddval.store``) exists and so does every output it lists."""
-    if not record.exists():
-        return False
-    outputs = store.read_json(record).get("outputs", [])
-    return all((record.parent / o).exists() for o in outputs)
-
-
 def _stage_records(scope: Path) -> dict[Path, int]:
     """Stage completion records under ``scope`` and their modification times (ns)."""
     if not scope.exists():
@@ -154,7 +157,10 @@ def _previous_stage_records(task: Task) -> list[Path]:
     if not record.exists():
         return []
     out_dir = Path(task.output).parent
-    outputs = store.read_json(record).get("outputs", [])
+    try:
+        outputs = store.record_outputs(store.read_json(record))
+    except (OSError, ValueError):
+        return []
     return [(out_dir / o).resolve() for o in outputs if o.endswith(".done.json")]
 
 
@@ -187,13 +193,15 @@ def pythonpath_with_this_ddval(current: str | None) -> str:
 
 
 @contextlib.contextmanager
-def _kernel_environment() -> Iterator[None]:
+def _kernel_environment(force_scope: str | None = None) -> Iterator[None]:
     """Kernels inherit this process's environment: point their ``PYTHONPATH`` at this ``ddval`` and,
     unless ``$DDVAL_PROGRESS`` is set (the SLURM job script sets ``text`` for its logs), switch the
     stages' progress bars off: the runner shows its own, and bars of a stage's worker processes
-    would write straight into the terminal over them."""
+    would write straight into the terminal over them. A forced task's kernel gets ``$DDVAL_FORCE``
+    (the task's scope): its stages run again instead of skipping."""
     wanted = {"PYTHONPATH": pythonpath_with_this_ddval(os.environ.get("PYTHONPATH")),
               "DDVAL_PROGRESS": os.environ.get("DDVAL_PROGRESS", "off")}
+    wanted[store.FORCE_ENV] = force_scope or ""
     old = {k: os.environ.get(k) for k in wanted}
     os.environ.update(wanted)
     try:
@@ -207,7 +215,13 @@ def _kernel_environment() -> Iterator[None]:
 
 
 def _summary(exc: Exception) -> str:
-    """One line: the exception type and the last line of its message (papermill's are long)."""
+    """One line: the exception type and its message. For a failing cell (papermill's error, whose text
+    is the whole traceback) the cell's own error and every line of its message, joined; otherwise the
+    last line of the message."""
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    if ename and evalue is not None:
+        message = " ".join(line.strip() for line in str(evalue).splitlines() if line.strip())
+        return f"{type(exc).__name__}: {ename}: {message}"[:500]
     text = str(exc).strip().splitlines()
     last = next((line for line in reversed(text) if line.strip()), "")
     return f"{type(exc).__name__}: {last}"[:500]

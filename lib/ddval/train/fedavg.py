@@ -21,7 +21,7 @@ from torch import nn
 
 from ddval.config import TrainConfig
 from ddval.progress import progress
-from ddval.train.aggregate import State, average_states, state_sha256
+from ddval.train.aggregate import State, average_states
 from ddval.train.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from ddval.train.local import Client, check_train_config, clone_state, local_train, validation_loss
 from ddval.train.rounds import RoundFn, RoundRecord, TrainingResult, best_round_index, should_stop
@@ -48,16 +48,7 @@ def fedavg_round(
         )
     merged = average_states(list(local.values()), weights)
     val = {c.name: validation_loss(model, merged, c.val, train_cfg) for c in clients}
-    return RoundRecord(
-        round=round_no,
-        local_states=local,
-        merged_state=merged,
-        leader="server",
-        train_losses=train_losses,
-        val_losses=val,
-        local_hashes={k: state_sha256(v) for k, v in local.items()},
-        merged_hash=state_sha256(merged),
-    )
+    return RoundRecord.merged_by_server(round_no, local, train_losses, merged, val)
 
 
 def train_rounds(

@@ -93,7 +93,12 @@ def coalition_utility(model: nn.Module, test_sets: Mapping[str, Dataset | DataLo
     averaged over the test sets (``test_sets`` maps institution name → Dataset/DataLoader)."""
     if not test_sets:
         raise ValueError("coalition_utility needs at least one test set")
-    rows = {name: evaluate(model, data, **kwargs) for name, data in test_sets.items()}
+    return utility_of_sets({name: evaluate(model, data, **kwargs) for name, data in test_sets.items()})
+
+
+def utility_of_sets(rows: Mapping[str, pd.Series]) -> Utility:
+    """The coalition utility from each test set's :func:`evaluate` row (institution → per-label AUROC
+    plus ``mean``), wherever those rows were computed (in process, or at each site of a federation)."""
     per_set = pd.DataFrame(rows).T
     per_set.index.name = "test_set"
     per_label = per_set.drop(columns="mean").mean(axis=0, skipna=True)

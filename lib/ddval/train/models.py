@@ -41,9 +41,9 @@ def build_model(train_cfg: TrainConfig, num_labels: int = len(LABELS)) -> nn.Mod
     """A fresh network for ``train_cfg.model`` with a ``Linear + Sigmoid`` head of ``num_labels``.
 
     Random parts are drawn from torch's global RNG: seed it first (``ddval.repro.seed_everything``)
-    for a reproducible initialisation. With ``pretrained`` the ImageNet weights of DenseNet-121 are
-    used only when they are already in the torch hub cache; otherwise a one-line notice is logged and
-    the network starts from a random initialisation (nothing is downloaded).
+    for a reproducible initialisation. With ``pretrained`` the ImageNet weights of DenseNet-121 must
+    already be in the torch hub cache (nothing is downloaded): without them training stops with
+    :class:`PretrainedWeightsMissing` rather than silently starting from random weights.
     """
     if train_cfg.model == "densenet121":
         model = XrayDenseNet(**DENSENET121)
@@ -76,11 +76,35 @@ def imagenet_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(DenseNet121_Weights.IMAGENET1K_V1.url).name
 
 
-def _load_cached_imagenet(model: XrayDenseNet) -> None:
+class PretrainedWeightsMissing(FileNotFoundError):
+    """``train.pretrained: true`` but the ImageNet weights are not in the torch cache; says what to do."""
+
+
+def pretrained_weights_digest(train_cfg: TrainConfig) -> dict[str, str]:
+    """``{"imagenet_weights": <SHA-256 of the cached file>}`` when ``train_cfg`` loads ImageNet weights,
+    else ``{}``: part of the training parameters, so nodes holding other weights (or none) never
+    share one setting's coalitions."""
+    if train_cfg.model != "densenet121" or not train_cfg.pretrained:
+        return {}
+    from ddval.verify import file_sha256
+
+    return {"imagenet_weights": file_sha256(_require_weights())}
+
+
+def _require_weights() -> Path:
     path = imagenet_weights_path()
     if not path.exists():
-        log.warning("ImageNet weights not in the torch cache (%s); DenseNet-121 starts from random init", path)
-        return
+        raise PretrainedWeightsMissing(
+            f"train.pretrained is true, but the ImageNet weights of DenseNet-121 are not in the torch cache: {path}. "
+            f"Put them there (once, on a machine with internet: python -c \"import torchvision; "
+            f"torchvision.models.densenet121(weights='IMAGENET1K_V1')\", then copy {path.name} into {path.parent} "
+            "on every node; $TORCH_HOME moves the cache), or set train.pretrained: false to start from random weights"
+        )
+    return path
+
+
+def _load_cached_imagenet(model: XrayDenseNet) -> None:
+    path = _require_weights()
     try:
         cached = _read_cached_imagenet()
     except Exception as exc:  # a truncated or foreign file under torchvision's name

@@ -19,19 +19,12 @@ from torch.utils.data import Dataset
 
 from ddval import store
 from ddval.config import ExperimentConfig
-from ddval.layout import coalition_dir, coalition_id, parse_coalition, replicate_train_dir
+from ddval.layout import coalition_dir, coalition_id, parse_coalition, train_dir
 from ddval.train.aggregate import State
 from ddval.train.checkpoints import load_checkpoint
 from ddval.train.models import build_model
-from ddval.train.stage import (
-    STAGE,
-    assemble_if_complete,
-    coalition_params,
-    coalition_status,
-    load_setting_data,
-    round_path,
-    stage_scope,
-)
+from ddval.train.record import STAGE, round_path
+from ddval.train.stage import assemble_if_complete, coalition_params, coalition_status, load_setting_data, stage_scope
 
 #: Worth of the empty coalition (a random classifier's AUROC).
 EMPTY_COALITION_UTILITY = 0.5
@@ -44,30 +37,29 @@ def test_sets(
     return load_setting_data(cfg, seed, setting, root).test
 
 
-def _require_complete(cfg: ExperimentConfig, seed: int, setting: str, root, replicate: int = 0) -> pd.DataFrame:
+def _require_complete(cfg: ExperimentConfig, seed: int, setting: str, root) -> pd.DataFrame:
     from ddval.data.splits import load_partition
 
     partition = load_partition(cfg, seed, setting, root=root)
-    status = coalition_status(cfg, seed, setting, partition, root, replicate)
+    status = coalition_status(cfg, seed, setting, partition, root)
     missing = [f"{coalition_id(m)} ({s})" for m, (s, _) in status.items() if s != "complete"]
     if missing:
-        which = f", replicate={replicate}" if replicate else ""
         raise FileNotFoundError(
-            f"{replicate_train_dir(cfg, seed, setting, replicate, root)}: coalitions not trained with the current config: "
+            f"{train_dir(cfg, seed, setting, root)}: coalitions not trained with the current config: "
             f"{', '.join(missing)}; "
-            f"run ddval.train.run_training_stage(cfg, {seed}, {setting!r}{which}) (or notebook 03) first"
+            f"run ddval.train.run_training_stage(cfg, {seed}, {setting!r}) (or notebook 03) first"
         )
-    assemble_if_complete(cfg, seed, setting, partition, root, replicate)
+    assemble_if_complete(cfg, seed, setting, partition, root)
     return partition
 
 
 def load_utilities(
-    cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None, replicate: int = 0
+    cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None
 ) -> pd.DataFrame:
-    """The setting's ``utilities.csv`` of training replicate ``replicate`` (every coalition × label +
-    ``mean``); a clear error names the coalitions that are missing or were trained with another config."""
-    _require_complete(cfg, seed, setting, root, replicate)
-    return store.read_table(replicate_train_dir(cfg, seed, setting, replicate, root) / "utilities.csv")
+    """The setting's ``utilities.csv`` (every coalition × label + ``mean``); a clear error names the
+    coalitions that are missing or were trained with another config."""
+    _require_complete(cfg, seed, setting, root)
+    return store.read_table(train_dir(cfg, seed, setting, root) / "utilities.csv")
 
 
 def load_curves(
@@ -76,27 +68,25 @@ def load_curves(
     setting: str | None = None,
     coalition: str | Sequence[str] | None = None,
     root: str | os.PathLike | None = None,
-    replicate: int = 0,
 ) -> pd.DataFrame:
     """Training curves (coalition × round: ``train_loss, val_loss, is_best``) of the same scope as
-    :func:`run_training_stage` (every setting, one setting, or one coalition of it) in training
-    replicate ``replicate``; a coalition not trained with the current config is an error naming it."""
+    :func:`run_training_stage` (every setting, one setting, or one coalition of it); a coalition
+    not trained with the current config is an error naming it."""
     from ddval.data.splits import load_partition
 
     frames, missing, partitions = [], [], {}
     for name, members in stage_scope(cfg, setting, coalition):
         if name not in partitions:
             partitions[name] = load_partition(cfg, seed, name, root=root)
-        cdir = coalition_dir(cfg, seed, name, members, root, replicate)
-        params = coalition_params(cfg, seed, name, members, partitions[name], replicate, root)
-        status = store.stage_status(cdir, STAGE, params)
+        cdir = coalition_dir(cfg, seed, name, members, root)
+        status = store.stage_status(cdir, STAGE, coalition_params(cfg, seed, name, members, partitions[name]))
         if status != "complete":
             missing.append(f"{name}/{coalition_id(members)} ({status})")
         else:
             frames.append(store.read_table(cdir / "curve.csv"))
     if missing:
         raise FileNotFoundError(
-            f"coalitions not trained with the current config (replicate {replicate}): {', '.join(missing)}; "
+            f"coalitions not trained with the current config: {', '.join(missing)}; "
             "run ddval.train.run_training_stage first"
         )
     return pd.concat(frames, ignore_index=True)
@@ -129,11 +119,11 @@ def load_model(
 
     members = _checked_members(cfg, setting, coalition)
     cdir = coalition_dir(cfg, seed, setting, members, root)
-    params = coalition_params(cfg, seed, setting, members, load_partition(cfg, seed, setting, root=root), root=root)
-    status = store.stage_status(cdir, STAGE, params)
+    params = coalition_params(cfg, seed, setting, members, load_partition(cfg, seed, setting, root=root))
+    status, why = store.stage_check(cdir, STAGE, params)
     if status != "complete":
         raise FileNotFoundError(
-            f"{cdir}: coalition {coalition_id(members)} is {status} for the current config; "
+            f"{cdir}: coalition {coalition_id(members)} is {status} for the current config ({why}); "
             "run the training stage first"
         )
     saved = load_checkpoint(cdir / "best.pt", store.param_hash(params))
@@ -195,7 +185,7 @@ def load_rounds(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.P
     s = cfg.setting(setting)
     members = tuple(i.name for i in s.institutions)
     partition = load_partition(cfg, seed, setting, root=root)
-    params = coalition_params(cfg, seed, setting, members, partition, root=root)
+    params = coalition_params(cfg, seed, setting, members, partition)
     cdir = coalition_dir(cfg, seed, setting, members, root)
     status = store.stage_status(cdir, STAGE, params)
     if status != "complete":

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ddval.train.aggregate import State
+from ddval.train.aggregate import State, state_sha256
 
 
 @dataclass
@@ -32,6 +32,27 @@ class RoundRecord:
     val_losses: dict[str, float]
     local_hashes: dict[str, str]
     merged_hash: str
+
+    @classmethod
+    def merged_by_server(
+        cls,
+        round_no: int,
+        local_states: dict[str, State],
+        train_losses: dict[str, float],
+        merged_state: State,
+        val_losses: dict[str, float],
+    ) -> RoundRecord:
+        """The record of a FedAvg round (the server merged): hashes of every local and the merged state."""
+        return cls(
+            round=round_no,
+            local_states=local_states,
+            merged_state=merged_state,
+            leader="server",
+            train_losses=train_losses,
+            val_losses=val_losses,
+            local_hashes={name: state_sha256(state) for name, state in local_states.items()},
+            merged_hash=state_sha256(merged_state),
+        )
 
     @property
     def train_loss(self) -> float:

@@ -99,9 +99,14 @@ def noisy_features(feats: dict, scale: float, seed: int, scale_index: int) -> di
     """Every institution's features with noisy train features (test features untouched)."""
     out = {}
     for number, (name, f) in enumerate(feats.items()):
-        rng = np.random.default_rng([int(seed), 0x6470, number, scale_index])  # 0x6470: "dp"
-        out[name] = replace(f, train=replace(f.train, x=add_feature_noise(f.train.x, scale, rng)))
+        out[name] = replace(f, train=replace(f.train, x=add_feature_noise(f.train.x, scale, noise_rng(seed, number, scale_index))))
     return out
+
+
+def noise_rng(seed: int, number: int, scale_index: int) -> np.random.Generator:
+    """The noise stream of institution ``number`` (its position in the setting) at noise scale
+    ``scale_index``: the same whether the noise is added in process or on the site (federation)."""
+    return np.random.default_rng([int(seed), 0x6470, number, scale_index])  # 0x6470: "dp"
 
 
 def dp_table(ctx: SettingInputs, label_values_fn: Callable[[PooledFeatures], np.ndarray] | None = None) -> pd.DataFrame:

@@ -17,6 +17,12 @@ float32 or float16), holds the arrays of ``docs/tables.md`` plus the demographic
 In a decentralised deployment only these files leave a site. ``train_y`` holds the labels the
 institution trained with (after any label flips): the site does not know which of its labels are
 wrong. Identifiers are stored as fixed-width unicode arrays (no pickled objects).
+
+The archive is *uncompressed* (zip members stored), so ``train_x`` and ``test_x`` can be
+memory-mapped in place (:func:`read_features` with ``mmap=True``; :mod:`ddval.valuation.mapped`):
+the paper's setting holds 3 x 28,000 x 65,536 features (11 GB in float16), more than half the memory
+of a laptop, and the valuation reads them block by block. Files too large to build in memory are
+written block by block in the same format with :func:`ddval.valuation.mapped.write_npz_streaming`.
 """
 
 from __future__ import annotations
@@ -33,23 +39,26 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ddval import layout, numerics, store
+from ddval import numerics, store
 from ddval.layout import features_dir
 from ddval.config import LABELS, ExperimentConfig
 from ddval.progress import progress
+from ddval.valuation.mapped import map_npz_array
 
 #: The hooked layer (torchvision module name), as in the paper.
 FEATURE_LAYER = "features.denseblock4"
 #: Arrays every feature file holds, per split (``train_*`` and ``test_*``).
 SPLIT_KEYS = ("x", "y", "ids", "patients", "sex", "age")
 STAGE = "features"
+#: :func:`load_features` memory-maps the features of files at least this large (by default).
+MMAP_MIN_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
 class SplitFeatures:
     """Features of one institution's train or test split, in partition order."""
 
-    x: np.ndarray  # (n, D) float32/float16
+    x: np.ndarray  # (n, D) float32/float16, or a read-only MappedArray (read_features(mmap=True))
     y: np.ndarray  # (n, 8) float32 0/1
     ids: np.ndarray  # (n,) scan ids
     patients: np.ndarray  # (n,) patient ids
@@ -164,8 +173,13 @@ def write_features(path: str | os.PathLike, feats: InstitutionFeatures) -> Path:
     return store.write_npz(path, **arrays)
 
 
-def read_features(path: str | os.PathLike, institution: str | None = None) -> InstitutionFeatures:
-    """Read and check a feature file; a missing key or inconsistent shape names the file and field."""
+def read_features(path: str | os.PathLike, institution: str | None = None, *,
+                  mmap: bool = False) -> InstitutionFeatures:
+    """Read and check a feature file; a missing key or inconsistent shape names the file and field.
+
+    With ``mmap=True`` the features ``train_x`` / ``test_x`` are memory-mapped read-only
+    (:class:`~ddval.valuation.mapped.MappedArray`: rows are read when indexed, never all at once);
+    the labels, ids and demographics are read as usual."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: feature file not found (run the valuation stage's feature extraction)")
@@ -173,7 +187,12 @@ def read_features(path: str | os.PathLike, institution: str | None = None) -> In
         missing = [f"{s}_{k}" for s in ("train", "test") for k in SPLIT_KEYS if f"{s}_{k}" not in npz.files]
         if missing:
             raise KeyError(f"{path}: missing array(s) {missing}")
-        splits = {s: SplitFeatures(**{k: npz[f"{s}_{k}"] for k in SPLIT_KEYS}) for s in ("train", "test")}
+
+        def array(split: str, key: str):
+            name = f"{split}_{key}"
+            return map_npz_array(path, name) if mmap and key == "x" else npz[name]
+
+        splits = {s: SplitFeatures(**{k: array(s, k) for k in SPLIT_KEYS}) for s in ("train", "test")}
     for name, sp in splits.items():
         n = len(sp.ids)
         if sp.x.ndim != 2 or len(sp.x) != n:
@@ -247,6 +266,12 @@ def run_features_stage(cfg: ExperimentConfig, seed: int, setting: str, root: str
     return paths
 
 
-def load_features(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> dict[str, InstitutionFeatures]:
-    """Every institution's features of ``setting`` (extracted first when missing or stale)."""
-    return {name: read_features(path, name) for name, path in run_features_stage(cfg, seed, setting, root).items()}
+def load_features(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None, *,
+                  mmap: bool | None = None) -> dict[str, InstitutionFeatures]:
+    """Every institution's features of ``setting`` (extracted first when missing or stale).
+
+    ``mmap``: memory-map the features (see :func:`read_features`); default: for files of at least
+    ``MMAP_MIN_BYTES`` (1 GiB), so the paper's setting is read block by block and the demo as before."""
+    paths = run_features_stage(cfg, seed, setting, root)
+    return {name: read_features(path, name, mmap=path.stat().st_size >= MMAP_MIN_BYTES if mmap is None else mmap)
+            for name, path in paths.items()}

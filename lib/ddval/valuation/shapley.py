@@ -7,6 +7,7 @@ of institutions (training stage), the empty coalition included (the paper: AUROC
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import TypeVar
 
@@ -23,19 +24,17 @@ MAX_PLAYERS = 24
 def exact_shapley(utility: Mapping[frozenset, float] | Callable[[frozenset], float], players: Iterable[P]) -> dict[P, float]:
     """Shapley values phi_i = sum_{S not containing i} |S|! (n-|S|-1)! / n! * (v(S + i) - v(S)).
 
-    Parameters
-    ----------
-    utility
-        ``frozenset`` of players -> worth, for **every** coalition including the empty one (a
-        mapping), or a callable evaluated once per coalition.
-    players
-        The players (hashable, unique), in the order of the returned dict.
+    Args:
+        utility: ``frozenset`` of players -> worth, for **every** coalition including the empty one (a
+            mapping), or a callable evaluated once per coalition.
+        players: The players (hashable, unique), in the order of the returned dict.
 
-    Raises
-    ------
-    ValueError
-        Duplicate players, coalitions holding unknown players, missing coalitions (named), or
-        worths that are not finite numbers.
+    Returns:
+        Each player's Shapley value (an exact ``math.fsum`` over its marginal gains).
+
+    Raises:
+        ValueError: Duplicate players, coalitions holding unknown players, missing coalitions (named), or
+            worths that are not finite numbers.
     """
     players = list(players)
     n = len(players)
@@ -86,10 +85,10 @@ def _worth_table(utility, players: list) -> np.ndarray:
 
 
 def _check_worth(value, coalition) -> float:
-    try:
-        worth = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"worth of coalition {_name(coalition)} is not a number: {value!r}") from None
+    # a real number only: float("1") would silently accept the string "1", float(True) a flag
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"worth of coalition {_name(coalition)} is not a number: {value!r} ({type(value).__name__})")
+    worth = float(value)
     if not math.isfinite(worth):
         raise ValueError(f"worth of coalition {_name(coalition)} is not finite: {value!r}")
     return worth

@@ -52,12 +52,17 @@ Speed and memory (see ``benchmarks/bench_knn_shapley.py``)
 * Exactness guard: adjacent pairs whose float64 gap is within the rigorous bound (GEMM error
   gamma_{D+9} (|t| + max|x|)^2 plus the truncation of the packed key) are re-sorted by float64
   distance, and pairs still within the GEMM bound by the exactly computed distance (error-free
-  transformations + ``math.fsum``). Runs of points whose label matches are all equal are skipped:
-  their order does not change any value.
-* Accumulation is exact: every per-test-point value is split into two limbs, multiples of 2**-31
-  and 2**-63 (the split rounds once, by at most 2**-64, half to even by adding and subtracting a
-  constant), whose float64 sums are exact. Results are therefore bit-identical for any chunk size,
-  thread count or test-shard split (:class:`KnnShapleySum` adds exactly).
+  transformations + an exact sum rounded once). Runs of points whose label matches are all equal
+  are skipped: their order does not change any value.
+* Integer recursion and exact accumulation (:mod:`.limbs`): the weights w_i = 1 / max(K, i+1) are
+  rounded once to multiples of 2**-62 and the reverse cumulative sum runs in int64, so every
+  per-test-point value is exact for those weights (within N 2**-63 of the true value) and does not
+  depend on the order of any floating-point operation. Each value is split exactly into two limbs
+  (multiples of 2**-31 and 2**-62) whose sums are exact. Results are therefore bit-identical for any
+  chunk size, thread count, backend or test-shard split (:class:`KnnShapleySum` adds exactly), and
+  two players that are symmetric in every test point's game get bit-identical values (their exact
+  difference is a sum of terms of equal weight that cancel in pairs; see :mod:`.limbs`). Players
+  symmetric only on average over the test points agree to within N 2**-63, not bit for bit.
 * Threads: on the host the GEMM runs on the BLAS thread pool (limited to ``threads`` with
   threadpoolctl) and sort + recursion on as many worker threads (NumPy releases the GIL); the
   default is torch's intra-op thread count when torch is loaded, else the usable cores. The host

@@ -18,6 +18,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ddval.valuation.knn_shapley.host import _host_chunk
+from ddval.valuation.knn_shapley.limbs import weight_units
 from ddval.valuation.knn_shapley.torch_path import _torch_chunk
 from ddval.valuation.knn_shapley.validation import _f64_rows, _rows_f64
 
@@ -54,7 +55,7 @@ class _EngineCall:
     threads: int
     norms: np.ndarray  # (N,) float64 squared norms of the train rows (filled by the first GEMM pass)
     norms_done: bool
-    weights: np.ndarray  # (N,) float64 recursion weights w_i
+    weights: np.ndarray  # (N,) int64 recursion weights w_i in units of 2**-62
     low_bits: int
 
     @property
@@ -101,8 +102,7 @@ class _EngineCall:
             chunk = max_chunk
         chunk = max(1, min(chunk, n_rows))
         train_block = max(1, min(n, int(0.25 * budget) // (8 * (dim + chunk))))
-        pos = np.arange(1, n + 1, dtype=np.float64)
-        weights = np.minimum(float(k), pos) / (pos * k)
+        weights = weight_units(n, k)
         low_bits = max(1, (n - 1).bit_length())
         return _EngineCall(X, T, ytr, yte, mask, k, dev, chunk, train_block, group, threads,
                         np.empty(n, np.float64), False, weights, low_bits)
@@ -153,7 +153,16 @@ class _EngineCall:
         On the host only the products -2 t.x are computed here; :func:`_host_part` finishes the
         distances row group by row group, in cache."""
         if self.device is None:
-            return self._dots_host(-2.0 * tests)  # scaling by -2 is exact: the GEMM gives -2 t.x
+            # Scaling by -2 is exact, so the GEMM gives -2 t.x. On the engine's own converted rows it is
+            # done in place and undone (exactly: the scaled values are representable) rather than on a
+            # copy as large as the chunk's features; rows that are a view of the caller's array are copied.
+            if not tests.flags.owndata:
+                return self._dots_host(-2.0 * tests)
+            tests *= -2.0
+            try:
+                return self._dots_host(tests)
+            finally:
+                tests *= -0.5
         import torch
 
         dev = self.device

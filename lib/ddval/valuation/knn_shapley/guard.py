@@ -2,12 +2,11 @@
 
 Adjacent positions whose computed distances are within the rigorous error bound (set per test row
 in :mod:`.engine`) are re-sorted by float64 distance, and those still within the GEMM bound by the
-exactly computed distance (error-free transformations and ``math.fsum``).
+exactly computed distance (error-free transformations and an exact, vectorised sum).
 """
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -64,7 +63,7 @@ def _exact_sq_distances(x: np.ndarray, X: Any, members: np.ndarray) -> np.ndarra
     """Squared distances from x to rows X[members], computed exactly and rounded once.
 
     (a - b) = s + e exactly (TwoSum); (s + e)^2 = s^2 + 2se + e^2 with every product split exactly
-    (Dekker's TwoProduct); ``math.fsum`` rounds the exact sum of all those terms once. Identical
+    (Dekker's TwoProduct); :func:`_exact_sum` rounds the exact sum of all those terms once. Identical
     rows share one computation. Exact for the validated range (squared norms < 1e200) apart from
     products below the float64 subnormal range.
     """
@@ -76,9 +75,30 @@ def _exact_sq_distances(x: np.ndarray, X: Any, members: np.ndarray) -> np.ndarra
         if key not in cache:
             s, e = _two_sum(row, -x)
             terms = [*_two_prod(s, s), *_two_prod(2.0 * s, e), *_two_prod(e, e)]
-            cache[key] = math.fsum(np.concatenate(terms).tolist())
+            cache[key] = _exact_sum(np.concatenate(terms))
         out[j] = cache[key]
     return out
+
+
+def _exact_sum(terms: np.ndarray) -> float:
+    """The sum of finite float64 ``terms`` computed exactly and rounded once, half to even (the same
+    bits as ``math.fsum``, vectorised: ~5x faster on the 6 D terms of a distance at D = 65,536).
+
+    Each term is m 2**(e - 53) with an integer |m| < 2**53 (``frexp``); m is split into 26-bit halves,
+    which are summed per exponent e in float64 (sums of integers below 2**53: exact for up to 2**26
+    terms), and the per-exponent sums are combined in Python integers; the one rounding is Python's
+    correctly rounded integer division."""
+    frac, exp = np.frexp(terms[terms != 0])
+    if frac.size == 0:
+        return 0.0
+    mantissa = (frac * 2.0**53).astype(np.int64)  # exact: |frac| in [0.5, 1) has 53 bits
+    base = int(exp.min())
+    slot = exp - base
+    high = np.bincount(slot, weights=(mantissa >> 26).astype(np.float64))
+    low = np.bincount(slot, weights=(mantissa & ((1 << 26) - 1)).astype(np.float64))
+    total = sum(((int(h) << 26) + int(lo)) << k for k, (h, lo) in enumerate(zip(high, low)) if h or lo)
+    shift = base - 53
+    return float(total << shift) if shift >= 0 else total / (1 << -shift)
 
 
 def _two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

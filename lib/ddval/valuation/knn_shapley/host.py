@@ -3,7 +3,8 @@
 The GEMM (in :mod:`.engine`) leaves ``-2 t.x``; each worker finishes the distances of a group of rows
 in cache, sorts them by packed keys (distance bits with the index in the low bits: one SIMD sort
 gives the order and the index tie-break), hands near ties to the guard (:mod:`.guard`), and turns
-the label matches into exact limbs (:mod:`.limbs`). NumPy releases the GIL, so the workers run in
+the label matches into values by the integer recursion and splits them into exact limbs
+(:mod:`.limbs`). NumPy releases the GIL, so the workers run in
 parallel. No torch is needed.
 """
 
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ddval.valuation.knn_shapley.guard import _resolve_near_ties
-from ddval.valuation.knn_shapley.limbs import HI_BITS, LO_BITS, _limbs_np
+from ddval.valuation.knn_shapley.limbs import LO_SCALE, split_units
 
 if TYPE_CHECKING:
     from ddval.valuation.knn_shapley.engine import _ChunkRows
@@ -37,16 +38,17 @@ def _host_chunk(dist: np.ndarray, rows: _ChunkRows) -> tuple[np.ndarray, np.ndar
             results = [f.result() for f in futures]
     hi = np.zeros((ctx.n_labels, ctx.n), np.int64)
     lo = np.zeros((ctx.n_labels, ctx.n), np.int64)
-    for part_hi, part_lo in results:  # exact: power-of-two scaling of sums that are exact
-        hi += (part_hi * 2.0**HI_BITS).astype(np.int64)
-        lo += (part_lo * 2.0**LO_BITS).astype(np.int64)
+    for part_hi, part_lo in results:  # integer-valued float64 sums below 2**53: exact
+        hi += part_hi.astype(np.int64)
+        lo += part_lo.astype(np.int64) * LO_SCALE
     return hi, lo
 
 
 def _host_part(dist: np.ndarray, rows: _ChunkRows, r_start: int, r_stop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact limb sums of test rows r_start:r_stop, in units: (L, N) float64 multiples of 2**-31 and
-    2**-63 (exact sums, see :func:`_limbs_np`). Every step writes into buffers reused by each
-    group of rows: a fresh array of a group's size costs more in page faults than the step."""
+    """Exact limb sums of test rows r_start:r_stop: (L, N) integer-valued float64, ``hi`` in units of
+    2**-31 and ``lo`` in units of 2**-62 (exact sums, see :mod:`.limbs`). Every step writes into
+    buffers reused by each group of rows: a fresh array of a group's size costs more in page faults
+    than the step."""
     ctx = rows.ctx
     n, n_labels = ctx.n, ctx.n_labels
     acc_hi = np.zeros((n_labels, n))
@@ -79,7 +81,7 @@ def _host_part(dist: np.ndarray, rows: _ChunkRows, r_start: int, r_stop: int) ->
 
 @dataclass
 class _HostBuffers:
-    """One worker's scratch arrays for a group of ``g`` rows of N positions (about 52 bytes each)."""
+    """One worker's scratch arrays for a group of ``g`` rows of N positions (about 67 bytes each)."""
 
     key: np.ndarray  # int64 packed sort keys
     order: np.ndarray  # int64 training index per position
@@ -88,14 +90,17 @@ class _HostBuffers:
     near: np.ndarray  # bool near-tie flags
     codes: np.ndarray  # int8/int32 label codes in sorted order
     match: np.ndarray  # bool label matches in sorted order
-    terms: np.ndarray  # float64 recursion terms, then the values s
-    high: np.ndarray  # float64 high limbs
+    terms: np.ndarray  # int64 recursion terms, then the values s, then their low limbs
+    high_units: np.ndarray  # int64 high limbs
+    high: np.ndarray  # float64 high limbs (bincount weights)
+    low: np.ndarray  # float64 low limbs (bincount weights)
 
     @classmethod
     def allocate(cls, g: int, n: int, code_dtype: np.dtype) -> _HostBuffers:
         i64, f64 = np.empty((g, n), np.int64), np.empty((g, n))
         return cls(i64, np.empty_like(i64), np.empty_like(i64), f64, np.empty((g, max(0, n - 1)), bool),
-                   np.empty((g, n), code_dtype), np.empty((g, n), bool), np.empty_like(f64), np.empty_like(f64))
+                   np.empty((g, n), code_dtype), np.empty((g, n), bool), np.empty_like(i64), np.empty_like(i64),
+                   np.empty_like(f64), np.empty_like(f64))
 
 
 def _sorted_order(d: np.ndarray, thr1: np.ndarray, low_bits: int, buf: _HostBuffers) -> tuple[np.ndarray, np.ndarray]:
@@ -131,12 +136,17 @@ def _sorted_order(d: np.ndarray, thr1: np.ndarray, low_bits: int, buf: _HostBuff
 
 def _position_limbs(order: np.ndarray, train_codes: np.ndarray, test_codes: np.ndarray, weights: np.ndarray,
                     buf: _HostBuffers) -> tuple[np.ndarray, np.ndarray]:
-    """Limbs of the values at each sorted position of some rows (one label): matches, recursion,
-    split, all in ``buf``."""
+    """Limbs of the values at each sorted position of some rows (one label): matches, integer
+    recursion (``weights`` in units of 2**-62, :func:`.limbs.weight_units`), exact split, all in
+    ``buf``. Returns float64 (hi in units of 2**-31, lo in units of 2**-62), integer-valued."""
     rows = len(order)
     codes = np.take(train_codes, order, out=buf.codes[:rows], mode="clip")  # "clip": unbuffered
     match = np.equal(codes, test_codes[:, None], out=buf.match[:rows])
-    return _limbs_np(_recursion_np(match, weights, buf.terms[:rows]), buf.high[:rows])
+    hi, lo = split_units(_recursion_np(match, weights, buf.terms[:rows]), buf.high_units[:rows])
+    high, low = buf.high[:rows], buf.low[:rows]
+    np.copyto(high, hi)  # |hi| <= 2**31, |lo| <= 2**30: exact in float64
+    np.copyto(low, lo)
+    return high, low
 
 
 def _flip_negative(bits: np.ndarray, sign: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -147,7 +157,8 @@ def _flip_negative(bits: np.ndarray, sign: np.ndarray, out: np.ndarray) -> np.nd
 
 
 def _recursion_np(match: np.ndarray, weights: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Per-position values s = reverse_cumsum((m - m_next) * w), m_next of the last position = 0."""
+    """Per-position values s = reverse_cumsum((m - m_next) * w), m_next of the last position = 0;
+    with int64 ``weights`` (units of 2**-62) every step is exact."""
     m = match.view(np.int8)
     step = np.empty(m.shape, np.int8)
     np.subtract(m[:, :-1], m[:, 1:], out=step[:, :-1])

@@ -1,9 +1,10 @@
 """The torch path: the host path's steps as tensor ops on any torch device (a whole chunk at once).
 
-Same packed-key sort, same guard (near-tied rows are fixed on the host) and the same limbs
-(``torch.round`` is half-to-even like the host's add-and-subtract rounding), so the values are
-bit-identical to the host path on the CPU. The inverse permutation is a second sort, deterministic on
-every device (no scatter, no atomics).
+Same packed-key sort, same guard (near-tied rows are fixed on the host), the same integer
+recursion and the same exact split into limbs (:mod:`.limbs`), so the values are bit-identical to
+the host path (tested on the CPU; on CUDA the guard gives the same exact order, and everything after
+the sort is integer arithmetic). The inverse permutation is a second sort, deterministic on every
+device (no scatter, no atomics).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from ddval.valuation.knn_shapley.guard import _resolve_near_ties
 from ddval.valuation.knn_shapley.host import _MAXPOS
-from ddval.valuation.knn_shapley.limbs import HI_BITS, LO_BITS
+from ddval.valuation.knn_shapley.limbs import _HALF_HI, _LOW_MASK, HI_BITS, LO_SCALE, UNIT_BITS
 
 if TYPE_CHECKING:
     import torch
@@ -52,18 +53,19 @@ def _torch_chunk(dist: torch.Tensor, rows: _ChunkRows) -> tuple[np.ndarray, np.n
     ytr = torch.from_numpy(ctx.ytr).to(dev)
     labels = torch.from_numpy(rows.labels()).to(dev)
     active = rows.active()
-    hi = torch.zeros((n_labels, n), dtype=torch.float64, device=dev)
-    lo = torch.zeros((n_labels, n), dtype=torch.float64, device=dev)
+    hi = torch.zeros((n_labels, n), dtype=torch.int64, device=dev)
+    lo = torch.zeros((n_labels, n), dtype=torch.int64, device=dev)
     for lab in range(n_labels):
-        match = (ytr[lab][order] == labels[:, lab : lab + 1]).to(torch.int8)
+        match = (ytr[lab][order] == labels[:, lab : lab + 1]).to(torch.int64)
         diff = match.clone()
         diff[:, :-1] -= match[:, 1:]
-        s = (diff.to(torch.float64) * weights).flip(1).cumsum(1).flip(1)
-        h = torch.round(s * 2.0**HI_BITS)
-        low = torch.round((s - h * 2.0**-HI_BITS) * 2.0**LO_BITS)
+        s = (diff * weights).flip(1).cumsum(1).flip(1)  # int64, units 2**-62: exact in any order
+        s += int(_HALF_HI)  # the exact split of limbs.split_units
+        h = s >> (UNIT_BITS - HI_BITS)
+        low = (s & int(_LOW_MASK)) - int(_HALF_HI)
         if active is not None:
-            keep = torch.from_numpy(active[:, lab]).to(dev).to(torch.float64)[:, None]
+            keep = torch.from_numpy(active[:, lab]).to(dev).to(torch.int64)[:, None]
             h, low = h * keep, low * keep
-        hi[lab] = h.gather(1, rank).sum(0)  # integer-valued float64 < 2**53: exact in any order
+        hi[lab] = h.gather(1, rank).sum(0)
         lo[lab] = low.gather(1, rank).sum(0)
-    return hi.cpu().numpy().astype(np.int64), lo.cpu().numpy().astype(np.int64)
+    return hi.cpu().numpy(), lo.cpu().numpy() * LO_SCALE

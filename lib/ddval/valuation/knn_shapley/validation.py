@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 
 def _as_features(x: Any, name: str):
-    """A 2-D array-like of features (no copy for arrays and memory maps)."""
+    """A 2-D array-like of features, never copied whole: arrays, memory maps, and lazy row views
+    (anything with ``shape``, ``dtype`` and row indexing, e.g. :mod:`ddval.valuation.mapped`) are read
+    block by block later."""
     if _is_tensor(x):
         x = x.detach().cpu().numpy()
-    if not (hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "reshape")):
+    if not (hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "__getitem__")):
         x = np.asarray(x)
     if len(x.shape) < 2:
         raise ValueError(f"{name} must have shape (n_points, n_features, ...), got shape {tuple(x.shape)}")
@@ -24,6 +26,9 @@ def _as_features(x: Any, name: str):
     if kind not in "fiu":
         raise ValueError(f"{name} must hold real numbers (float16/32/64 or integers), got dtype {x.dtype}")
     if len(x.shape) > 2:
+        if not hasattr(x, "reshape"):
+            raise ValueError(f"{name} has shape {tuple(x.shape)}: a lazy array of features must be 2-D "
+                             "(rows x features)")
         x = x.reshape(x.shape[0], -1)
     if x.shape[1] == 0:
         raise ValueError(f"{name} has no features (shape {tuple(x.shape)})")
