@@ -105,10 +105,6 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
-#: What an institution's training scans look like (``ddval.data.degrade`` documents each kind).
-QualityKind = Literal["clean", "degraded", "shifted", "duplicates", "ood"]
-
-
 @dataclass(frozen=True)
 class InstitutionConfig:
     """One institution (client) of a setting: which datasets it draws from and how many scans."""
@@ -119,7 +115,6 @@ class InstitutionConfig:
     val: int
     test: int | None = None  # None: the whole test pool of its datasets (paper, non-IID)
     flip_rate: float = 0.0  # probability that each training label is flipped (label-flip experiment)
-    quality: QualityKind = "clean"  # how its training scans are rewritten (ddval.data.degrade)
 
 
 @dataclass(frozen=True)
@@ -139,15 +134,6 @@ class TrainConfig:
 
     model: Literal["densenet121", "densenet_small"] = "densenet121"
     pretrained: bool = True  # ImageNet weights when present in the local torch cache
-    # every coalition is trained this many times on the same partition with independent training
-    # randomness; the ground truth is the exact Shapley value of the mean utilities, its noise ceiling
-    # the agreement of disjoint halves of the replicates (ddval.valuation.ground_truth)
-    replicates: int = 1
-    # the backbone every coalition starts from: random weights ("none"), or trained on the cohort's scans
-    # that no institution holds to predict acquisition attributes, head dropped ("attributes";
-    # ddval.train.pretrain; the small model's stand-in for the paper's ImageNet start)
-    pretrain: Literal["none", "attributes"] = "none"
-    pretrain_epochs: int = 20  # at most, with early stopping on the public validation scans
     algorithm: Literal["fedavg", "swarm"] = "fedavg"
     weighted: bool = False  # paper: unweighted mean of the state dicts
     max_rounds: int = 200
@@ -505,8 +491,6 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
                 raise ConfigError(f"{where}: settings.{s.name}.{i.name}: dataset(s) {bad} not in data.datasets")
             if not 0.0 <= i.flip_rate <= 1.0:
                 raise ConfigError(f"{where}: settings.{s.name}.{i.name}: flip_rate {i.flip_rate} not in [0, 1]")
-    if cfg.train.replicates < 1:
-        raise ConfigError(f"{where}: train.replicates must be >= 1, got {cfg.train.replicates}")
     if cfg.valuation.k < 1:
         raise ConfigError(f"{where}: valuation.k must be >= 1, got {cfg.valuation.k}")
     if not cfg.seeds:

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddval.layout import METHODS, checkout_root
+from ddval.layout import METHODS, REFERENCE_SPLITS, checkout_root
 
 #: Display order of the settings that commonly occur; others follow alphabetically.
-SETTING_ORDER: tuple[str, ...] = ("quality", "noniid", "iid", "labelflip")
+SETTING_ORDER: tuple[str, ...] = ("noniid", "iid", "labelflip")
 
 METHOD_LABELS = {
     "exact": "Exact (canonical)",
@@ -46,7 +46,7 @@ METHOD_LABELS = {
     "positives_split": "Positives split",
     "noise_ceiling": "Noise ceiling",
 }
-SETTING_LABELS = {"quality": "quality", "noniid": "non-IID", "iid": "IID", "labelflip": "label flip"}
+SETTING_LABELS = {"noniid": "non-IID", "iid": "IID", "labelflip": "label flip"}
 INSTITUTION_LABELS = {"nih": "NIH", "chexpert": "CheXpert", "mimic": "MIMIC-CXR"}
 PAYOUT_LABELS = {"transfer_loop": "Transfer loop (push)", "merkle_claim": "Merkle claims (pull)"}
 
@@ -77,9 +77,11 @@ def order_settings(settings: Iterable[str]) -> list[str]:
 
 
 def order_methods(methods: Iterable[str]) -> list[str]:
-    """Methods in display order: :data:`ddval.layout.METHODS` first, then the others alphabetically."""
+    """Methods in display order: :data:`ddval.layout.METHODS` first, then the reference splits
+    (:data:`ddval.layout.REFERENCE_SPLITS`), then the others alphabetically."""
     methods = list(dict.fromkeys(methods))
-    return [m for m in METHODS if m in methods] + sorted(m for m in methods if m not in METHODS)
+    known = (*METHODS, *REFERENCE_SPLITS)
+    return [m for m in known if m in methods] + sorted(m for m in methods if m not in known)
 
 
 def label(name: object, labels: Mapping[str, str]) -> str:

@@ -184,27 +184,9 @@ def train_dir(cfg: ExperimentConfig, seed: int, setting: str, root: Root = None)
     return setting_dir(cfg, seed, setting, root) / "train"
 
 
-def coalition_dir(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], root: Root = None,
-                  replicate: int = 0) -> Path:
-    """``<S>/train/<coalition>``: one coalition's model and tables (replicate ``r >= 1``:
-    ``<S>/train/replicate-<r>/<coalition>``, see :func:`replicate_train_dir`)."""
-    return replicate_train_dir(cfg, seed, setting, replicate, root) / coalition_id(members)
-
-
-def replicate_train_dir(cfg: ExperimentConfig, seed: int, setting: str, replicate: int, root: Root = None) -> Path:
-    """Where replicate ``replicate`` of a setting's coalitions is trained: ``<S>/train`` for replicate 0
-    (the run the federation does, whose grand model DDVal and the baselines use), else
-    ``<S>/train/replicate-<r>`` (the same partition retrained with other training randomness)."""
-    if replicate < 0:
-        raise ValueError(f"replicate must be >= 0, got {replicate}")
-    base = train_dir(cfg, seed, setting, root)
-    return base if replicate == 0 else base / f"replicate-{replicate}"
-
-
-def setting_replicates(cfg: ExperimentConfig, setting: str) -> int:
-    """How many replicates of ``setting`` are trained: ``train.replicates`` when every coalition is
-    trained (they give the ground truth and its noise ceiling), 1 for ``coalitions: grand``."""
-    return cfg.train.replicates if cfg.setting(setting).coalitions == "all" else 1
+def coalition_dir(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], root: Root = None) -> Path:
+    """``<S>/train/<coalition>``: one coalition's model and tables."""
+    return train_dir(cfg, seed, setting, root) / coalition_id(members)
 
 
 def valuation_dir(cfg: ExperimentConfig, seed: int, setting: str, root: Root = None) -> Path:

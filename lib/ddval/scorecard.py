@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ddval.display import order_settings
 from ddval.layout import METHODS, NOISE_CEILING, REFERENCE_SPLITS, SIMILARITY_ROWS
 from ddval.valuation.compare import HIGHER_IS_BETTER, bootstrap_mean, paired
 
@@ -46,8 +47,6 @@ def order_rows(names) -> list[str]:
 
 
 def _settings(sim: pd.DataFrame) -> list[str]:
-    from ddval.summary import order_settings
-
     return order_settings(sim["setting"])
 
 
@@ -197,8 +196,6 @@ def stop_reasons(replicates: pd.DataFrame) -> pd.DataFrame:
 def sensitivity(frame: pd.DataFrame, key: str) -> pd.DataFrame:
     """Cosine [%] (mean [bootstrap interval] over seeds) per value of ``key`` (rows) and setting (columns):
     ``lambda_sensitivity.csv`` (``key="lambda"``) and ``or_batchnorm.csv`` (``key="batchnorm"``)."""
-    from ddval.summary import order_settings
-
     cells: dict = {}
     for (setting, k), part in frame.groupby(["setting", key], sort=False):
         cells.setdefault(k, {})[setting] = interval_text(*bootstrap_mean(part["cosine"].to_numpy(dtype=float) * 100.0), 1)

@@ -23,7 +23,6 @@ import pandas as pd
 
 from ddval.config import preset_name
 from ddval.display import SETTING_ORDER, order_methods, order_settings  # noqa: F401 (summary's public names)
-from ddval.display import plus_minus as _pm
 from ddval.layout import METHODS, NOISE_CEILING, TABLES, checkout_results  # noqa: F401 (METHODS: summary's public name)
 from ddval.store import read_table
 from ddval import scorecard

@@ -35,8 +35,7 @@ def test_demo_manifest_one_train_task_per_setting(tmp_path):
     n = len(cfg.seeds) * len(cfg.settings)
     assert counts == {"index": 1, "resize": 1, "train": n, "valuation-shard": 0, "valuation": n, "economy": 1, "figures": 1}
     train = by_id(tasks)["train/seed-1/iid"]
-    assert train.parameters == {"preset": "demo", "seed": 1, "setting": "iid", "coalition": None, "replicate": 0,
-                                "results_root": str(tmp_path)}
+    assert train.parameters == {"preset": "demo", "seed": 1, "setting": "iid", "coalition": None, "results_root": str(tmp_path)}
     assert train.output == str(tmp_path / "demo" / "notebooks" / "seed-1" / "iid" / "03_train.ipynb")
     assert train.notebook.endswith("notebooks/03_train.ipynb") and Path(train.notebook).is_absolute()
     assert train.kernel == "ddval"
@@ -155,18 +154,3 @@ def test_coalition_ids_match_the_training_stage(preset):
 
     for setting in load_config(preset).settings:
         assert coalition_ids(setting) == [coalition_id(c) for c in setting_coalitions(setting)]
-
-
-def test_training_replicates_are_separate_tasks(tmp_path):
-    cfg = load_config("demo", {"train": {"replicates": 3}, "slurm": {"train_tasks": "setting"}})
-    tasks = by_id(build_manifest(cfg, tmp_path, seeds=(0,)))
-    grand_only = {s.name for s in cfg.settings if s.coalitions == "grand"}
-    for s in cfg.settings:
-        ids = [i for i in tasks if i.startswith(f"train/seed-0/{s.name}")]
-        expected = [f"train/seed-0/{s.name}"] + ([] if s.name in grand_only else
-                                                 [f"train/seed-0/{s.name}/replicate-{r}" for r in (1, 2)])
-        assert ids == expected
-        assert [tasks[i].parameters["replicate"] for i in ids] == list(range(len(ids)))
-        assert set(tasks[f"valuation/seed-0/{s.name}"].depends_on) == set(ids)  # the ground truth needs every replicate
-    rep = tasks[f"train/seed-0/{cfg.settings[0].name}/replicate-2"]
-    assert rep.output.endswith("03_train-replicate-2.ipynb") and rep.scope.endswith("train/replicate-2")

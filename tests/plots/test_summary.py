@@ -151,7 +151,7 @@ def test_similarity_table_and_paper_comparison_golden():
 def test_institution_values_only_settings_with_exact(tables):
     s = S.institution_values(tables.load("institution_values.csv"))
     assert S.order_settings(s["setting"].unique()) == ["noniid", "iid"]
-    assert list(s["method"].unique()) == [m for m in S.METHODS if m != "mr"]  # the fixture predates MR
+    assert list(s["method"].unique()) == [*S.METHODS, "equal_split", "size_split", "positives_split"]
     row = s[(s["setting"] == "noniid") & (s["method"] == "exact") & (s["institution"] == "nih")].iloc[0]
     raw = tables.load("institution_values.csv").query("setting == 'noniid' and method == 'exact' and institution == 'nih'")
     assert row["value_pct"] == pytest.approx(100 * raw["value"].mean())
@@ -196,6 +196,10 @@ def test_headline(fixture_root, tmp_path):
     table = S.headline(fixture_root, "demo")
     assert list(table.columns) == ["cosine [%]", "per seed", "Spearman", "L1 share", "vs best reference", "vs ceiling"]
     assert list(table.index.get_level_values("setting").unique()) == ["noniid", "iid"]
-    assert list(table.loc["noniid"].index) == ["ddval", "or", "lambda_mr", "gtg", "safe"]
+    rows = ["ddval", "or", "mr", "lambda_mr", "gtg", "safe", "equal_split", "size_split", "positives_split"]
+    assert list(table.loc["noniid"].index) == rows  # methods, then the reference splits (no ceiling: one replicate)
     assert all(len(cell.split()) == 3 for cell in table.loc["noniid", "per seed"])  # three seeds
+    wins = table.loc[("noniid", "ddval"), "vs best reference"]
+    assert wins.split(",")[0] in {f"{k}/3" for k in range(4)}  # wins out of the three seeds, then the difference
+    assert table.loc[("noniid", "size_split"), "vs best reference"] == ""  # references are not judged against themselves
     assert S.headline(tmp_path, "demo") is None

@@ -29,9 +29,6 @@ scan of the institution is flipped (0 <-> 1) independently with that probability
 generator. The labels used for training stay under the label names; the originals are in
 ``orig_<label>``, the count in ``n_flipped``. Validation and test labels are never flipped.
 Everything is deterministic given (index, setting, seed).
-
-Institution quality (``InstitutionConfig.quality``): :func:`load_partition` rewrites each institution's
-training scans as its quality kind says (:mod:`ddval.data.degrade`) and adds the ``quality`` column.
 """
 
 from __future__ import annotations
@@ -44,7 +41,6 @@ import pandas as pd
 
 from ddval import layout, store
 from ddval.config import DATASETS, LABELS, ExperimentConfig, InstitutionConfig, SettingConfig
-from ddval.data import degrade
 
 #: The split names, in row order.
 SPLITS = ("train", "val", "test")
@@ -227,12 +223,11 @@ def load_partition(cfg: ExperimentConfig, seed: int, setting_name: str, root: st
         "ddval.data.run_index_stage and ddval.data.run_resize_stage)"
     )
     sdir = layout.setting_dir(cfg, seed, setting_name, root)
-    params = {"setting": setting, "seed": int(seed), "index": record["params_hash"], "quality": degrade.PARAMETERS}
+    params = {"setting": setting, "seed": int(seed), "index": record["params_hash"]}
 
     def compute() -> list[Path]:
         index = store.read_table(layout.resized_index_path(cfg, root))
-        partition, scans = degrade.apply_qualities(make_partition(index, setting, seed), setting, seed, sdir / "scans")
-        return [store.write_table(sdir / "partition.parquet", partition), *scans]
+        return [store.write_table(sdir / "partition.parquet", make_partition(index, setting, seed))]
 
     store.run_stage(sdir, "partition", params, compute)
     return store.read_table(sdir / "partition.parquet")

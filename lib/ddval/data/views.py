@@ -76,11 +76,3 @@ def scan_montage(frame: pd.DataFrame, per_dataset: int = 8, seed: int = 0):
                 ax.set_ylabel(dataset)
     fig.tight_layout()
     return fig
-
-
-def quality_montage(frame: pd.DataFrame, n: int = 6, seed: int = 0):
-    """A matplotlib figure: the same ``n`` scans (rows of ``frame``) as every institution quality kind
-    renders them, one row per kind (:func:`ddval.data.degrade.quality_montage`)."""
-    from ddval.data.degrade import quality_montage as montage
-
-    return montage(frame, n=n, seed=seed)

@@ -9,9 +9,7 @@ Stages, in order (one SLURM job array each)::
 
     index -> resize -> train -> valuation-shard -> valuation -> economy -> figures
 
-``train`` is one task per coalition (or per setting, ``slurm.train_tasks: setting``) and training
-replicate (``train.replicates``: replicate ``r >= 1`` of a setting is its own task, ``.../replicate-<r>``, so
-SLURM trains the replicates in parallel);
+``train`` is one task per coalition (or per setting, ``slurm.train_tasks: setting``);
 ``valuation-shard`` exists only with ``valuation.shards > 1`` (one task per test shard, then the
 ``valuation`` task reduces the shard files and runs the rest of the valuation); ``economy`` runs
 for the first seed and the first setting; ``figures`` aggregates every seed found under the
@@ -198,20 +196,13 @@ class _Builder:
         where = f"seed-{seed}/{name}"
         scope = layout.setting_dir(cfg, seed, name, self.root)
         base = {"seed": seed, "setting": name}
-        train = []
-        for r in range(layout.setting_replicates(cfg, name)):
-            # replicate 0 keeps the ids of a run without replicates; r >= 1 are separate tasks (parallel on SLURM)
-            rid, rfile = ("", "") if r == 0 else (f"/replicate-{r}", f"-replicate-{r}")
-            if cfg.slurm.train_tasks == "setting":
-                train.append((f"train/{where}{rid}", None, r, f"{where}/03_train{rfile}.ipynb"))
-            else:
-                train += [(f"train/{where}{rid}/{c}", c, r, f"{where}/03_train{rfile}-{c}.ipynb") for c in coalition_ids(setting)]
-        for task_id, coalition, replicate, output in train:
+        if cfg.slurm.train_tasks == "setting":
+            train = [(f"train/{where}", None, f"{where}/03_train.ipynb")]
+        else:
+            train = [(f"train/{where}/{c}", c, f"{where}/03_train-{c}.ipynb") for c in coalition_ids(setting)]
+        for task_id, coalition, output in train:
             label = f"train {where}" + (f" {coalition}" if coalition else " (all coalitions)")
-            label += f" replicate {replicate}" if replicate else ""
-            where_records = layout.replicate_train_dir(cfg, seed, name, replicate, self.root) if replicate else scope
-            self.add("train", task_id, {**base, "coalition": coalition, "replicate": replicate}, output, where_records,
-                     ("resize",), label)
+            self.add("train", task_id, {**base, "coalition": coalition}, output, scope, ("resize",), label)
         train_ids = tuple(t[0] for t in train)
         methods = list(cfg.valuation.methods)
         n = cfg.valuation.shards

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from ddval.config import ExperimentConfig
-from ddval.layout import setting_replicates
 from ddval.valuation.features import InstitutionFeatures, load_features
 from ddval.valuation.pooled import PooledFeatures, pool_features
 
@@ -57,24 +56,18 @@ class SettingInputs:
 
         return utility_map(load_utilities(self.cfg, self.seed, self.setting, self.root))
 
-    @cached_property
+    @property
     def replicate_utilities(self) -> dict[int, dict[frozenset[str], float]]:
-        """Replicate → ``frozenset(members) → utility`` for every trained replicate
-        (:func:`ddval.layout.setting_replicates`; replicate 0 is :attr:`utility`)."""
-        from ddval.train import load_utilities, utility_map
-
-        out = {0: self.utility}
-        for r in range(1, setting_replicates(self.cfg, self.setting)):
-            out[r] = utility_map(load_utilities(self.cfg, self.seed, self.setting, self.root, replicate=r))
-        return out
+        """Training replicate → ``frozenset(members) → utility``, the input of
+        :mod:`ddval.valuation.ground_truth`. The training stage trains every coalition once (replicate 0,
+        :attr:`utility`), so the ground truth is that training and there is no noise ceiling."""
+        return {0: self.utility}
 
     def replicate_curves(self) -> pd.DataFrame:
         """Training curves of every coalition and replicate (column ``replicate`` added)."""
         from ddval.train import load_curves
 
-        frames = [load_curves(self.cfg, self.seed, self.setting, root=self.root, replicate=r).assign(replicate=r)
-                  for r in range(setting_replicates(self.cfg, self.setting))]
-        return pd.concat(frames, ignore_index=True)
+        return load_curves(self.cfg, self.seed, self.setting, root=self.root).assign(replicate=0)
 
     @property
     def grand_utility(self) -> float:

@@ -261,19 +261,20 @@ def _safe_rows(ctx: SettingInputs, ns: Sequence[int], points: int, cap: float) -
     return rows
 
 
-def training_times(cfg: ExperimentConfig, seed: int, setting: str, root=None, replicate: int = 0) -> pd.DataFrame:
-    """Per trained coalition of ``setting`` (replicate ``replicate``): ``coalition, n_members, n_train,
-    wall_s, rounds`` from the training stage's ``timing.json`` (rows without one are left out)."""
+def training_times(cfg: ExperimentConfig, seed: int, setting: str, root=None) -> pd.DataFrame:
+    """Per trained coalition of ``setting``: ``coalition, n_members, n_train, wall_s, rounds`` from
+    the training stage's ``timing.json`` (rows without one are left out)."""
+    from ddval.layout import coalition_dir, coalition_id, setting_coalitions
+
     s = cfg.setting(setting)
     sizes = {i.name: i.train for i in s.institutions}
-    base = layout.replicate_train_dir(cfg, seed, setting, replicate, root)
     rows = []
-    for members in layout.setting_coalitions(s):
-        path = base / layout.coalition_id(members) / "timing.json"
+    for members in setting_coalitions(s):
+        path = coalition_dir(cfg, seed, setting, members, root) / "timing.json"
         if path.exists():
             t = store.read_json(path)
-            rows.append({"coalition": layout.coalition_id(members), "n_members": len(members),
-                         "n_train": sum(sizes[m] for m in members), "wall_s": float(t["wall_s"]), "rounds": int(t["rounds"])})
+            rows.append({"coalition": coalition_id(members), "n_members": len(members), "n_train": sum(sizes[m] for m in members),
+                         "wall_s": float(t["wall_s"]), "rounds": int(t["rounds"])})
     return pd.DataFrame(rows, columns=["coalition", "n_members", "n_train", "wall_s", "rounds"])
 
 

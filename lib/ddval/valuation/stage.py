@@ -85,16 +85,12 @@ def setting_methods(cfg: ExperimentConfig, setting: str, methods: Sequence[str] 
 # --------------------------------------------------------------------------------------------
 
 
-def _utilities_hash(cfg: ExperimentConfig, seed: int, setting: str, root) -> list[str]:
-    """The parameter hash of every replicate's assembled utilities (replicate order)."""
-    hashes = []
-    for r in range(layout.setting_replicates(cfg, setting)):
-        record = store.require_record(
-            layout.replicate_train_dir(cfg, seed, setting, r, root), "utilities",
-            f"the training stage of setting {setting!r} (seed {seed}, replicate {r}) has not finished; run notebook 03 first",
-        )
-        hashes.append(record["params_hash"])
-    return hashes
+def _utilities_hash(cfg: ExperimentConfig, seed: int, setting: str, root) -> str:
+    record = store.require_record(
+        layout.train_dir(cfg, seed, setting, root), "utilities",
+        f"the training stage of setting {setting!r} (seed {seed}) has not finished; run notebook 03 first",
+    )
+    return record["params_hash"]
 
 
 def knn_params(cfg: ExperimentConfig, seed: int, setting: str, root) -> dict:
@@ -223,10 +219,9 @@ def run_method(ctx: SettingInputs, method: str) -> baselines.MethodResult:
     """Run one baseline (not ``ddval``) on the setting."""
     v = ctx.cfg.valuation
     if method == "exact":
-        replicates = range(layout.setting_replicates(ctx.cfg, ctx.setting))
-        times = [experiments.training_times(ctx.cfg, ctx.seed, ctx.setting, ctx.root, r) for r in replicates]
-        complete = all(len(t) == 2 ** len(ctx.players) - 1 for t in times)
-        return scoring.exact_result(ctx, float(sum(t["wall_s"].sum() for t in times)) if complete else float("nan"))
+        times = experiments.training_times(ctx.cfg, ctx.seed, ctx.setting, ctx.root)
+        wall = float(times["wall_s"].sum()) if len(times) == 2 ** len(ctx.players) - 1 else float("nan")
+        return scoring.exact_result(ctx, wall)
     if method == "or":
         return baselines.or_values(ctx.games, ctx.players, v.or_batchnorm)
     if method == "mr":
