@@ -232,7 +232,7 @@ def _table(name: str, stage: str, columns: Sequence[str], numeric: Sequence[str]
 
 _TABLE_LIST = (
     _table("institution_values.csv", "valuation",
-           ("setting", "seed", "method", "institution", "value", "wall_time_s", "n_utility_evals"),
+           ("setting", "seed", "method", "institution", "value", "n_utility_evals"),
            ("value",), required=("setting", "seed", "method", "institution", "value")),
     _table("similarity.csv", "valuation",
            ("setting", "seed", "method", "cosine", "pearson", "spearman", "l1_share", "max_abs_error"),

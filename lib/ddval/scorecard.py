@@ -136,7 +136,8 @@ def headline(sim: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     ``cosine [%]`` mean [bootstrap interval] over seeds; ``per seed`` the cosines [%] in seed order;
     ``Spearman`` and ``L1 share`` means [intervals]; ``vs best reference`` (methods only) seeds where the
     row's cosine beats the best reference split of that seed, out of seeds, and the mean paired
-    difference [interval] in points; ``vs ceiling`` the mean paired cosine difference to the noise ceiling.
+    difference [interval] in points; ``vs ceiling`` the mean paired cosine difference to the noise ceiling
+    (a column only when some setting has a ceiling, i.e. training replicates).
     """
     s = similarity_summary(sim).set_index(["setting", "method"])
     seeds = per_seed(sim, "cosine") * 100.0
@@ -162,7 +163,8 @@ def headline(sim: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
                     c = ceil.iloc[0]
                     row["vs ceiling"] = _signed(c["diff"], c["diff_low"], c["diff_high"], digits)
         rows.append(row)
-    return pd.DataFrame(rows).set_index(["setting", "method"])
+    out = pd.DataFrame(rows).set_index(["setting", "method"])
+    return out if (s["kind"] == "ceiling").any() else out.drop(columns="vs ceiling")
 
 
 def wins_table(sim: pd.DataFrame, method: str = "ddval", metric: str = "cosine") -> pd.DataFrame:

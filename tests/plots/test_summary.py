@@ -194,7 +194,7 @@ def test_scalability_keeps_settings_apart():
 
 def test_headline(fixture_root, tmp_path):
     table = S.headline(fixture_root, "demo")
-    assert list(table.columns) == ["cosine [%]", "per seed", "Spearman", "L1 share", "vs best reference", "vs ceiling"]
+    assert list(table.columns) == ["cosine [%]", "per seed", "Spearman", "L1 share", "vs best reference"]  # no ceiling
     assert list(table.index.get_level_values("setting").unique()) == ["noniid", "iid"]
     rows = ["ddval", "or", "mr", "lambda_mr", "gtg", "safe", "equal_split", "size_split", "positives_split"]
     assert list(table.loc["noniid"].index) == rows  # methods, then the reference splits (no ceiling: one replicate)

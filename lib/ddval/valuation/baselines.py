@@ -68,7 +68,8 @@ class MethodResult:
     details: dict = field(default_factory=dict)
 
     def table(self, setting: str, seed: int) -> pd.DataFrame:
-        """Rows of ``institution_values.csv``."""
+        """Rows of ``institution_values.csv``: values and the number of utility evaluations, no timing
+        (the tables must be identical run to run; timings go to ``timings.json``)."""
         return pd.DataFrame(
             {
                 "setting": setting,
@@ -76,7 +77,6 @@ class MethodResult:
                 "method": self.method,
                 "institution": list(self.values.index),
                 "value": self.values.to_numpy(dtype=float),
-                "wall_time_s": self.wall_time_s,
                 "n_utility_evals": self.n_utility_evals,
             }
         )
