@@ -96,13 +96,15 @@ def update(path: str | Path | None = None, results_root=None) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ddval.readme", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report blocks that differ (exit 1 if any)")
+    parser.add_argument("--results-root", default=None,
+                        help="results root to read (default: the checkout's shipped results/, which the test checks)")
     args = parser.parse_args(argv)
     if args.check:
-        stale = stale_blocks()
+        stale = stale_blocks(results_root=args.results_root)
         for name in stale:
             print(f"README block {name} differs from the result tables; run python -m ddval.readme")
         return 1 if stale else 0
-    print(f"{update()} README result blocks regenerated")
+    print(f"{update(results_root=args.results_root)} README result blocks regenerated")
     return 0
 
 
