@@ -112,21 +112,19 @@ def versus(sim: pd.DataFrame, method: str, others: Sequence[str] | None = None, 
     return pd.DataFrame(rows, columns=["setting", "method", "versus", "wins", "n", "diff", "diff_low", "diff_high"])
 
 
-def interval_text(mean: float, low: float, high: float, digits: int) -> str:
-    """``"mean [low, high]"`` with ``digits`` decimals (``"mean"`` without bounds, ``"-"`` for NaN)."""
+def interval_text(mean: float, low: float, high: float, digits: int, signed: bool = False) -> str:
+    """``"mean [low, high]"`` with ``digits`` decimals (``"mean"`` without bounds, ``"-"`` for NaN;
+    ``signed``: with a sign, for differences)."""
     if math.isnan(mean):
         return "-"
+    fmt = f"{'+' if signed else ''}.{digits}f"
     if math.isnan(low):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+        return f"{mean:{fmt}}"
+    return f"{mean:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
 
 
 def _signed(mean: float, low: float, high: float, digits: int) -> str:
-    if math.isnan(mean):
-        return "-"
-    if math.isnan(low):
-        return f"{mean:+.{digits}f}"
-    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+    return interval_text(mean, low, high, digits, signed=True)
 
 
 def headline(sim: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
