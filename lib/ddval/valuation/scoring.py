@@ -1,8 +1,8 @@
 """Every row of ``similarity.csv``: the methods and the reference splits scored against the ground truth,
 beside the ground truth's own noise ceiling; and the table of the replicated trainings behind it.
 
-* The ground truth (method ``exact``) is the exact Shapley value of the mean utilities over the
-  ``train.replicates`` trainings of every coalition (:mod:`ddval.valuation.ground_truth`).
+* The ground truth (method ``exact``) is the exact Shapley value of the mean utilities over the training
+  replicates of every coalition (:mod:`ddval.valuation.ground_truth`; the training stage makes one).
 * The reference splits (:mod:`ddval.valuation.references`) are written as ``methods/<reference>.csv``
   and enter ``institution_values.csv`` and ``similarity.csv`` like any method.
 * The ``noise_ceiling`` row scores exact values from disjoint halves of the replicates against each
