@@ -182,7 +182,8 @@ def methods_only(names) -> list[str]:
 
 def stop_reasons(replicates: pd.DataFrame) -> pd.DataFrame:
     """Per setting: coalition trainings (all replicates and seeds) that stopped by ``patience`` and by the
-    ``round_cap``, the share stopped by patience, and the mean number of rounds (``replicates.csv``)."""
+    ``round_cap``, the share stopped by patience, and the mean number of rounds (``replicates.csv``), settings
+    in display order."""
     out = replicates.groupby(["setting", "stop"], sort=False).size().unstack("stop", fill_value=0)
     for col in ("patience", "round_cap"):
         if col not in out:
@@ -190,7 +191,7 @@ def stop_reasons(replicates: pd.DataFrame) -> pd.DataFrame:
     out = out[["patience", "round_cap"]]
     out["patience share"] = [f"{100 * p / (p + c):.0f} %" for p, c in zip(out["patience"], out["round_cap"])]
     out["mean rounds"] = replicates.groupby("setting", sort=False)["rounds"].mean().round(1)
-    return out.reset_index()
+    return out.reindex(order_settings(out.index)).reset_index()
 
 
 def sensitivity(frame: pd.DataFrame, key: str) -> pd.DataFrame:
