@@ -19,7 +19,6 @@ results root (its hash also covers the seeds of the run, so a run with more seed
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -103,13 +102,9 @@ class Task:
 
 
 def coalition_ids(setting: SettingConfig) -> list[str]:
-    """Coalitions a setting trains: member names joined by ``+`` in config order, smallest first
+    """Ids of the coalitions a setting trains (:func:`ddval.layout.setting_coalitions`), smallest first
     (``coalitions: grand`` -> only the grand coalition)."""
-    names = [i.name for i in setting.institutions]
-    if setting.coalitions == "grand":
-        return ["+".join(names)]
-    sizes = range(1, len(names) + 1)
-    return ["+".join(c) for n in sizes for c in itertools.combinations(names, n)]
+    return [layout.coalition_id(members) for members in layout.setting_coalitions(setting)]
 
 
 def preset_parameter(cfg: ExperimentConfig, preset: str | os.PathLike | None = None) -> str:
