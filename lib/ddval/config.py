@@ -170,13 +170,16 @@ class ValuationConfig:
     test_per_class: int = 300  # balanced test set per label and institution: up to 300 + 300
     pooling: Literal["flatten", "gap"] = "flatten"  # paper: flatten denseblock4
     feature_dtype: Literal["float32", "float16"] = "float32"
-    methods: tuple[str, ...] = ("exact", "ddval", "or", "lambda_mr", "gtg", "safe")
+    methods: tuple[str, ...] = ("exact", "ddval", "or", "mr", "lambda_mr", "gtg", "safe")
     memory_budget_mb: int = 512  # working memory of knn_shapley (distances of a test chunk, buffers)
     device: str = "auto"  # knn_shapley: "auto" (cuda if available, else host), "host", "cpu", "cuda"
     chunk: int | None = None  # knn_shapley test points per chunk; None: as many as memory_budget_mb allows
     threads: int = 0  # knn_shapley host threads (BLAS + workers); 0: torch.get_num_threads() if torch is loaded, else the usable cores
     shards: int = 1  # test-point shards (one SLURM array task each)
     lambda_mr: float = 0.5  # discount of the lambda-MR rounds
+    lambda_grid: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)  # lambda_sensitivity.csv (settings with exact values)
+    # OR's BatchNorm running statistics: rebuilt from the updates, the grand model's, or the initial model's
+    or_batchnorm: Literal["rebuilt", "grand", "initial"] = "rebuilt"
     gtg_eps: float = 0.001
     gtg_round_trunc: float = 0.01
     gtg_max_permutations: int = 50

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ddval.layout import METHODS, checkout_root
+from ddval.layout import METHODS, REFERENCE_SPLITS, checkout_root
 
 #: Display order of the settings that commonly occur; others follow alphabetically.
 SETTING_ORDER: tuple[str, ...] = ("noniid", "iid", "labelflip")
@@ -37,10 +37,14 @@ METHOD_LABELS = {
     "exact": "Exact (canonical)",
     "ddval": "DDVal",
     "or": "OR",
+    "mr": "MR",
     "lambda_mr": "λ-MR",
     "gtg": "GTG-Shapley",
     "safe": "SaFE",
     "equal_split": "Equal split",
+    "size_split": "Size split",
+    "positives_split": "Positives split",
+    "noise_ceiling": "Noise ceiling",
 }
 SETTING_LABELS = {"noniid": "non-IID", "iid": "IID", "labelflip": "label flip"}
 INSTITUTION_LABELS = {"nih": "NIH", "chexpert": "CheXpert", "mimic": "MIMIC-CXR"}
@@ -73,9 +77,11 @@ def order_settings(settings: Iterable[str]) -> list[str]:
 
 
 def order_methods(methods: Iterable[str]) -> list[str]:
-    """Methods in display order: :data:`ddval.layout.METHODS` first, then the others alphabetically."""
+    """Methods in display order: :data:`ddval.layout.METHODS` first, then the reference splits
+    (:data:`ddval.layout.REFERENCE_SPLITS`), then the others alphabetically."""
     methods = list(dict.fromkeys(methods))
-    return [m for m in METHODS if m in methods] + sorted(m for m in methods if m not in METHODS)
+    known = (*METHODS, *REFERENCE_SPLITS)
+    return [m for m in known if m in methods] + sorted(m for m in methods if m not in known)
 
 
 def label(name: object, labels: Mapping[str, str]) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ddval import plots
+from ddval import plots, scorecard
 from ddval import summary as S
 from ddval.display import location, order_methods, plus_minus, table
 from ddval.store import atomic_path, write_table
@@ -116,6 +116,11 @@ FIGURES: dict[str, FigureSpec] = {
     "institution_values": FigureSpec("institution_values.csv", S.institution_values, plots.institution_values,
                                      view=institution_values_view),
     "similarity": FigureSpec("similarity.csv", S.similarity, plots.similarity),
+    "headline": FigureSpec("similarity.csv", scorecard.headline, None),
+    "wins": FigureSpec("similarity.csv", scorecard.wins_table, None),
+    "stop_reasons": FigureSpec("replicates.csv", scorecard.stop_reasons, None),
+    "lambda_sensitivity": FigureSpec("lambda_sensitivity.csv", lambda f: scorecard.sensitivity(f, "lambda"), None),
+    "or_batchnorm": FigureSpec("or_batchnorm.csv", lambda f: scorecard.sensitivity(f, "batchnorm"), None),
     "similarity_table": FigureSpec("similarity.csv", S.similarity_table, None),
     "paper_comparison": FigureSpec("similarity.csv", S.paper_comparison, None),
     "labelflip_values": FigureSpec("labelflip.csv", S.labelflip_values, plots.labelflip_values),

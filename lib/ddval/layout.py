@@ -30,10 +30,19 @@ if TYPE_CHECKING:
     from ddval.config import ExperimentConfig, SettingConfig
 
 #: Every valuation method, in table and display order (``institution_values.csv``'s ``method``).
-METHODS: tuple[str, ...] = ("exact", "ddval", "or", "lambda_mr", "gtg", "safe")
+METHODS: tuple[str, ...] = ("exact", "ddval", "or", "mr", "lambda_mr", "gtg", "safe")
 
 #: The reference allocation that gives every institution the same share (a row of the similarity views).
 EQUAL_SPLIT = "equal_split"
+#: Reference allocations, rows of ``institution_values.csv`` and ``similarity.csv`` like any method: the
+#: total split equally, by training scans, by positive training labels. A method is credited only
+#: where it beats the best of them, seed by seed.
+REFERENCE_SPLITS: tuple[str, ...] = (EQUAL_SPLIT, "size_split", "positives_split")
+#: The row of ``similarity.csv`` that scores the ground truth against itself: exact values from disjoint
+#: halves of the training replicates. No method can be judged beyond it.
+NOISE_CEILING = "noise_ceiling"
+#: Every row of ``similarity.csv``, in display order.
+SIMILARITY_ROWS: tuple[str, ...] = (NOISE_CEILING, *METHODS[1:], *REFERENCE_SPLITS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,11 +232,19 @@ def _table(name: str, stage: str, columns: Sequence[str], numeric: Sequence[str]
 
 _TABLE_LIST = (
     _table("institution_values.csv", "valuation",
-           ("setting", "seed", "method", "institution", "value", "wall_time_s", "n_utility_evals"),
+           ("setting", "seed", "method", "institution", "value", "n_utility_evals"),
            ("value",), required=("setting", "seed", "method", "institution", "value")),
     _table("similarity.csv", "valuation",
-           ("setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error"),
-           ("cosine", "pearson", "spearman", "max_abs_error")),
+           ("setting", "seed", "method", "cosine", "pearson", "spearman", "l1_share", "max_abs_error"),
+           ("cosine", "pearson", "spearman", "l1_share", "max_abs_error"),
+           required=("setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error")),
+    _table("replicates.csv", "valuation",
+           ("setting", "seed", "replicate", "coalition", "n_members", "utility", "rounds", "best_round", "stop"),
+           ("replicate", "utility", "rounds", "best_round")),
+    _table("lambda_sensitivity.csv", "valuation", ("setting", "seed", "lambda", "cosine", "spearman", "l1_share"),
+           ("lambda", "cosine", "spearman", "l1_share")),
+    _table("or_batchnorm.csv", "valuation", ("setting", "seed", "batchnorm", "cosine", "spearman", "l1_share"),
+           ("cosine", "spearman", "l1_share")),
     _table("point_values.parquet", "valuation",
            ("institution", "scan_id", "patient_id", "sex", "age", "n_flipped", "value"),
            ("n_flipped", "value"), required=("institution", "scan_id", "n_flipped", "value")),

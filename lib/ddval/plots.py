@@ -9,6 +9,10 @@ when asked to. Styling is seaborn's ``whitegrid``/``paper`` with the colour-blin
 ``colorblind`` palette; every method, setting and payout scheme keeps its colour across figures.
 
 :mod:`ddval.figures` lists them in the order of notebook 06 and renders, saves and shows them.
+
+Why one module past 400 lines: every figure shares the style decorator, the palette and the panel
+helpers below, and a reader compares the figures side by side; split it by figure family (values,
+training, economy) when it grows further.
 """
 
 from __future__ import annotations
@@ -110,24 +114,66 @@ def institution_values(values: pd.DataFrame) -> Figure:
     return fig
 
 
+#: How reference splits are drawn in the similarity figure (line style, label).
+REFERENCE_STYLES = {"equal_split": (":", "equal split"), "size_split": ("--", "size split (∝ training scans)"),
+                    "positives_split": ("-.", "positives split (∝ positive labels)")}
+
+
+def _similarity_limits(sim: pd.DataFrame, s: pd.DataFrame) -> tuple[float, float]:
+    """y range [%] of the similarity figure, set by what judges the methods (the reference lines, the
+    ceiling band) and by DDVal's seeds, with a margin of 30 % of the distance to 100 (at least 5 points):
+    a method further below is drawn at the lower edge instead of stretching the axis for everyone."""
+    anchors = list(s.loc[s["kind"] == "reference", "cosine_pct"]) + list(s.loc[s["kind"] == "ceiling", "cosine_pct_low"])
+    anchors += list(sim.loc[sim["method"] == "ddval", "cosine"] * 100.0)
+    anchors = [a for a in anchors if np.isfinite(a)]
+    low = min(anchors) if anchors else 0.0
+    return max(-100.0, low - max(5.0, 0.3 * (100.0 - low))), 100.5
+
+
 @_style
 def similarity(sim: pd.DataFrame) -> Figure:
-    """Cosine similarity [%] of each method's institution values to the exact ones, mean ± 95 % CI over
-    seeds, one marker per setting."""
+    """Cosine similarity [%] of each method's institution values to the exact ones, one panel per setting:
+    every seed as a dot, the mean with its bootstrap interval, the reference splits as horizontal lines
+    and the noise ceiling (exact values of disjoint halves of the training replicates against each other)
+    as a band (its interval) around its mean. Values below the axis are drawn as ▼ at its lower edge
+    with their mean written beside them, so one poor method does not squash the others."""
     s = S.similarity(sim)
-    methods = S.order_methods(s["method"])
     settings = S.order_settings(s["setting"])
-    fig, (ax,) = _figure(1, width=6.0)
-    step = 0.5 / max(len(settings), 1)
-    for j, setting in enumerate(settings):
-        part = s[s["setting"] == setting].set_index("method").reindex(methods)
-        pos = np.arange(len(methods)) - 0.25 + step * (j + 0.5)
-        ax.errorbar(pos, part["cosine_pct"], yerr=_nan0(part["cosine_pct_ci95"]), fmt="o", capsize=3,
-                    color=setting_color(setting), label=label(setting, SETTING_LABELS))
-    ax.set_xticks(np.arange(len(methods)), [label(m, METHOD_LABELS) for m in methods])
-    ax.set_xlabel("Method")
-    ax.set_ylabel("Cosine similarity to exact values [%]")
-    ax.legend(title="Setting", fontsize="small")
+    fig, axes = _figure(len(settings), width=5.2, height=3.8)
+    low, high = _similarity_limits(sim, s)
+    for ax, setting in zip(axes, settings):
+        here = s[s["setting"] == setting].set_index("method")
+        methods = [m for m in here.index if here.at[m, "kind"] == "method"]
+        if S.NOISE_CEILING in here.index:
+            c = here.loc[S.NOISE_CEILING]
+            ax.axhspan(c["cosine_pct_low"], c["cosine_pct_high"], color="0.85", zorder=0, label="noise ceiling (interval)")
+            ax.axhline(c["cosine_pct"], color="0.45", lw=1.2, zorder=1, label="noise ceiling")
+        for ref, (ls, name) in REFERENCE_STYLES.items():
+            if ref in here.index:
+                ax.axhline(here.at[ref, "cosine_pct"], ls=ls, color="0.2", lw=1.0, zorder=1, label=name)
+        for i, m in enumerate(methods):
+            seeds = sim.loc[(sim["setting"] == setting) & (sim["method"] == m), "cosine"].to_numpy(dtype=float) * 100
+            jitter = np.linspace(-0.15, 0.15, seeds.size) if seeds.size > 1 else np.zeros(seeds.size)
+            inside = seeds >= low
+            ax.scatter(i + jitter[inside], seeds[inside], s=14, color=method_color(m), alpha=0.55, zorder=2, lw=0)
+            if (~inside).any():
+                ax.scatter(i + jitter[~inside], np.full((~inside).sum(), low), marker="v", s=22, color=method_color(m), zorder=3, clip_on=False)
+            r = here.loc[m]
+            if r["cosine_pct"] >= low:
+                err = np.array([[r["cosine_pct"] - r["cosine_pct_low"]], [r["cosine_pct_high"] - r["cosine_pct"]]])
+                ax.errorbar([i + 0.3], [r["cosine_pct"]], yerr=np.nan_to_num(err), fmt="D", ms=5, capsize=3,
+                            color=method_color(m), zorder=3)
+            else:
+                ax.annotate(f"mean {r['cosine_pct']:.0f}", (i, low), xytext=(0, 8), textcoords="offset points",
+                            ha="center", fontsize="x-small", color=method_color(m))
+        ax.set_xticks(np.arange(len(methods)), [label(m, METHOD_LABELS) for m in methods], rotation=30, ha="right")
+        ax.set_ylim(low, high)
+        ax.set_xlim(-0.6, len(methods) - 0.4)
+        ax.set_title(label(setting, SETTING_LABELS))
+        ax.set_xlabel("Method")
+        ax.set_ylabel("Cosine similarity to exact values [%]")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=3, fontsize="small")
     return fig
 
 

@@ -23,9 +23,9 @@ import pandas as pd
 
 from ddval.config import preset_name
 from ddval.display import SETTING_ORDER, order_methods, order_settings  # noqa: F401 (summary's public names)
-from ddval.display import plus_minus as _pm
-from ddval.layout import METHODS, TABLES, checkout_results  # noqa: F401 (METHODS: summary's public name)
+from ddval.layout import METHODS, NOISE_CEILING, TABLES, checkout_results  # noqa: F401 (METHODS: summary's public name)
 from ddval.store import read_table
+from ddval import scorecard
 from ddval.valuation import compare
 
 #: The paper's headline numbers (abstract): cosine similarity [%] of the institutional values to the
@@ -90,7 +90,7 @@ def check_table(frame: pd.DataFrame, path: str | os.PathLike, required: Sequence
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; expected {list(required)} (docs/tables.md)")
-    for col in numeric:
+    for col in (c for c in numeric if c in frame.columns):  # optional columns are checked when present
         parsed = pd.to_numeric(frame[col], errors="coerce")
         bad = parsed.isna() & frame[col].notna()
         if bad.any():
@@ -201,38 +201,40 @@ def institution_values(values: pd.DataFrame) -> pd.DataFrame:
 
 
 def similarity(sim: pd.DataFrame) -> pd.DataFrame:
-    """Cosine similarity [%] to the exact values per setting and method (mean ± 95 % CI), with the
-    mean Pearson and Spearman correlations and the mean largest absolute error."""
-    out = summarize(sim, ["setting", "method"], "cosine", 100.0, "cosine_pct")
-    extra = sim.groupby(["setting", "method"], sort=False)[["pearson", "spearman", "max_abs_error"]].mean().reset_index()
-    return _sort(out.merge(extra, on=["setting", "method"], how="left"), settings=True, methods=True)
+    """Per setting and row of ``similarity.csv`` (noise ceiling, methods, reference splits): mean cosine
+    similarity [%], Spearman and L1 share distance over seeds with percentile-bootstrap intervals
+    (:func:`ddval.scorecard.similarity_summary`; they stay inside each metric's range)."""
+    return scorecard.similarity_summary(sim)
 
 
 def similarity_table(sim: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """The paper's table: one row per method, one column per setting, ``"mean ± ci"`` cosine similarity
-    in percent (``digits`` decimals, the paper's 3)."""
+    """The paper's table: one row per method (and the ceiling and reference splits beside them), one
+    column per setting, ``"mean [low, high]"`` cosine similarity in percent (``digits`` decimals, the
+    paper's 3; bootstrap interval over seeds)."""
     s = similarity(sim)
-    cell = s.apply(lambda r: _pm(r["cosine_pct"], r["cosine_pct_ci95"], digits), axis=1)
+    cell = [scorecard.interval_text(m, lo, hi, digits) for m, lo, hi in zip(s["cosine_pct"], s["cosine_pct_low"], s["cosine_pct_high"])]
     table = s.assign(cell=cell).pivot(index="method", columns="setting", values="cell")
-    table = table.reindex(index=order_methods(table.index), columns=order_settings(table.columns))
+    table = table.reindex(index=scorecard.order_rows(table.index), columns=order_settings(table.columns))
     table.index.name, table.columns.name = "method", None
     return table
 
 
 def paper_comparison(sim: pd.DataFrame) -> pd.DataFrame:
     """Our cosine similarity [%] next to the paper's headline numbers: DDVal and the best baseline
-    (highest mean among the methods other than exact and ddval), per IID / non-IID setting."""
+    (highest mean among the methods other than exact and ddval; reference splits and the ceiling are
+    not methods), per IID / non-IID setting, with the bootstrap interval."""
     s = similarity(sim)
     rows = []
     for setting in [x for x in ("iid", "noniid") if x in set(s["setting"])]:
-        here = s[s["setting"] == setting]
+        here = s[(s["setting"] == setting) & (s["kind"] == "method")]
         ddval = here[here["method"] == "ddval"]
-        base = here[~here["method"].isin(["exact", "ddval"])].sort_values("cosine_pct", ascending=False, kind="stable")
+        base = here[here["method"] != "ddval"].sort_values("cosine_pct", ascending=False, kind="stable")
         for who, frame in (("ddval", ddval), ("best_baseline", base)):
             if len(frame):
                 r = frame.iloc[0]
-                rows.append((setting, who, r["method"], r["cosine_pct"], r["cosine_pct_ci95"], PAPER_HEADLINE_PCT[(who, setting)]))
-    return pd.DataFrame(rows, columns=["setting", "row", "method", "cosine_pct", "cosine_pct_ci95", "paper_pct"])
+                rows.append((setting, who, r["method"], r["cosine_pct"], r["cosine_pct_low"], r["cosine_pct_high"],
+                             PAPER_HEADLINE_PCT[(who, setting)]))
+    return pd.DataFrame(rows, columns=["setting", "row", "method", "cosine_pct", "cosine_pct_low", "cosine_pct_high", "paper_pct"])
 
 
 def labelflip_values(flip: pd.DataFrame) -> pd.DataFrame:
@@ -358,11 +360,13 @@ def training_curves(curves: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline(results_root: str | os.PathLike | None, preset: str) -> pd.DataFrame | None:
-    """The table ``ddval reproduce`` ends with: cosine similarity [%] of each method's institution values
-    to the exact ones, one row per method, one column per setting, ``"mean ± 95 % CI"`` over seeds.
-    None when the preset has no ``similarity.csv`` yet. ``results_root`` None: the shipped tables."""
+    """The table ``ddval reproduce`` ends with (:func:`ddval.scorecard.headline`): per setting with exact
+    values, the noise ceiling, every method and every reference split: cosine similarity [%] to the
+    exact values with its interval and per-seed values, Spearman, L1 share distance, wins against the
+    best reference split seed by seed, distance to the ceiling. None when the preset has no
+    ``similarity.csv`` rows yet. ``results_root`` None: the shipped tables."""
     sim = ResultTables.open(results_root, preset).load("similarity.csv")
-    return None if sim is None else similarity_table(sim)
+    return None if sim is None or sim.empty else scorecard.headline(sim)
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ They follow ``docs/tables.md`` (``rounds.csv``, per-round model files, ``utiliti
 models and utility are made up; the feature files are random but real (written and read by
 ``ddval.valuation.features``), and the point and institution values are computed from them by the
 valuation stage's own functions, so that an institution recomputing them (the attester) finds the
-same numbers. The economy can be tested before, and independently of, the real upstream stages.
+same numbers. Like the real stages, completion records vouch for the files the economy pins. The
+economy can be tested before, and independently of, the real upstream stages.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ddval import layout, store
-from ddval.config import LABELS, ExperimentConfig
+from ddval.config import LABELS, ExperimentConfig, load_config
 from ddval.economy.allocation import points_from_features
 from ddval.economy.published import Policy
 from ddval.valuation.features import InstitutionFeatures, SplitFeatures, write_features
@@ -24,6 +25,20 @@ from ddval.valuation.hierarchy import institution_values
 
 #: The grand coalition's utility of the stand-in training (mean AUROC).
 GRAND_UTILITY = 0.8125
+#: The setting the stage tests run (``tests/economy/test_flow*.py``).
+SETTING = "noniid"
+#: Four stand-in rounds: one improving round, then a plateau of exactly ``patience`` rounds.
+PATIENCE = 3
+
+
+def flow_config(**economy_overrides) -> ExperimentConfig:
+    """The demo preset with four individuals and a stopping rule of patience :data:`PATIENCE`."""
+    return load_config("demo", {"economy": {"n_individuals": 4, **economy_overrides}, "train": {"patience": PATIENCE}})
+
+
+def flow_stand_ins(cfg: ExperimentConfig, root: Path) -> Path:
+    """:func:`write_stage_inputs` of :data:`SETTING` for seed 0 (four rounds, six patients per institution)."""
+    return write_stage_inputs(cfg, 0, SETTING, root, n_rounds=4, patients_per_institution=6)
 
 
 def stopping_losses(n_rounds: int, patience: int, rng: np.random.Generator) -> list[float]:
@@ -64,7 +79,7 @@ def write_stage_inputs(
         if n_rounds < cfg.train.max_rounds
         else list(np.linspace(0.7, 0.3, n_rounds))
     )
-    rows = []
+    rows, models = [], []
     for r in range(1, n_rounds + 1):
         for k, name in enumerate(names):
             # every institution sees the same mean loss, so the mean is the designed curve
@@ -78,8 +93,9 @@ def write_stage_inputs(
                     "val_loss": float(means[r - 1]),
                 }
             )
-            store.write_bytes(grand / "rounds" / f"{r:03d}" / f"{name}.pt", rng.bytes(2000 + 100 * k))
+            models.append(store.write_bytes(grand / "rounds" / f"{r:03d}" / f"{name}.pt", rng.bytes(2000 + 100 * k)))
     store.write_table(grand / "rounds.csv", pd.DataFrame(rows))
+    store.mark_complete(grand, "stand-in-train", {"seed": seed}, models)  # vouches for the models it pins
     store.write_table(
         layout.train_dir(cfg, seed, setting, root) / "utilities.csv",
         pd.DataFrame(
@@ -99,6 +115,7 @@ def write_stage_inputs(
         files[name] = layout.features_dir(cfg, seed, setting, root) / f"{name}.npz"
         splits = (_split(rng, name, s, patients_per_institution if s == "train" else 4, 8) for s in ("train", "test"))
         write_features(files[name], InstitutionFeatures(name, *splits))
+    store.mark_complete(layout.features_dir(cfg, seed, setting, root), "stand-in-features", {"seed": seed}, files.values())
     points = points_from_features(files, Policy.of(cfg), GRAND_UTILITY)
     store.write_table(sdir / "valuation" / "point_values.parquet", points)
     values = institution_values(points, names)

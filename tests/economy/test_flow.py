@@ -2,39 +2,25 @@
 
 from __future__ import annotations
 
-import math
+import re
 
 import pandas as pd
 import pytest
 from econ_helpers import free_port
 from econ_operator import published_by, shifted
-from econ_stage_inputs import write_stage_inputs
+from econ_stage_inputs import SETTING, flow_config, flow_stand_ins
 
 from ddval import economy, layout, store
-from ddval.config import load_config
 from ddval.economy import chain as chain_mod
 from ddval.economy import inputs, ipfs, rewards, steps
 from ddval.economy.contracts import load_artifact
 from ddval.economy.published import AllocationDocument
 
-SETTING = "noniid"
-#: Four stand-in rounds: one improving round, then a plateau of exactly ``patience`` rounds.
-PATIENCE = 3
-
-
-def config(**economy_overrides):
-    return load_config("demo", {"economy": {"n_individuals": 4, **economy_overrides}, "train": {"patience": PATIENCE}})
-
-
-def stand_ins(cfg, root):
-    return write_stage_inputs(cfg, 0, SETTING, root, n_rounds=4, patients_per_institution=6)
-
-
 @pytest.fixture(scope="module")
 def embedded_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
-    cfg = config()
-    stand_ins(cfg, root)
+    cfg = flow_config()
+    flow_stand_ins(cfg, root)
     return cfg, root, economy.run_economy_stage(cfg, 0, SETTING, root=root)
 
 
@@ -161,7 +147,7 @@ def test_the_input_digest_covers_only_the_consumed_columns(embedded_run):
 
 def test_gas_table_is_deterministic_on_the_embedded_chain(embedded_run, tmp_path):
     cfg, _, res = embedded_run
-    stand_ins(cfg, tmp_path)
+    flow_stand_ins(cfg, tmp_path)
     other = economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path)
     assert other.table("gas").equals(res.table("gas"))  # tx hashes included
     assert {k: v for k, v in other.deployment.items() if k != "genesis_hash"} == {
@@ -173,8 +159,8 @@ def test_gas_table_is_deterministic_on_the_embedded_chain(embedded_run, tmp_path
 
 
 def test_honest_institutions_refuse_a_tampered_allocation(tmp_path):
-    cfg = config()
-    stand_ins(cfg, tmp_path)
+    cfg = flow_config()
+    flow_stand_ins(cfg, tmp_path)
     s, contracts, _, cid = published_by(cfg, tmp_path, SETTING, shifted)
     verdicts = steps.run_attesters(s, contracts.pool, cid)
     assert [v.decision for v in verdicts] == ["refused"] * 3
@@ -184,8 +170,8 @@ def test_honest_institutions_refuse_a_tampered_allocation(tmp_path):
 
 def test_a_refused_allocation_fails_the_stage_and_leaves_no_outputs(tmp_path, monkeypatch):
     """Issue 17 item 9: a failed run left the previous run's ``deployment.json`` / ``balances.csv``."""
-    cfg = config()
-    stand_ins(cfg, tmp_path)
+    cfg = flow_config()
+    flow_stand_ins(cfg, tmp_path)
     first = economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path)
     assert first.outputs["deployment"].exists()
     honest_publish = steps.publish_allocation
@@ -196,14 +182,71 @@ def test_a_refused_allocation_fails_the_stage_and_leaves_no_outputs(tmp_path, mo
     assert not store.record_path(first.outputs["gas"].parent, "economy").exists()
 
 
+def test_a_donation_to_the_pool_is_swept_and_accounted_for(tmp_path, monkeypatch):
+    """Issue 12 (low): a 1-wei donation to the pool (outside ``fund``) made the flow's conservation check raise."""
+    cfg = flow_config()
+    flow_stand_ins(cfg, tmp_path)
+    honest_check = steps.sweep_and_check
+
+    def donate_then_check(s, token, pool):
+        s.chain.send(token.functions.transfer(pool.address, 1), s.parties.institutions["nih"])  # it has claimed
+        return honest_check(s, token, pool)
+
+    monkeypatch.setattr(steps, "sweep_and_check", donate_then_check)
+    res = economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path)
+    d = res.deployment
+    assert d["donations"] == "1"
+    assert int(d["claimed"]) + int(d["returned_to_treasury"]) == int(d["funded"]) + 1
+    assert res.table("balances").set_index("recipient_id").loc["pool", "balance"] == 0
+
+
+def _flip_last_byte(path):
+    """Corrupt ``path`` in place, size unchanged (what a size check alone would miss)."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_file_changed_after_its_record_is_not_published(tmp_path):
+    """Issue 17 item 6: a truncated model and feature file were pinned and their CIDs recorded on chain."""
+    sdir = flow_stand_ins(flow_config(), tmp_path)
+    features = sdir / "valuation" / "features" / "chexpert.npz"
+    _flip_last_byte(features)
+    with pytest.raises(store.StaleOutputError, match=r"chexpert.npz"):
+        economy.run_economy_stage(flow_config(), 0, SETTING, root=tmp_path)
+    assert not (sdir / "economy" / "gas.csv").exists() and not (sdir / "economy" / "ipfs").exists()
+    stray = sdir / "valuation" / "features" / "stray.npz"
+    stray.write_bytes(b"no record vouches for me")
+    with pytest.raises(store.StaleOutputError, match=r"stray.npz: no completion record vouches for it"):
+        steps.vouched_bytes(stray)
+
+
+def test_a_model_corrupted_after_the_checks_is_still_not_pinned(tmp_path, monkeypatch):
+    """The check runs again when a file is pinned, not only before anything is sent."""
+    cfg = flow_config()
+    sdir = flow_stand_ins(cfg, tmp_path)
+    model = sdir / "train" / "nih+chexpert+mimic" / "rounds" / "002" / "mimic.pt"
+    honest_deploy = steps.deploy
+
+    def deploy_then_corrupt(s):
+        deployed = honest_deploy(s)
+        _flip_last_byte(model)
+        return deployed
+
+    monkeypatch.setattr(steps, "deploy", deploy_then_corrupt)
+    with pytest.raises(store.StaleOutputError, match=r"002/mimic.pt"):
+        economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path)
+    assert not (sdir / "economy" / "pins.csv").exists()
+
+
 # ---------------------------------------------------------------------------- real components
 
 
 @pytest.mark.chain
 @pytest.mark.ipfs
 def test_whole_flow_on_anvil_and_the_ipfs_daemon_with_attester_processes(anvil, ipfs_daemon, tmp_path, embedded_run):
-    cfg = config()
-    stand_ins(cfg, tmp_path)
+    cfg = flow_config()
+    flow_stand_ins(cfg, tmp_path)
     res = economy.run_economy_stage(cfg, 0, SETTING, root=tmp_path, rpc_url=anvil, ipfs_api=ipfs_daemon)
     d = res.deployment
     # the same inputs cost the same gas, transaction by transaction, as on the embedded chain, but for
@@ -245,8 +288,8 @@ def test_whole_flow_on_anvil_and_the_ipfs_daemon_with_attester_processes(anvil, 
 def test_attester_processes_refuse_a_tampered_allocation_and_one_key_cannot_finalize(anvil, tmp_path):
     """Issue 12: with every key in one process the quorum was the operator's decision. Each attester
     here is a separate OS process holding only its own key."""
-    cfg = config()
-    stand_ins(cfg, tmp_path)
+    cfg = flow_config()
+    flow_stand_ins(cfg, tmp_path)
     s, contracts, honest, cid = published_by(cfg, tmp_path, SETTING, shifted, rpc_url=anvil)
     pool = contracts.pool
     verdicts = steps.run_attesters(s, pool, cid)
@@ -274,8 +317,8 @@ def test_a_skipped_run_is_checked_against_the_chain_it_points_at(tmp_path):
     addresses without code."""
     from econ_helpers import _stop, start_anvil
 
-    cfg = config()
-    stand_ins(cfg, tmp_path)
+    cfg = flow_config()
+    flow_stand_ins(cfg, tmp_path)
     port = free_port()
     url, proc = start_anvil(tmp_path, port=port)
     try:
@@ -295,127 +338,25 @@ def test_a_skipped_run_is_checked_against_the_chain_it_points_at(tmp_path):
         _stop(proc)
 
 
-# ---------------------------------------------------------------------------- bad input: nothing sent
-
-
-def corrupt_values(sdir, value):
-    path = sdir / "valuation" / "institution_values.csv"
-    frame = pd.read_csv(path)
-    frame.loc[0, "value"] = value
-    store.write_table(path, frame)
-
-
 @pytest.mark.chain
-@pytest.mark.parametrize(
-    "break_inputs, error, message",
-    [
-        (
-            lambda s: corrupt_values(s, math.nan),
-            rewards.RewardError,
-            r"institution_values.csv: row 2, field 'value' \(nih\): value is nan",
-        ),
-        (
-            lambda s: corrupt_values(s, 0.5),
-            inputs.EconomyInputError,
-            r"institution_values.csv: the 'ddval' values of \['nih'\] are not the sums",
-        ),
-        (
-            lambda s: (s / "valuation" / "point_values.parquet").unlink(),
-            inputs.EconomyInputError,
-            r"point_values.parquet: not found; run notebook 04_valuation",
-        ),
-        (
-            lambda s: (s / "train" / "nih+chexpert+mimic" / "rounds" / "002" / "mimic.pt").unlink(),
-            inputs.EconomyInputError,
-            r"002/mimic.pt: local model of 'mimic' in round 2 not found",
-        ),
-        (
-            lambda s: (s / "valuation" / "features" / "nih.npz").unlink(),
-            inputs.EconomyInputError,
-            r"nih.npz: not found; run notebook 04_valuation",
-        ),
-        (
-            lambda s: (s / "train" / "utilities.csv").unlink(),
-            inputs.EconomyInputError,
-            r"utilities.csv: not found; run notebook 03_train",
-        ),
-    ],
-)
-def test_bad_inputs_fail_before_anything_is_sent(anvil, tmp_path, break_inputs, error, message):
-    sdir = stand_ins(config(), tmp_path)
-    break_inputs(sdir)
+def test_a_recorded_deployment_is_stale_on_another_chain_or_genesis_or_without_code(anvil):
+    """Issue 17 item 7: each way a recorded deployment can stop matching the endpoint has its own reason."""
+    from econ_helpers import deploy
+
+    from ddval.economy.stage import recorded_deployment_is_gone
+
     probe = chain_mod.connect(anvil)
-    block = probe.w3.eth.block_number
-    with pytest.raises(error, match=message):
-        economy.run_economy_stage(config(), 0, SETTING, root=tmp_path, rpc_url=anvil)
-    assert probe.w3.eth.block_number == block
-    assert not (sdir / "economy" / "gas.csv").exists()
-
-
-@pytest.mark.chain
-def test_bad_policies_and_unknown_accounts_send_nothing(anvil, tmp_path):
-    sdir = stand_ins(config(), tmp_path)
-    probe = chain_mod.connect(anvil)
-    block = probe.w3.eth.block_number
-    with pytest.raises(
-        inputs.EconomyInputError, match=r"economy.quorum is 1; the pool needs a strict majority of the 3"
-    ):
-        economy.run_economy_stage(config(quorum=1), 0, SETTING, root=tmp_path, rpc_url=anvil)
-    with pytest.raises(
-        inputs.EconomyInputError, match=r"rounds.csv: row 2: field 'val_loss' is .*, above economy.max_val_loss \(0.1\)"
-    ):
-        economy.run_economy_stage(config(max_val_loss=0.1), 0, SETTING, root=tmp_path, rpc_url=anvil)
-    frame = pd.read_csv(sdir / "valuation" / "institution_values.csv")
-    store.write_table(
-        sdir / "valuation" / "institution_values.csv",
-        frame.assign(value=frame["value"].where(frame["method"] != "exact", -0.01)),
-    )
-    with pytest.raises(rewards.RewardError, match="institution 'nih'.*negative"):
-        economy.run_economy_stage(
-            config(negative_values="error", value_method="exact"), 0, SETTING, root=tmp_path, rpc_url=anvil
-        )
-    accounts = tmp_path / "accounts.csv"
-    pd.DataFrame({"kind": ["individual"], "recipient_id": ["nih/p0000"], "account": ["0x" + "12" * 20]}).to_csv(
-        accounts, index=False
-    )
-    with pytest.raises(rewards.RewardError, match=r"no account for recipient\(s\) \['nih/p0001'"):
-        economy.run_economy_stage(config(accounts_csv=str(accounts)), 0, SETTING, root=tmp_path, rpc_url=anvil)
-    assert probe.w3.eth.block_number == block
-
-
-@pytest.mark.chain
-def test_wrong_chain_or_unreachable_endpoints_send_nothing(anvil, tmp_path):
-    stand_ins(config(), tmp_path)
-    probe = chain_mod.connect(anvil)
-    block = probe.w3.eth.block_number
-    with pytest.raises(chain_mod.ChainError, match="serves chain id 31337, expected 1;"):
-        economy.run_economy_stage(config(chain_id=1), 0, SETTING, root=tmp_path, rpc_url=anvil)
-    secret = f"http://127.0.0.1:{free_port()}/v3/SECRET-API-KEY?key=ALSO-SECRET"
-    with pytest.raises(
-        chain_mod.ChainError, match=r"^cannot reach the RPC endpoint http://127.0.0.1:\d+/<redacted>: ConnectionError"
-    ) as info:
-        economy.run_economy_stage(config(), 0, SETTING, root=tmp_path, rpc_url=secret)
-    assert "SECRET" not in str(info.value) and "\n" not in str(info.value)
-    with pytest.raises(ipfs.IPFSError, match="cannot reach the IPFS RPC API"):
-        economy.run_economy_stage(
-            config(), 0, SETTING, root=tmp_path, rpc_url=anvil, ipfs_api=f"http://127.0.0.1:{free_port()}"
-        )
-    assert probe.w3.eth.block_number == block
-
-
-def test_rounds_beyond_the_stopping_rule_are_rejected(tmp_path):
-    cfg = config()
-    sdir = write_stage_inputs(cfg, 0, SETTING, tmp_path, n_rounds=4, patients_per_institution=2)
-    path = sdir / "train" / "nih+chexpert+mimic" / "rounds.csv"
-    frame = pd.read_csv(path)
-    frame["val_loss"] = 0.5  # flat: the first round stays the best one
-    store.write_table(path, frame)
-    located = inputs.locate_inputs(cfg, 0, SETTING, tmp_path)
-    assert inputs.plan_rounds(located, patience=3, max_rounds=12).stop_index == 3  # exactly where the table ends
-    with pytest.raises(
-        inputs.EconomyInputError,
-        match=r"rounds.csv: 4 rounds, but the stopping rule \(patience 5, max 12 rounds\) does not fire",
-    ):
-        inputs.plan_rounds(located, patience=5, max_rounds=12)
-    with pytest.raises(inputs.EconomyInputError, match="fires after round 2, but the table goes on to round 4"):
-        inputs.plan_rounds(located, patience=1, max_rounds=12)
+    token = deploy(probe, "DDValToken", probe.accounts[0].address, 10)
+    recorded = {"chain_id": 31337, "genesis_hash": probe.genesis_hash()}
+    recorded |= {"token": token.address, "registry": token.address, "pool": token.address}
+    assert recorded_deployment_is_gone(recorded, anvil, None) is None
+    assert recorded_deployment_is_gone(recorded, anvil, 31337) is None
+    cases = [
+        ({"chain_id": 1}, "the endpoint serves chain 31337, the run was recorded on chain 1"),
+        ({"genesis_hash": "0x" + "00" * 32}, r"chain 31337 at http://127.0.0.1:\d+ has another genesis block"),
+        ({"pool": "0x" + "12" * 20}, r"^no contract code at the recorded pool address\(es\) on http://127.0.0.1:\d+$"),
+    ]
+    for change, reason in cases:
+        assert re.search(reason, recorded_deployment_is_gone(recorded | change, anvil, None))
+    with pytest.raises(chain_mod.ChainError, match=r"serves chain id 31337, expected 5;"):
+        recorded_deployment_is_gone(recorded, anvil, 5)  # a configured chain id is never overridden

@@ -108,3 +108,22 @@ def test_unreachable_daemon_is_a_clear_error():
 
     with pytest.raises(ipfs.IPFSError, match="cannot reach the IPFS RPC API"):
         ipfs.KuboClient(f"http://127.0.0.1:{free_port()}", timeout=2)
+
+
+def test_ipfs_errors_and_attester_commands_never_show_credentials():
+    """Issue 12 / 17 item 9: an endpoint's user info, path or query may hold an API key."""
+    from econ_helpers import free_port
+
+    port = free_port()
+    secret = f"http://user:SECRET@127.0.0.1:{port}/api/v0?token=ALSO-SECRET"
+    with pytest.raises(ipfs.IPFSError, match=rf"^cannot reach the IPFS RPC API at http://127.0.0.1:{port}/<redacted>: "):
+        try:
+            ipfs.KuboClient(secret, timeout=2)
+        except ipfs.IPFSError as exc:
+            assert "SECRET" not in str(exc)
+            raise
+    assert ipfs.as_multiaddr(secret) == f"/ip4/127.0.0.1/tcp/{port}/http"
+    assert ipfs.as_multiaddr("https://u:SECRET@ipfs.example.org:5001/x") == "/dns/ipfs.example.org/tcp/5001/https"
+    with pytest.raises(ipfs.IPFSError, match=r"address https://ipfs.example.org/<redacted> must look like") as info:
+        ipfs.as_multiaddr("https://u:SECRET@ipfs.example.org/x?key=SECRET")
+    assert "SECRET" not in str(info.value)

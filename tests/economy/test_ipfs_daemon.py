@@ -15,7 +15,7 @@ import random
 
 import pytest
 
-from ddval.economy import ipfs
+from ddval.economy import ipfs, unixfs
 
 pytestmark = pytest.mark.ipfs
 
@@ -56,10 +56,10 @@ def collapsed_cid(data: bytes) -> str:
     """CIDv1 of ``data`` with py-ipfs-lite's layout: balanced, but a lone child replaces its parent."""
     blocks: dict[str, bytes] = {}
     chunks = [data[i : i + ipfs.CHUNK_SIZE] for i in range(0, len(data), ipfs.CHUNK_SIZE)]
-    level = [ipfs._leaf(c, 1, blocks) for c in chunks]
+    level = [unixfs._leaf(c, 1, blocks) for c in chunks]
     while len(level) > 1:
         groups = [level[i : i + ipfs.MAX_LINKS] for i in range(0, len(level), ipfs.MAX_LINKS)]
-        level = [g[0] if len(g) == 1 else ipfs._inner(g, 1, blocks) for g in groups]
+        level = [g[0] if len(g) == 1 else unixfs._inner(g, 1, blocks) for g in groups]
     return str(level[0].cid)
 
 

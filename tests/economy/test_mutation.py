@@ -47,6 +47,30 @@ def test_the_mutants_cover_every_revert_comparison_and_storage_write():
     )
 
 
+def test_the_last_killers_name_listed_mutants_and_existing_tests():
+    """``contracts/mutant-killers.json`` only speeds the run up; a stale entry would silently stop doing so."""
+    mutate = mutate_module()
+    keys = {mu.key for mu in mutate.all_mutants()}
+    killers = mutate.read_killers()
+    assert set(killers) <= keys, "run `python contracts/mutate.py --update-killers` (mutants changed)"
+    for test_id in set(killers.values()):
+        path, _, name = test_id.partition("::")
+        source = (repo_root() / path).read_text()
+        assert re.search(rf"^def {re.escape(name.split('[')[0])}\(", source, re.M), f"{test_id} no longer exists"
+    assert len(killers) >= 0.9 * len(keys), "most mutants should have a last killer: run with --update-killers"
+
+
+@pytest.mark.mutation
+def test_a_mutant_its_last_killer_misses_meets_the_full_test_files(tmp_path):
+    """The committed killers are a shortcut, never the verdict: a wrong one costs time, not a survivor."""
+    mutate = mutate_module()
+    [mutant] = [mu for mu in mutate.all_mutants() if mu.key.startswith("RewardPool.constructor check: `revert ZeroAddress")]
+    [artifact] = mutate.compile_mutants([mutant]).values()
+    passing = "tests/economy/test_token.py::test_metadata_and_supply"  # a test that cannot see the pool
+    killer = mutate.run_tests(mutant, artifact, tmp_path, first=passing)
+    assert killer == "tests/economy/test_pool.py::test_constructor_rejects_zero_addresses"
+
+
 @pytest.mark.mutation
 def test_every_contract_mutant_is_killed(tmp_path):
     report = tmp_path / "mutants.json"

@@ -8,6 +8,10 @@ a minority quorum; attestations bound to no training; unbounded windows; claims 
 a treasury the token blocks locked the funds. Plus double claims, forged proofs, claims before the
 quorum, and sweeps before the deadline. Token conservation over random sequences of actions is in
 ``test_pool_states.py``.
+
+Why one module (480 lines): every test runs on one pool deployed once per module (the ``setup``
+fixture, rolled back after each test), and ``contracts/mutate.py`` runs this file against each of
+the 138 mutants, so a second file would deploy again per mutant; the sections below split it by finding.
 """
 
 from __future__ import annotations

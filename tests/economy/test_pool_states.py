@@ -12,6 +12,9 @@ goes through when it should revert (or the reverse) fails the test. After every 
   attesters of the final allocation are institutions of that snapshot, at least ``quorum`` > n/2).
 
 Deterministic (``derandomize=True``) and sized for the embedded chain: a few hundred transactions.
+
+Why one module (about 420 lines): the model, the rules that predict each call from it and the
+invariants are one specification, read and changed together.
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ def test_institution_values_view_is_a_pivot_of_mean_and_ci(tables):
     view = F.institution_values_view(s)
     row = s[(s["setting"] == "noniid") & (s["method"] == "ddval") & (s["institution"] == "nih")].iloc[0]
     assert view.loc[("noniid", "nih"), "ddval"] == f"{row['value_pct']:.2f} ± {row['value_pct_ci95']:.2f}"
-    assert list(view.columns) == list(S.METHODS)
+    assert list(view.columns) == [*S.METHODS, "equal_split", "size_split", "positives_split"]  # methods, references
 
 
 def test_training_curves_view_names_each_round(tables):

@@ -42,7 +42,7 @@ def test_notebook_draws_every_figure_and_passes_nbval(copied_root: Path, tmp_pat
     assert not [o for o in outputs if o.get("name") == "stderr"], "stderr in the figures notebook"
     figures = copied_root / "demo" / "figures"
     assert len(list(figures.glob("*.png"))) == len(list(figures.glob("*.pdf"))) == 10
-    assert len(list(figures.glob("summary_*.csv"))) == 12
+    assert len(list(figures.glob("summary_*.csv"))) == 17  # 10 figures + 7 tables
 
     # nbval re-executes the papermill output (its injected-parameters cell included) and compares
     result = subprocess.run(

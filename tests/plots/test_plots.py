@@ -36,24 +36,50 @@ def test_institution_values(tables):
     assert len(fig.axes) == 2  # non-IID and IID; label flip has no exact values
     assert [ax.get_title() for ax in fig.axes] == ["non-IID", "IID"]
     s = S.institution_values(values)
+    rows = S.order_methods(values.loc[values["setting"] == "noniid", "method"])  # methods, then reference splits
+    assert rows[:7] == list(S.METHODS) and set(rows[7:]) == {"equal_split", "size_split", "positives_split"}
     for ax, setting in zip(fig.axes, ["noniid", "iid"]):
         bars = _bars(ax)
-        assert len(bars) == 6 and all(len(b) == 3 for b in bars)  # 6 methods x 3 institutions
+        assert len(bars) == len(rows) and all(len(b) == 3 for b in bars)  # one bar per row and institution
         ddval = s[(s["setting"] == setting) & (s["method"] == "ddval")]["value_pct"].to_numpy()
         assert np.allclose([r.get_height() for r in bars[1]], ddval)
     assert "[% macro-AUROC]" in fig.axes[0].get_ylabel()
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == [P.METHOD_LABELS[m] for m in S.METHODS]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [P.METHOD_LABELS[m] for m in rows]
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["NIH", "CheXpert", "MIMIC-CXR"]
     _labelled(fig)
 
 
 def test_similarity(tables):
-    fig = P.similarity(tables.load("similarity.csv"))
-    (ax,) = fig.axes
-    assert len(_errorbars(ax)) == 2  # one series per setting
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["DDVal", "OR", "λ-MR", "GTG-Shapley", "SaFE"]
-    assert "Cosine similarity" in ax.get_ylabel() and "[%]" in ax.get_ylabel()
+    sim = tables.load("similarity.csv")
+    fig = P.similarity(sim)
+    assert [ax.get_title() for ax in fig.axes] == ["non-IID", "IID"]  # one panel per setting with exact values
+    s = S.similarity(sim)
+    for ax, setting in zip(fig.axes, ["noniid", "iid"]):
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["DDVal", "OR", "MR", "λ-MR", "GTG-Shapley", "SaFE"]
+        assert len(_errorbars(ax)) == 6  # every method's mean and bootstrap interval
+        here = s[s["setting"] == setting].set_index("method")
+        lines = {line.get_label(): line.get_ydata()[0] for line in ax.get_lines() if line.get_label()[0] != "_"}
+        for ref, (_, name) in P.REFERENCE_STYLES.items():  # reference splits as horizontal lines at their mean
+            assert lines[name] == pytest.approx(here.at[ref, "cosine_pct"])
+        dots = [c for c in ax.collections if c.get_offsets().shape[0] == 3]  # one dot per seed
+        assert len(dots) == 6
+        low, high = ax.get_ylim()
+        assert high == pytest.approx(100.5) and low > -100  # no axis stretched to the metric's far end
+        assert "Cosine similarity" in ax.get_ylabel() and "[%]" in ax.get_ylabel()
+    assert {"size split (∝ training scans)", "equal split"} <= {t.get_text() for t in fig.legends[0].get_texts()}
     _labelled(fig)
+
+
+def test_similarity_axis_is_not_stretched_by_one_poor_method(tables):
+    sim = tables.load("similarity.csv").copy()
+    sim.loc[sim["method"] == "lambda_mr", "cosine"] = [-0.9, 0.95, -0.5, 0.2, -0.8, 0.99]  # a wild method
+    fig = P.similarity(sim)
+    for ax in fig.axes:
+        low, _ = ax.get_ylim()
+        refs = sim[(sim["method"].isin(P.REFERENCE_STYLES)) & (sim["setting"] == "noniid")]["cosine"].min() * 100
+        assert low > refs - 50, "the axis follows the references, not the wild method"
+        marked = [c for c in ax.collections if len(c.get_offsets()) and np.allclose(c.get_offsets()[:, 1], low)]
+        assert marked, "seeds below the axis are drawn at its lower edge"
 
 
 def test_labelflip_values(tables):

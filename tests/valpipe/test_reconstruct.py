@@ -213,3 +213,32 @@ def test_rank_auroc_equals_the_training_metric():
     check()
     with pytest.raises(ValueError, match="0/1"):
         rank_auroc(np.full((3, 8), 2.0), np.zeros((3, 8)))
+
+
+def test_or_batchnorm_statistics_from_updates_grand_or_initial_model():
+    hist = _history(n_rounds=2)
+    updates = accumulated_updates(hist)
+    rebuilt = or_state(hist, ("a",), updates)
+    grand = or_state(hist, ("a",), updates, batchnorm="grand")
+    initial = or_state(hist, ("a",), updates, batchnorm="initial")
+    for key in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
+        assert torch.equal(grand[key], hist.global_state(2)[key]) and torch.equal(initial[key], hist.global_state(0)[key])
+    for key in ("1.running_mean", "1.running_var"):  # (the batch counter is the same in every state here)
+        assert not torch.equal(rebuilt[key], grand[key])
+    for key in ("0.weight", "1.weight", "1.bias"):  # learnt weights, BatchNorm's included, are reconstructed in all three
+        assert torch.equal(rebuilt[key], grand[key]) and torch.equal(rebuilt[key], initial[key])
+    with pytest.raises(ValueError, match="or_batchnorm"):
+        or_state(hist, ("a",), updates, batchnorm="frozen")
+
+
+def test_a_model_with_non_finite_outputs_is_worth_chance():
+    from ddval.valuation.reconstruct import UtilityEvaluator
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.Sigmoid())
+    x = torch.randn(6, 1, 2, 2)
+    y = np.array([[1, 0, 1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 0, 1, 0, 1]] * 3, dtype=np.float32)
+    ev = UtilityEvaluator(model, {"a": (np.arange(6), x, y)})
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+    assert 0.0 <= ev(good) <= 1.0 and ev.n_nonfinite == 0
+    bad = dict(good, **{"1.weight": torch.full_like(good["1.weight"], float("nan"))})
+    assert ev(bad) == 0.5 and ev.n_nonfinite == 1

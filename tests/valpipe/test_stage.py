@@ -26,15 +26,27 @@ def test_tables_follow_the_contract(valued):
     cfg, root, result = valued
     v = _vdir(cfg, root, "noniid")
     inst = pd.read_csv(v / "institution_values.csv")
-    assert list(inst.columns) == ["setting", "seed", "method", "institution", "value", "wall_time_s", "n_utility_evals"]
-    assert inst["method"].unique().tolist() == ["exact", "ddval", "or", "lambda_mr", "gtg", "safe"]
-    assert (inst.groupby("method")["institution"].apply(list) == [["nih", "chexpert", "mimic"]] * 6).all()
+    assert list(inst.columns) == ["setting", "seed", "method", "institution", "value", "n_utility_evals"]
+    rows = ["exact", "ddval", "or", "mr", "lambda_mr", "gtg", "safe", "equal_split", "size_split", "positives_split"]
+    assert inst["method"].unique().tolist() == rows
+    assert (inst.groupby("method")["institution"].apply(list) == [["nih", "chexpert", "mimic"]] * len(rows)).all()
     sim = pd.read_csv(v / "similarity.csv")
-    assert list(sim.columns) == ["setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error"]
-    assert sim["method"].tolist() == ["ddval", "or", "lambda_mr", "gtg", "safe"]
+    assert list(sim.columns) == ["setting", "seed", "method", "cosine", "pearson", "spearman", "l1_share", "max_abs_error"]
+    assert sim["method"].tolist() == rows[1:]  # one training replicate: no noise ceiling row
     exact = inst[inst["method"] == "exact"]["value"].to_numpy()
-    equal = views.equal_split_similarity(inst).set_index("method").loc["equal_split"]
+    equal = sim.set_index("method").loc["equal_split"]
     assert equal["cosine"] == pytest.approx(exact.sum() / np.sqrt(len(exact)) / np.linalg.norm(exact))
+    assert views.similarity_view(sim).index[0] == ("noniid", "ddval")
+    reps = pd.read_csv(v / "replicates.csv")
+    assert list(reps.columns) == ["setting", "seed", "replicate", "coalition", "n_members", "utility", "rounds", "best_round", "stop"]
+    assert len(reps) == 7 and set(reps["stop"]) <= {"patience", "round_cap"} and (reps["replicate"] == 0).all()
+    lam = pd.read_csv(v / "lambda_sensitivity.csv")
+    assert lam["lambda"].tolist() == list(cfg.valuation.lambda_grid)
+    mr = sim.set_index("method").loc["mr", "cosine"]
+    assert lam.set_index("lambda").loc[1.0, "cosine"] == pytest.approx(mr, abs=1e-12)  # λ = 1 is MR
+    bn = pd.read_csv(v / "or_batchnorm.csv").set_index("batchnorm")
+    assert list(bn.index) == ["rebuilt", "grand", "initial"]
+    assert bn.loc["rebuilt", "cosine"] == pytest.approx(sim.set_index("method").loc["or", "cosine"], abs=1e-12)
     points = pd.read_parquet(v / "point_values.parquet")
     assert list(points.columns) == ["institution", "scan_id", "patient_id", "sex", "age", "n_flipped", "value", *[f"value_{l}" for l in LABELS]]
     patients = pd.read_csv(v / "patient_values.csv")
@@ -53,7 +65,7 @@ def test_ddval_hierarchy_and_exact_values_on_the_real_run(valued):
     util = utility_map(load_utilities(cfg, 0, "noniid", root))
     grand = util[frozenset({"nih", "chexpert", "mimic"})]
     inst = pd.read_csv(v / "institution_values.csv")
-    for method in ("exact", "ddval", "or", "safe"):  # efficient: they add up to U(grand) − 0.5
+    for method in ("exact", "ddval", "or", "safe", "equal_split", "size_split", "positives_split"):  # add up to U(grand) − 0.5
         assert inst.loc[inst["method"] == method, "value"].sum() == pytest.approx(grand - 0.5, abs=1e-6), method
     points = pd.read_parquet(v / "point_values.parquet")
     ddval = inst[inst["method"] == "ddval"].set_index("institution")["value"]

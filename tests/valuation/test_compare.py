@@ -33,7 +33,8 @@ def test_metric_values():
     assert out["pearson"] == pytest.approx(np.corrcoef(a, b)[0, 1], abs=1e-12)
     assert out["spearman"] == pytest.approx(0.5)
     assert out["max_abs_error"] == pytest.approx(1.0)
-    assert list(out) == ["cosine", "pearson", "spearman", "max_abs_error"]
+    assert out["l1_share"] == pytest.approx(np.abs(a / a.sum() - b / b.sum()).sum())
+    assert list(out) == ["cosine", "pearson", "spearman", "l1_share", "max_abs_error"]
 
 
 def test_name_mismatch_and_bad_values_are_errors():

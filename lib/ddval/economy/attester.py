@@ -242,7 +242,8 @@ def command(
         "--chain-id",
         str(chain.chain_id),
     ]
-    cmd += ["--ipfs-api", ipfs_api] if ipfs_api is not None else ["--ipfs-store", str(ipfs_store)]
+    # the multiaddr: only host and port are used, and a URL's user info would show in the process list
+    cmd += ["--ipfs-api", ipfs.as_multiaddr(ipfs_api)] if ipfs_api is not None else ["--ipfs-store", str(ipfs_store)]
     return cmd
 
 

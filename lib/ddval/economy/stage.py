@@ -14,7 +14,9 @@ against that chain: same chain id and genesis block, and code at the recorded to
 pool addresses; a chain that lost them (a restarted dev node) makes the run stale and it is sent
 again. (A run on the embedded chain needs no such check: that chain exists only during the run,
 whose transactions are a deterministic function of the inputs.) A run that fails leaves no outputs:
-the previous run's are removed before anything is sent.
+the previous run's are removed before anything is sent. Every file it pins (round models, feature
+files) must match the completion record of the stage that wrote it (:func:`ddval.store.verify_file`),
+checked before anything is sent and again when it is pinned.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def run_economy_stage(
         "seed": seed,
         "setting": setting,
         "rpc_url_sha256": _url_digest(rpc_url),  # not the URL itself: it may hold an API key
-        "ipfs_api": ipfs_api,
+        "ipfs_api": None if ipfs_api is None else ipfs.as_multiaddr(ipfs_api),  # host and port: all that is used
         "n_individuals": n_individuals,
         "inputs": inputs.digests(),
     }
@@ -176,7 +178,10 @@ def prepare(cfg: ExperimentConfig, setting: str, inputs: Inputs) -> Prepared:
             )
     allocation = allocation_from_points(points, inputs.institutions, Policy.of(cfg), csv_values, source=source)
     utility = grand_utility(inputs, layout.grand_coalition_id(cfg, setting))
-    return Prepared(plan, allocation, utility, {name: inputs.feature_file(name) for name in inputs.institutions})
+    features = {name: inputs.feature_file(name) for name in inputs.institutions}
+    for path in [*plan.models.values(), *features.values()]:  # checked again when pinned
+        store.verify_file(path)
+    return Prepared(plan, allocation, utility, features)
 
 
 # ---------------------------------------------------------------------------- the run

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ddval import store
 from ddval.config import ExperimentConfig
 from ddval.economy import ipfs, merkle
 from ddval.economy import chain as chain_mod
@@ -62,6 +63,27 @@ class Session:
         cid = self.content.add(data, label)
         self.pins.append({"artifact": kind, "owner": owner, "name": label, "bytes": len(data), "cid": cid})
         return cid
+
+    def pin_file(self, kind: str, owner: str, path: Path, label: str) -> str:
+        """Pin the bytes of an upstream output (see :func:`vouched_bytes`); log it; return its CID (text)."""
+        return self.pin(kind, owner, vouched_bytes(path), label)
+
+
+def vouched_bytes(path: Path) -> bytes:
+    """The bytes of ``path``, checked first against the completion record that vouches for it.
+
+    Args:
+        path: An output of an upstream stage (a round's model, a feature file).
+
+    Returns:
+        Its bytes, which are about to be published.
+
+    Raises:
+        ddval.store.StaleOutputError: No record vouches for ``path``, or it no longer holds what its
+            record says (a file corrupted or edited after its stage finished is never published).
+    """
+    store.verify_file(path)
+    return Path(path).read_bytes()
 
 
 @dataclass(frozen=True)
@@ -107,13 +129,13 @@ def record_training(s: Session, registry: Any, plan: RoundPlan, features: dict[s
     """Each institution pins its local model of every round and records CID + loss; then its features."""
     for chain_round, r in enumerate(plan.rounds):
         for name, acct in s.parties.institutions.items():
-            cid = s.pin("model", name, plan.models[(r, name)].read_bytes(), f"round {r} {name}.pt")
+            cid = s.pin_file("model", name, plan.models[(r, name)], f"round {r} {name}.pt")
             call = registry.functions.submitRound(chain_round, ipfs.CID.parse(cid).to_bytes(), plan.losses[(r, name)])
             s.gas.send("submit_round", name, call, acct)
     if not registry.functions.stopped().call():
         raise RuntimeError("the registry did not stop after the last recorded round (Python and Solidity disagree)")
     for name, acct in s.parties.institutions.items():
-        cid = s.pin("features", name, features[name].read_bytes(), f"{name}.npz")
+        cid = s.pin_file("features", name, features[name], f"{name}.npz")
         s.gas.send("submit_features", name, registry.functions.submitFeatures(ipfs.CID.parse(cid).to_bytes()), acct)
 
 

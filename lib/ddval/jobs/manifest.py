@@ -19,7 +19,6 @@ results root (its hash also covers the seeds of the run, so a run with more seed
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -103,13 +102,9 @@ class Task:
 
 
 def coalition_ids(setting: SettingConfig) -> list[str]:
-    """Coalitions a setting trains: member names joined by ``+`` in config order, smallest first
+    """Ids of the coalitions a setting trains (:func:`ddval.layout.setting_coalitions`), smallest first
     (``coalitions: grand`` -> only the grand coalition)."""
-    names = [i.name for i in setting.institutions]
-    if setting.coalitions == "grand":
-        return ["+".join(names)]
-    sizes = range(1, len(names) + 1)
-    return ["+".join(c) for n in sizes for c in itertools.combinations(names, n)]
+    return [layout.coalition_id(members) for members in layout.setting_coalitions(setting)]
 
 
 def preset_parameter(cfg: ExperimentConfig, preset: str | os.PathLike | None = None) -> str:
@@ -148,7 +143,9 @@ def build_manifest(
         first = cfg.settings[0].name
         valuation = f"valuation/seed-{seeds[0]}/{first}"
         e = cfg.economy
-        params = {"seed": seeds[0], "setting": first, "rpc_url": e.rpc_url, "ipfs_api": e.ipfs_api, "n_individuals": e.n_individuals}
+        # not economy.rpc_url / ipfs_api: the notebook reads them from the preset, and a parameter would write
+        # an RPC URL (which may hold an API key) into the manifest and the executed notebook
+        params = {"seed": seeds[0], "setting": first, "n_individuals": e.n_individuals}
         builder.add(
             "economy", f"economy/seed-{seeds[0]}/{first}", params,
             f"seed-{seeds[0]}/{first}/05_token_economy.ipynb", layout.setting_dir(cfg, seeds[0], first, root),

@@ -1,7 +1,6 @@
 """The closing summary of ``ddval reproduce``: where the figures and executed notebooks are, and the
-headline table (cosine similarity of each method's institution values to the exact Shapley values,
-per setting, mean ± 95 % CI over seeds) computed by :func:`ddval.summary.headline` from the
-valuation tables ``similarity.csv`` of the run."""
+headline table (:func:`ddval.summary.headline`: per setting, every method and the reference splits against the exact Shapley values, with wins seed by seed) from the valuation tables
+``similarity.csv`` of the run."""
 
 from __future__ import annotations
 
@@ -24,6 +23,11 @@ def format_summary(cfg: ExperimentConfig, results_root: str | os.PathLike | None
     if table is None:
         lines.append("headline:  no similarity.csv yet (no setting with exact values has been valued)")
     else:
-        lines.append("cosine similarity [%] of the institution values to the exact Shapley values (mean ± 95 % CI over seeds):")
+        lines.append(
+            "headline: institution values against the exact Shapley values (every coalition retrained), per setting: "
+            "every method, the reference splits (and the noise ceiling with training replicates); cosine [%] mean "
+            "[95 % bootstrap interval] over seeds and per seed, wins against the best reference split seed by seed "
+            "(ddval.scorecard):"
+        )
         lines.append(table.fillna("-").to_string())
     return "\n".join(lines)

@@ -10,12 +10,17 @@ the measured cost of every model it asks for, so its wall time is what it would 
   coalitions (training stage), ``v(∅) = 0.5``. Its cost is the 2^n − 1 trainings.
 * ``or`` — OR (Song et al. 2019): exact Shapley values of the utilities of the coalition models
   reconstructed from the recorded updates (:func:`ddval.valuation.reconstruct.or_state`, BatchNorm
-  buffers included). The grand coalition's reconstruction is the real model (up to float rounding).
+  running statistics rebuilt like every other entry by default; ``or_batchnorm.csv`` shows OR with the
+  grand model's and the initial model's statistics instead). The grand coalition's reconstruction is the
+  real model (up to float rounding).
 * ``lambda_mr`` — λ-MR (Song et al. 2019): in every round ``r = 1 … r*`` the exact Shapley values
   ``φ^r`` of the round game ``v_r(S) = U(θ_S^r)`` (round models built from ``G^{r−1}`` and the
   members' updates of round ``r``; ``v_r(∅) = U(G^{r−1})``), combined as the λ-discounted sum
-  ``φ = Σ_r λ^{r−1} φ^r``. Normalisation: none beyond that (round 1 has weight 1); with λ = 1 it is
-  MR, whose values add up to ``U(G^{r*}) − U(G^0)``.
+  ``φ = Σ_r λ^{r−1} φ^r``. Normalisation: none beyond that (round 1 has weight 1).
+* ``mr`` — MR (Song et al. 2019): λ-MR with λ = 1, every round counted fully; its values add up to
+  ``U(G^{r*}) − U(G^0)``. With few institutions and rounds whose gains shrink, λ < 1 keeps mostly the
+  first rounds' values, where the models are barely trained (the demo's λ = 0.5 scored far below MR);
+  the stage writes λ-MR's similarity for a grid of λ (``lambda_sensitivity.csv``).
 * ``gtg`` — GTG-Shapley (Liu et al. 2022) on the same round games: a round whose gain
   ``|U(G^r) − U(G^{r−1})|`` is at most ``gtg_round_trunc`` is skipped (between-round truncation);
   otherwise guided Monte-Carlo permutations (every institution first in turn, the rest in seeded
@@ -63,7 +68,8 @@ class MethodResult:
     details: dict = field(default_factory=dict)
 
     def table(self, setting: str, seed: int) -> pd.DataFrame:
-        """Rows of ``institution_values.csv``."""
+        """Rows of ``institution_values.csv``: values and the number of utility evaluations, no timing
+        (the tables must be identical run to run; timings go to ``timings.json``)."""
         return pd.DataFrame(
             {
                 "setting": setting,
@@ -71,7 +77,6 @@ class MethodResult:
                 "method": self.method,
                 "institution": list(self.values.index),
                 "value": self.values.to_numpy(dtype=float),
-                "wall_time_s": self.wall_time_s,
                 "n_utility_evals": self.n_utility_evals,
             }
         )
@@ -186,14 +191,15 @@ def exact_values(utilities: Mapping[Coalition, float], players: Sequence[str], t
     return MethodResult("exact", shapley(utilities, players), train_time_s, 2 ** len(players) - 1, {"utilities": dict(utilities)})
 
 
-def or_values(games, players: Sequence[str]) -> MethodResult:
+def or_values(games, players: Sequence[str], batchnorm: str = "rebuilt") -> MethodResult:
     """OR: exact Shapley over the utilities of the reconstructed coalition models
-    (``games``: :class:`ddval.valuation.reconstruct.ModelGames`)."""
+    (``games``: :class:`ddval.valuation.reconstruct.ModelGames`; ``batchnorm``: where the BatchNorm
+    running statistics come from, :data:`ddval.valuation.reconstruct.OR_BATCHNORM`)."""
     with games.method_cost() as cost:
         games.prepare_or(players)
         utility = {frozenset(): 0.5}
         for s in coalitions(players)[1:]:
-            utility[s] = games.or_utility(sorted(s))
+            utility[s] = games.or_utility(sorted(s), batchnorm)
         values = shapley(utility, players)
     return MethodResult("or", values, cost.seconds, cost.n_evals, {"utilities": utility, "eval_seconds": cost.eval_seconds})
 
@@ -203,15 +209,21 @@ def _round_utility(games, round_no: int) -> Callable[[Coalition], float]:
     return lambda s: games.round_utility(round_no, sorted(s))
 
 
-def lambda_mr_values(games, players: Sequence[str], lam: float) -> MethodResult:
-    """λ-MR over rounds 1 … r* (every coalition scored in every round)."""
+def round_games(games, players: Sequence[str]) -> list[dict[Coalition, float]]:
+    """The round games ``v_r`` of rounds 1 … r*: every coalition's round model scored (λ-MR, MR)."""
+    out = []
+    for r in range(1, games.history.best_round + 1):
+        u = _round_utility(games, r)
+        out.append({s: u(s) for s in coalitions(players)})
+    return out
+
+
+def lambda_mr_values(games, players: Sequence[str], lam: float, name: str = "lambda_mr") -> MethodResult:
+    """λ-MR over rounds 1 … r* (every coalition scored in every round); ``lam = 1`` is MR (``name="mr"``)."""
     with games.method_cost() as cost:
-        games_r = []
-        for r in range(1, games.history.best_round + 1):
-            u = _round_utility(games, r)
-            games_r.append({s: u(s) for s in coalitions(players)})
+        games_r = round_games(games, players)
         values = lambda_mr(games_r, players, lam)
-    return MethodResult("lambda_mr", values, cost.seconds, cost.n_evals, {"round_games": games_r, "eval_seconds": cost.eval_seconds})
+    return MethodResult(name, values, cost.seconds, cost.n_evals, {"round_games": games_r, "eval_seconds": cost.eval_seconds})
 
 
 def gtg_values(games, players: Sequence[str], options: GTGOptions, seed: int) -> MethodResult:

@@ -57,6 +57,19 @@ class SettingInputs:
         return utility_map(load_utilities(self.cfg, self.seed, self.setting, self.root))
 
     @property
+    def replicate_utilities(self) -> dict[int, dict[frozenset[str], float]]:
+        """Training replicate → ``frozenset(members) → utility``, the input of
+        :mod:`ddval.valuation.ground_truth`. The training stage trains every coalition once (replicate 0,
+        :attr:`utility`), so the ground truth is that training and there is no noise ceiling."""
+        return {0: self.utility}
+
+    def replicate_curves(self) -> pd.DataFrame:
+        """Training curves of every coalition and replicate (column ``replicate`` added)."""
+        from ddval.train import load_curves
+
+        return load_curves(self.cfg, self.seed, self.setting, root=self.root).assign(replicate=0)
+
+    @property
     def grand_utility(self) -> float:
         """The grand coalition's utility (mean macro-AUROC over the test sets)."""
         return self.utility[frozenset(self.players)]

@@ -9,6 +9,9 @@
   institution's train features and ``s`` in ``valuation.dp_noise_scales`` (seeded by seed,
   institution and scale; one noisy copy per institution, used for all labels; test features stay
   clean); DDVal's similarity to the exact values per ``s`` (``dp.csv``).
+* **Baseline sensitivity** (settings with exact values): λ-MR's similarity to the ground truth for every
+  λ of ``valuation.lambda_grid`` (``lambda_sensitivity.csv``) and OR's for each source of its BatchNorm
+  running statistics (``or_batchnorm.csv``), so that neither baseline is judged on one arbitrary knob.
 * **Scalability** (first seed, ``valuation.scalability_setting``): wall time as the number of
   clients ``n`` grows with ``valuation.scalability_points_per_client`` points each
   (``scalability.csv``, column ``measured``):
@@ -123,6 +126,42 @@ def dp_table(ctx: SettingInputs, label_values_fn: Callable[[PooledFeatures], np.
         sim = similarity(exact, institution_values(points, ctx.players))
         rows.append({"setting": ctx.setting, "seed": ctx.seed, "noise_scale": float(scale), **{k: float(sim[k]) for k in ("cosine", "pearson", "spearman")}})
     return pd.DataFrame(rows, columns=["setting", "seed", "noise_scale", "cosine", "pearson", "spearman"])
+
+
+# --------------------------------------------------------------------------------------------
+# Baseline sensitivity: λ of λ-MR, BatchNorm statistics of OR
+# --------------------------------------------------------------------------------------------
+
+
+def _scores(ctx: SettingInputs, key: str, estimates: dict) -> pd.DataFrame:
+    """One row per estimate: its cosine, Spearman and L1-share distance to the ground truth."""
+    from ddval.valuation.compare import similarity
+    from ddval.valuation.ground_truth import exact_values
+
+    exact = exact_values(ctx.replicate_utilities, ctx.players)
+    rows = []
+    for name, values in estimates.items():
+        sim = similarity(exact, values)
+        rows.append({"setting": ctx.setting, "seed": ctx.seed, key: name, **{k: float(sim[k]) for k in ("cosine", "spearman", "l1_share")}})
+    return pd.DataFrame(rows, columns=["setting", "seed", key, "cosine", "spearman", "l1_share"])
+
+
+def lambda_sensitivity_table(ctx: SettingInputs) -> pd.DataFrame:
+    """``lambda_sensitivity.csv``: λ-MR against the ground truth for every λ of ``valuation.lambda_grid``
+    (the round games are scored once; λ = 1 is MR)."""
+    from ddval.valuation.baselines import lambda_mr, round_games
+
+    games = round_games(ctx.games, ctx.players)
+    return _scores(ctx, "lambda", {float(lam): lambda_mr(games, ctx.players, lam) for lam in ctx.cfg.valuation.lambda_grid})
+
+
+def or_batchnorm_table(ctx: SettingInputs) -> pd.DataFrame:
+    """``or_batchnorm.csv``: OR against the ground truth with each choice of BatchNorm running statistics
+    (:data:`ddval.valuation.reconstruct.OR_BATCHNORM`)."""
+    from ddval.valuation.baselines import or_values
+    from ddval.valuation.reconstruct import OR_BATCHNORM
+
+    return _scores(ctx, "batchnorm", {bn: or_values(ctx.games, ctx.players, bn).values for bn in OR_BATCHNORM})
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ def method_options(cfg: ExperimentConfig, method: str) -> dict:
     v = cfg.valuation
     return {
         "exact": {},
-        "or": {},
+        "or": {"batchnorm": v.or_batchnorm},
+        "mr": {},
         "lambda_mr": {"lambda": v.lambda_mr},
         "gtg": {name: getattr(v, name) for name in GTG_FIELDS},
         "safe": {"alphas": list(v.safe_alphas)},

@@ -25,6 +25,7 @@ identical test sets (``shared_test`` settings) are forwarded once.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 
@@ -36,6 +37,8 @@ from torch import nn
 from ddval.train.aggregate import State, average_states, combine, difference
 from ddval.train.metrics import mean_auroc
 from ddval.train.results import RoundHistory
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -65,9 +68,28 @@ def accumulated_updates(history: RoundHistory, upto: int | None = None, institut
     return total
 
 
-def or_state(history: RoundHistory, members: Sequence[str], updates: Mapping[str, Mapping[str, torch.Tensor]]) -> State:
-    """OR's reconstruction of coalition ``members``: ``G^0 + Σ_{c∈S} w_c^S D_c``."""
-    return combine(history.global_state(0), [updates[m] for m in members], member_weights(history, members))
+#: Where OR's BatchNorm running statistics come from (``valuation.or_batchnorm``): ``rebuilt`` from the
+#: recorded updates like every other entry (ddval's default); the ``grand`` coalition's best model's;
+#: the ``initial`` model's (the original froze every ``.norm`` entry, affine weights included, at its
+#: ImageNet values). The learnable BatchNorm weights are reconstructed in all three.
+OR_BATCHNORM = ("rebuilt", "grand", "initial")
+#: State-dict entries that are BatchNorm running statistics (buffers, not trained by SGD).
+BATCHNORM_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def or_state(history: RoundHistory, members: Sequence[str], updates: Mapping[str, Mapping[str, torch.Tensor]],
+             batchnorm: str = "rebuilt") -> State:
+    """OR's reconstruction of coalition ``members``: ``G^0 + Σ_{c∈S} w_c^S D_c``, with the BatchNorm
+    running statistics as ``batchnorm`` says (:data:`OR_BATCHNORM`)."""
+    if batchnorm not in OR_BATCHNORM:
+        raise ValueError(f"valuation.or_batchnorm: {batchnorm!r} is not one of {list(OR_BATCHNORM)}")
+    state = combine(history.global_state(0), [updates[m] for m in members], member_weights(history, members))
+    if batchnorm != "rebuilt":
+        source = history.global_state(history.best_round if batchnorm == "grand" else 0)
+        for key in state:
+            if key.rsplit(".", 1)[-1] in BATCHNORM_STATISTICS:
+                state[key] = source[key].clone()
+    return state
 
 
 def round_state(history: RoundHistory, round_no: int, members: Sequence[str], locals_: Mapping[str, State] | None = None) -> State:
@@ -121,6 +143,7 @@ class UtilityEvaluator:
         self.model = model.eval()
         self.batch_size = batch_size
         self.n_evals = 0
+        self.n_nonfinite = 0  # states whose outputs were not finite (scored as chance)
         groups: dict[tuple, list[str]] = {}
         for name, (ids, _, _) in test_sets.items():
             groups.setdefault(tuple(map(str, ids)), []).append(name)
@@ -151,8 +174,16 @@ class UtilityEvaluator:
         return float(np.sum(per_set[ok] * weights[ok]) / np.sum(weights[ok])) if ok.any() else float("nan")
 
     def __call__(self, state: Mapping[str, torch.Tensor]) -> float:
+        """The utility of ``state``. A state whose outputs are not finite (a reconstruction far from any
+        trained model can overflow) ranks nothing: it is worth a random classifier's 0.5, counted in
+        ``n_nonfinite`` and logged, rather than a NaN that would leave the whole game undefined."""
         self.n_evals += 1
-        return self.from_scores(self.scores(state))
+        scores = self.scores(state)
+        if not np.isfinite(scores).all():
+            self.n_nonfinite += 1
+            log.warning("a reconstructed model gives non-finite outputs; its utility counts as 0.5 (chance)")
+            return 0.5
+        return self.from_scores(scores)
 
 
 def test_tensors(partition: pd.DataFrame, institutions: Sequence[str], image_size: int) -> dict[str, tuple[np.ndarray, torch.Tensor, np.ndarray]]:
@@ -207,14 +238,15 @@ class ModelGames:
         if missing:
             self._updates.update(accumulated_updates(self.history, institutions=missing))
 
-    def or_utility(self, members: Sequence[str]) -> float:
+    def or_utility(self, members: Sequence[str], batchnorm: str = "rebuilt") -> float:
         members = self._ordered(members)
 
         def make() -> State:
             self.prepare_or(members)  # usually done already, for all members at once
-            return or_state(self.history, members, self._updates)
+            return or_state(self.history, members, self._updates, batchnorm)
 
-        return self._get(("or", members), make)
+        key = ("or", members) if batchnorm == "rebuilt" else ("or", members, batchnorm)
+        return self._get(key, make)
 
     def round_utility(self, round_no: int, members: Sequence[str]) -> float:
         members = self._ordered(members)

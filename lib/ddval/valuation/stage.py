@@ -38,10 +38,9 @@ import pandas as pd
 import torch
 
 from ddval import layout, numerics, store
-from ddval.layout import METHODS, shard_path, valuation_dir
+from ddval.layout import METHODS, REFERENCE_SPLITS, shard_path, valuation_dir
 from ddval.config import ExperimentConfig
-from ddval.valuation import baselines, experiments
-from ddval.valuation.compare import similarity_frame
+from ddval.valuation import baselines, experiments, scoring
 from ddval.valuation.context import SettingInputs
 from ddval.valuation.features import features_dir, features_params, load_features, stage_threads
 from ddval.valuation.options import gtg_options, knn_options, method_options
@@ -87,10 +86,8 @@ def setting_methods(cfg: ExperimentConfig, setting: str, methods: Sequence[str] 
 
 
 def _utilities_hash(cfg: ExperimentConfig, seed: int, setting: str, root) -> str:
-    from ddval.layout import train_dir
-
     record = store.require_record(
-        train_dir(cfg, seed, setting, root), "utilities",
+        layout.train_dir(cfg, seed, setting, root), "utilities",
         f"the training stage of setting {setting!r} (seed {seed}) has not finished; run notebook 03 first",
     )
     return record["params_hash"]
@@ -224,9 +221,11 @@ def run_method(ctx: SettingInputs, method: str) -> baselines.MethodResult:
     if method == "exact":
         times = experiments.training_times(ctx.cfg, ctx.seed, ctx.setting, ctx.root)
         wall = float(times["wall_s"].sum()) if len(times) == 2 ** len(ctx.players) - 1 else float("nan")
-        return baselines.exact_values(ctx.utility, ctx.players, train_time_s=wall)
+        return scoring.exact_result(ctx, wall)
     if method == "or":
-        return baselines.or_values(ctx.games, ctx.players)
+        return baselines.or_values(ctx.games, ctx.players, v.or_batchnorm)
+    if method == "mr":
+        return baselines.lambda_mr_values(ctx.games, ctx.players, 1.0, name="mr")
     if method == "lambda_mr":
         return baselines.lambda_mr_values(ctx.games, ctx.players, v.lambda_mr)
     if method == "gtg":
@@ -268,24 +267,32 @@ def value_setting(cfg: ExperimentConfig, seed: int, setting: str, methods: Seque
         store.run_stage(vdir / "methods", method, params, _timed(vdir, method, lambda m=method, o=out: [store.write_table(o, run_method(ctx, m).table(setting, seed))]))
 
     files = [vdir / "methods" / f"{m}.csv" for m in wanted]
+    if has_exact(cfg, setting):
+        files += _ground_truth_steps(ctx, vdir, inputs)
     tables_params = {"files": {f.name: store.file_sha256(f) for f in files}}
 
     def tables_step() -> list[Path]:
         values = pd.concat([store.read_table(f) for f in files], ignore_index=True)
-        return [store.write_table(vdir / "institution_values.csv", values), store.write_table(vdir / "similarity.csv", similarity_table(values, setting, seed))]
+        ceiling = store.read_json(vdir / "noise_ceiling.json") if has_exact(cfg, setting) else None
+        sim = scoring.similarity_table(values, setting, seed, ceiling)
+        return [store.write_table(vdir / "institution_values.csv", values), store.write_table(vdir / "similarity.csv", sim)]
 
+    if has_exact(cfg, setting):
+        tables_params["ceiling"] = store.file_sha256(vdir / "noise_ceiling.json")
     store.run_stage(vdir, "tables", tables_params, tables_step)
     _experiments(ctx, vdir, knn_inputs)
     return store.read_table(vdir / "institution_values.csv"), store.read_table(vdir / "similarity.csv")
 
 
-def similarity_table(values: pd.DataFrame, setting: str, seed: int) -> pd.DataFrame:
-    """``similarity.csv``: every method (≠ exact) against the exact values, aligned by institution
-    name; empty when the setting has no exact values."""
-    exact = values[values["method"] == "exact"].set_index("institution")["value"]
-    others = values[values["method"] != "exact"].groupby("method", sort=False)
-    estimates = {m: f.set_index("institution")["value"] for m, f in others}
-    return similarity_frame(exact, estimates, setting, seed)
+def _ground_truth_steps(ctx: SettingInputs, vdir: Path, inputs: dict) -> list[Path]:
+    """The reference splits (``methods/<reference>.csv``), the noise ceiling (``noise_ceiling.json``) and
+    ``replicates.csv`` of a setting with exact values; returns the reference files."""
+    refs = [vdir / "methods" / f"{name}.csv" for name in REFERENCE_SPLITS]
+    store.run_stage(vdir / "methods", "references", inputs,
+                    lambda: [store.write_table(f, r.table(ctx.setting, ctx.seed)) for f, r in zip(refs, scoring.reference_results(ctx))])
+    store.run_stage(vdir, "ceiling", inputs, lambda: [store.write_json(vdir / "noise_ceiling.json", scoring.ceiling(ctx)),
+                                                      store.write_table(vdir / "replicates.csv", scoring.replicates_table(ctx))])
+    return refs
 
 
 def _experiments(ctx: SettingInputs, vdir: Path, inputs: dict) -> None:
@@ -298,6 +305,13 @@ def _experiments(ctx: SettingInputs, vdir: Path, inputs: dict) -> None:
         params = {**inputs, "scales": list(cfg.valuation.dp_noise_scales)}
         dp = lambda: [store.write_table(vdir / "dp.csv", experiments.dp_table(ctx))]  # noqa: E731
         store.run_stage(vdir, "dp", params, _timed(vdir, "dp", dp))
+    if has_exact(cfg, setting) and {"mr", "lambda_mr"} & set(cfg.valuation.methods):
+        params = {**inputs, "lambdas": list(cfg.valuation.lambda_grid)}
+        lam = lambda: [store.write_table(vdir / "lambda_sensitivity.csv", experiments.lambda_sensitivity_table(ctx))]  # noqa: E731
+        store.run_stage(vdir, "lambda_sensitivity", params, _timed(vdir, "lambda_sensitivity", lam))
+    if has_exact(cfg, setting) and "or" in cfg.valuation.methods:
+        bn = lambda: [store.write_table(vdir / "or_batchnorm.csv", experiments.or_batchnorm_table(ctx))]  # noqa: E731
+        store.run_stage(vdir, "or_batchnorm", inputs, _timed(vdir, "or_batchnorm", bn))
     if cfg.valuation.scalability_clients and seed == cfg.seeds[0] and setting == scalability_setting(cfg):
         v = cfg.valuation
         params = {**inputs, "clients": list(v.scalability_clients), "points": v.scalability_points_per_client, "cap": v.scalability_time_cap_s,

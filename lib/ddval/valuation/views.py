@@ -1,8 +1,9 @@
 """What notebook 04 displays, built from the stage's result and the tables it wrote.
 
 * :func:`institution_pivot`: every method's institution values side by side;
-* :func:`similarity_view`: every method's similarity to the exact values, with the reference
-  allocations (:func:`equal_split_similarity`) as rows beside them;
+* :func:`similarity_view`: every method's similarity to the exact values, with the noise ceiling and
+  the reference splits (rows of ``similarity.csv`` like the methods) beside them;
+* :func:`stop_reasons`: why the ground truth's trainings stopped;
 * :func:`table`: one of the setting's experiment tables (``labelflip.csv``, ``flip_detection.csv``,
   ``dp.csv``, ``scalability.csv``) of one seed;
 * :func:`crossover`: from the scalability table, the client count from which DDVal is faster.
@@ -18,8 +19,6 @@ import pandas as pd
 
 from ddval import layout, store
 from ddval.config import ExperimentConfig
-from ddval.layout import EQUAL_SPLIT
-from ddval.valuation.compare import similarity_frame
 
 
 def institution_pivot(values: pd.DataFrame) -> pd.DataFrame:
@@ -27,22 +26,17 @@ def institution_pivot(values: pd.DataFrame) -> pd.DataFrame:
     return values.pivot_table(index=["setting", "institution"], columns="method", values="value", sort=False)
 
 
-def equal_split_similarity(values: pd.DataFrame) -> pd.DataFrame:
-    """Similarity rows of the ``equal_split`` reference (every institution the same share of the exact
-    total: what a method that knows only the number of institutions reaches) for every setting and
-    seed of an ``institution_values`` table; no rows for settings without exact values."""
-    frames = []
-    for (setting, seed), frame in values.groupby(["setting", "seed"], sort=False):
-        exact = frame[frame["method"] == "exact"].set_index("institution")["value"]
-        equal = pd.Series(exact.sum() / len(exact), index=exact.index) if len(exact) else exact
-        frames.append(similarity_frame(exact, {EQUAL_SPLIT: equal}, setting, seed))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=layout.columns("similarity.csv"))
+def similarity_view(similarity: pd.DataFrame) -> pd.DataFrame:
+    """The similarity rows (noise ceiling, methods, reference splits) indexed by setting and method."""
+    return similarity.sort_values("setting", kind="stable").set_index(["setting", "method"]).drop(columns="seed")
 
 
-def similarity_view(similarity: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
-    """The methods' similarity rows followed by the references', indexed by setting and method."""
-    rows = pd.concat([similarity, equal_split_similarity(values)], ignore_index=True)
-    return rows.sort_values("setting", kind="stable").set_index(["setting", "method"]).drop(columns="seed")
+def stop_reasons(replicates: pd.DataFrame) -> pd.DataFrame:
+    """Coalition trainings that stopped by patience and by the round cap, per setting
+    (:func:`ddval.scorecard.stop_reasons` of ``replicates.csv``; empty input, empty output)."""
+    from ddval.scorecard import stop_reasons as count
+
+    return count(replicates) if len(replicates) else replicates
 
 
 def table(cfg: ExperimentConfig, seed: int, name: str, setting: str | None = None,
