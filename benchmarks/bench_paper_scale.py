@@ -11,12 +11,12 @@ valuation stage's feature files (``<S>/valuation/features/<institution>.npz``, 1
 under ``--cache`` (default ``.cache/paper_scale/<scale>``; re-runs reuse them and every finished step).
 
 What runs is the valuation stage's own KNN path (what notebook 04 runs), each step in a fresh process:
-* ``unsharded``: ``stage.knn_stage`` with one shard: ``load_features`` (memory-mapped, the files are
+* ``unsharded``: ``knn_stage.knn_stage`` with one shard: ``load_features`` (memory-mapped, the files are
   >= 1 GiB; forced at reduced scales) -> ``pool_features`` (balanced 300 + 300 test scans per label and
   institution) -> ``knn_sum`` -> ``knn_values.npz``;
-* ``shard i``: ``stage.compute_shard(i, 8)``, the function a ``valuation-shard`` task of the job runner
+* ``shard i``: ``knn_stage.compute_shard(i, 8)``, the function a ``valuation-shard`` task of the job runner
   calls (the runner itself would wrap each in papermill and a kernel start), then ``reduce``:
-  ``stage.knn_stage`` with 8 shards, which adds the shard files;
+  ``knn_stage.knn_stage`` with 8 shards, which adds the shard files;
 * ``check``: the sharded values equal the unsharded ones bit for bit (full scale), and on a
   sub-sample (every 16th training scan, 256 test points) the memory-mapped, lazily pooled, 8-way
   sharded sums equal an in-memory, unsharded call bit for bit;
@@ -74,13 +74,22 @@ def experiment(args):
     from ddval.config import load_config
 
     s = SCALES[args.scale]
-    institutions = [{"name": n, "datasets": [n], "train": s["n_train"], "val": 0, "test": s["n_test"]}
-                    for n in INSTITUTIONS]
+    institutions = [
+        {"name": n, "datasets": [n], "train": s["n_train"], "val": 0, "test": s["n_test"]} for n in INSTITUTIONS
+    ]
     preset = {
-        "extends": "paper_noniid", "seeds": [SEED],
+        "extends": "paper_noniid",
+        "seeds": [SEED],
         "settings": [{"name": SETTING, "scheme": "noniid", "institutions": institutions}],
-        "valuation": {"feature_dtype": "float16", "memory_budget_mb": args.budget_mb, "shards": SHARDS,
-                      "device": "host", "threads": args.threads, "test_per_class": 300, "k": 3},
+        "valuation": {
+            "feature_dtype": "float16",
+            "memory_budget_mb": args.budget_mb,
+            "shards": SHARDS,
+            "device": "host",
+            "threads": args.threads,
+            "test_per_class": 300,
+            "k": 3,
+        },
     }
     path = args.cache / f"paper_scale_{args.scale}.yaml"
     text = "# written by benchmarks/bench_paper_scale.py\n" + yaml.safe_dump(preset, sort_keys=False)
@@ -119,8 +128,10 @@ def generate(args) -> dict:
     gen = FeatureGenerator(s["dim"], seed=SEED)
 
     def compute():
-        return [gen.write_institution(path, i, name, s["n_train"], s["n_test"])
-                for i, (name, path) in enumerate(zip(INSTITUTIONS, paths))]
+        return [
+            gen.write_institution(path, i, name, s["n_train"], s["n_test"])
+            for i, (name, path) in enumerate(zip(INSTITUTIONS, paths))
+        ]
 
     result = store.run_stage(fdir, STAGE, params, compute)
     sizes = [p.stat().st_size for p in paths]
@@ -143,7 +154,7 @@ def _pooled(cfg, root):
 def work_unsharded(args) -> dict:
     from ddval import store
     from ddval.layout import valuation_dir
-    from ddval.valuation.stage import knn_stage
+    from ddval.valuation.knn_stage import knn_stage
 
     cfg, root = experiment(args)
     vdir = valuation_dir(cfg, SEED, SETTING, root)
@@ -153,14 +164,19 @@ def work_unsharded(args) -> dict:
     shutil.copyfile(path, args.cache / "values_unsharded.npz")
     store.record_path(vdir, "knn").unlink()  # the reduce step writes knn_values.npz again from the shards
     pooled = made[0]
-    return {"n_train": pooled.n_train, "n_test": len(pooled.test_ids), "dim": pooled.train_x.shape[1],
-            "label_tests": [len(r) for r in pooled.label_tests], "engine_wall_s": float(np.load(path)["wall_time_s"])}
+    return {
+        "n_train": pooled.n_train,
+        "n_test": len(pooled.test_ids),
+        "dim": pooled.train_x.shape[1],
+        "label_tests": [len(r) for r in pooled.label_tests],
+        "engine_wall_s": float(np.load(path)["wall_time_s"]),
+    }
 
 
 def work_shard(args) -> dict:
     from ddval import store
     from ddval.layout import shard_path, valuation_dir
-    from ddval.valuation.stage import compute_shard
+    from ddval.valuation.knn_stage import compute_shard
 
     cfg, root = experiment(args)
     path = shard_path(valuation_dir(cfg, SEED, SETTING, root), args.shard, SHARDS)
@@ -197,13 +213,16 @@ def work_jobrunner(args) -> dict:
         raise RuntimeError(f"job runner task failed: {outcome.message}")
     with np.load(path) as a, np.load(direct) as b:
         same = all(np.array_equal(a[k], b[k]) for k in ("hi", "lo", "n_test", "rows"))
-    return {"kernel_cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
-            "kernel_peak_rss_mb": after.ru_maxrss / 1024, "task_seconds": outcome.seconds,
-            "bit_identical_to_direct": same}
+    return {
+        "kernel_cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+        "kernel_peak_rss_mb": after.ru_maxrss / 1024,
+        "task_seconds": outcome.seconds,
+        "bit_identical_to_direct": same,
+    }
 
 
 def work_reduce(args) -> dict:
-    from ddval.valuation.stage import knn_stage
+    from ddval.valuation.knn_stage import knn_stage
 
     cfg, root = experiment(args)
     path = knn_stage(cfg, SEED, SETTING, lambda: _pooled(cfg, root), n_shards=SHARDS, root=root)
@@ -225,11 +244,30 @@ def work_check(args) -> dict:
     mask = label_test_mask(pooled)[:m]
     lazy_x, lazy_t = RowTake(pooled.train_x, train), RowTake(pooled.test_x, np.arange(m))
     k, budget = cfg.valuation.k, cfg.valuation.memory_budget_mb
-    parts = [knn_shapley_sum(lazy_x, pooled.train_y[train], lazy_t, pooled.test_y[:m], k, test_mask=mask,
-                             test_slice=shard_slice(m, i, SHARDS), memory_budget_mb=budget) for i in range(SHARDS)]
+    parts = [
+        knn_shapley_sum(
+            lazy_x,
+            pooled.train_y[train],
+            lazy_t,
+            pooled.test_y[:m],
+            k,
+            test_mask=mask,
+            test_slice=shard_slice(m, i, SHARDS),
+            memory_budget_mb=budget,
+        )
+        for i in range(SHARDS)
+    ]
     sharded = sum(parts[1:], parts[0])
-    whole = knn_shapley_sum(lazy_x[:], pooled.train_y[train], lazy_t[:], pooled.test_y[:m], k, test_mask=mask,
-                            chunk=m, memory_budget_mb=budget)
+    whole = knn_shapley_sum(
+        lazy_x[:],
+        pooled.train_y[train],
+        lazy_t[:],
+        pooled.test_y[:m],
+        k,
+        test_mask=mask,
+        chunk=m,
+        memory_budget_mb=budget,
+    )
     same = bool(np.array_equal(sharded.hi, whole.hi) and np.array_equal(sharded.lo, whole.lo))
     return {"sub_train": len(train), "sub_test": m, "bit_identical": same}
 
@@ -245,8 +283,9 @@ def work_profile(args) -> dict:
     pooled = _pooled(cfg, root)
     rows = (0, min(args.profile_rows, len(pooled.test_ids)))
     profiler = cProfile.Profile(time.process_time)  # CPU seconds: wall time on a shared machine is noise
-    profiler.runcall(knn_sum, pooled, cfg.valuation.k, rows=rows, threads=1,
-                     memory_budget_mb=cfg.valuation.memory_budget_mb)
+    profiler.runcall(
+        knn_sum, pooled, cfg.valuation.k, rows=rows, threads=1, memory_budget_mb=cfg.valuation.memory_budget_mb
+    )
     stats = pstats.Stats(profiler).stats
     from paper_scale_profile import gemm_alternatives, phases
 
@@ -259,8 +298,15 @@ def work_densenet(args) -> dict:
     return densenet_costs(args.threads)
 
 
-WORKERS = {"unsharded": work_unsharded, "shard": work_shard, "reduce": work_reduce, "jobrunner": work_jobrunner,
-           "check": work_check, "profile": work_profile, "densenet": work_densenet}
+WORKERS = {
+    "unsharded": work_unsharded,
+    "shard": work_shard,
+    "reduce": work_reduce,
+    "jobrunner": work_jobrunner,
+    "check": work_check,
+    "profile": work_profile,
+    "densenet": work_densenet,
+}
 
 
 def _measured(fn, args) -> dict:
@@ -276,10 +322,16 @@ def _measured(fn, args) -> dict:
     wall = time.perf_counter() - start
     cpu1, io1 = resource.getrusage(resource.RUSAGE_SELF), io()
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return {"wall_s": wall, "cpu_s": cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime,
-            "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024, "mapped_bytes": MappedArray.bytes_read,
-            "storage_read_bytes": io1.get("read_bytes", 0) - io0.get("read_bytes", 0),
-            "load_before": load0[0], "load_after": os.getloadavg()[0], **extra}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime,
+        "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024,
+        "mapped_bytes": MappedArray.bytes_read,
+        "storage_read_bytes": io1.get("read_bytes", 0) - io0.get("read_bytes", 0),
+        "load_before": load0[0],
+        "load_after": os.getloadavg()[0],
+        **extra,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,9 +344,25 @@ def run_step(args, name: str, worker: str, *extra: str) -> dict:
     out = args.cache / "steps" / f"{name}.json"
     if out.exists() and name not in args.redo and "all" not in args.redo:
         return json.loads(out.read_text())
-    cmd = [sys.executable, __file__, "--worker", worker, "--scale", args.scale, "--cache", str(args.cache),
-           "--budget-mb", str(args.budget_mb), "--threads", str(args.threads), "--profile-rows", str(args.profile_rows),
-           "--gap-rows", str(args.gap_rows), *extra]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        worker,
+        "--scale",
+        args.scale,
+        "--cache",
+        str(args.cache),
+        "--budget-mb",
+        str(args.budget_mb),
+        "--threads",
+        str(args.threads),
+        "--profile-rows",
+        str(args.profile_rows),
+        "--gap-rows",
+        str(args.gap_rows),
+        *extra,
+    ]
     print(f"[{_dt.datetime.now():%H:%M:%S}] {name} (load {os.getloadavg()[0]:.1f})", flush=True)
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, "DDVAL_PROGRESS": "off"})
     if proc.returncode != 0:
@@ -315,8 +383,12 @@ def main() -> None:
     ap.add_argument("--gap-rows", type=int, default=16, help="test points whose neighbour gaps are measured")
     ap.add_argument("--redo", default="", help="comma-separated steps to run again (or 'all')")
     ap.add_argument("--skip", default="", help="comma-separated steps to leave out (e.g. densenet)")
-    ap.add_argument("--steps", default="", help="comma-separated steps to run, in this order (default: all; e.g. "
-                    "profile,unsharded,check); the table reports every step with a result and says what is missing")
+    ap.add_argument(
+        "--steps",
+        default="",
+        help="comma-separated steps to run, in this order (default: all; e.g. "
+        "profile,unsharded,check); the table reports every step with a result and says what is missing",
+    )
     ap.add_argument("--note", default="", help="free text for the table header (e.g. machine load)")
     ap.add_argument("--out", default=str(HERE / "results" / "paper_scale.md"), help="'-': stdout only")
     ap.add_argument("--delete-features", action="store_true", help="delete the cached feature files at the end")
@@ -338,8 +410,12 @@ def main() -> None:
 
     load0 = os.getloadavg()
     steps = {"generate": _timed(generate, args)}
-    default = ["unsharded", *(f"shard-{i}" for i in range(SHARDS)), "reduce",
-               *(n for n in ("jobrunner", "check", "profile", "densenet") if n not in args.skip)]
+    default = [
+        "unsharded",
+        *(f"shard-{i}" for i in range(SHARDS)),
+        "reduce",
+        *(n for n in ("jobrunner", "check", "profile", "densenet") if n not in args.skip),
+    ]
     for name in list(filter(None, args.steps.split(","))) or default:
         worker, _, shard = name.partition("-")
         run_step(args, name, worker, *(("--shard", shard) if shard else ()))

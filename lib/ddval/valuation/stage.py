@@ -38,14 +38,14 @@ import pandas as pd
 import torch
 
 from ddval import layout, numerics, store
-from ddval.layout import METHODS, REFERENCE_SPLITS, shard_path, valuation_dir
+from ddval.layout import METHODS, REFERENCE_SPLITS, valuation_dir
 from ddval.config import ExperimentConfig
 from ddval.valuation import baselines, experiments, scoring
 from ddval.valuation.context import SettingInputs
-from ddval.valuation.features import features_dir, features_params, load_features, stage_threads
-from ddval.valuation.options import gtg_options, knn_options, method_options
+from ddval.valuation.features import features_dir, features_params, stage_threads
+from ddval.valuation.options import gtg_options, method_options
+from ddval.valuation.knn_stage import compute_shard, inputs_params, knn_params, knn_stage, read_knn_values
 from ddval.valuation.hierarchy import institution_values, patient_table, point_table
-from ddval.valuation.pooled import PooledFeatures, knn_sum, label_values, pool_features, shard_slice
 
 log = logging.getLogger(__name__)
 
@@ -81,109 +81,6 @@ def setting_methods(cfg: ExperimentConfig, setting: str, methods: Sequence[str] 
 
 
 # --------------------------------------------------------------------------------------------
-# Parameters
-# --------------------------------------------------------------------------------------------
-
-
-def _utilities_hash(cfg: ExperimentConfig, seed: int, setting: str, root) -> str:
-    record = store.require_record(
-        layout.train_dir(cfg, seed, setting, root), "utilities",
-        f"the training stage of setting {setting!r} (seed {seed}) has not finished; run notebook 03 first",
-    )
-    return record["params_hash"]
-
-
-def knn_params(cfg: ExperimentConfig, seed: int, setting: str, root) -> dict:
-    """What the KNN sums depend on (not on the sharding: sharded results are bit-identical)."""
-    v = cfg.valuation
-    return {"features": store.param_hash(features_params(cfg, seed, setting, root)), "k": v.k, "test_per_class": v.test_per_class}
-
-
-def inputs_params(cfg: ExperimentConfig, seed: int, setting: str, root) -> dict:
-    """What every step after the KNN depends on: the features and the trained coalitions."""
-    return {"seed": seed, "setting": setting, "features": store.param_hash(features_params(cfg, seed, setting, root)), "utilities": _utilities_hash(cfg, seed, setting, root)}
-
-
-# --------------------------------------------------------------------------------------------
-# KNN-Shapley (whole or sharded)
-# --------------------------------------------------------------------------------------------
-
-
-def compute_shard(cfg: ExperimentConfig, seed: int, setting: str, shard: int, n_shards: int, root=None) -> Path:
-    """Compute and write the exact KNN partial sums of test shard ``shard`` of ``n_shards`` (all labels)."""
-    vdir = valuation_dir(cfg, seed, setting, root)
-    path = shard_path(vdir, shard, n_shards)
-    params = {**knn_params(cfg, seed, setting, root), "shard": shard, "n_shards": n_shards}
-
-    def compute() -> list[Path]:
-        pooled = pool_features(load_features(cfg, seed, setting, root), cfg.valuation.test_per_class)
-        rows = shard_slice(len(pooled.test_ids), shard, n_shards)
-        start = time.perf_counter()
-        total = knn_sum(pooled, cfg.valuation.k, rows=rows, **knn_options(cfg))
-        wall = time.perf_counter() - start
-        return [store.write_npz(path, **total.as_arrays(), rows=np.array(rows, dtype=np.int64), wall_time_s=np.float64(wall))]
-
-    store.run_stage(path.parent, path.stem, params, compute)
-    return path
-
-
-def _read_shards(cfg, seed, setting, n_shards, pooled, root):
-    """The sum of the shard files when all are present and current; ``None`` when none is; an error
-    naming the missing ones when only some are."""
-    from ddval.valuation.knn_shapley import KnnShapleySum
-
-    vdir = valuation_dir(cfg, seed, setting, root)
-    base = knn_params(cfg, seed, setting, root)
-    present = [store.is_complete(vdir / "shards", shard_path(vdir, i, n_shards).stem, {**base, "shard": i, "n_shards": n_shards}) for i in range(n_shards)]
-    if not any(present):
-        return None
-    if not all(present):
-        missing = [str(shard_path(vdir, i, n_shards)) for i, ok in enumerate(present) if not ok]
-        raise FileNotFoundError(f"setting {setting!r}: {len(missing)} of {n_shards} KNN shards missing or stale: {', '.join(missing)}; run them with shard=i, n_shards={n_shards}")
-    total, wall = None, 0.0
-    for i in range(n_shards):
-        with np.load(shard_path(vdir, i, n_shards)) as npz:
-            if tuple(npz["rows"]) != shard_slice(len(pooled.test_ids), i, n_shards):
-                raise ValueError(f"{shard_path(vdir, i, n_shards)}: covers other test rows than the current features; delete the shards")
-            part = KnnShapleySum.from_arrays(npz)
-            wall += float(npz["wall_time_s"])
-        total = part if total is None else total + part
-    return total, wall
-
-
-def knn_stage(cfg: ExperimentConfig, seed: int, setting: str, pooled: Callable[[], PooledFeatures], n_shards: int | None = None, root=None) -> Path:
-    """Stage ``knn``: ``knn_values.npz`` with the ``(N, 8)`` KNN-Shapley values per train point and
-    label (``label_values``), the train scan ids and the compute time (summed over shards when
-    reduced from them). Reduces the shard files when all ``n_shards`` (default
-    ``valuation.shards``) are present, else computes everything. ``pooled`` is called only when
-    there is work to do."""
-    vdir = valuation_dir(cfg, seed, setting, root)
-    path = vdir / "knn_values.npz"
-    n = n_shards or cfg.valuation.shards
-
-    def compute() -> list[Path]:
-        data = pooled()
-        reduced = _read_shards(cfg, seed, setting, n, data, root) if n > 1 else None
-        if reduced is None:
-            start = time.perf_counter()
-            total = knn_sum(data, cfg.valuation.k, **knn_options(cfg))
-            reduced = total, time.perf_counter() - start
-        total, wall = reduced
-        return [store.write_npz(path, label_values=label_values(total), wall_time_s=np.float64(wall), scan_id=data.scan_id)]
-
-    store.run_stage(vdir, "knn", knn_params(cfg, seed, setting, root), compute)
-    return path
-
-
-def read_knn_values(path: Path, pooled: PooledFeatures) -> tuple[np.ndarray, float]:
-    """``(label_values, wall_time_s)`` of ``knn_values.npz``, checked against the pooled rows."""
-    with np.load(path) as npz:
-        if not np.array_equal(npz["scan_id"], pooled.scan_id):
-            raise ValueError(f"{path}: rows do not match the current features; delete it to recompute")
-        return npz["label_values"], float(npz["wall_time_s"])
-
-
-# --------------------------------------------------------------------------------------------
 # One setting
 # --------------------------------------------------------------------------------------------
 
@@ -207,11 +104,19 @@ def _timed(vdir: Path, step: str, compute: Callable, only_if: Callable[[], bool]
     return run
 
 
-
 def ddval_tables(ctx: SettingInputs, label_values: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     """Points, patients and institution values of DDVal."""
     p = ctx.pooled
-    points = point_table(label_values, institution=p.institution, scan_id=p.scan_id, patient_id=p.patient_id, sex=p.sex, age=p.age, n_flipped=ctx.n_flipped(), grand_utility=ctx.grand_utility)
+    points = point_table(
+        label_values,
+        institution=p.institution,
+        scan_id=p.scan_id,
+        patient_id=p.patient_id,
+        sex=p.sex,
+        age=p.age,
+        n_flipped=ctx.n_flipped(),
+        grand_utility=ctx.grand_utility,
+    )
     return points, patient_table(points), institution_values(points, ctx.players)
 
 
@@ -235,15 +140,32 @@ def run_method(ctx: SettingInputs, method: str) -> baselines.MethodResult:
     raise ValueError(f"unknown method {method!r}")
 
 
-def value_setting(cfg: ExperimentConfig, seed: int, setting: str, methods: Sequence[str] | None = None, n_shards: int | None = None, root=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def value_setting(
+    cfg: ExperimentConfig,
+    seed: int,
+    setting: str,
+    methods: Sequence[str] | None = None,
+    n_shards: int | None = None,
+    root=None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every valuation step of one setting (resumable); returns its institution and similarity tables."""
     ctx = SettingInputs(cfg, seed, setting, root)
     vdir = valuation_dir(cfg, seed, setting, root)
     inputs = inputs_params(cfg, seed, setting, root)
     wanted = setting_methods(cfg, setting, methods)
-    if store.stage_status(features_dir(cfg, seed, setting, root), "features", features_params(cfg, seed, setting, root)) != "complete":
+    if (
+        store.stage_status(
+            features_dir(cfg, seed, setting, root), "features", features_params(cfg, seed, setting, root)
+        )
+        != "complete"
+    ):
         _timed(vdir, "features", lambda: ctx.feats)()
-    knn_path = _timed(vdir, "knn", lambda: knn_stage(cfg, seed, setting, lambda: ctx.pooled, n_shards, root), only_if=lambda: store.stage_status(vdir, "knn", knn_params(cfg, seed, setting, root)) != "complete")()
+    knn_path = _timed(
+        vdir,
+        "knn",
+        lambda: knn_stage(cfg, seed, setting, lambda: ctx.pooled, n_shards, root),
+        only_if=lambda: store.stage_status(vdir, "knn", knn_params(cfg, seed, setting, root)) != "complete",
+    )()
 
     def ddval_step() -> list[Path]:
         label_values, knn_time = read_knn_values(knn_path, ctx.pooled)
@@ -257,14 +179,23 @@ def value_setting(cfg: ExperimentConfig, seed: int, setting: str, methods: Seque
             store.write_table(vdir / "methods" / "ddval.csv", result.table(setting, seed)),
         ]
 
-    store.run_stage(vdir, "ddval", {**inputs, "knn_values": store.file_sha256(knn_path)}, _timed(vdir, "ddval tables", ddval_step))
+    store.run_stage(
+        vdir, "ddval", {**inputs, "knn_values": store.file_sha256(knn_path)}, _timed(vdir, "ddval tables", ddval_step)
+    )
     knn_inputs = {**inputs, "knn": knn_params(cfg, seed, setting, root)}
     for method in wanted:
         if method == "ddval":
             continue
         out = vdir / "methods" / f"{method}.csv"
         params = {**inputs, "method": method, "options": method_options(cfg, method)}
-        store.run_stage(vdir / "methods", method, params, _timed(vdir, method, lambda m=method, o=out: [store.write_table(o, run_method(ctx, m).table(setting, seed))]))
+        store.run_stage(
+            vdir / "methods",
+            method,
+            params,
+            _timed(
+                vdir, method, lambda m=method, o=out: [store.write_table(o, run_method(ctx, m).table(setting, seed))]
+            ),
+        )
 
     files = [vdir / "methods" / f"{m}.csv" for m in wanted]
     if has_exact(cfg, setting):
@@ -275,7 +206,10 @@ def value_setting(cfg: ExperimentConfig, seed: int, setting: str, methods: Seque
         values = pd.concat([store.read_table(f) for f in files], ignore_index=True)
         ceiling = store.read_json(vdir / "noise_ceiling.json") if has_exact(cfg, setting) else None
         sim = scoring.similarity_table(values, setting, seed, ceiling)
-        return [store.write_table(vdir / "institution_values.csv", values), store.write_table(vdir / "similarity.csv", sim)]
+        return [
+            store.write_table(vdir / "institution_values.csv", values),
+            store.write_table(vdir / "similarity.csv", sim),
+        ]
 
     if has_exact(cfg, setting):
         tables_params["ceiling"] = store.file_sha256(vdir / "noise_ceiling.json")
@@ -288,10 +222,23 @@ def _ground_truth_steps(ctx: SettingInputs, vdir: Path, inputs: dict) -> list[Pa
     """The reference splits (``methods/<reference>.csv``), the noise ceiling (``noise_ceiling.json``) and
     ``replicates.csv`` of a setting with exact values; returns the reference files."""
     refs = [vdir / "methods" / f"{name}.csv" for name in REFERENCE_SPLITS]
-    store.run_stage(vdir / "methods", "references", inputs,
-                    lambda: [store.write_table(f, r.table(ctx.setting, ctx.seed)) for f, r in zip(refs, scoring.reference_results(ctx))])
-    store.run_stage(vdir, "ceiling", inputs, lambda: [store.write_json(vdir / "noise_ceiling.json", scoring.ceiling(ctx)),
-                                                      store.write_table(vdir / "replicates.csv", scoring.replicates_table(ctx))])
+    store.run_stage(
+        vdir / "methods",
+        "references",
+        inputs,
+        lambda: [
+            store.write_table(f, r.table(ctx.setting, ctx.seed)) for f, r in zip(refs, scoring.reference_results(ctx))
+        ],
+    )
+    store.run_stage(
+        vdir,
+        "ceiling",
+        inputs,
+        lambda: [
+            store.write_json(vdir / "noise_ceiling.json", scoring.ceiling(ctx)),
+            store.write_table(vdir / "replicates.csv", scoring.replicates_table(ctx)),
+        ],
+    )
     return refs
 
 
@@ -300,7 +247,12 @@ def _experiments(ctx: SettingInputs, vdir: Path, inputs: dict) -> None:
     flips = {i.name: i.flip_rate for i in cfg.setting(setting).institutions}
     if any(r > 0 for r in flips.values()):
         params = {**inputs, "points": store.file_sha256(vdir / "point_values.parquet")}
-        store.run_stage(vdir, "labelflip", params, _timed(vdir, "labelflip", lambda: experiments.write_labelflip(vdir, setting, seed, flips)))
+        store.run_stage(
+            vdir,
+            "labelflip",
+            params,
+            _timed(vdir, "labelflip", lambda: experiments.write_labelflip(vdir, setting, seed, flips)),
+        )
     if has_exact(cfg, setting) and cfg.valuation.dp_noise_scales:
         params = {**inputs, "scales": list(cfg.valuation.dp_noise_scales)}
         dp = lambda: [store.write_table(vdir / "dp.csv", experiments.dp_table(ctx))]  # noqa: E731
@@ -314,9 +266,23 @@ def _experiments(ctx: SettingInputs, vdir: Path, inputs: dict) -> None:
         store.run_stage(vdir, "or_batchnorm", inputs, _timed(vdir, "or_batchnorm", bn))
     if cfg.valuation.scalability_clients and seed == cfg.seeds[0] and setting == scalability_setting(cfg):
         v = cfg.valuation
-        params = {**inputs, "clients": list(v.scalability_clients), "points": v.scalability_points_per_client, "cap": v.scalability_time_cap_s,
-                  "options": {m: method_options(cfg, m) for m in ("lambda_mr", "gtg", "safe")}}
-        store.run_stage(vdir, "scalability", params, _timed(vdir, "scalability", lambda: [store.write_table(vdir / "scalability.csv", experiments.scalability_table(ctx))]))
+        params = {
+            **inputs,
+            "clients": list(v.scalability_clients),
+            "points": v.scalability_points_per_client,
+            "cap": v.scalability_time_cap_s,
+            "options": {m: method_options(cfg, m) for m in ("lambda_mr", "gtg", "safe")},
+        }
+        store.run_stage(
+            vdir,
+            "scalability",
+            params,
+            _timed(
+                vdir,
+                "scalability",
+                lambda: [store.write_table(vdir / "scalability.csv", experiments.scalability_table(ctx))],
+            ),
+        )
 
 
 def scalability_setting(cfg: ExperimentConfig) -> str:
@@ -355,7 +321,9 @@ def run_valuation_stage(
         if n_shards is None:
             raise ValueError("shard= needs n_shards=")
         files = tuple(compute_shard(cfg, seed, name, shard, n_shards, root) for name in names)
-        return ValuationResult(pd.DataFrame(columns=INSTITUTION_COLUMNS), pd.DataFrame(columns=SIMILARITY_COLUMNS), tuple(names), files)
+        return ValuationResult(
+            pd.DataFrame(columns=INSTITUTION_COLUMNS), pd.DataFrame(columns=SIMILARITY_COLUMNS), tuple(names), files
+        )
     values, sims = [], []
     for name in names:
         v, s = value_setting(cfg, seed, name, methods, n_shards, root)

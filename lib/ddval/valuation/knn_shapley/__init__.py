@@ -131,8 +131,13 @@ class KnnShapleySum:
 
     def as_arrays(self) -> dict[str, np.ndarray]:
         """Plain arrays (for an NPZ per SLURM shard); :meth:`from_arrays` restores the sum."""
-        return {"hi": self.hi, "lo": self.lo, "n_test": self.n_test,
-                "k": np.array(self.k), "multilabel": np.array(self.multilabel)}
+        return {
+            "hi": self.hi,
+            "lo": self.lo,
+            "n_test": self.n_test,
+            "k": np.array(self.k),
+            "multilabel": np.array(self.multilabel),
+        }
 
     @classmethod
     def from_arrays(cls, arrays) -> KnnShapleySum:
@@ -178,42 +183,41 @@ def knn_shapley(
 ) -> np.ndarray:
     """Exact KNN-Shapley values of the training points, averaged over the test points.
 
-    Parameters
-    ----------
-    train_x, test_x
-        Features, shape (N, ...) and (M, ...) (flattened to (N, D)); float16/32/64 or integer
-        arrays, NumPy memory maps (read block by block), or torch tensors.
-    train_y, test_y
-        Labels, shape (N,)/(M,) -> values of shape (N,); or (N, L)/(M, L) (multi-label) -> (N, L),
-        one label-match game per column. Any integer-valued labels (multi-class works too).
-    k
-        K of the KNN classifier (paper: 3).
-    device
-        ``None`` or ``"host"``: the host path (BLAS GEMM + NumPy SIMD sort, worker threads). ``"cpu"``,
-        ``"cuda"``, a ``torch.device``: sort and recursion as torch ops on that device.
-        ``"auto"``: ``"cuda"`` when available, else the host path. All give the same values
-        (bit-identical on the CPU).
-    chunk
-        Test points per chunk; default: as many as ``memory_budget_mb`` allows.
-    test_mask
-        Optional boolean (M, L) (or (M,)): test point t counts for label l only where True (the
-        paper's balanced test set per label, sharing one sort per test point). Each label is averaged
-        over its own count; a label without test points gives NaN.
-    memory_budget_mb
-        Working memory (excluding the inputs): distances of a chunk, converted train blocks and the
-        per-thread buffers. Default ``$DDVAL_MEMORY_BUDGET_MB`` or 512.
-    threads
-        Threads on the host (BLAS and workers); default (``None`` or 0): torch's intra-op thread
-        count when torch is loaded, else the usable cores.
+    Args:
+        train_x: Training features, shape (N, ...) (flattened to (N, D)); float16/32/64 or integer
+            arrays, NumPy memory maps (read block by block), or torch tensors.
+        train_y: Training labels, shape (N,) -> values of shape (N,); or (N, L) (multi-label) -> (N, L),
+            one label-match game per column. Any integer-valued labels (multi-class works too).
+        test_x: Test features, shape (M, ...), of the same kinds as ``train_x``.
+        test_y: Test labels, shape (M,) or (M, L), matching ``train_y``.
+        k: K of the KNN classifier (paper: 3).
+        device: ``None`` or ``"host"``: the host path (BLAS GEMM + NumPy SIMD sort, worker threads).
+            ``"cpu"``, ``"cuda"``, a ``torch.device``: sort and recursion as torch ops on that device.
+            ``"auto"``: ``"cuda"`` when available, else the host path. All give the same values
+            (bit-identical on the CPU).
+        chunk: Test points per chunk; default: as many as ``memory_budget_mb`` allows.
+        test_mask: Optional boolean (M, L) (or (M,)): test point t counts for label l only where True
+            (the paper's balanced test set per label, sharing one sort per test point). Each label is
+            averaged over its own count; a label without test points gives NaN.
+        memory_budget_mb: Working memory (excluding the inputs): distances of a chunk, converted train
+            blocks and the per-thread buffers. Default ``$DDVAL_MEMORY_BUDGET_MB`` or 512.
+        threads: Threads on the host (BLAS and workers); default (``None`` or 0): torch's intra-op
+            thread count when torch is loaded, else the usable cores.
 
-    Returns
-    -------
-    numpy.ndarray (float64), shape (N,) or (N, L).
+    Returns:
+        The values as ``numpy.ndarray`` (float64), shape (N,) or (N, L).
     """
     total = knn_shapley_sum(
-        train_x, train_y, test_x, test_y, k,
-        device=device, chunk=chunk, test_mask=test_mask,
-        memory_budget_mb=memory_budget_mb, threads=threads,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        k,
+        device=device,
+        chunk=chunk,
+        test_mask=test_mask,
+        memory_budget_mb=memory_budget_mb,
+        threads=threads,
     )
     if int(total.n_test.min(initial=1)) == 0 and test_mask is None:
         raise ValueError("test_x holds no test points: KNN-Shapley values are averages over test points")
