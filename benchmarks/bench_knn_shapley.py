@@ -72,8 +72,12 @@ REPEAT_BELOW_S = 60.0
 def load(data_dir: Path, n: int, m: int):
     """The first n / m rows, read into memory (not memory-mapped: mapped file pages would count in
     the peak RSS of every method)."""
-    return _head(data_dir / "train_x.npy", n), _head(data_dir / "train_y.npy", n), \
-        _head(data_dir / "test_x.npy", m), _head(data_dir / "test_y.npy", m)
+    return (
+        _head(data_dir / "train_x.npy", n),
+        _head(data_dir / "train_y.npy", n),
+        _head(data_dir / "test_x.npy", m),
+        _head(data_dir / "test_y.npy", m),
+    )
 
 
 def _head(path: Path, rows: int) -> np.ndarray:
@@ -147,8 +151,10 @@ def opendataval_factory():
     def run(X, y, T, yt, k):
         evaluator = KNNShapley(k_neighbors=k)
         evaluator.input_data(
-            torch.from_numpy(X), torch.from_numpy(y.astype(np.float32)[:, None]),
-            torch.from_numpy(T), torch.from_numpy(yt.astype(np.float32)[:, None]),
+            torch.from_numpy(X),
+            torch.from_numpy(y.astype(np.float32)[:, None]),
+            torch.from_numpy(T),
+            torch.from_numpy(yt.astype(np.float32)[:, None]),
         )
         evaluator.train_data_values()
         return np.asarray(evaluator.evaluate_data_values(), dtype=np.float64)
@@ -283,8 +289,20 @@ def run_worker(method: str, data_dir: Path, n: int, m: int, k: int, values: Path
     python = interpreter(method)
     if python is None:
         return {"status": "not installed"}
-    cmd = [python, str(Path(__file__).resolve()), "--worker", method, "--data", str(data_dir),
-           "--n", str(n), "--m", str(m), "--k", str(k)]
+    cmd = [
+        python,
+        str(Path(__file__).resolve()),
+        "--worker",
+        method,
+        "--data",
+        str(data_dir),
+        "--n",
+        str(n),
+        "--m",
+        str(m),
+        "--k",
+        str(k),
+    ]
     if values is not None:
         cmd += ["--values", str(values)]
     env = dict(os.environ, PYTHONWARNINGS="ignore", DDVAL_PROGRESS="off", TQDM_DISABLE="1")
@@ -302,9 +320,14 @@ def median_run(runs: list[dict]) -> dict:
     """One row from repeated runs: median wall and CPU time (the machine's noise is one-sided but
     not rare on a shared VM), the largest peak RSS, and every wall time for the notes."""
     walls = sorted(r["wall_s"] for r in runs)
-    return {"status": "ok", "wall_s": float(np.median(walls)), "cpu_s": float(np.median([r["cpu_s"] for r in runs])),
-            "rss_mb": max(r["rss_mb"] for r in runs), "rss_children_mb": max(r["rss_children_mb"] for r in runs),
-            "walls": walls}
+    return {
+        "status": "ok",
+        "wall_s": float(np.median(walls)),
+        "cpu_s": float(np.median([r["cpu_s"] for r in runs])),
+        "rss_mb": max(r["rss_mb"] for r in runs),
+        "rss_children_mb": max(r["rss_children_mb"] for r in runs),
+        "walls": walls,
+    }
 
 
 def plan(method: str, n: int, m: int) -> int | None:
@@ -329,7 +352,9 @@ def versions() -> dict[str, str]:
         if python is None:
             out[method] = "not installed"
             continue
-        proc = subprocess.run([python, "-c", code, method, "numpy", "scikit-learn", "torch"], capture_output=True, text=True)
+        proc = subprocess.run(
+            [python, "-c", code, method, "numpy", "scikit-learn", "torch"], capture_output=True, text=True
+        )
         out[method] = ", ".join(f"{k} {v}" for k, v in json.loads(proc.stdout or "{}").items())
     import torch
 
@@ -358,12 +383,18 @@ def main(argv=None) -> None:
     ap.add_argument("--d", type=int, default=1024)
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--data", default=os.environ.get("DDVAL_BENCH_DATA", str(Path(tempfile.gettempdir()) / "ddval-bench")))
+    ap.add_argument(
+        "--data", default=os.environ.get("DDVAL_BENCH_DATA", str(Path(tempfile.gettempdir()) / "ddval-bench"))
+    )
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "knn_shapley.md"), help="'-': stdout only")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per method and size")
     ap.add_argument("--note", default="", help="free text for the table header (e.g. machine load)")
-    ap.add_argument("--repeats", type=int, default=5,
-                    help=f"runs of each method whose first run takes < {REPEAT_BELOW_S:.0f} s; the table gives the median")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help=f"runs of each method whose first run takes < {REPEAT_BELOW_S:.0f} s; the table gives the median",
+    )
     ap.add_argument("--worker", choices=list(RUNNERS), help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--values", help=argparse.SUPPRESS)
@@ -400,7 +431,9 @@ def measure_size(n: int, methods: list[str], args, data_dir: Path, tmp: Path) ->
     used = {method: plan(method, n, args.m) for method in methods}
     for method in methods:
         if used[method] is not None:
-            runs[method] = [run_worker(method, data_dir, n, used[method], args.k, tmp / f"{method}-{n}.npy", args.timeout)]
+            runs[method] = [
+                run_worker(method, data_dir, n, used[method], args.k, tmp / f"{method}-{n}.npy", args.timeout)
+            ]
     fast = [m for m, r in runs.items() if r[0]["status"] == "ok" and r[0]["wall_s"] < REPEAT_BELOW_S]
     for _ in range(args.repeats - 1):
         for method in fast:
@@ -427,8 +460,11 @@ def measure_size(n: int, methods: list[str], args, data_dir: Path, tmp: Path) ->
                     refs[used[method]] = reference_values(n, used[method], args, data_dir, tmp)
                 row["max_diff"] = float(np.abs(np.load(out) - refs[used[method]]).max())
         rows.append(row)
-        print(f"N={n:>7} {method:12s} {row.get('status')} wall={fmt(row.get('wall_full'))} s "
-              f"rss={fmt(row.get('rss_mb'), 0)} MB diff={row.get('max_diff', '–')}", flush=True)
+        print(
+            f"N={n:>7} {method:12s} {row.get('status')} wall={fmt(row.get('wall_full'))} s "
+            f"rss={fmt(row.get('rss_mb'), 0)} MB diff={row.get('max_diff', '–')}",
+            flush=True,
+        )
     return rows
 
 
@@ -498,19 +534,27 @@ def targets(by, args) -> list[str]:
 
     for method, need in (("pydvl", 20), ("opendataval", 10), ("loop", 40)):
         x = ratio(method)
-        out.append(f"- vs {method}: {'not measured' if x is None else f'{x:.1f}x faster'} (target >= {need}x): "
-                   f"{'–' if x is None else ('met' if x >= need else 'NOT met')}")
+        out.append(
+            f"- vs {method}: {'not measured' if x is None else f'{x:.1f}x faster'} (target >= {need}x): "
+            f"{'–' if x is None else ('met' if x >= need else 'NOT met')}"
+        )
     for floor in ("floor-numpy", "floor-torch"):
         x = ratio(floor)
-        out.append(f"- vs {floor}: ddval takes {'–' if x is None else f'{1 / x:.2f}x'} the floor's time "
-                   f"(target <= 1.5x): {'–' if x is None else ('met' if 1 / x <= 1.5 else 'NOT met')}")
+        out.append(
+            f"- vs {floor}: ddval takes {'–' if x is None else f'{1 / x:.2f}x'} the floor's time "
+            f"(target <= 1.5x): {'–' if x is None else ('met' if 1 / x <= 1.5 else 'NOT met')}"
+        )
     diff = ours.get("max_diff")
-    out.append(f"- exact: max |diff| to the float64 reference {diff:.1e} (target <= 1e-10): "
-               f"{'met' if diff is not None and diff <= 1e-10 else 'NOT met'}")
+    out.append(
+        f"- exact: max |diff| to the float64 reference {diff:.1e} (target <= 1e-10): "
+        f"{'met' if diff is not None and diff <= 1e-10 else 'NOT met'}"
+    )
     big = by.get((200_000, "ddval"), {})
     if big.get("status") == "ok":
-        out.append(f"- peak RSS at N = 200,000: {big['rss_mb']:.0f} MB, of which {200_000 * args.d * 4 / 2**20:.0f} MB "
-                   f"are the input features (target < 2048 MB): {'met' if big['rss_mb'] < 2048 else 'NOT met'}")
+        out.append(
+            f"- peak RSS at N = 200,000: {big['rss_mb']:.0f} MB, of which {200_000 * args.d * 4 / 2**20:.0f} MB "
+            f"are the input features (target < 2048 MB): {'met' if big['rss_mb'] < 2048 else 'NOT met'}"
+        )
     return out
 
 

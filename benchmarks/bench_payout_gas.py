@@ -33,7 +33,9 @@ def start_anvil() -> tuple[str, subprocess.Popen]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([str(ROOT / "node_modules" / ".bin" / "anvil"), "--host", "127.0.0.1", "--port", str(port), "--silent"])
+    proc = subprocess.Popen(
+        [str(ROOT / "node_modules" / ".bin" / "anvil"), "--host", "127.0.0.1", "--port", str(port), "--silent"]
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -60,7 +62,9 @@ def main() -> None:
     table.to_csv(ROOT / "benchmarks" / "payout_gas.csv", index=False)
     print(table.to_string(index=False))
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\n{client}; every transaction executed; {seconds:.0f} s (load average {load}: gas is exact, the time is not)")
+    print(
+        f"\n{client}; every transaction executed; {seconds:.0f} s (load average {load}: gas is exact, the time is not)"
+    )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,21 @@ def run_variant(cfg, seed: int, data_root: Path, work: Path) -> tuple[dict, pd.D
         for members in setting_coalitions(s):
             cdir = coalition_dir(cfg, seed, s.name, members, work)
             timing = json.loads((cdir / "timing.json").read_text())
-            mean = utilities[(utilities["setting"] == s.name) & (utilities["coalition"] == "+".join(members)) & (utilities["label"] == "mean")]
-            rows.append({"setting": s.name, "coalition": "+".join(members), "rounds": timing["rounds"], "wall_s": timing["wall_s"], "cpu_s": timing["cpu_s"], "utility": float(mean["auroc"].iloc[0])})
+            mean = utilities[
+                (utilities["setting"] == s.name)
+                & (utilities["coalition"] == "+".join(members))
+                & (utilities["label"] == "mean")
+            ]
+            rows.append(
+                {
+                    "setting": s.name,
+                    "coalition": "+".join(members),
+                    "rounds": timing["rounds"],
+                    "wall_s": timing["wall_s"],
+                    "cpu_s": timing["cpu_s"],
+                    "utility": float(mean["auroc"].iloc[0]),
+                }
+            )
     per = pd.DataFrame(rows)
     grand = per.groupby("setting", sort=False).last()["utility"]  # the grand coalition is listed last
     summary = {
@@ -91,9 +104,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--processes", type=int, nargs="*", help="train.processes values to compare (default: the preset's)")
+    parser.add_argument(
+        "--processes", type=int, nargs="*", help="train.processes values to compare (default: the preset's)"
+    )
     parser.add_argument("--scratch", type=Path, default=None, help="scratch results root (default: a temporary folder)")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "bench_training.md"), help="Markdown result file, '-' for none")
+    parser.add_argument(
+        "--out",
+        default=str(REPO / "benchmarks" / "results" / "bench_training.md"),
+        help="Markdown result file, '-' for none",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("DDVAL_PROGRESS", "off")
 
@@ -124,7 +143,12 @@ def main(argv: list[str] | None = None) -> None:
         + "\n## Whole stage (every setting, one call)\n\n"
         + markdown(pd.DataFrame(summaries), 3)
         + "\n\n## Per coalition\n\n"
-        + markdown(pd.concat(details, ignore_index=True)[["processes", "setting", "coalition", "rounds", "wall_s", "cpu_s", "utility"]], 3)
+        + markdown(
+            pd.concat(details, ignore_index=True)[
+                ["processes", "setting", "coalition", "rounds", "wall_s", "cpu_s", "utility"]
+            ],
+            3,
+        )
         + "\n"
     )
     print(text)

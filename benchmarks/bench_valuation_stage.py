@@ -31,7 +31,9 @@ def main() -> None:
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", default=None, help="results root (default $DDVAL_RESULTS)")
-    parser.add_argument("--out", default=str(HERE / "results" / "valuation_stage.md"), help="markdown table to write ('-': print only)")
+    parser.add_argument(
+        "--out", default=str(HERE / "results" / "valuation_stage.md"), help="markdown table to write ('-': print only)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("DDVAL_PROGRESS", "off")
 
@@ -55,9 +57,16 @@ def main() -> None:
     rows = []
     for s in cfg.settings:
         timings = store.read_json(valuation_dir(cfg, args.seed, s.name, root) / "timings.json")
-        rows += [{"setting": s.name, "step": step, "wall_s": t["wall_s"], "cpu_s": t["cpu_s"]} for step, t in timings.items()]
+        rows += [
+            {"setting": s.name, "step": step, "wall_s": t["wall_s"], "cpu_s": t["cpu_s"]} for step, t in timings.items()
+        ]
     table = pd.DataFrame(rows)
-    table.loc[len(table)] = {"setting": "all", "step": "whole stage (incl. loading)", "wall_s": total_wall, "cpu_s": total_cpu}
+    table.loc[len(table)] = {
+        "setting": "all",
+        "step": "whole stage (incl. loading)",
+        "wall_s": total_wall,
+        "cpu_s": total_cpu,
+    }
     header = (
         f"# Valuation stage, preset `{args.preset}`, seed {args.seed}\n\n"
         f"Measured {_dt.date.today().isoformat()} on {platform.machine()} / {os.cpu_count()} logical cores, "

@@ -44,7 +44,12 @@ def feature_variants(ctx):
         data = XrayDataset(rows, ctx.cfg.data.image_size, train=False)
         return torch.stack([data[i][0] for i in range(len(data))])
 
-    out = {"denseblock4 flatten (paper)": ctx.feats, "ReLU(norm5) pooled": {}, "model outputs (8)": {}, "raw pixels": {}}
+    out = {
+        "denseblock4 flatten (paper)": ctx.feats,
+        "ReLU(norm5) pooled": {},
+        "model outputs (8)": {},
+        "raw pixels": {},
+    }
     for name, f in ctx.feats.items():
         per = {}
         for split in ("train", "test"):
@@ -57,7 +62,9 @@ def feature_variants(ctx):
                 "raw pixels": x[:, 0].flatten(1).numpy(),
             }
         for variant in ("ReLU(norm5) pooled", "model outputs (8)", "raw pixels"):
-            out[variant][name] = replace(f, train=replace(f.train, x=per["train"][variant]), test=replace(f.test, x=per["test"][variant]))
+            out[variant][name] = replace(
+                f, train=replace(f.train, x=per["train"][variant]), test=replace(f.test, x=per["test"][variant])
+            )
     return out
 
 
@@ -88,28 +95,59 @@ def main() -> None:
             ctx = SettingInputs(cfg, seed, setting)
             exact = shapley(ctx.utility, ctx.players)
             equal = pd.Series(exact.sum() / len(exact), index=exact.index)
-            noise.append({"setting": setting, "seed": seed, "equal_split_cosine": similarity(exact, equal)["cosine"],
-                          "exact_min_share": exact.min() / exact.sum(), "exact_max_share": exact.max() / exact.sum()})
+            noise.append(
+                {
+                    "setting": setting,
+                    "seed": seed,
+                    "equal_split_cosine": similarity(exact, equal)["cosine"],
+                    "exact_min_share": exact.min() / exact.sum(),
+                    "exact_max_share": exact.max() / exact.sum(),
+                }
+            )
             for variant, feats in feature_variants(ctx).items():
                 for per_class in (10, 25, 50, 10_000):
                     pooled = pool_features(feats, per_class)
                     for k in (1, 3, 5, 11, 25):
-                        points = point_table(label_values(knn_sum(pooled, k)), institution=pooled.institution, scan_id=pooled.scan_id,
-                                             patient_id=pooled.patient_id, sex=pooled.sex, age=pooled.age, n_flipped=None,
-                                             grand_utility=ctx.grand_utility)
+                        points = point_table(
+                            label_values(knn_sum(pooled, k)),
+                            institution=pooled.institution,
+                            scan_id=pooled.scan_id,
+                            patient_id=pooled.patient_id,
+                            sex=pooled.sex,
+                            age=pooled.age,
+                            n_flipped=None,
+                            grand_utility=ctx.grand_utility,
+                        )
                         sim = similarity(exact, institution_values(points, ctx.players))
-                        rows.append({"setting": setting, "seed": seed, "features": variant, "test_per_class": "all" if per_class == 10_000 else per_class,
-                                     "k": k, "cosine": sim["cosine"], "pearson": sim["pearson"]})
+                        rows.append(
+                            {
+                                "setting": setting,
+                                "seed": seed,
+                                "features": variant,
+                                "test_per_class": "all" if per_class == 10_000 else per_class,
+                                "k": k,
+                                "cosine": sim["cosine"],
+                                "pearson": sim["pearson"],
+                            }
+                        )
     noise = pd.DataFrame(noise)
     table = pd.DataFrame(rows)
-    summary = table.groupby(["features", "test_per_class", "k", "setting"], sort=False)[["cosine", "pearson"]].mean().unstack("setting")
+    summary = (
+        table.groupby(["features", "test_per_class", "k", "setting"], sort=False)[["cosine", "pearson"]]
+        .mean()
+        .unstack("setting")
+    )
     summary.columns = [f"{m} {s}" for m, s in summary.columns]
     text = (
         f"# DDVal on the `{args.preset}` preset: noise floor and sensitivity (seeds {args.seeds})\n\n"
         "`python benchmarks/diagnose_ddval_demo.py` (see its docstring). Paper defaults: denseblock4 flatten, K = 3, "
         f"test_per_class = {cfg.valuation.test_per_class} on the demo.\n\n"
-        "## Ground truth: exact values against an equal split\n\n```\n" + noise.round(4).to_string(index=False) + "\n```\n\n"
-        "## DDVal's cosine / Pearson to the exact values (mean over seeds)\n\n```\n" + summary.round(4).to_string() + "\n```\n"
+        "## Ground truth: exact values against an equal split\n\n```\n"
+        + noise.round(4).to_string(index=False)
+        + "\n```\n\n"
+        "## DDVal's cosine / Pearson to the exact values (mean over seeds)\n\n```\n"
+        + summary.round(4).to_string()
+        + "\n```\n"
     )
     print(text)
     if args.out != "-":

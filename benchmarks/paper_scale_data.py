@@ -84,8 +84,10 @@ class FeatureGenerator:
 
     def labels(self, institution: int, prevalence, split: int, n: int) -> np.ndarray:
         """The labels of a split of ``n`` scans, without generating its features."""
-        blocks = [self.block(institution, prevalence, split, b, min(BLOCK, n - b * BLOCK), features=False)[1]
-                  for b in range(-(-n // BLOCK))]
+        blocks = [
+            self.block(institution, prevalence, split, b, min(BLOCK, n - b * BLOCK), features=False)[1]
+            for b in range(-(-n // BLOCK))
+        ]
         return np.concatenate(blocks) if blocks else np.empty((0, len(LABELS)), np.float32)
 
     def write_institution(self, path: Path, institution: int, name: str, n_train: int, n_test: int) -> Path:
@@ -100,8 +102,13 @@ class FeatureGenerator:
                         rows.write(x)
                         ys.append(y)
                 ids = np.array([f"{name}-{split}-{i}" for i in range(n)])
-                meta = {"y": np.concatenate(ys), "ids": ids, "patients": ids,
-                        "sex": np.where(np.arange(n) % 2 == 0, "F", "M"), "age": np.full(n, np.nan)}
+                meta = {
+                    "y": np.concatenate(ys),
+                    "ids": ids,
+                    "patients": ids,
+                    "sex": np.where(np.arange(n) % 2 == 0, "F", "M"),
+                    "age": np.full(n, np.nan),
+                }
                 for key in SPLIT_KEYS[1:]:
                     stream.add(f"{split}_{key}", meta[key])
         return path

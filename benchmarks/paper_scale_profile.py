@@ -24,6 +24,7 @@ def phases(stats: dict) -> dict:
     the first pass); sort: ``_sorted_order`` (packed keys, SIMD sort, near-tie flags); guard:
     ``_resolve_near_ties``; recursion: the rest of ``_host_part`` (finishing the distances, matches,
     integer recursion, limbs, bincount)."""
+
     def find(name: str, what: int = 3) -> float:
         return sum(v[what] for k, v in stats.items() if k[2] == name)
 
@@ -37,8 +38,13 @@ def phases(stats: dict) -> dict:
         "sort_s": find("_sorted_order"),
         "guard_s": find("_resolve_near_ties"),
         "recursion_s": find("_host_part") - find("_sorted_order") - find("_resolve_near_ties"),
-        "test_rows_s": sum(v[4].get(c, (0, 0, 0, 0))[3] for k, v in stats.items() if k[2] == "_rows_f64"
-                           for c in v[4] if c[2] == "run_chunk"),
+        "test_rows_s": sum(
+            v[4].get(c, (0, 0, 0, 0))[3]
+            for k, v in stats.items()
+            if k[2] == "_rows_f64"
+            for c in v[4]
+            if c[2] == "run_chunk"
+        ),
         "guard_rows": calls("_resolve_near_ties"),
         "exact_distance_calls": calls("_exact_sq_distances"),
         "chunks": calls("run_chunk"),
@@ -132,5 +138,11 @@ def densenet_costs(threads: int, size: int = 256, batch: int = 16) -> dict:
     for _ in range(2):
         step()
     train, train_cpu = (time.perf_counter() - start) / (2 * batch), (time.process_time() - cpu) / (2 * batch)
-    return {"infer_s_per_scan": infer, "train_s_per_scan": train, "infer_cpu_s_per_scan": infer_cpu,
-            "train_cpu_s_per_scan": train_cpu, "image_px": size, "batch": batch}
+    return {
+        "infer_s_per_scan": infer,
+        "train_s_per_scan": train,
+        "infer_cpu_s_per_scan": infer_cpu,
+        "train_cpu_s_per_scan": train_cpu,
+        "image_px": size,
+        "batch": batch,
+    }

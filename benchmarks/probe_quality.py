@@ -53,7 +53,9 @@ def main() -> None:
     table = summarize(sims, keys, "cosine")
     for metric in ("pearson", "spearman"):
         table = table.merge(summarize(sims, keys, metric).drop(columns="n_seeds"), on=keys)
-    means = values.pivot_table(index=["setting", "institution"], columns="method", values="value", aggfunc="mean", sort=False)
+    means = values.pivot_table(
+        index=["setting", "institution"], columns="method", values="value", aggfunc="mean", sort=False
+    )
     text = (
         f"# Probe: DDVal and the baselines when institutions differ (seeds {list(cfg.seeds)})\n\n"
         "`DDVAL_RESULTS=<scratch> python benchmarks/probe_quality.py` (see its docstring). "

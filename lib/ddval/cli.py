@@ -113,7 +113,11 @@ def cmd_run_task(args: argparse.Namespace) -> int:
             return 0
         print(f"{task.task_id}: {task.notebook} -> {task.output}", flush=True)
         outcome = run_task(task, manifest=str(Path(args.manifest).resolve()), force=args.force)
-    print(f"{task.task_id}: {outcome.status} in {outcome.seconds:.1f} s" + (f": {outcome.message}" if outcome.message else ""), flush=True)
+    print(
+        f"{task.task_id}: {outcome.status} in {outcome.seconds:.1f} s"
+        + (f": {outcome.message}" if outcome.message else ""),
+        flush=True,
+    )
     return 0 if outcome.status == "done" else 1
 
 
@@ -157,13 +161,17 @@ def _check_data(cfg: ExperimentConfig, the_plan: Plan, *, warn_only: bool = Fals
         return  # the data stages are done; the raw datasets are not read again
     roots = data_roots(cfg)
     if roots:
-        print("data roots (DDVAL_<DATASET>_ROOT takes precedence over data.roots):\n  " + "\n  ".join(roots),
-              flush=True)
+        print(
+            "data roots (DDVAL_<DATASET>_ROOT takes precedence over data.roots):\n  " + "\n  ".join(roots), flush=True
+        )
     missing = missing_data(cfg)
     if not missing:
         return
-    text = (f"preset {cfg.preset!r} runs on the real datasets, and these are missing:\n  " + "\n  ".join(missing)
-            + "\nSee the README section on real data; `ddval reproduce --preset demo` runs the embedded synthetic cohort.")
+    text = (
+        f"preset {cfg.preset!r} runs on the real datasets, and these are missing:\n  "
+        + "\n  ".join(missing)
+        + "\nSee the README section on real data; `ddval reproduce --preset demo` runs the embedded synthetic cohort."
+    )
     if warn_only:
         print(f"# warning: {text}".replace("\n", "\n# "), file=sys.stderr)
         return
@@ -184,8 +192,10 @@ def _check_not_running(cfg: ExperimentConfig, results: str | None) -> None:
         return
     if active:
         jobs = sorted({s.get("ArrayJobId") or s.get("JobId") for s in active})
-        raise UsageError(f"SLURM jobs {', '.join(jobs)} of the submission in {subs[-1].parent} are still queued or running; "
-                         f"wait for them (squeue -j {','.join(jobs)}) or cancel them (scancel {' '.join(jobs)}) first")
+        raise UsageError(
+            f"SLURM jobs {', '.join(jobs)} of the submission in {subs[-1].parent} are still queued or running; "
+            f"wait for them (squeue -j {','.join(jobs)}) or cancel them (scancel {' '.join(jobs)}) first"
+        )
 
 
 def _run_local(args: argparse.Namespace, cfg: ExperimentConfig, tasks: list[Task]) -> int:
@@ -196,8 +206,10 @@ def _run_local(args: argparse.Namespace, cfg: ExperimentConfig, tasks: list[Task
     print(f"ddval {cfg.preset}: {the_plan.counts()}  (manifest {where})", flush=True)
     report = local.run_local(the_plan, where, jobs=args.jobs, force=args.force)
     counts = Counter(o.status for o in report.outcomes.values())
-    print(f"ddval {cfg.preset}: {counts['done']} ran, {report.skipped} already complete, "
-          f"{counts['failed']} failed, {counts['blocked']} not started (a dependency failed)")
+    print(
+        f"ddval {cfg.preset}: {counts['done']} ran, {report.skipped} already complete, "
+        f"{counts['failed']} failed, {counts['blocked']} not started (a dependency failed)"
+    )
     for o in report.by_status("failed"):
         print(f"  FAILED {o.task_id}: {o.message}")
     return 0 if report.ok else 1
@@ -217,8 +229,9 @@ def _submit_slurm(args: argparse.Namespace, cfg: ExperimentConfig, tasks: list[T
     force = (f"--export=ALL,{store.FORCE_ENV}=1",) if args.force else ()  # the tasks redo their stages too
     if args.dry_run:
         where = manifest_path(cfg, args.results)
-        arrays = slurm.stage_arrays(the_plan, cfg, where.parent / "slurm" / "logs", overrides=overrides,
-                                    extra_args=extra + force)
+        arrays = slurm.stage_arrays(
+            the_plan, cfg, where.parent / "slurm" / "logs", overrides=overrides, extra_args=extra + force
+        )
         print(f"# dry run: nothing submitted; manifest written to {where}")
         print(slurm.render_script(arrays, where, python=args.python), end="")
         return 0
@@ -227,8 +240,14 @@ def _submit_slurm(args: argparse.Namespace, cfg: ExperimentConfig, tasks: list[T
     arrays = slurm.stage_arrays(the_plan, cfg, submission / "logs", overrides=overrides, extra_args=extra + force)
     store.write_text(submission / "submit.sh", slurm.render_script(arrays, frozen, python=args.python))
     ids = slurm.submit(arrays, frozen, python=args.python)
-    store.write_json(submission / "jobs.json", {"arrays": [
-        {"stage": a.stage, "job_id": ids[a.stage], "rows": list(a.rows), "after": list(a.after)} for a in arrays]})
+    store.write_json(
+        submission / "jobs.json",
+        {
+            "arrays": [
+                {"stage": a.stage, "job_id": ids[a.stage], "rows": list(a.rows), "after": list(a.after)} for a in arrays
+            ]
+        },
+    )
     for a in arrays:
         after = f" (after {', '.join(a.after)})" if a.after else ""
         print(f"  {a.stage:16s} job {ids[a.stage]:>8s}  {len(a.rows):4d} task(s){after}")
@@ -277,8 +296,12 @@ def _print_latest_submission(cfg: ExperimentConfig, results: str | None) -> None
 
 
 def _common(p: argparse.ArgumentParser, preset_default: str | None = "demo") -> None:
-    p.add_argument("--preset", default=preset_default, required=preset_default is None,
-                   help="preset name in configs/ or a YAML file (default: %(default)s)")
+    p.add_argument(
+        "--preset",
+        default=preset_default,
+        required=preset_default is None,
+        help="preset name in configs/ or a YAML file (default: %(default)s)",
+    )
     p.add_argument("--seeds", help="comma-separated seeds to run (default: the preset's)")
     p.add_argument("--results", help="results root (default: $DDVAL_RESULTS, else results/)")
     p.add_argument("--notebooks", help="folder of the notebooks (default: notebooks/ of this checkout)")
@@ -286,8 +309,9 @@ def _common(p: argparse.ArgumentParser, preset_default: str | None = "demo") -> 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=1, help="local backend: tasks run at once (default 1)")
-    p.add_argument("--force", action="store_true",
-                   help="run every task, complete or not, and redo the stages inside each task")
+    p.add_argument(
+        "--force", action="store_true", help="run every task, complete or not, and redo the stages inside each task"
+    )
 
 
 #: What to say about the file-system errors a results folder runs into.
@@ -322,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, preset_default=None)
     _run_options(p)
     p.add_argument("--backend", choices=("slurm", "local"), default="slurm")
-    p.add_argument("--dry-run", action="store_true", help="print the sbatch commands (or the local task list); submit nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the sbatch commands (or the local task list); submit nothing"
+    )
     g = p.add_argument_group("SLURM resources (override the preset's slurm: section for every stage)")
     g.add_argument("--partition")
     g.add_argument("--account")
@@ -331,9 +357,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gpus", type=int, help="GPUs per task (--gres=gpu:N)")
     g.add_argument("--time", help="time limit per task, e.g. 12:00:00")
     g.add_argument("--max-parallel", dest="max_parallel", type=int, help="at most K tasks of an array at once (%%K)")
-    g.add_argument("--sbatch-arg", action="append", metavar="ARG", help="extra sbatch option, e.g. --sbatch-arg=--qos=long (repeatable)")
+    g.add_argument(
+        "--sbatch-arg",
+        action="append",
+        metavar="ARG",
+        help="extra sbatch option, e.g. --sbatch-arg=--qos=long (repeatable)",
+    )
     g.add_argument("--python", help="interpreter of the environment on the compute nodes (default: this one)")
-    g.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to SECONDS for the jobs; exit 1 unless all complete")
+    g.add_argument(
+        "--wait", type=float, metavar="SECONDS", help="wait up to SECONDS for the jobs; exit 1 unless all complete"
+    )
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("status", help="complete / pending tasks, and the latest SLURM submission")
@@ -365,8 +398,15 @@ def main(argv: list[str] | None = None) -> int:
     anchor_path_env()  # the notebooks run in notebooks/: DDVAL_NIH_ROOT=data/nih means data/nih from here
     try:
         return args.func(args)
-    except (UsageError, ConfigError, slurm.SlurmError, ResultsLockedError, FileNotFoundError, ValueError,
-            TimeoutError) as exc:
+    except (
+        UsageError,
+        ConfigError,
+        slurm.SlurmError,
+        ResultsLockedError,
+        FileNotFoundError,
+        ValueError,
+        TimeoutError,
+    ) as exc:
         print(f"ddval: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `ddval status | head`: the reader has gone, nothing is wrong

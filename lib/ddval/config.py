@@ -71,9 +71,7 @@ class SyntheticConfig:
     """Size of the embedded synthetic cohort (written by ``ddval.data.synthetic``)."""
 
     seed: int = 0
-    patients: dict[str, int] = field(
-        default_factory=lambda: {"nih": 400, "chexpert": 400, "mimic": 400}
-    )
+    patients: dict[str, int] = field(default_factory=lambda: {"nih": 400, "chexpert": 400, "mimic": 400})
     max_scans_per_patient: int = 3
     image_size: int = 96  # side of the written images, before the resize stage
 
@@ -177,7 +175,14 @@ class ValuationConfig:
     threads: int = 0  # knn_shapley host threads (BLAS + workers); 0: torch.get_num_threads() if torch is loaded, else the usable cores
     shards: int = 1  # test-point shards (one SLURM array task each)
     lambda_mr: float = 0.5  # discount of the lambda-MR rounds
-    lambda_grid: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)  # lambda_sensitivity.csv (settings with exact values)
+    lambda_grid: tuple[float, ...] = (
+        0.1,
+        0.25,
+        0.5,
+        0.75,
+        0.9,
+        1.0,
+    )  # lambda_sensitivity.csv (settings with exact values)
     # OR's BatchNorm running statistics: rebuilt from the updates, the grand model's, or the initial model's
     or_batchnorm: Literal["rebuilt", "grand", "initial"] = "rebuilt"
     gtg_eps: float = 0.001
@@ -187,14 +192,28 @@ class ValuationConfig:
     scalability_clients: tuple[int, ...] = ()  # client counts of the scalability experiment
     scalability_points_per_client: int = 8000
     # --- valuation pipeline (ddval.valuation.stage / experiments / baselines) ---
-    grand_only_methods: tuple[str, ...] = ("ddval",)  # methods run on `coalitions: grand` settings (no exact values there)
-    safe_alphas: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)  # SaFE ridge penalties (RidgeCV, leave-one-out)
+    grand_only_methods: tuple[str, ...] = (
+        "ddval",
+    )  # methods run on `coalitions: grand` settings (no exact values there)
+    safe_alphas: tuple[float, ...] = (
+        0.01,
+        0.1,
+        1.0,
+        10.0,
+        100.0,
+        1000.0,
+        10000.0,
+    )  # SaFE ridge penalties (RidgeCV, leave-one-out)
     gtg_min_permutations: int = 30  # GTG-Shapley: permutations before the convergence test (Liu et al.: max(30, n))
     gtg_converge_tol: float = 0.05  # GTG-Shapley: mean relative change of the running values over the window
     gtg_converge_window: int = 10  # GTG-Shapley: permutations the convergence test looks back
-    scalability_setting: str | None = None  # setting whose features/rounds the scalability runs use (None: most institutions)
+    scalability_setting: str | None = (
+        None  # setting whose features/rounds the scalability runs use (None: most institutions)
+    )
     scalability_time_cap_s: float = 5.0  # per method: measure client counts while the projected time stays under this
-    model_threads: int = 0  # torch threads of the valuation stage (feature extraction, model evaluation); 0: train.threads
+    model_threads: int = (
+        0  # torch threads of the valuation stage (feature extraction, model evaluation); 0: train.threads
+    )
 
 
 @dataclass(frozen=True)
@@ -464,7 +483,9 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+    if hint in (int, float, str, bool) and not (
+        isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    ):
         raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value
 

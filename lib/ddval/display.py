@@ -90,7 +90,7 @@ def label(name: object, labels: Mapping[str, str]) -> str:
     if name in labels:
         return labels[name]
     head = name.rstrip("0123456789")
-    return f"{head.capitalize()} {name[len(head):]}" if head != name and head else name
+    return f"{head.capitalize()} {name[len(head) :]}" if head != name and head else name
 
 
 def plus_minus(mean: float, half: float, digits: int) -> str:

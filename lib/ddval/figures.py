@@ -23,6 +23,7 @@ from ddval import summary as S
 from ddval.display import location, order_methods, plus_minus, table
 from ddval.store import atomic_path, write_table
 
+
 def save(fig: Figure, path: str | Path, dpi: int = 150) -> tuple[Path, Path]:
     """Write ``fig`` as ``<path>.png`` and ``<path>.pdf`` (any suffix of ``path`` is replaced), atomically.
 
@@ -103,8 +104,11 @@ def training_curves_view(s: pd.DataFrame) -> pd.DataFrame:
     """Per setting the first round, the round with the lowest mean validation loss and the last round."""
     picks = []
     for _, part in s.groupby("setting", sort=False):
-        rows = {"first": part["round"].idxmin(), "lowest validation loss": part["val_loss"].idxmin(),
-                "last": part["round"].idxmax()}
+        rows = {
+            "first": part["round"].idxmin(),
+            "lowest validation loss": part["val_loss"].idxmin(),
+            "last": part["round"].idxmax(),
+        }
         for i in dict.fromkeys(rows.values()):  # one row per round, named by everything it is
             picks.append(part.loc[[i]].assign(row=", ".join(k for k, v in rows.items() if v == i)))
     out = pd.concat(picks, ignore_index=True)
@@ -113,8 +117,9 @@ def training_curves_view(s: pd.DataFrame) -> pd.DataFrame:
 
 #: Figures and tables of the paper, in notebook order. Keys are the file stems under ``figures/``.
 FIGURES: dict[str, FigureSpec] = {
-    "institution_values": FigureSpec("institution_values.csv", S.institution_values, plots.institution_values,
-                                     view=institution_values_view),
+    "institution_values": FigureSpec(
+        "institution_values.csv", S.institution_values, plots.institution_values, view=institution_values_view
+    ),
     "similarity": FigureSpec("similarity.csv", S.similarity, plots.similarity),
     "headline": FigureSpec("similarity.csv", scorecard.headline, None),
     "wins": FigureSpec("similarity.csv", scorecard.wins_table, None),
@@ -129,10 +134,10 @@ FIGURES: dict[str, FigureSpec] = {
     "scalability": FigureSpec("scalability.csv", S.scalability, plots.scalability, view=scalability_view),
     "dp_noise": FigureSpec("dp.csv", S.dp_noise, plots.dp_noise),
     "gas": FigureSpec("gas.csv", S.gas, plots.gas),
-    "payout_scaling": FigureSpec("payout_scaling.csv", S.payout_scaling, plots.payout_scaling,
-                                 view=payout_scaling_view),
-    "training_curves": FigureSpec("curves.csv", S.training_curves, plots.training_curves,
-                                  view=training_curves_view),
+    "payout_scaling": FigureSpec(
+        "payout_scaling.csv", S.payout_scaling, plots.payout_scaling, view=payout_scaling_view
+    ),
+    "training_curves": FigureSpec("curves.csv", S.training_curves, plots.training_curves, view=training_curves_view),
 }
 
 
@@ -203,7 +208,9 @@ def render(tables: S.ResultTables, name: str, out_dir: str | Path | None = None)
         return Skipped(name, f"no {tables.pattern(spec.table)}")
     out_dir = Path(out_dir) if out_dir is not None else tables.figures_dir
     numbers = spec.summarize(frame)
-    files: list[Path] = [write_table(out_dir / f"summary_{name}.csv", numbers.reset_index() if spec.draw is None else numbers)]
+    files: list[Path] = [
+        write_table(out_dir / f"summary_{name}.csv", numbers.reset_index() if spec.draw is None else numbers)
+    ]
     figure = None
     if spec.draw is not None:
         figure = spec.draw(frame)
@@ -212,6 +219,8 @@ def render(tables: S.ResultTables, name: str, out_dir: str | Path | None = None)
     return Rendered(name, figure, numbers, tuple(files), view=view)
 
 
-def render_all(tables: S.ResultTables, names: Sequence[str] | None = None, out_dir: str | Path | None = None) -> list[Rendered | Skipped]:
+def render_all(
+    tables: S.ResultTables, names: Sequence[str] | None = None, out_dir: str | Path | None = None
+) -> list[Rendered | Skipped]:
     """:func:`render` every figure of :data:`FIGURES` (or ``names``) in order."""
     return [render(tables, n, out_dir) for n in (names or FIGURES)]

@@ -167,10 +167,14 @@ def parse_coalition(setting: SettingConfig, coalition: str | Sequence[str]) -> t
     wanted = coalition.split("+") if isinstance(coalition, str) else list(coalition)
     unknown = [w for w in wanted if w not in names]
     if unknown or not wanted or len(set(wanted)) != len(wanted):
-        raise ValueError(f"setting {setting.name!r}: bad coalition {coalition!r}; institutions are {names}, joined by '+'")
+        raise ValueError(
+            f"setting {setting.name!r}: bad coalition {coalition!r}; institutions are {names}, joined by '+'"
+        )
     members = tuple(n for n in names if n in wanted)
     if members not in setting_coalitions(setting):
-        raise ValueError(f"setting {setting.name!r} trains only the grand coalition ({coalition_id(names)}), not {coalition!r}")
+        raise ValueError(
+            f"setting {setting.name!r} trains only the grand coalition ({coalition_id(names)}), not {coalition!r}"
+        )
     return members
 
 
@@ -226,46 +230,106 @@ class Table:
     numeric: tuple[str, ...]
 
 
-def _table(name: str, stage: str, columns: Sequence[str], numeric: Sequence[str], required: Sequence[str] | None = None) -> Table:
+def _table(
+    name: str, stage: str, columns: Sequence[str], numeric: Sequence[str], required: Sequence[str] | None = None
+) -> Table:
     return Table(name, stage, tuple(columns), tuple(required if required is not None else columns), tuple(numeric))
 
 
 _TABLE_LIST = (
-    _table("institution_values.csv", "valuation",
-           ("setting", "seed", "method", "institution", "value", "n_utility_evals"),
-           ("value",), required=("setting", "seed", "method", "institution", "value")),
-    _table("similarity.csv", "valuation",
-           ("setting", "seed", "method", "cosine", "pearson", "spearman", "l1_share", "max_abs_error"),
-           ("cosine", "pearson", "spearman", "l1_share", "max_abs_error"),
-           required=("setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error")),
-    _table("replicates.csv", "valuation",
-           ("setting", "seed", "replicate", "coalition", "n_members", "utility", "rounds", "best_round", "stop"),
-           ("replicate", "utility", "rounds", "best_round")),
-    _table("lambda_sensitivity.csv", "valuation", ("setting", "seed", "lambda", "cosine", "spearman", "l1_share"),
-           ("lambda", "cosine", "spearman", "l1_share")),
-    _table("or_batchnorm.csv", "valuation", ("setting", "seed", "batchnorm", "cosine", "spearman", "l1_share"),
-           ("cosine", "spearman", "l1_share")),
-    _table("point_values.parquet", "valuation",
-           ("institution", "scan_id", "patient_id", "sex", "age", "n_flipped", "value"),
-           ("n_flipped", "value"), required=("institution", "scan_id", "n_flipped", "value")),
-    _table("labelflip.csv", "valuation", ("setting", "seed", "institution", "flip_rate", "value"), ("flip_rate", "value")),
-    _table("flip_detection.csv", "valuation", ("setting", "seed", "auroc", "n_flipped", "n_clean"),
-           ("auroc", "n_flipped", "n_clean")),
-    _table("dp.csv", "valuation", ("setting", "seed", "noise_scale", "cosine", "pearson", "spearman"),
-           ("noise_scale", "cosine")),
-    _table("scalability.csv", "valuation",
-           ("method", "n_clients", "n_points", "wall_time_s", "n_utility_evals", "measured", "basis"),
-           ("n_clients", "n_points", "wall_time_s"),
-           required=("method", "n_clients", "n_points", "wall_time_s", "n_utility_evals")),
-    _table("gas.csv", "economy", ("operation", "actor", "gas_used", "tx_hash"), ("gas_used",),
-           required=("operation", "actor", "gas_used")),
-    _table("payout_scaling.csv", "economy",
-           ("method", "n_recipients", "n_transactions", "n_measured", "setup_gas", "payer_gas", "total_gas",
-            "gas_per_recipient", "gas_per_recipient_min", "gas_per_recipient_max"),
-           ("n_recipients", "total_gas", "gas_per_recipient", "n_transactions"),
-           required=("method", "n_recipients", "total_gas", "gas_per_recipient", "n_transactions")),
-    _table("curves.csv", "train", ("setting", "seed", "coalition", "round", "train_loss", "val_loss", "is_best"),
-           ("round", "train_loss", "val_loss"), required=("setting", "seed", "coalition", "round", "train_loss", "val_loss")),
+    _table(
+        "institution_values.csv",
+        "valuation",
+        ("setting", "seed", "method", "institution", "value", "n_utility_evals"),
+        ("value",),
+        required=("setting", "seed", "method", "institution", "value"),
+    ),
+    _table(
+        "similarity.csv",
+        "valuation",
+        ("setting", "seed", "method", "cosine", "pearson", "spearman", "l1_share", "max_abs_error"),
+        ("cosine", "pearson", "spearman", "l1_share", "max_abs_error"),
+        required=("setting", "seed", "method", "cosine", "pearson", "spearman", "max_abs_error"),
+    ),
+    _table(
+        "replicates.csv",
+        "valuation",
+        ("setting", "seed", "replicate", "coalition", "n_members", "utility", "rounds", "best_round", "stop"),
+        ("replicate", "utility", "rounds", "best_round"),
+    ),
+    _table(
+        "lambda_sensitivity.csv",
+        "valuation",
+        ("setting", "seed", "lambda", "cosine", "spearman", "l1_share"),
+        ("lambda", "cosine", "spearman", "l1_share"),
+    ),
+    _table(
+        "or_batchnorm.csv",
+        "valuation",
+        ("setting", "seed", "batchnorm", "cosine", "spearman", "l1_share"),
+        ("cosine", "spearman", "l1_share"),
+    ),
+    _table(
+        "point_values.parquet",
+        "valuation",
+        ("institution", "scan_id", "patient_id", "sex", "age", "n_flipped", "value"),
+        ("n_flipped", "value"),
+        required=("institution", "scan_id", "n_flipped", "value"),
+    ),
+    _table(
+        "labelflip.csv", "valuation", ("setting", "seed", "institution", "flip_rate", "value"), ("flip_rate", "value")
+    ),
+    _table(
+        "flip_detection.csv",
+        "valuation",
+        ("setting", "seed", "auroc", "n_flipped", "n_clean"),
+        ("auroc", "n_flipped", "n_clean"),
+    ),
+    _table(
+        "dp.csv",
+        "valuation",
+        ("setting", "seed", "noise_scale", "cosine", "pearson", "spearman"),
+        ("noise_scale", "cosine"),
+    ),
+    _table(
+        "scalability.csv",
+        "valuation",
+        ("method", "n_clients", "n_points", "wall_time_s", "n_utility_evals", "measured", "basis"),
+        ("n_clients", "n_points", "wall_time_s"),
+        required=("method", "n_clients", "n_points", "wall_time_s", "n_utility_evals"),
+    ),
+    _table(
+        "gas.csv",
+        "economy",
+        ("operation", "actor", "gas_used", "tx_hash"),
+        ("gas_used",),
+        required=("operation", "actor", "gas_used"),
+    ),
+    _table(
+        "payout_scaling.csv",
+        "economy",
+        (
+            "method",
+            "n_recipients",
+            "n_transactions",
+            "n_measured",
+            "setup_gas",
+            "payer_gas",
+            "total_gas",
+            "gas_per_recipient",
+            "gas_per_recipient_min",
+            "gas_per_recipient_max",
+        ),
+        ("n_recipients", "total_gas", "gas_per_recipient", "n_transactions"),
+        required=("method", "n_recipients", "total_gas", "gas_per_recipient", "n_transactions"),
+    ),
+    _table(
+        "curves.csv",
+        "train",
+        ("setting", "seed", "coalition", "round", "train_loss", "val_loss", "is_best"),
+        ("round", "train_loss", "val_loss"),
+        required=("setting", "seed", "coalition", "round", "train_loss", "val_loss"),
+    ),
 )
 
 #: Every result table that notebooks and figures read, by file name.

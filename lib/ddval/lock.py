@@ -45,8 +45,10 @@ class ResultsLockedError(RuntimeError):
 
 def describe_holder(holder: dict) -> str:
     """``pid 123 on node7 (`ddval reproduce --preset demo`, started 2026-01-02T03:04:05+0000)``."""
-    return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} (`{holder.get('command', '?')}`, "
-            f"started {holder.get('started', '?')})")
+    return (
+        f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} (`{holder.get('command', '?')}`, "
+        f"started {holder.get('started', '?')})"
+    )
 
 
 def held_by_parent(folder: str | os.PathLike) -> bool:
@@ -81,8 +83,12 @@ def results_lock(folder: str | os.PathLike, command: str | None = None) -> Itera
     try:
         stale = _read_note(note)
         if stale:
-            print(f"ddval: note: the previous writer of {folder}, {describe_holder(stale)}, ended without releasing "
-                  "its lock (crashed or killed); taking over", file=sys.stderr, flush=True)
+            print(
+                f"ddval: note: the previous writer of {folder}, {describe_holder(stale)}, ended without releasing "
+                "its lock (crashed or killed); taking over",
+                file=sys.stderr,
+                flush=True,
+            )
         write_json(note, _me(command))
         previous, os.environ[HELD_ENV] = os.environ.get(HELD_ENV), str(folder)
         try:
@@ -112,8 +118,12 @@ def task_lock(output: str | os.PathLike) -> Iterator[None]:
 
 
 def _me(command: str | None) -> dict:
-    return {"pid": os.getpid(), "host": platform.node(), "command": command or shlex.join(["ddval", *sys.argv[1:]]),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "pid": os.getpid(),
+        "host": platform.node(),
+        "command": command or shlex.join(["ddval", *sys.argv[1:]]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def _read_note(note: Path) -> dict:

@@ -9,7 +9,9 @@ from typing import Any
 from ddval.config import ExperimentConfig, load_config
 
 
-def setup(preset: str = "demo", results_root: str | None = None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+def setup(
+    preset: str = "demo", results_root: str | None = None, overrides: dict[str, Any] | None = None
+) -> ExperimentConfig:
     """Load the preset, point ``$DDVAL_RESULTS`` at ``results_root`` when given, quiet the logs.
     Returns the config."""
     if results_root:

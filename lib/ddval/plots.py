@@ -75,7 +75,9 @@ def _nan0(x: pd.Series) -> np.ndarray:
     return np.nan_to_num(x.to_numpy(dtype=float), nan=0.0)
 
 
-def _grouped_bars(ax: Axes, frame: pd.DataFrame, x: str, hue: str, y: str, err: str, colors: dict, labels: dict) -> None:
+def _grouped_bars(
+    ax: Axes, frame: pd.DataFrame, x: str, hue: str, y: str, err: str, colors: dict, labels: dict
+) -> None:
     """Bars of ``y`` ± ``err`` at categorical ``x`` positions, one bar per ``hue`` value, side by side."""
     xs = list(dict.fromkeys(frame[x]))
     hues = list(dict.fromkeys(frame[hue]))
@@ -83,8 +85,16 @@ def _grouped_bars(ax: Axes, frame: pd.DataFrame, x: str, hue: str, y: str, err: 
     for j, h in enumerate(hues):
         part = frame[frame[hue] == h].set_index(x).reindex(xs)
         pos = np.arange(len(xs)) - 0.4 + width * (j + 0.5)
-        ax.bar(pos, part[y], width, yerr=_nan0(part[err]), capsize=2.5, color=colors[h], label=labels.get(h, h),
-               error_kw={"elinewidth": 1.0})
+        ax.bar(
+            pos,
+            part[y],
+            width,
+            yerr=_nan0(part[err]),
+            capsize=2.5,
+            color=colors[h],
+            label=labels.get(h, h),
+            error_kw={"elinewidth": 1.0},
+        )
     ax.set_xticks(np.arange(len(xs)))
 
 
@@ -103,8 +113,16 @@ def institution_values(values: pd.DataFrame) -> Figure:
     methods = S.order_methods(s["method"])
     for ax, setting in zip(axes, settings):
         part = s[s["setting"] == setting]
-        _grouped_bars(ax, part, "institution", "method", "value_pct", "value_pct_ci95",
-                      {m: method_color(m) for m in methods}, METHOD_LABELS)
+        _grouped_bars(
+            ax,
+            part,
+            "institution",
+            "method",
+            "value_pct",
+            "value_pct_ci95",
+            {m: method_color(m) for m in methods},
+            METHOD_LABELS,
+        )
         ax.set_xticklabels([label(i, INSTITUTION_LABELS) for i in dict.fromkeys(part["institution"])])
         ax.set_title(label(setting, SETTING_LABELS))
         ax.set_xlabel("Institution")
@@ -115,15 +133,20 @@ def institution_values(values: pd.DataFrame) -> Figure:
 
 
 #: How reference splits are drawn in the similarity figure (line style, label).
-REFERENCE_STYLES = {"equal_split": (":", "equal split"), "size_split": ("--", "size split (∝ training scans)"),
-                    "positives_split": ("-.", "positives split (∝ positive labels)")}
+REFERENCE_STYLES = {
+    "equal_split": (":", "equal split"),
+    "size_split": ("--", "size split (∝ training scans)"),
+    "positives_split": ("-.", "positives split (∝ positive labels)"),
+}
 
 
 def _similarity_limits(sim: pd.DataFrame, s: pd.DataFrame) -> tuple[float, float]:
     """y range [%] of the similarity figure, set by what judges the methods (the reference lines, the
     ceiling band) and by DDVal's seeds, with a margin of 30 % of the distance to 100 (at least 5 points):
     a method further below is drawn at the lower edge instead of stretching the axis for everyone."""
-    anchors = list(s.loc[s["kind"] == "reference", "cosine_pct"]) + list(s.loc[s["kind"] == "ceiling", "cosine_pct_low"])
+    anchors = list(s.loc[s["kind"] == "reference", "cosine_pct"]) + list(
+        s.loc[s["kind"] == "ceiling", "cosine_pct_low"]
+    )
     anchors += list(sim.loc[sim["method"] == "ddval", "cosine"] * 100.0)
     anchors = [a for a in anchors if np.isfinite(a)]
     low = min(anchors) if anchors else 0.0
@@ -146,7 +169,9 @@ def similarity(sim: pd.DataFrame) -> Figure:
         methods = [m for m in here.index if here.at[m, "kind"] == "method"]
         if S.NOISE_CEILING in here.index:
             c = here.loc[S.NOISE_CEILING]
-            ax.axhspan(c["cosine_pct_low"], c["cosine_pct_high"], color="0.85", zorder=0, label="noise ceiling (interval)")
+            ax.axhspan(
+                c["cosine_pct_low"], c["cosine_pct_high"], color="0.85", zorder=0, label="noise ceiling (interval)"
+            )
             ax.axhline(c["cosine_pct"], color="0.45", lw=1.2, zorder=1, label="noise ceiling")
         for ref, (ls, name) in REFERENCE_STYLES.items():
             if ref in here.index:
@@ -157,15 +182,38 @@ def similarity(sim: pd.DataFrame) -> Figure:
             inside = seeds >= low
             ax.scatter(i + jitter[inside], seeds[inside], s=14, color=method_color(m), alpha=0.55, zorder=2, lw=0)
             if (~inside).any():
-                ax.scatter(i + jitter[~inside], np.full((~inside).sum(), low), marker="v", s=22, color=method_color(m), zorder=3, clip_on=False)
+                ax.scatter(
+                    i + jitter[~inside],
+                    np.full((~inside).sum(), low),
+                    marker="v",
+                    s=22,
+                    color=method_color(m),
+                    zorder=3,
+                    clip_on=False,
+                )
             r = here.loc[m]
             if r["cosine_pct"] >= low:
                 err = np.array([[r["cosine_pct"] - r["cosine_pct_low"]], [r["cosine_pct_high"] - r["cosine_pct"]]])
-                ax.errorbar([i + 0.3], [r["cosine_pct"]], yerr=np.nan_to_num(err), fmt="D", ms=5, capsize=3,
-                            color=method_color(m), zorder=3)
+                ax.errorbar(
+                    [i + 0.3],
+                    [r["cosine_pct"]],
+                    yerr=np.nan_to_num(err),
+                    fmt="D",
+                    ms=5,
+                    capsize=3,
+                    color=method_color(m),
+                    zorder=3,
+                )
             else:
-                ax.annotate(f"mean {r['cosine_pct']:.0f}", (i, low), xytext=(0, 8), textcoords="offset points",
-                            ha="center", fontsize="x-small", color=method_color(m))
+                ax.annotate(
+                    f"mean {r['cosine_pct']:.0f}",
+                    (i, low),
+                    xytext=(0, 8),
+                    textcoords="offset points",
+                    ha="center",
+                    fontsize="x-small",
+                    color=method_color(m),
+                )
         ax.set_xticks(np.arange(len(methods)), [label(m, METHOD_LABELS) for m in methods], rotation=30, ha="right")
         ax.set_ylim(low, high)
         ax.set_xlim(-0.6, len(methods) - 0.4)
@@ -185,8 +233,9 @@ def labelflip_values(flip: pd.DataFrame) -> Figure:
     settings = S.order_settings(s["setting"])
     s = s.assign(x=s["flip_rate_pct"].map(lambda v: f"{v:g}"))
     fig, (ax,) = _figure(1, width=5.0)
-    _grouped_bars(ax, s, "x", "setting", "value_pct", "value_pct_ci95",
-                  {k: setting_color(k) for k in settings}, SETTING_LABELS)
+    _grouped_bars(
+        ax, s, "x", "setting", "value_pct", "value_pct_ci95", {k: setting_color(k) for k in settings}, SETTING_LABELS
+    )
     ax.set_xticklabels(list(dict.fromkeys(s["x"])))
     ax.set_xlabel("Institution's share of flipped labels [%]")
     ax.set_ylabel("DDVal value [% macro-AUROC]")
@@ -204,8 +253,16 @@ def flipped_points(points: pd.DataFrame) -> Figure:
     exp = int(unit.split("e")[1])  # "1e-04" -> -4
     settings = S.order_settings(s["setting"])
     fig, (a, b) = _figure(2, width=4.4)
-    _grouped_bars(a, s.assign(x=s["n_flipped"].astype(str)), "x", "setting", "value", "value_ci95",
-                  {k: setting_color(k) for k in settings}, SETTING_LABELS)
+    _grouped_bars(
+        a,
+        s.assign(x=s["n_flipped"].astype(str)),
+        "x",
+        "setting",
+        "value",
+        "value_ci95",
+        {k: setting_color(k) for k in settings},
+        SETTING_LABELS,
+    )
     a.set_xticklabels(list(dict.fromkeys(s["n_flipped"].astype(str))))
     a.axhline(0, color="0.3", lw=0.8)
     a.set_xlabel("Flipped labels per image")
@@ -218,9 +275,16 @@ def flipped_points(points: pd.DataFrame) -> Figure:
         here = points["setting"] == setting
         data = [points.loc[here & mask, "value"].to_numpy(dtype=float) / 10.0**exp for _, mask in groups]
         pos = np.arange(len(groups)) - 0.35 + width * (j + 0.5)
-        b.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True, label=label(setting, SETTING_LABELS),
-                  boxprops={"facecolor": setting_color(setting), "linewidth": 0.8},
-                  medianprops={"color": "0.1"}, flierprops={"markersize": 2})
+        b.boxplot(
+            data,
+            positions=pos,
+            widths=width * 0.9,
+            patch_artist=True,
+            label=label(setting, SETTING_LABELS),
+            boxprops={"facecolor": setting_color(setting), "linewidth": 0.8},
+            medianprops={"color": "0.1"},
+            flierprops={"markersize": 2},
+        )
     b.set_xticks(np.arange(len(groups)), [g for g, _ in groups])
     if len(settings) > 1:
         b.legend(fontsize="small")
@@ -239,8 +303,9 @@ def flip_detection(det: pd.DataFrame) -> Figure:
     fig, (ax,) = _figure(1, width=3.6)
     pos = np.arange(len(settings))
     part = s.set_index("setting").reindex(settings)
-    ax.bar(pos, part["auroc"], 0.5, yerr=_nan0(part["auroc_ci95"]), capsize=3,
-           color=[setting_color(k) for k in settings])
+    ax.bar(
+        pos, part["auroc"], 0.5, yerr=_nan0(part["auroc_ci95"]), capsize=3, color=[setting_color(k) for k in settings]
+    )
     for i, setting in enumerate(settings):
         seeds = det.loc[det["setting"] == setting, "auroc"].to_numpy(dtype=float)
         ax.scatter(np.full(seeds.size, i) + np.linspace(-0.12, 0.12, seeds.size), seeds, s=12, color="0.15", zorder=3)
@@ -282,8 +347,15 @@ def scalability(scal: pd.DataFrame) -> Figure:
             if some.any():
                 _measured_series(b, x[some], evals[some], measured[some], style)
         if "ddval" in methods and not (s.loc[s["method"] == "ddval", "n_utility_evals"] > 0).any():
-            b.text(0.98, 0.03, "DDVal: no coalition utilities", transform=b.transAxes, ha="right", va="bottom",
-                   fontsize="small")
+            b.text(
+                0.98,
+                0.03,
+                "DDVal: no coalition utilities",
+                transform=b.transAxes,
+                ha="right",
+                va="bottom",
+                fontsize="small",
+            )
         if len(settings) > 1:
             a.set_title(label(setting, SETTING_LABELS))
     per_client = (s["n_points"] / s["n_clients"]).unique()
@@ -296,8 +368,12 @@ def scalability(scal: pd.DataFrame) -> Figure:
         a.set_ylabel("Wall time [s]")
         b.set_ylabel("Coalition utility evaluations")
     handles = [_legend_handle(method_color(m), _MARKERS.get(m, "o"), label(m, METHOD_LABELS)) for m in methods]
-    fig.legend(handles=handles + _measured_handles("measured", "extrapolated"), loc="outside lower center", ncols=4,
-               fontsize="small")
+    fig.legend(
+        handles=handles + _measured_handles("measured", "extrapolated"),
+        loc="outside lower center",
+        ncols=4,
+        fontsize="small",
+    )
     return fig
 
 
@@ -314,8 +390,9 @@ def _series_style(color: tuple[float, float, float], marker: str) -> dict:
     return {"color": color, "marker": marker, "markersize": 6.5, "markeredgewidth": 1.3}
 
 
-def _measured_series(ax: Axes, x: np.ndarray, y: np.ndarray, measured: np.ndarray, style: dict,
-                     yerr: np.ndarray | None = None) -> None:
+def _measured_series(
+    ax: Axes, x: np.ndarray, y: np.ndarray, measured: np.ndarray, style: dict, yerr: np.ndarray | None = None
+) -> None:
     """A line through ``(x, y)``: filled markers and solid segments where ``measured``, hollow markers
     reached by dashed segments elsewhere (extrapolated or estimated from a sample). ``yerr``: half-widths
     of shape (n,) or lower/upper distances of shape (2, n)."""
@@ -334,8 +411,10 @@ def _legend_handle(color, marker: str, name: str) -> Line2D:
 
 def _measured_handles(measured: str, other: str) -> list[Line2D]:
     """Legend entries for the marker fill: ``measured`` (filled, solid) and ``other`` (hollow, dashed)."""
-    return [Line2D([], [], color="0.3", marker="o", mfc="0.3", lw=1.4, label=measured),
-            Line2D([], [], color="0.3", marker="o", mfc="white", ls="--", lw=1.4, label=other)]
+    return [
+        Line2D([], [], color="0.3", marker="o", mfc="0.3", lw=1.4, label=measured),
+        Line2D([], [], color="0.3", marker="o", mfc="white", ls="--", lw=1.4, label=other),
+    ]
 
 
 @_style
@@ -346,8 +425,15 @@ def dp_noise(dp: pd.DataFrame) -> Figure:
     fig, (ax,) = _figure(1, width=5.0)
     for setting in S.order_settings(s["setting"]):
         part = s[s["setting"] == setting]
-        ax.errorbar(part["noise_scale"], part["cosine_pct"], yerr=_nan0(part["cosine_pct_ci95"]), marker="o",
-                    capsize=3, color=setting_color(setting), label=label(setting, SETTING_LABELS))
+        ax.errorbar(
+            part["noise_scale"],
+            part["cosine_pct"],
+            yerr=_nan0(part["cosine_pct_ci95"]),
+            marker="o",
+            capsize=3,
+            color=setting_color(setting),
+            label=label(setting, SETTING_LABELS),
+        )
     positive = s.loc[s["noise_scale"] > 0, "noise_scale"]
     ax.set_xscale("symlog", linthresh=float(positive.min()) if len(positive) else 1.0)
     ax.set_xlabel("Feature noise scale [× feature std]")
@@ -422,8 +508,11 @@ def _sample_note(s: pd.DataFrame) -> str:
     for method, rows in sampled.groupby("method", sort=False):
         counts = ", ".join(f"{m:,.0f} of {n:,.0f}" for m, n in zip(rows["n_measured"], rows["n_recipients"]))
         parts.append(f"{label(method, PAYOUT_LABELS).split(' (')[0].lower()} {counts}")
-    return ("Hollow markers: to keep the run short, only some recipients were paid on the test chain ("
-            + "; ".join(parts) + "); their total is setup gas + recipients × the sample's mean gas per recipient.")
+    return (
+        "Hollow markers: to keep the run short, only some recipients were paid on the test chain ("
+        + "; ".join(parts)
+        + "); their total is setup gas + recipients × the sample's mean gas per recipient."
+    )
 
 
 @_style

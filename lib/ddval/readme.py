@@ -20,7 +20,9 @@ from ddval import scorecard
 from ddval.config import repo_root
 from ddval.summary import ResultTables
 
-_BLOCK = re.compile(r"(<!-- results:(?P<table>[a-z_]+):(?P<preset>[A-Za-z0-9_.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+_BLOCK = re.compile(
+    r"(<!-- results:(?P<table>[a-z_]+):(?P<preset>[A-Za-z0-9_.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S
+)
 
 
 def _similarity(tables: ResultTables) -> pd.DataFrame:
@@ -57,6 +59,7 @@ TABLES: dict[str, Callable[[ResultTables], pd.DataFrame]] = {
 
 def markdown(frame: pd.DataFrame) -> str:
     """A GitHub Markdown table of ``frame`` (index dropped; cells as text, ``|`` escaped)."""
+
     def cell(v) -> str:
         return str(v).replace("|", "\\|")
 
@@ -80,8 +83,11 @@ def readme_path() -> Path:
 def stale_blocks(path: str | Path | None = None, results_root=None) -> list[str]:
     """``"<table>:<preset>"`` of every block whose text differs from :func:`render`."""
     text = Path(path or readme_path()).read_text()
-    return [f"{m['table']}:{m['preset']}" for m in _BLOCK.finditer(text)
-            if m["body"] != render(m["table"], m["preset"], results_root)]
+    return [
+        f"{m['table']}:{m['preset']}"
+        for m in _BLOCK.finditer(text)
+        if m["body"] != render(m["table"], m["preset"], results_root)
+    ]
 
 
 def update(path: str | Path | None = None, results_root=None) -> int:
@@ -96,8 +102,11 @@ def update(path: str | Path | None = None, results_root=None) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ddval.readme", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report blocks that differ (exit 1 if any)")
-    parser.add_argument("--results-root", default=None,
-                        help="results root to read (default: the checkout's shipped results/, which the test checks)")
+    parser.add_argument(
+        "--results-root",
+        default=None,
+        help="results root to read (default: the checkout's shipped results/, which the test checks)",
+    )
     args = parser.parse_args(argv)
     if args.check:
         stale = stale_blocks(results_root=args.results_root)

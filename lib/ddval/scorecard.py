@@ -100,8 +100,11 @@ def versus(sim: pd.DataFrame, method: str, others: Sequence[str] | None = None, 
         if method not in set(here["method"]):
             continue
         mine = _by_seed(here, method, metric)
-        names = others if others is not None else [
-            BEST_REFERENCE, *[r for r in order_rows(here["method"]) if r not in (method, NOISE_CEILING)]]
+        names = (
+            others
+            if others is not None
+            else [BEST_REFERENCE, *[r for r in order_rows(here["method"]) if r not in (method, NOISE_CEILING)]]
+        )
         for other in names:
             theirs = best_reference_by_seed(here, metric) if other == BEST_REFERENCE else _by_seed(here, other, metric)
             seeds = mine.index.intersection(theirs.index)
@@ -143,18 +146,22 @@ def headline(sim: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     for setting, name in s.index:
         r = s.loc[(setting, name)]
         row = {
-            "setting": setting, "method": name,
+            "setting": setting,
+            "method": name,
             "cosine [%]": interval_text(r["cosine_pct"], r["cosine_pct_low"], r["cosine_pct_high"], digits),
             "per seed": " ".join("-" if math.isnan(v) else f"{v:.{digits}f}" for v in seeds.loc[(setting, name)]),
             "Spearman": interval_text(r["spearman"], r["spearman_low"], r["spearman_high"], 2),
             "L1 share": interval_text(r["l1_share"], r["l1_share_low"], r["l1_share_high"], 2),
-            "vs best reference": "", "vs ceiling": "",
+            "vs best reference": "",
+            "vs ceiling": "",
         }
         if r["kind"] == "method":
             best = versus(sim[sim["setting"] == setting], name, [BEST_REFERENCE])
             if len(best):
                 b = best.iloc[0]
-                row["vs best reference"] = f"{b['wins']}/{b['n']}, " + _signed(b["diff"], b["diff_low"], b["diff_high"], digits)
+                row["vs best reference"] = f"{b['wins']}/{b['n']}, " + _signed(
+                    b["diff"], b["diff_low"], b["diff_high"], digits
+                )
             if NOISE_CEILING in s.loc[setting].index:
                 ceil = versus(sim[sim["setting"] == setting], name, [NOISE_CEILING])
                 if len(ceil):
@@ -170,8 +177,10 @@ def wins_table(sim: pd.DataFrame, method: str = "ddval", metric: str = "cosine")
     method, as text cells ``wins/n`` and ``diff [low, high]`` per setting."""
     v = versus(sim, method, metric=metric)
     v["wins"] = v["wins"].astype(str) + "/" + v["n"].astype(str)
-    v["mean difference"] = [_signed(d, lo, hi, 1 if metric == "cosine" else 2)
-                            for d, lo, hi in zip(v["diff"], v["diff_low"], v["diff_high"])]
+    v["mean difference"] = [
+        _signed(d, lo, hi, 1 if metric == "cosine" else 2)
+        for d, lo, hi in zip(v["diff"], v["diff_low"], v["diff_high"])
+    ]
     return v.set_index(["setting", "versus"])[["wins", "mean difference"]]
 
 
@@ -199,7 +208,9 @@ def sensitivity(frame: pd.DataFrame, key: str) -> pd.DataFrame:
     ``lambda_sensitivity.csv`` (``key="lambda"``) and ``or_batchnorm.csv`` (``key="batchnorm"``)."""
     cells: dict = {}
     for (setting, k), part in frame.groupby(["setting", key], sort=False):
-        cells.setdefault(k, {})[setting] = interval_text(*bootstrap_mean(part["cosine"].to_numpy(dtype=float) * 100.0), 1)
+        cells.setdefault(k, {})[setting] = interval_text(
+            *bootstrap_mean(part["cosine"].to_numpy(dtype=float) * 100.0), 1
+        )
     table = pd.DataFrame(cells).T
     table = table[order_settings(table.columns)]
     table.index.name = key

@@ -32,10 +32,30 @@ from ddval.verify import file_sha256
 
 
 __all__ = [
-    "FORCE_ENV", "StageResult", "StaleOutputError", "atomic_path", "file_sha256", "is_complete", "mark_complete",
-    "param_hash", "read_json", "read_table", "record_outputs", "record_path", "require_record", "run_stage",
-    "stage_check", "stage_status", "verify_file", "verify_outputs", "write_bytes", "write_json", "write_npz",
-    "write_table", "write_table_and_report", "write_text",
+    "FORCE_ENV",
+    "StageResult",
+    "StaleOutputError",
+    "atomic_path",
+    "file_sha256",
+    "is_complete",
+    "mark_complete",
+    "param_hash",
+    "read_json",
+    "read_table",
+    "record_outputs",
+    "record_path",
+    "require_record",
+    "run_stage",
+    "stage_check",
+    "stage_status",
+    "verify_file",
+    "verify_outputs",
+    "write_bytes",
+    "write_json",
+    "write_npz",
+    "write_table",
+    "write_table_and_report",
+    "write_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -214,7 +234,9 @@ def require_record(stage_dir: str | os.PathLike, name: str, what_to_run: str) ->
     return read_json(record)
 
 
-def write_table_and_report(path: str | os.PathLike, table: "Any", report_path: str | os.PathLike, report: "Any") -> list[Path]:
+def write_table_and_report(
+    path: str | os.PathLike, table: "Any", report_path: str | os.PathLike, report: "Any"
+) -> list[Path]:
     """Write ``table`` and, only when it has rows, ``report`` (skipped or quarantined rows); a report
     left by an earlier run is removed, so its presence always describes this table. Returns the paths."""
     outputs = [write_table(path, table)]
@@ -282,12 +304,12 @@ def verify_file(path: str | os.PathLike, levels: int = 4) -> Path:
     """Raise :class:`StaleOutputError` unless a completion record in ``path``'s folder or one of the
     ``levels`` folders above it vouches for ``path`` and it matches; returns that record."""
     path = Path(path).resolve()
-    for folder in list(path.parents)[:levels + 1]:
+    for folder in list(path.parents)[: levels + 1]:
         for rec in sorted(folder.glob(".*.done.json")):
             outputs = read_json(rec).get("outputs", {})
             rel = os.path.relpath(path, folder)
             if isinstance(outputs, dict) and rel in outputs:
-                verify_outputs(folder, rec.name[1:-len(".done.json")], [rel])
+                verify_outputs(folder, rec.name[1 : -len(".done.json")], [rel])
                 return rec
     raise StaleOutputError(f"{path}: no completion record vouches for it (in its folder or {levels} above)")
 

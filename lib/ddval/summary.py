@@ -53,7 +53,9 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, f
     return compare.mean_ci(x, confidence)
 
 
-def summarize(frame: pd.DataFrame, by: Sequence[str], value: str, scale: float = 1.0, name: str | None = None) -> pd.DataFrame:
+def summarize(
+    frame: pd.DataFrame, by: Sequence[str], value: str, scale: float = 1.0, name: str | None = None
+) -> pd.DataFrame:
     """Mean ± 95 % t-CI of ``value`` (× ``scale``) over the rows of each ``by`` group.
 
     Returns the ``by`` columns (in order of first appearance), ``n_seeds`` (rows per group), ``<name>``
@@ -84,7 +86,9 @@ def _seed_key(path: Path) -> tuple[int, str]:
     return (int(seed), "") if seed.isdigit() else (1 << 62, seed)
 
 
-def check_table(frame: pd.DataFrame, path: str | os.PathLike, required: Sequence[str], numeric: Sequence[str] = ()) -> None:
+def check_table(
+    frame: pd.DataFrame, path: str | os.PathLike, required: Sequence[str], numeric: Sequence[str] = ()
+) -> None:
     """Raise ``ValueError`` naming ``path``, the row and the field when a required column is missing or a
     numeric field does not parse as a number."""
     missing = [c for c in required if c not in frame.columns]
@@ -212,7 +216,10 @@ def similarity_table(sim: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     column per setting, ``"mean [low, high]"`` cosine similarity in percent (``digits`` decimals, the
     paper's 3; bootstrap interval over seeds)."""
     s = similarity(sim)
-    cell = [scorecard.interval_text(m, lo, hi, digits) for m, lo, hi in zip(s["cosine_pct"], s["cosine_pct_low"], s["cosine_pct_high"])]
+    cell = [
+        scorecard.interval_text(m, lo, hi, digits)
+        for m, lo, hi in zip(s["cosine_pct"], s["cosine_pct_low"], s["cosine_pct_high"])
+    ]
     table = s.assign(cell=cell).pivot(index="method", columns="setting", values="cell")
     table = table.reindex(index=scorecard.order_rows(table.index), columns=order_settings(table.columns))
     table.index.name, table.columns.name = "method", None
@@ -232,9 +239,20 @@ def paper_comparison(sim: pd.DataFrame) -> pd.DataFrame:
         for who, frame in (("ddval", ddval), ("best_baseline", base)):
             if len(frame):
                 r = frame.iloc[0]
-                rows.append((setting, who, r["method"], r["cosine_pct"], r["cosine_pct_low"], r["cosine_pct_high"],
-                             PAPER_HEADLINE_PCT[(who, setting)]))
-    return pd.DataFrame(rows, columns=["setting", "row", "method", "cosine_pct", "cosine_pct_low", "cosine_pct_high", "paper_pct"])
+                rows.append(
+                    (
+                        setting,
+                        who,
+                        r["method"],
+                        r["cosine_pct"],
+                        r["cosine_pct_low"],
+                        r["cosine_pct_high"],
+                        PAPER_HEADLINE_PCT[(who, setting)],
+                    )
+                )
+    return pd.DataFrame(
+        rows, columns=["setting", "row", "method", "cosine_pct", "cosine_pct_low", "cosine_pct_high", "paper_pct"]
+    )
 
 
 def labelflip_values(flip: pd.DataFrame) -> pd.DataFrame:
@@ -284,10 +302,16 @@ def scalability(scal: pd.DataFrame) -> pd.DataFrame:
         basis=scal["basis"].fillna("") if "basis" in scal.columns else "not recorded",
     )
     out = summarize(scal, keys, "wall_time_s")
-    extra = scal.groupby(keys, sort=False).agg(
-        n_points=("n_points", "mean"), n_utility_evals=("n_utility_evals", "mean"),
-        measured=("measured", "any"), basis=("basis", lambda b: "; ".join(dict.fromkeys(b))),
-    ).reset_index()
+    extra = (
+        scal.groupby(keys, sort=False)
+        .agg(
+            n_points=("n_points", "mean"),
+            n_utility_evals=("n_utility_evals", "mean"),
+            measured=("measured", "any"),
+            basis=("basis", lambda b: "; ".join(dict.fromkeys(b))),
+        )
+        .reset_index()
+    )
     out = out.merge(extra, on=keys, how="left").sort_values(["n_clients"], kind="stable")
     return _sort(out, settings=True, methods=True)
 
@@ -332,8 +356,14 @@ def payout_scaling(payout: pd.DataFrame) -> pd.DataFrame:
     payout["total_gas"] = payout["total_gas"].fillna(setup + payout["n_recipients"] * payout["gas_per_recipient"])
     if "gas_per_recipient_min" not in payout.columns:
         payout["gas_per_recipient_min"] = payout["gas_per_recipient_max"] = payout["gas_per_recipient"]
-    cols = ["n_transactions", "n_measured", "total_gas", "gas_per_recipient", "gas_per_recipient_min",
-            "gas_per_recipient_max"]
+    cols = [
+        "n_transactions",
+        "n_measured",
+        "total_gas",
+        "gas_per_recipient",
+        "gas_per_recipient_min",
+        "gas_per_recipient_max",
+    ]
     g = payout.groupby(["method", "n_recipients"], sort=False)
     out = g[cols].mean().join(g["measured"].all()).reset_index()
     rank = out["method"].map({m: i for i, m in enumerate(pd.unique(out["method"]))})
@@ -356,7 +386,9 @@ def training_curves(curves: pd.DataFrame) -> pd.DataFrame:
     train = summarize(grand, ["setting", "round"], "train_loss").drop(columns="n_seeds")
     out = val.merge(train, on=["setting", "round"]).sort_values(["round"], kind="stable")
     out["round"] = out["round"].astype(int)
-    return _sort(out, settings=True)[["setting", "round", "n_seeds", "train_loss", "train_loss_ci95", "val_loss", "val_loss_ci95"]]
+    return _sort(out, settings=True)[
+        ["setting", "round", "n_seeds", "train_loss", "train_loss_ci95", "val_loss", "val_loss_ci95"]
+    ]
 
 
 def headline(results_root: str | os.PathLike | None, preset: str) -> pd.DataFrame | None:

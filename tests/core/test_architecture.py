@@ -18,9 +18,9 @@ from ddval.config import repo_root
 #: What ruff checks and formats.
 LINTED = ("lib", "tests", "benchmarks", "tools", "contracts")
 LIB = repo_root() / "lib" / "ddval"
-#: About 400 lines (5 % leeway): a longer module is split by concern, or says at its top why it is one
-#: ("Why one module...").
-MAX_LINES = 420
+#: About 400 lines (10 % leeway: the formatter's line breaks count too); a longer module is split by concern,
+#: or says at its top why it is one ("Why one module...").
+MAX_LINES = 440
 
 
 def _modules() -> dict[str, Path]:
@@ -89,8 +89,13 @@ def _notebook_imports(path: Path) -> list[str]:
     return [line for c in cells for line in "".join(c["source"]).splitlines() if re.match(r"(import|from) ddval", line)]
 
 
-STAGE_NOTEBOOKS = {"01_index": "data", "02_resize": "data", "03_train": "train", "04_valuation": "valuation",
-                   "05_token_economy": "economy"}
+STAGE_NOTEBOOKS = {
+    "01_index": "data",
+    "02_resize": "data",
+    "03_train": "train",
+    "04_valuation": "valuation",
+    "05_token_economy": "economy",
+}
 
 
 @pytest.mark.parametrize("notebook, package", sorted(STAGE_NOTEBOOKS.items()))
@@ -99,13 +104,43 @@ def test_stage_notebooks_import_one_way(notebook, package):
     stage runs as ``<stage>.run_<name>_stage``."""
     path = repo_root() / "notebooks" / f"{notebook}.ipynb"
     imports = _notebook_imports(path)
-    assert imports[:3] == ["import ddval.notebook", f"from ddval import {package}", f"from ddval.{package} import views"]
+    assert imports[:3] == [
+        "import ddval.notebook",
+        f"from ddval import {package}",
+        f"from ddval.{package} import views",
+    ]
     source = path.read_text()
     assert re.search(rf"{package}\.run_\w+_stage\(", source), f"{notebook} does not call {package}.run_<stage>_stage"
 
 
 def test_the_linter_finds_nothing():
     """``ruff check`` (pyproject's [tool.ruff]: undefined names, unused imports, pycodestyle errors)."""
-    run = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", *LINTED],
-                         cwd=repo_root(), capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--output-format", "concise", *LINTED],
+        cwd=repo_root(),
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_code_is_formatted():
+    """``ruff format --check``: the formatter owns layout and the 120-character lines."""
+    run = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", *LINTED], cwd=repo_root(), capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+NUMPY_SECTION = re.compile(r"^\s*(Parameters|Returns|Raises|Yields|Attributes)\n\s*-{3,}\s*$", re.MULTILINE)
+
+
+@pytest.mark.parametrize("name", sorted(_modules()))
+def test_docstrings_use_one_section_style(name):
+    """Google style (``Args:``, ``Returns:``, ``Raises:``), not NumPy's underlined sections."""
+    tree = ast.parse(_modules()[name].read_text())
+    nodes = [
+        n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module))
+    ]
+    offenders = [getattr(n, "name", name) for n in nodes if NUMPY_SECTION.search(ast.get_docstring(n) or "")]
+    assert not offenders, f"{name}: NumPy-style docstring sections in {offenders}; use Args:/Returns:/Raises:"

@@ -70,10 +70,20 @@ def test_children_of_the_holder_do_not_lock_again(tmp_path, monkeypatch):
     monkeypatch.delenv(HELD_ENV, raising=False)
     code = f"from ddval.lock import results_lock\nwith results_lock({str(tmp_path)!r}):\n    print('ok')"
     with results_lock(tmp_path):
-        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                               env=dict(os.environ, PYTHONPATH=LIB), timeout=60)  # inherits $DDVAL_LOCK_HELD
+        child = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=LIB),
+            timeout=60,
+        )  # inherits $DDVAL_LOCK_HELD
         assert child.stdout.strip() == "ok", child.stderr
         stranger_env = {k: v for k, v in os.environ.items() if k != HELD_ENV}
-        stranger = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                  env=dict(stranger_env, PYTHONPATH=LIB), timeout=60)
+        stranger = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=dict(stranger_env, PYTHONPATH=LIB),
+            timeout=60,
+        )
         assert stranger.returncode != 0 and f"is in use by pid {os.getpid()}" in stranger.stderr

@@ -38,8 +38,12 @@ def _orphan_writes(tmp_path: Path, guarded: str, method: str) -> bool:
     out = tmp_path / f"{guarded}-{method}.txt"
     script = tmp_path / "parent.py"
     script.write_text(PARENT)
-    proc = subprocess.Popen([sys.executable, str(script), str(out), guarded, method], stdout=subprocess.PIPE,
-                            text=True, env=dict(os.environ, PYTHONPATH=LIB, DDVAL_TEST_TAG=str(out)))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(out), guarded, method],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=LIB, DDVAL_TEST_TAG=str(out)),
+    )
     assert proc.stdout.readline().strip() == "started"
     deadline = time.monotonic() + 60
     while not out.exists() or out.stat().st_size < 3:

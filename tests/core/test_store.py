@@ -25,7 +25,6 @@ def test_atomic_path_leaves_target_untouched_on_error(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]  # no temporary file left behind
 
 
-
 def test_atomic_path_keeps_the_message_of_an_error_without_errno(tmp_path):
     """An OSError that carries only a message (PIL's "encoder error -2 when writing image file") came
     out as "[Errno None] None: <path>": the message was lost. One with an errno but no file name (a full
@@ -37,6 +36,7 @@ def test_atomic_path_keeps_the_message_of_an_error_without_errno(tmp_path):
         with store.atomic_path(tmp_path / "y.csv"):
             raise OSError(28, "No space left on device")
     assert (err.value.errno, err.value.filename) == (28, str(tmp_path / "y.csv"))
+
 
 def test_tables_round_trip(tmp_path):
     frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
@@ -143,8 +143,10 @@ def test_truncated_output_makes_the_stage_stale_naming_the_file(tmp_path):
 def test_same_size_change_is_caught_by_the_hash(tmp_path):
     _stage(tmp_path)
     (tmp_path / "out.bin").write_bytes(b"y" * 1000)
-    assert store.stage_check(tmp_path, "s", {}) == ("stale", f"{tmp_path / 'out.bin'} changed since its record "
-                                                             "was written (SHA-256 differs)")
+    assert store.stage_check(tmp_path, "s", {}) == (
+        "stale",
+        f"{tmp_path / 'out.bin'} changed since its record was written (SHA-256 differs)",
+    )
 
 
 def test_fast_mode_hashes_only_files_whose_size_or_time_changed(tmp_path, monkeypatch):
@@ -168,8 +170,10 @@ def test_record_without_checksums_is_stale(tmp_path):
     (tmp_path / "out.bin").write_bytes(b"x")
     old = {"stage": "s", "params_hash": store.param_hash({}), "outputs": ["out.bin"]}  # an older ddval's record
     store.write_json(tmp_path / ".s.done.json", old)
-    assert store.stage_check(tmp_path, "s", {}) == ("stale", f"{tmp_path / '.s.done.json'} has no checksums "
-                                                             "(written by an older ddval)")
+    assert store.stage_check(tmp_path, "s", {}) == (
+        "stale",
+        f"{tmp_path / '.s.done.json'} has no checksums (written by an older ddval)",
+    )
 
 
 def test_a_failed_rerun_removes_what_the_outdated_record_vouched_for(tmp_path):
@@ -186,7 +190,6 @@ def test_a_failed_rerun_removes_what_the_outdated_record_vouched_for(tmp_path):
         store.run_stage(tmp_path, "s", {"p": 2}, failing)
     # nothing of the old parameters is left for a reader to take for this run's result
     assert not (tmp_path / "old.csv").exists() and not (tmp_path / ".s.done.json").exists()
-
 
 
 def test_resumable_outputs_survive_a_failure_unless_damaged(tmp_path):

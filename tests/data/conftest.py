@@ -56,7 +56,9 @@ def mimic_root(tmp_path: Path) -> Path:
     write_text(root / "mimic-cxr-2.0.0-metadata.csv.gz", [MIMIC_METADATA_HEADER] + MIMIC_META_ROWS, gz=True)
     write_text(root / "mimic-cxr-2.0.0-chexpert.csv.gz", [MIMIC_CHEXPERT_HEADER] + MIMIC_LABEL_ROWS, gz=True)
     write_text(root / "mimic-iv" / "hosp" / "patients.csv.gz", [MIMIC_IV_PATIENTS_HEADER] + MIMIC_PATIENT_ROWS, gz=True)
-    write_text(root / "mimic-iv" / "hosp" / "admissions.csv.gz", [MIMIC_IV_ADMISSIONS_HEADER] + MIMIC_ADMISSION_ROWS, gz=True)
+    write_text(
+        root / "mimic-iv" / "hosp" / "admissions.csv.gz", [MIMIC_IV_ADMISSIONS_HEADER] + MIMIC_ADMISSION_ROWS, gz=True
+    )
     for row in MIMIC_META_ROWS:
         tiny_image(mimic_image_path(root, row), fmt="JPEG")
     return root
@@ -76,5 +78,3 @@ def tiny_cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("cohort")
     write_cohort(root, cfg)
     return cfg, root
-
-

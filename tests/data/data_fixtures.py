@@ -13,22 +13,32 @@ from PIL import Image
 from ddval.config import DATASETS, LABELS
 
 # The real headers, written out here independently of ddval's own constants.
-NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-              "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
-CHEXPERT_HEADER = ("Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
-                   "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,"
-                   "Pleural Effusion,Pleural Other,Fracture,Support Devices")
-MIMIC_METADATA_HEADER = ("dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns,"
-                         "StudyDate,StudyTime,ProcedureCodeSequence_CodeMeaning,ViewCodeSequence_CodeMeaning,"
-                         "PatientOrientationCodeSequence_CodeMeaning")
-MIMIC_CHEXPERT_HEADER = ("subject_id,study_id,Atelectasis,Cardiomegaly,Consolidation,Edema,Enlarged Cardiomediastinum,"
-                         "Fracture,Lung Lesion,Lung Opacity,No Finding,Pleural Effusion,Pleural Other,Pneumonia,"
-                         "Pneumothorax,Support Devices")
+NIH_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
+CHEXPERT_HEADER = (
+    "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
+    "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,"
+    "Pleural Effusion,Pleural Other,Fracture,Support Devices"
+)
+MIMIC_METADATA_HEADER = (
+    "dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns,"
+    "StudyDate,StudyTime,ProcedureCodeSequence_CodeMeaning,ViewCodeSequence_CodeMeaning,"
+    "PatientOrientationCodeSequence_CodeMeaning"
+)
+MIMIC_CHEXPERT_HEADER = (
+    "subject_id,study_id,Atelectasis,Cardiomegaly,Consolidation,Edema,Enlarged Cardiomediastinum,"
+    "Fracture,Lung Lesion,Lung Opacity,No Finding,Pleural Effusion,Pleural Other,Pneumonia,"
+    "Pneumothorax,Support Devices"
+)
 MIMIC_SPLIT_HEADER = "dicom_id,study_id,subject_id,split"
 MIMIC_IV_PATIENTS_HEADER = "subject_id,gender,anchor_age,anchor_year,anchor_year_group,dod"
-MIMIC_IV_ADMISSIONS_HEADER = ("subject_id,hadm_id,admittime,dischtime,deathtime,admission_type,admit_provider_id,"
-                              "admission_location,discharge_location,insurance,language,marital_status,race,"
-                              "edregtime,edouttime,hospital_expire_flag")
+MIMIC_IV_ADMISSIONS_HEADER = (
+    "subject_id,hadm_id,admittime,dischtime,deathtime,admission_type,admit_provider_id,"
+    "admission_location,discharge_location,insurance,language,marital_status,race,"
+    "edregtime,edouttime,hospital_expire_flag"
+)
 
 
 def tiny_image(path: Path, value: int = 128, size: tuple[int, int] = (10, 12), fmt: str | None = None) -> Path:
@@ -110,20 +120,41 @@ def mimic_image_path(root: Path, row: str) -> Path:
 def tiny_overrides(patients=(16, 14, 20), image_size=16, resize=8) -> dict:
     """A small synthetic preset (same settings shape as the demo, tiny sizes)."""
     inst = lambda name, ds, train, val, test=3, flip=0.0: {  # noqa: E731
-        "name": name, "datasets": ds, "train": train, "val": val, "test": test, "flip_rate": flip}
+        "name": name,
+        "datasets": ds,
+        "train": train,
+        "val": val,
+        "test": test,
+        "flip_rate": flip,
+    }
     return {
-        "data": {"image_size": resize, "workers": 1,
-                 "synthetic": {"patients": dict(zip(DATASETS, patients)), "max_scans_per_patient": 3,
-                               "image_size": image_size}},
+        "data": {
+            "image_size": resize,
+            "workers": 1,
+            "synthetic": {
+                "patients": dict(zip(DATASETS, patients)),
+                "max_scans_per_patient": 3,
+                "image_size": image_size,
+            },
+        },
         "settings": [
-            {"name": "noniid", "scheme": "noniid",
-             "institutions": [inst("nih", ["nih"], 10, 3), inst("chexpert", ["chexpert"], 10, 3),
-                              inst("mimic", ["mimic"], 10, 3)]},
-            {"name": "labelflip", "scheme": "shared_test", "coalitions": "grand",
-             "institutions": [inst("clean", ["mimic"], 8, 2), inst("noisy", ["mimic"], 8, 2, flip=0.5)]},
+            {
+                "name": "noniid",
+                "scheme": "noniid",
+                "institutions": [
+                    inst("nih", ["nih"], 10, 3),
+                    inst("chexpert", ["chexpert"], 10, 3),
+                    inst("mimic", ["mimic"], 10, 3),
+                ],
+            },
+            {
+                "name": "labelflip",
+                "scheme": "shared_test",
+                "coalitions": "grand",
+                "institutions": [inst("clean", ["mimic"], 8, 2), inst("noisy", ["mimic"], 8, 2, flip=0.5)],
+            },
         ],
     }
-
 
 
 # ---- an in-memory index for the split tests ----------------------------------------------------
@@ -136,8 +167,18 @@ def fake_index(patients: dict[str, int], seed: int = 0, max_scans: int = 4) -> p
     for dataset, n in patients.items():
         for p in range(n):
             for s in range(int(rng.integers(1, max_scans + 1))):
-                rows.append({"dataset": dataset, "scan_id": f"{dataset}:{p:05d}_{s}", "path": f"/x/{dataset}/{p}_{s}.png",
-                             "patient_id": f"{dataset}:{p:05d}", "study_id": f"{dataset}:{p:05d}/{s}",
-                             "sex": "MF"[p % 2], "age": 50.0, "view": "frontal", "view_position": "PA",
-                             **{lab: float(rng.random() < 0.3) for lab in LABELS}})
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "scan_id": f"{dataset}:{p:05d}_{s}",
+                        "path": f"/x/{dataset}/{p}_{s}.png",
+                        "patient_id": f"{dataset}:{p:05d}",
+                        "study_id": f"{dataset}:{p:05d}/{s}",
+                        "sex": "MF"[p % 2],
+                        "age": 50.0,
+                        "view": "frontal",
+                        "view_position": "PA",
+                        **{lab: float(rng.random() < 0.3) for lab in LABELS},
+                    }
+                )
     return pd.DataFrame(rows)

@@ -21,7 +21,9 @@ def frame(tmp_path) -> pd.DataFrame:
     rows = []
     for i in range(5):
         path = tiny_image(tmp_path / f"img{i}.png", value=30 * i, size=(16, 16))
-        rows.append({"path": str(path), "scan_id": f"x:{i}", **{lab: float((i + k) % 2) for k, lab in enumerate(LABELS)}})
+        rows.append(
+            {"path": str(path), "scan_id": f"x:{i}", **{lab: float((i + k) % 2) for k, lab in enumerate(LABELS)}}
+        )
     return pd.DataFrame(rows)
 
 

@@ -78,7 +78,7 @@ def test_15bit_monochrome1_dicom_from_bits_stored():
     assert out.max() - out.min() > 150  # the real scan spans 49-248 in 8 bits
     # bone (the spine, centre column) is brighter than lung (left third, mid height)
     h, w = out.shape
-    assert out[h // 3: 2 * h // 3, w // 2 - 20: w // 2 + 20].mean() > out[h // 3: 2 * h // 3, w // 6: w // 3].mean()
+    assert out[h // 3 : 2 * h // 3, w // 2 - 20 : w // 2 + 20].mean() > out[h // 3 : 2 * h // 3, w // 6 : w // 3].mean()
 
 
 def dicom_with(tmp_path, pixels: np.ndarray, bits_stored: int, photometric: str = "MONOCHROME2"):
@@ -119,6 +119,6 @@ def test_collapsed_dynamic_range_is_an_error_naming_the_file(tmp_path, chest):
 
 def test_truncated_dicom_is_an_error_naming_the_file(tmp_path, chest):
     path = dicom_with(tmp_path, as_bits(chest, 12), 12)
-    path.write_bytes(path.read_bytes()[: 3000])
+    path.write_bytes(path.read_bytes()[:3000])
     with pytest.raises(CorruptImageError, match=rf"{path}: cannot decode image"):
         read_grayscale(path)

@@ -42,9 +42,25 @@ def only(*positive: str) -> dict[str, float]:
 
 def test_unified_columns_match_the_contract():
     # docs/tables.md: index.parquet columns
-    assert INDEX_COLUMNS == ("dataset", "scan_id", "path", "patient_id", "study_id", "sex", "age", "view",
-                             "view_position", "atelectasis", "cardiomegaly", "consolidation", "edema", "no_finding",
-                             "pleural_effusion", "pneumonia", "pneumothorax")
+    assert INDEX_COLUMNS == (
+        "dataset",
+        "scan_id",
+        "path",
+        "patient_id",
+        "study_id",
+        "sex",
+        "age",
+        "view",
+        "view_position",
+        "atelectasis",
+        "cardiomegaly",
+        "consolidation",
+        "edema",
+        "no_finding",
+        "pleural_effusion",
+        "pneumonia",
+        "pneumothorax",
+    )
 
 
 # ---- NIH ---------------------------------------------------------------------------------------
@@ -78,8 +94,10 @@ def test_nih_split_download_layout_and_old_csv(tmp_path):
     tiny_image(root / "images_002" / "images" / "00000001_001.png")
     frame = index_nih(root)
     assert list(frame["age"]) == [58.0, 58.0]
-    assert frame["path"].tolist() == [str(root.resolve() / "images_001/images/00000001_000.png"),
-                                      str(root.resolve() / "images_002/images/00000001_001.png")]
+    assert frame["path"].tolist() == [
+        str(root.resolve() / "images_001/images/00000001_000.png"),
+        str(root.resolve() / "images_002/images/00000001_001.png"),
+    ]
 
 
 def test_nih_implausible_age_becomes_unknown(nih_root, caplog):
@@ -99,7 +117,9 @@ def test_chexpert_rows_u_zeros(chexpert_root):
     sid = "chexpert:patient00001/study1/view1_frontal"
     row = frame.set_index("scan_id").loc[sid]
     assert row["patient_id"] == "chexpert:patient00001" and row["study_id"] == "chexpert:patient00001/study1"
-    assert row["path"] == str(chexpert_root.resolve() / "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg")
+    assert row["path"] == str(
+        chexpert_root.resolve() / "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg"
+    )
     assert (row["sex"], row["age"], row["view"], row["view_position"]) == ("F", 68.0, "frontal", "AP")
     assert labels_of(frame, sid) == only("no_finding")
     # uncertain (-1.0) and blank -> 0 under U-Zeros
@@ -110,13 +130,15 @@ def test_chexpert_rows_u_zeros(chexpert_root):
     unknown = frame.set_index("scan_id").loc["chexpert:patient00004/study1/view1_frontal"]
     assert unknown["sex"] == "U"
     assert labels_of(frame, "chexpert:patient00004/study1/view1_frontal") == only(
-        "cardiomegaly", "pneumonia", "pneumothorax", "pleural_effusion")
+        "cardiomegaly", "pneumonia", "pneumothorax", "pleural_effusion"
+    )
 
 
 def test_chexpert_u_ones(chexpert_root):
     frame = index_chexpert(chexpert_root, uncertain="ones")
     assert labels_of(frame, "chexpert:patient00002/study2/view1_frontal") == only(
-        "atelectasis", "cardiomegaly", "consolidation", "edema", "pleural_effusion")
+        "atelectasis", "cardiomegaly", "consolidation", "edema", "pleural_effusion"
+    )
 
 
 def test_chexpert_root_may_be_the_csv_folder_and_renamed(chexpert_root, tmp_path):
@@ -144,14 +166,18 @@ def test_mimic_rows(mimic_root):
     # labels are per study: both images of study 50414267 carry them
     assert labels_of(frame, "mimic:174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962") == only("no_finding")
     assert rows.loc["mimic:174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962", "view"] == "lateral"
-    assert labels_of(frame, "mimic:2a2277a9-b0ded155-c0de8eb9-c124d10e-82c5caab") == only("atelectasis", "pleural_effusion")
+    assert labels_of(frame, "mimic:2a2277a9-b0ded155-c0de8eb9-c124d10e-82c5caab") == only(
+        "atelectasis", "pleural_effusion"
+    )
     # blank ViewPosition: the view comes from ViewCodeSequence_CodeMeaning ("left lateral")
     blank = rows.loc["mimic:68b5c4b1-227d0485-9cc38c3f-7b84ab51-4b472714"]
     assert (blank["view"], blank["view_position"], blank["sex"], blank["age"]) == ("lateral", "", "M", 86.0)
     # a subject missing from MIMIC-IV patients.csv: sex U, age unknown
     missing = rows.loc["mimic:096052b7-d256dc40-453a102b-fa7d01c6-1b22c6b4"]
     assert missing["sex"] == "U" and math.isnan(missing["age"])
-    assert labels_of(frame, "mimic:096052b7-d256dc40-453a102b-fa7d01c6-1b22c6b4") == only("cardiomegaly", "pneumothorax")
+    assert labels_of(frame, "mimic:096052b7-d256dc40-453a102b-fa7d01c6-1b22c6b4") == only(
+        "cardiomegaly", "pneumothorax"
+    )
 
 
 def test_mimic_age_at_study_from_the_shared_date_shift(mimic_root):
@@ -185,26 +211,134 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 BAD_CASES = {
     # name: (dataset, file, old text, new text, expected pieces of the message)
-    "nih-age": ("nih", "Data_Entry_2017_v2020.csv", ",81,F,", ",eighty,F,", ["Data_Entry_2017_v2020.csv", "line 5", "Patient Age", "eighty"]),
+    "nih-age": (
+        "nih",
+        "Data_Entry_2017_v2020.csv",
+        ",81,F,",
+        ",eighty,F,",
+        ["Data_Entry_2017_v2020.csv", "line 5", "Patient Age", "eighty"],
+    ),
     "nih-view": ("nih", "Data_Entry_2017_v2020.csv", ",74,F,PA,", ",74,F,XX,", ["line 6", "View Position", "XX"]),
-    "nih-duplicate": ("nih", "Data_Entry_2017_v2020.csv", "00000003_000.png,", "00000002_000.png,", ["line 5", "line 6", "Image Index", "duplicate"]),
-    "nih-renamed-column": ("nih", "Data_Entry_2017_v2020.csv", "Patient Gender", "Sex", ["Data_Entry_2017_v2020.csv", "Patient Gender", "missing column"]),
-    "nih-unknown-finding": ("nih", "Data_Entry_2017_v2020.csv", "Hernia", "Hernai", ["line 6", "Finding Labels", "Hernai"]),
+    "nih-duplicate": (
+        "nih",
+        "Data_Entry_2017_v2020.csv",
+        "00000003_000.png,",
+        "00000002_000.png,",
+        ["line 5", "line 6", "Image Index", "duplicate"],
+    ),
+    "nih-renamed-column": (
+        "nih",
+        "Data_Entry_2017_v2020.csv",
+        "Patient Gender",
+        "Sex",
+        ["Data_Entry_2017_v2020.csv", "Patient Gender", "missing column"],
+    ),
+    "nih-unknown-finding": (
+        "nih",
+        "Data_Entry_2017_v2020.csv",
+        "Hernia",
+        "Hernai",
+        ["line 6", "Finding Labels", "Hernai"],
+    ),
     "nih-sex": ("nih", "Data_Entry_2017_v2020.csv", ",81,F,", ",81,X,", ["line 5", "Patient Gender"]),
-    "chexpert-age": ("chexpert", "CheXpert-v1.0-small/train.csv", "Male,41,", "Male,4l,", ["train.csv", "line 6", "Age", "4l"]),
-    "chexpert-view": ("chexpert", "CheXpert-v1.0-small/train.csv", ",Lateral,", ",Sideways,", ["line 5", "Frontal/Lateral", "Sideways"]),
-    "chexpert-ap-pa": ("chexpert", "CheXpert-v1.0-small/train.csv", "20,Frontal,PA", "20,Frontal,QQ", ["line 7", "AP/PA", "QQ"]),
-    "chexpert-label": ("chexpert", "CheXpert-v1.0-small/train.csv", "Male,41,Frontal,AP,,,,,,1.0", "Male,41,Frontal,AP,,,,,,2.0", ["line 6", "Edema", "2.0"]),
-    "chexpert-duplicate": ("chexpert", "CheXpert-v1.0-small/train.csv", "patient00003/study1/view1_frontal", "patient00002/study1/view1_frontal", ["duplicate", "Path"]),
-    "chexpert-path": ("chexpert", "CheXpert-v1.0-small/train.csv", "patient00003/study1/view1_frontal.jpg", "patient00003/view1_frontal.jpg", ["line 6", "Path"]),
-    "chexpert-missing-column": ("chexpert", "CheXpert-v1.0-small/train.csv", ",Pneumothorax,", ",Pneumo thorax,", ["train.csv", "Pneumothorax", "missing column"]),
-    "mimic-view": ("mimic", "mimic-cxr-2.0.0-metadata.csv.gz", ",LATERAL,", ",SIDEWAYS,", ["metadata", "line 3", "ViewPosition", "SIDEWAYS"]),
-    "mimic-duplicate": ("mimic", "mimic-cxr-2.0.0-metadata.csv.gz", "f8f1c2b1-1e2d3c4b-5a6b7c8d-9e0f1a2b-3c4d5e6f", "096052b7-d256dc40-453a102b-fa7d01c6-1b22c6b4", ["metadata", "line 6", "line 7", "dicom_id"]),
-    "mimic-label-duplicate": ("mimic", "mimic-cxr-2.0.0-chexpert.csv.gz", "10000764,57375967", "10000032,53189527", ["chexpert.csv.gz", "line 3", "line 4", "subject_id+study_id"]),
-    "mimic-label": ("mimic", "mimic-cxr-2.0.0-chexpert.csv.gz", "10000764,57375967,,,1.0", "10000764,57375967,,,yes", ["chexpert.csv.gz", "line 4", "Consolidation", "yes"]),
-    "mimic-age": ("mimic", "mimic-iv/hosp/patients.csv.gz", "10000764,M,86", "10000764,M,old", ["patients.csv.gz", "line 3", "anchor_age", "old"]),
-    "mimic-subject": ("mimic", "mimic-cxr-2.0.0-metadata.csv.gz", ",10000898,50771383,", ",p10000898,50771383,", ["metadata", "line 6", "subject_id"]),
-    "mimic-gender": ("mimic", "mimic-iv/hosp/patients.csv.gz", "10000764,M,", "10000764,Q,", ["patients.csv.gz", "line 3", "gender", "Q"]),
+    "chexpert-age": (
+        "chexpert",
+        "CheXpert-v1.0-small/train.csv",
+        "Male,41,",
+        "Male,4l,",
+        ["train.csv", "line 6", "Age", "4l"],
+    ),
+    "chexpert-view": (
+        "chexpert",
+        "CheXpert-v1.0-small/train.csv",
+        ",Lateral,",
+        ",Sideways,",
+        ["line 5", "Frontal/Lateral", "Sideways"],
+    ),
+    "chexpert-ap-pa": (
+        "chexpert",
+        "CheXpert-v1.0-small/train.csv",
+        "20,Frontal,PA",
+        "20,Frontal,QQ",
+        ["line 7", "AP/PA", "QQ"],
+    ),
+    "chexpert-label": (
+        "chexpert",
+        "CheXpert-v1.0-small/train.csv",
+        "Male,41,Frontal,AP,,,,,,1.0",
+        "Male,41,Frontal,AP,,,,,,2.0",
+        ["line 6", "Edema", "2.0"],
+    ),
+    "chexpert-duplicate": (
+        "chexpert",
+        "CheXpert-v1.0-small/train.csv",
+        "patient00003/study1/view1_frontal",
+        "patient00002/study1/view1_frontal",
+        ["duplicate", "Path"],
+    ),
+    "chexpert-path": (
+        "chexpert",
+        "CheXpert-v1.0-small/train.csv",
+        "patient00003/study1/view1_frontal.jpg",
+        "patient00003/view1_frontal.jpg",
+        ["line 6", "Path"],
+    ),
+    "chexpert-missing-column": (
+        "chexpert",
+        "CheXpert-v1.0-small/train.csv",
+        ",Pneumothorax,",
+        ",Pneumo thorax,",
+        ["train.csv", "Pneumothorax", "missing column"],
+    ),
+    "mimic-view": (
+        "mimic",
+        "mimic-cxr-2.0.0-metadata.csv.gz",
+        ",LATERAL,",
+        ",SIDEWAYS,",
+        ["metadata", "line 3", "ViewPosition", "SIDEWAYS"],
+    ),
+    "mimic-duplicate": (
+        "mimic",
+        "mimic-cxr-2.0.0-metadata.csv.gz",
+        "f8f1c2b1-1e2d3c4b-5a6b7c8d-9e0f1a2b-3c4d5e6f",
+        "096052b7-d256dc40-453a102b-fa7d01c6-1b22c6b4",
+        ["metadata", "line 6", "line 7", "dicom_id"],
+    ),
+    "mimic-label-duplicate": (
+        "mimic",
+        "mimic-cxr-2.0.0-chexpert.csv.gz",
+        "10000764,57375967",
+        "10000032,53189527",
+        ["chexpert.csv.gz", "line 3", "line 4", "subject_id+study_id"],
+    ),
+    "mimic-label": (
+        "mimic",
+        "mimic-cxr-2.0.0-chexpert.csv.gz",
+        "10000764,57375967,,,1.0",
+        "10000764,57375967,,,yes",
+        ["chexpert.csv.gz", "line 4", "Consolidation", "yes"],
+    ),
+    "mimic-age": (
+        "mimic",
+        "mimic-iv/hosp/patients.csv.gz",
+        "10000764,M,86",
+        "10000764,M,old",
+        ["patients.csv.gz", "line 3", "anchor_age", "old"],
+    ),
+    "mimic-subject": (
+        "mimic",
+        "mimic-cxr-2.0.0-metadata.csv.gz",
+        ",10000898,50771383,",
+        ",p10000898,50771383,",
+        ["metadata", "line 6", "subject_id"],
+    ),
+    "mimic-gender": (
+        "mimic",
+        "mimic-iv/hosp/patients.csv.gz",
+        "10000764,M,",
+        "10000764,Q,",
+        ["patients.csv.gz", "line 3", "gender", "Q"],
+    ),
 }
 INDEXERS = {"nih": index_nih, "chexpert": index_chexpert, "mimic": index_mimic}
 
@@ -220,9 +354,16 @@ def test_bad_input_names_file_line_and_field(case, request):
         assert piece in str(err.value), f"{piece!r} not in: {err.value}"
 
 
-@pytest.mark.parametrize("dataset, rel", [("nih", "Data_Entry_2017_v2020.csv"), ("chexpert", "CheXpert-v1.0-small/train.csv"),
-                                          ("mimic", "mimic-cxr-2.0.0-metadata.csv.gz"), ("mimic", "mimic-cxr-2.0.0-chexpert.csv.gz"),
-                                          ("mimic", "mimic-iv/hosp/patients.csv.gz")])
+@pytest.mark.parametrize(
+    "dataset, rel",
+    [
+        ("nih", "Data_Entry_2017_v2020.csv"),
+        ("chexpert", "CheXpert-v1.0-small/train.csv"),
+        ("mimic", "mimic-cxr-2.0.0-metadata.csv.gz"),
+        ("mimic", "mimic-cxr-2.0.0-chexpert.csv.gz"),
+        ("mimic", "mimic-iv/hosp/patients.csv.gz"),
+    ],
+)
 def test_missing_csv_is_named(dataset, rel, request):
     root = request.getfixturevalue(f"{dataset}_root")
     (root / rel).unlink()
@@ -296,8 +437,9 @@ def test_no_half_written_index_on_failure(tmp_path, nih_root):
     from ddval.data import run_index_stage
 
     _edit(nih_root / "Data_Entry_2017_v2020.csv", ",81,F,", ",eighty,F,")
-    cfg = load_config("demo", {"data": {"source": "real", "datasets": ["nih"], "roots": {"nih": str(nih_root)}},
-                               "settings": []})
+    cfg = load_config(
+        "demo", {"data": {"source": "real", "datasets": ["nih"], "roots": {"nih": str(nih_root)}}, "settings": []}
+    )
     with pytest.raises(DataFormatError):
         run_index_stage(cfg, root=tmp_path / "results")
     data = tmp_path / "results" / "demo" / "data"

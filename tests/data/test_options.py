@@ -20,9 +20,11 @@ from ddval.data.index import DataFormatError, build_index_with_skips, index_mimi
 from ddval.data.splits import make_partition
 
 # The header of the Kaggle sample (nih-chest-xrays/sample), written out independently of ddval.
-KAGGLE_SAMPLE_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-                        "OriginalImageWidth,OriginalImageHeight,"
-                        "OriginalImagePixelSpacing_x,OriginalImagePixelSpacing_y")
+KAGGLE_SAMPLE_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImageWidth,OriginalImageHeight,"
+    "OriginalImagePixelSpacing_x,OriginalImagePixelSpacing_y"
+)
 
 
 def real(datasets: list[str], **data) -> object:
@@ -68,8 +70,9 @@ def test_views_filter_rejects_unknown_views():
 
 def test_mimic_negbio_labels(mimic_root):
     # NegBio disagrees with the CheXpert labeler on study 50414267: effusion positive, not "No Finding"
-    negbio = [r.replace("10000032,50414267,,,,,,,,,1.0,,,,,", "10000032,50414267,,,,,,,,,,1.0,,,,")
-              for r in MIMIC_LABEL_ROWS]
+    negbio = [
+        r.replace("10000032,50414267,,,,,,,,,1.0,,,,,", "10000032,50414267,,,,,,,,,,1.0,,,,") for r in MIMIC_LABEL_ROWS
+    ]
     write_text(mimic_root / "mimic-cxr-2.0.0-negbio.csv.gz", [MIMIC_CHEXPERT_HEADER] + negbio, gz=True)
     scan = "mimic:02aa804e-bde0afdd-112c0b34-7bc16630-4e384014"
     chexpert = index_mimic(mimic_root).set_index("scan_id").loc[scan]
@@ -100,8 +103,9 @@ def test_mimic_official_split_decides_the_test_pool(mimic_root):
     index, _ = build_index_with_skips(cfg, {"mimic": mimic_root})
     by_patient = index.groupby("patient_id")["official_split"].first().to_dict()
     assert by_patient == {"mimic:10000032": "train", "mimic:10000764": "validate", "mimic:10000898": "test"}
-    setting = SettingConfig("s", "noniid", (InstitutionConfig("m", ("mimic",), train=1, val=1, test=None),),
-                            test_fraction=0.5)
+    setting = SettingConfig(
+        "s", "noniid", (InstitutionConfig("m", ("mimic",), train=1, val=1, test=None),), test_fraction=0.5
+    )
     for seed in range(4):  # whatever the seed, the official test patient is the test set
         part = make_partition(index, setting, seed)
         assert set(part.loc[part["split"] == "test", "patient_id"]) == {"mimic:10000898"}

@@ -26,9 +26,20 @@ def make_index(tmp_path: Path, n: int = 6) -> pd.DataFrame:
         folder = tmp_path / "src" / f"p{i % 3}" / f"s{i}"
         path = folder / f"img{i}.{'png' if i % 2 else 'jpg'}"
         tiny_image(path, value=20 * i, size=(30 + i, 40 - i), fmt="PNG" if i % 2 else "JPEG")
-        rows.append({"dataset": "mimic", "scan_id": f"mimic:{i}", "path": str(path), "patient_id": f"mimic:{i % 3}",
-                     "study_id": f"mimic:s{i}", "sex": "F", "age": 40.0, "view": "frontal", "view_position": "PA",
-                     **{lab: 0.0 for lab in LABELS}})
+        rows.append(
+            {
+                "dataset": "mimic",
+                "scan_id": f"mimic:{i}",
+                "path": str(path),
+                "patient_id": f"mimic:{i % 3}",
+                "study_id": f"mimic:s{i}",
+                "sex": "F",
+                "age": 40.0,
+                "view": "frontal",
+                "view_position": "PA",
+                **{lab: 0.0 for lab in LABELS},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -120,8 +131,11 @@ def test_stage_writes_index_resized_and_skips_when_done(tmp_path, tiny_cfg):
     index = run_index_stage(tiny_cfg, root)
     resized = run_resize_stage(tiny_cfg, root)
     data = layout.data_dir(tiny_cfg, root)
-    assert store.is_complete(data, "resize", {"image_size": 8, "on_corrupt": "error",
-                                               "index": store.read_json(data / ".index.done.json")["params_hash"]})
+    assert store.is_complete(
+        data,
+        "resize",
+        {"image_size": 8, "on_corrupt": "error", "index": store.read_json(data / ".index.done.json")["params_hash"]},
+    )
     assert len(resized) == len(index) and (resized["scan_id"] == index["scan_id"]).all()
     assert resized["path"].str.startswith(str(data / "resized" / "8") + "/").all()
     with Image.open(resized["path"].iloc[0]) as img:

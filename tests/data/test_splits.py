@@ -28,11 +28,22 @@ def inst(name, datasets, train, val, test=None, flip=0.0):
     return InstitutionConfig(name=name, datasets=tuple(datasets), train=train, val=val, test=test, flip_rate=flip)
 
 
-NONIID = SettingConfig("noniid", "noniid", (inst("nih", ["nih"], 150, 30), inst("chexpert", ["chexpert"], 120, 30),
-                                            inst("mimic", ["mimic"], 200, 50, test=60)))
+NONIID = SettingConfig(
+    "noniid",
+    "noniid",
+    (
+        inst("nih", ["nih"], 150, 30),
+        inst("chexpert", ["chexpert"], 120, 30),
+        inst("mimic", ["mimic"], 200, 50, test=60),
+    ),
+)
 IID = SettingConfig("iid", "iid", tuple(inst(f"c{i}", ["nih", "chexpert", "mimic"], 90, 30, test=30) for i in range(3)))
-FLIP = SettingConfig("flip", "shared_test", tuple(inst(f"f{i}", ["mimic"], 70, 20, test=50, flip=0.1 * i) for i in range(4)),
-                     coalitions="grand")
+FLIP = SettingConfig(
+    "flip",
+    "shared_test",
+    tuple(inst(f"f{i}", ["mimic"], 70, 20, test=50, flip=0.1 * i) for i in range(4)),
+    coalitions="grand",
+)
 
 
 def sizes(partition: pd.DataFrame) -> dict[tuple[str, str], int]:
@@ -59,8 +70,22 @@ def test_noniid_sizes_and_test_pools():
     for name in ("nih", "chexpert", "mimic"):
         assert set(part.loc[part["institution"] == name, "dataset"]) == {name}
     check_partition(part)
-    expected = ["dataset", "scan_id", "path", "patient_id", "study_id", "sex", "age", "view", "view_position",
-                "institution", "split", *LABELS, *(f"orig_{lab}" for lab in LABELS), "n_flipped"]
+    expected = [
+        "dataset",
+        "scan_id",
+        "path",
+        "patient_id",
+        "study_id",
+        "sex",
+        "age",
+        "view",
+        "view_position",
+        "institution",
+        "split",
+        *LABELS,
+        *(f"orig_{lab}" for lab in LABELS),
+        "n_flipped",
+    ]
     assert list(part.columns) == expected
 
 
@@ -114,10 +139,13 @@ def test_too_small_pool_is_a_clear_error():
         make_partition(INDEX, greedy, seed=0)
 
 
-@pytest.mark.parametrize("setting, message", [
-    (SettingConfig("x", "noniid", (inst("a", ["nih", "mimic"], 5, 5),)), "exactly one dataset"),
-    (SettingConfig("x", "iid", (inst("a", ["nih", "mimic"], 5, 5), inst("b", ["nih"], 5, 5))), "same datasets"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (SettingConfig("x", "noniid", (inst("a", ["nih", "mimic"], 5, 5),)), "exactly one dataset"),
+        (SettingConfig("x", "iid", (inst("a", ["nih", "mimic"], 5, 5), inst("b", ["nih"], 5, 5))), "same datasets"),
+    ],
+)
 def test_scheme_violations(setting, message):
     with pytest.raises(PartitionError, match=message):
         make_partition(INDEX, setting, seed=0)
@@ -183,7 +211,8 @@ def test_load_partition_stage(tmp_path, tiny_cfg):
     flip = load_partition(tiny_cfg, 1, "labelflip", root)
     assert flip.loc[flip["institution"] == "noisy", "n_flipped"].sum() > 0
     assert set(flip.query("institution == 'clean' and split == 'test'")["scan_id"]) == set(
-        flip.query("institution == 'noisy' and split == 'test'")["scan_id"])
+        flip.query("institution == 'noisy' and split == 'test'")["scan_id"]
+    )
 
 
 def test_synthetic_stage_hashes_do_not_depend_on_the_results_folder(tmp_path, tiny_cfg):

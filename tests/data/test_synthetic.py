@@ -29,8 +29,23 @@ from ddval.data.index import index_chexpert, index_mimic, index_nih
 from ddval.data.sampling import CHEXPERT_OBSERVATIONS, sample_site
 from ddval.data.synthetic import MARKER, write_cohort
 
-NIH_FINDINGS = {"Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis", "Hernia",
-                "Infiltration", "Mass", "No Finding", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax"}
+NIH_FINDINGS = {
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Effusion",
+    "Emphysema",
+    "Fibrosis",
+    "Hernia",
+    "Infiltration",
+    "Mass",
+    "No Finding",
+    "Nodule",
+    "Pleural_Thickening",
+    "Pneumonia",
+    "Pneumothorax",
+}
 
 
 def read_lines(path: Path) -> list[str]:
@@ -93,8 +108,10 @@ def test_mimic_format(tiny_cohort):
     _, root = tiny_cohort
     mimic = root / "mimic"
     headers = {
-        "mimic-cxr-2.0.0-metadata.csv.gz": MIMIC_METADATA_HEADER, "mimic-cxr-2.0.0-chexpert.csv.gz": MIMIC_CHEXPERT_HEADER,
-        "mimic-cxr-2.0.0-split.csv.gz": MIMIC_SPLIT_HEADER, "mimic-iv/hosp/patients.csv.gz": MIMIC_IV_PATIENTS_HEADER,
+        "mimic-cxr-2.0.0-metadata.csv.gz": MIMIC_METADATA_HEADER,
+        "mimic-cxr-2.0.0-chexpert.csv.gz": MIMIC_CHEXPERT_HEADER,
+        "mimic-cxr-2.0.0-split.csv.gz": MIMIC_SPLIT_HEADER,
+        "mimic-iv/hosp/patients.csv.gz": MIMIC_IV_PATIENTS_HEADER,
         "mimic-iv/hosp/admissions.csv.gz": MIMIC_IV_ADMISSIONS_HEADER,
     }
     for rel, header in headers.items():
@@ -143,8 +160,11 @@ def test_indexers_read_the_cohort(tiny_cohort):
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
@@ -217,17 +237,32 @@ def test_cohort_is_learnable():
     cfg = load_config("demo")
     frames = []
     for name in ("nih", "chexpert", "mimic"):
-        site = sample_site(name, cfg.data.synthetic.patients[name], cfg.data.synthetic.max_scans_per_patient,
-                           seed=0, size=32)
+        site = sample_site(
+            name, cfg.data.synthetic.patients[name], cfg.data.synthetic.max_scans_per_patient, seed=0, size=32
+        )
         frames.append(site.assign(patient=name + site["number"].astype(str)))
     cohort = pd.concat(frames, ignore_index=True)
-    pixels = np.stack([
-        np.asarray(Image.fromarray(render.render(spec, h, w)).resize((16, 16), Image.Resampling.BILINEAR), dtype=float).ravel()
-        for spec, h, w in zip(cohort["spec"], cohort["height"], cohort["width"])
-    ]) / 255.0
-    source = {"atelectasis": "Atelectasis", "cardiomegaly": "Cardiomegaly", "consolidation": "Consolidation",
-              "edema": "Edema", "no_finding": "No Finding", "pleural_effusion": "Pleural Effusion",
-              "pneumonia": "Pneumonia", "pneumothorax": "Pneumothorax"}
+    pixels = (
+        np.stack(
+            [
+                np.asarray(
+                    Image.fromarray(render.render(spec, h, w)).resize((16, 16), Image.Resampling.BILINEAR), dtype=float
+                ).ravel()
+                for spec, h, w in zip(cohort["spec"], cohort["height"], cohort["width"])
+            ]
+        )
+        / 255.0
+    )
+    source = {
+        "atelectasis": "Atelectasis",
+        "cardiomegaly": "Cardiomegaly",
+        "consolidation": "Consolidation",
+        "edema": "Edema",
+        "no_finding": "No Finding",
+        "pleural_effusion": "Pleural Effusion",
+        "pneumonia": "Pneumonia",
+        "pneumothorax": "Pneumothorax",
+    }
     patients = cohort["patient"].unique()
     test = set(np.random.default_rng(0).choice(patients, len(patients) // 4, replace=False))
     held = cohort["patient"].isin(test).to_numpy()
@@ -247,10 +282,17 @@ def test_sites_differ():
     stats = {}
     for name in ("nih", "chexpert", "mimic"):
         site = sample_site(name, 150, 2, seed=0, size=24)
-        images = np.stack([render.render(s, h, w).astype(float).mean() for s, h, w in
-                           zip(site["spec"].head(40), site["height"].head(40), site["width"].head(40))])
-        stats[name] = {"no_finding": (site["No Finding"] == 1.0).mean(),
-                       "effusion": (site["Pleural Effusion"] == 1.0).mean(), "brightness": images.mean()}
+        images = np.stack(
+            [
+                render.render(s, h, w).astype(float).mean()
+                for s, h, w in zip(site["spec"].head(40), site["height"].head(40), site["width"].head(40))
+            ]
+        )
+        stats[name] = {
+            "no_finding": (site["No Finding"] == 1.0).mean(),
+            "effusion": (site["Pleural Effusion"] == 1.0).mean(),
+            "brightness": images.mean(),
+        }
     assert stats["nih"]["no_finding"] > stats["mimic"]["no_finding"] > stats["chexpert"]["no_finding"]
     assert stats["chexpert"]["effusion"] > stats["nih"]["effusion"]
     bright = sorted(s["brightness"] for s in stats.values())
@@ -266,12 +308,16 @@ def test_two_writers_at_once_leave_a_complete_cohort(tmp_path):
 
     from data_fixtures import tiny_overrides
 
-    code = ("import sys; from ddval.config import load_config; from ddval.data.synthetic import write_cohort\n"
-            f"write_cohort(sys.argv[1], load_config('demo', {tiny_overrides()!r}))")
+    code = (
+        "import sys; from ddval.config import load_config; from ddval.data.synthetic import write_cohort\n"
+        f"write_cohort(sys.argv[1], load_config('demo', {tiny_overrides()!r}))"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "lib"), "DDVAL_PROGRESS": "off"}
     shared = tmp_path / "shared"
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(shared)], env=env, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(shared)], env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     errors = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     alone = tmp_path / "alone"

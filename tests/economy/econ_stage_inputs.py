@@ -115,7 +115,9 @@ def write_stage_inputs(
         files[name] = layout.features_dir(cfg, seed, setting, root) / f"{name}.npz"
         splits = (_split(rng, name, s, patients_per_institution if s == "train" else 4, 8) for s in ("train", "test"))
         write_features(files[name], InstitutionFeatures(name, *splits))
-    store.mark_complete(layout.features_dir(cfg, seed, setting, root), "stand-in-features", {"seed": seed}, files.values())
+    store.mark_complete(
+        layout.features_dir(cfg, seed, setting, root), "stand-in-features", {"seed": seed}, files.values()
+    )
     points = points_from_features(files, Policy.of(cfg), GRAND_UTILITY)
     store.write_table(sdir / "valuation" / "point_values.parquet", points)
     values = institution_values(points, names)

@@ -16,6 +16,7 @@ from ddval.economy import inputs, ipfs, rewards, steps
 from ddval.economy.contracts import load_artifact
 from ddval.economy.published import AllocationDocument
 
+
 @pytest.fixture(scope="module")
 def embedded_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")

@@ -13,6 +13,7 @@ from ddval import economy, store
 from ddval.economy import chain as chain_mod
 from ddval.economy import inputs, ipfs, rewards
 
+
 def corrupt_values(sdir, value):
     path = sdir / "valuation" / "institution_values.csv"
     frame = pd.read_csv(path)

@@ -116,7 +116,9 @@ def test_ipfs_errors_and_attester_commands_never_show_credentials():
 
     port = free_port()
     secret = f"http://user:SECRET@127.0.0.1:{port}/api/v0?token=ALSO-SECRET"
-    with pytest.raises(ipfs.IPFSError, match=rf"^cannot reach the IPFS RPC API at http://127.0.0.1:{port}/<redacted>: "):
+    with pytest.raises(
+        ipfs.IPFSError, match=rf"^cannot reach the IPFS RPC API at http://127.0.0.1:{port}/<redacted>: "
+    ):
         try:
             ipfs.KuboClient(secret, timeout=2)
         except ipfs.IPFSError as exc:

@@ -64,7 +64,9 @@ def test_the_last_killers_name_listed_mutants_and_existing_tests():
 def test_a_mutant_its_last_killer_misses_meets_the_full_test_files(tmp_path):
     """The committed killers are a shortcut, never the verdict: a wrong one costs time, not a survivor."""
     mutate = mutate_module()
-    [mutant] = [mu for mu in mutate.all_mutants() if mu.key.startswith("RewardPool.constructor check: `revert ZeroAddress")]
+    [mutant] = [
+        mu for mu in mutate.all_mutants() if mu.key.startswith("RewardPool.constructor check: `revert ZeroAddress")
+    ]
     [artifact] = mutate.compile_mutants([mutant]).values()
     passing = "tests/economy/test_token.py::test_metadata_and_supply"  # a test that cannot see the pool
     killer = mutate.run_tests(mutant, artifact, tmp_path, first=passing)

@@ -50,8 +50,14 @@ def cli_env(**extra: str) -> dict[str, str]:
 def ddval(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run `python -m ddval.cli ARGS` in a subprocess (as a user would), with :func:`cli_env` plus
     ``env``; returns the completed process."""
-    return subprocess.run([sys.executable, "-m", "ddval.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=cli_env(**(env or {})), cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "ddval.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(**(env or {})),
+        cwd=REPO,
+    )
 
 
 def write_preset(path: Path, text: str) -> Path:
@@ -69,8 +75,10 @@ def tiny_copy(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def slurm_cluster() -> None:
     """The local SLURM cluster must be up; the test fails (never skips) when it is not."""
-    message = ("SLURM is not up: run `bash tools/slurm-up.sh` before the SLURM tests (as root; without root it "
-               "starts a cluster of your own: export SLURM_CONF as it prints, or run `make test-nonroot`)")
+    message = (
+        "SLURM is not up: run `bash tools/slurm-up.sh` before the SLURM tests (as root; without root it "
+        "starts a cluster of your own: export SLURM_CONF as it prints, or run `make test-nonroot`)"
+    )
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
         pytest.fail(message + " (sinfo/sbatch not installed)")
     proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)

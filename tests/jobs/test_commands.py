@@ -16,20 +16,30 @@ from ddval.jobs.slurm import array_spec, render_script, resources, stage_arrays
 REPO = Path(__file__).parents[2]
 
 
-@pytest.mark.parametrize(("rows", "k", "spec"), [
-    ([0], None, "0"),
-    ([2, 3, 4, 5], None, "2-5"),
-    ([7, 1, 2, 3, 9, 10], 4, "1-3,7,9-10%4"),
-    ([5, 5, 6], None, "5-6"),
-])
+@pytest.mark.parametrize(
+    ("rows", "k", "spec"),
+    [
+        ([0], None, "0"),
+        ([2, 3, 4, 5], None, "2-5"),
+        ([7, 1, 2, 3, 9, 10], 4, "1-3,7,9-10%4"),
+        ([5, 5, 6], None, "5-6"),
+    ],
+)
 def test_array_spec(rows, k, spec):
     assert array_spec(rows, k) == spec
 
 
 def test_resources_layer_preset_stage_and_command_line():
     cfg = load_config("paper_noniid")
-    assert resources(cfg, "train") == {"partition": None, "account": None, "cpus_per_task": 8, "mem": "64G",
-                                       "gpus": 1, "time": "72:00:00", "max_parallel": None}
+    assert resources(cfg, "train") == {
+        "partition": None,
+        "account": None,
+        "cpus_per_task": 8,
+        "mem": "64G",
+        "gpus": 1,
+        "time": "72:00:00",
+        "max_parallel": None,
+    }
     assert resources(cfg, "figures")["gpus"] == 0 and resources(cfg, "figures")["time"] == "01:00:00"
     assert resources(cfg, "figures", {"time": "00:10:00", "account": "lab"})["time"] == "00:10:00"
     bad = load_config("demo", {"slurm": {"stages": {"trian": {"gpus": 1}}}})
@@ -50,12 +60,15 @@ def _commands(script: str) -> dict[str, list[str]]:
 def test_chain_of_arrays_with_afterok(tmp_path):
     cfg = load_config("paper_noniid")
     the_plan = plan(build_manifest(cfg, tmp_path))
-    arrays = stage_arrays(the_plan, cfg, tmp_path / "logs", overrides={"partition": "gpu", "max_parallel": 10},
-                          extra_args=("--qos=long",))
+    arrays = stage_arrays(
+        the_plan, cfg, tmp_path / "logs", overrides={"partition": "gpu", "max_parallel": 10}, extra_args=("--qos=long",)
+    )
     cmds = _commands(render_script(arrays, tmp_path / "m.jsonl", python="/env/bin/python"))
     assert list(cmds) == ["index", "resize", "train", "valuation_shard", "valuation", "economy", "figures"]
-    opts = {stage: {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith("--") and "=" in a}
-            for stage, argv in cmds.items()}
+    opts = {
+        stage: {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith("--") and "=" in a}
+        for stage, argv in cmds.items()
+    }
     assert opts["train"]["--array"] == "2-85%10"  # 12 seeds x 7 coalitions
     assert opts["valuation_shard"]["--array"] == f"86-{85 + 12 * cfg.valuation.shards}%10"
     assert opts["resize"]["--dependency"] == "afterok:${JOB_index}"
@@ -64,11 +77,19 @@ def test_chain_of_arrays_with_afterok(tmp_path):
     assert "--dependency" not in opts["index"]
     assert opts["train"]["--gres"] == "gpu:1" and "--gres" not in opts["figures"]
     assert opts["train"]["--mem"] == "64G" and opts["index"]["--mem"] == "16G"
-    assert all(o["--partition"] == "gpu" and o["--qos"] == "long" and o["--kill-on-invalid-dep"] == "yes" for o in opts.values())
+    assert all(
+        o["--partition"] == "gpu" and o["--qos"] == "long" and o["--kill-on-invalid-dep"] == "yes"
+        for o in opts.values()
+    )
     assert all("--account" not in o for o in opts.values())
     assert opts["economy"]["--output"] == f"{tmp_path / 'logs'}/economy-%A_%a.out"
     for argv in cmds.values():  # the job script gets the manifest, the checkout and the interpreter
-        assert argv[-4:] == [str(REPO / "slurm" / "papermill_job.sh"), str(tmp_path / "m.jsonl"), str(REPO), "/env/bin/python"]
+        assert argv[-4:] == [
+            str(REPO / "slurm" / "papermill_job.sh"),
+            str(tmp_path / "m.jsonl"),
+            str(REPO),
+            "/env/bin/python",
+        ]
 
 
 def test_only_pending_rows_are_submitted(tmp_path):
@@ -81,8 +102,20 @@ def test_only_pending_rows_are_submitted(tmp_path):
 
 
 def test_cli_dry_run_prints_the_commands_and_submits_nothing(tmp_path, run_ddval):
-    proc = run_ddval("submit", "--preset", "demo", "--backend", "slurm", "--dry-run", "--results", tmp_path,
-                     "--account", "lab42", "--time", "00:20:00")
+    proc = run_ddval(
+        "submit",
+        "--preset",
+        "demo",
+        "--backend",
+        "slurm",
+        "--dry-run",
+        "--results",
+        tmp_path,
+        "--account",
+        "lab42",
+        "--time",
+        "00:20:00",
+    )
     assert proc.returncode == 0, proc.stderr
     cmds = _commands(proc.stdout)
     assert list(cmds) == ["index", "resize", "train", "valuation", "economy", "figures"]
@@ -93,7 +126,9 @@ def test_cli_dry_run_prints_the_commands_and_submits_nothing(tmp_path, run_ddval
 
 
 def test_cli_local_dry_run_lists_pending_tasks(tmp_path, run_ddval):
-    proc = run_ddval("submit", "--preset", "demo", "--backend", "local", "--dry-run", "--results", tmp_path, "--seeds", "1")
+    proc = run_ddval(
+        "submit", "--preset", "demo", "--backend", "local", "--dry-run", "--results", tmp_path, "--seeds", "1"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "10 of 10 tasks to run" in proc.stdout  # 2 data + 3 settings x (train + valuation) + economy + figures
     assert "train/seed-1/labelflip  (missing)" in proc.stdout
@@ -118,12 +153,15 @@ def test_the_run_prints_each_data_root_and_why(tmp_path, run_ddval):
     preset = tmp_path / "mine.yaml"
     preset.write_text("extends: paper_noniid\ndata:\n  roots: {nih: preset_nih, chexpert: cx}\n")
     env = {"DDVAL_NIH_ROOT": str(tmp_path / "env_nih"), "DDVAL_CHEXPERT_ROOT": "", "DDVAL_MIMIC_ROOT": ""}
-    proc = run_ddval("submit", "--preset", preset, "--backend", "local", "--dry-run", "--results", tmp_path / "r",
-                     env=env)
+    proc = run_ddval(
+        "submit", "--preset", preset, "--backend", "local", "--dry-run", "--results", tmp_path / "r", env=env
+    )
     assert proc.returncode == 0, proc.stderr
     assert "DDVAL_<DATASET>_ROOT takes precedence over data.roots" in proc.stdout
-    assert (f"nih: {tmp_path / 'env_nih'} (from $DDVAL_NIH_ROOT; it takes precedence over data.roots.nih = "
-            f"{tmp_path / 'preset_nih'})") in proc.stdout
+    assert (
+        f"nih: {tmp_path / 'env_nih'} (from $DDVAL_NIH_ROOT; it takes precedence over data.roots.nih = "
+        f"{tmp_path / 'preset_nih'})"
+    ) in proc.stdout
     preset_root = f"chexpert: {tmp_path / 'cx'} (from data.roots.chexpert of preset 'mine' ($DDVAL_CHEXPERT_ROOT is"
     assert preset_root + " not set))" in proc.stdout
     assert "mimic: - (not configured: set $DDVAL_MIMIC_ROOT or data.roots.mimic)" in proc.stdout
@@ -143,11 +181,19 @@ def test_job_script_refuses_to_run_outside_an_array(tmp_path):
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    proc = subprocess.run(["bash", str(REPO / "slurm" / "papermill_job.sh"), str(tmp_path / "m.jsonl")],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        ["bash", str(REPO / "slurm" / "papermill_job.sh"), str(tmp_path / "m.jsonl")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 2 and "run me as a job array" in proc.stderr
-    proc = subprocess.run(["bash", str(REPO / "slurm" / "papermill_job.sh"), str(tmp_path / "m.jsonl"), str(tmp_path)],
-                          capture_output=True, text=True, env={**env, "SLURM_ARRAY_TASK_ID": "0"})
+    proc = subprocess.run(
+        ["bash", str(REPO / "slurm" / "papermill_job.sh"), str(tmp_path / "m.jsonl"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**env, "SLURM_ARRAY_TASK_ID": "0"},
+    )
     assert proc.returncode == 2 and f"no Python environment at {tmp_path}/.venv/bin/python" in proc.stderr
 
 
@@ -161,8 +207,9 @@ def small_fs(tmp_path):
     def mount(kind: str) -> Path:
         point = tmp_path / kind
         point.mkdir()
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(point)], capture_output=True,
-                              text=True)
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(point)], capture_output=True, text=True
+        )
         if proc.returncode != 0:
             pytest.skip(f"mounting a tmpfs needs root (CI runs as root): {proc.stderr.strip()}")
         mounted.append(point)
@@ -179,8 +226,13 @@ def small_fs(tmp_path):
         subprocess.run(["umount", str(point)], check=True)
 
 
-@pytest.mark.parametrize(("kind", "says"), [("ro", "Read-only file system (the results folder is on a read-only"),
-                                            ("full", "No space left on device (the disk holding the results folder")])
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("ro", "Read-only file system (the results folder is on a read-only"),
+        ("full", "No space left on device (the disk holding the results folder"),
+    ],
+)
 def test_unwritable_results_folder_is_one_line_naming_the_path(small_fs, run_ddval, kind, says):
     """Issue 17, case 9: a read-only or full results folder ended in a raw OSError traceback."""
     results = small_fs(kind) / "results"
@@ -203,18 +255,34 @@ def test_a_relative_data_root_in_the_environment_means_where_the_command_runs(tm
 
     from ddval.data.synthetic import write_cohort
 
-    write_cohort(tmp_path / "raw", load_config("demo", {"data": {"synthetic": {
-        "patients": {"nih": 12, "chexpert": 1, "mimic": 1}, "image_size": 16}}}))
+    write_cohort(
+        tmp_path / "raw",
+        load_config(
+            "demo", {"data": {"synthetic": {"patients": {"nih": 12, "chexpert": 1, "mimic": 1}, "image_size": 16}}}
+        ),
+    )
     preset = tmp_path / "mine.yaml"
-    preset.write_text("extends: demo\nseeds: [0]\ndata: {source: real, datasets: [nih]}\nsettings:\n"
-                      "  - {name: two, scheme: iid, institutions: [{name: a, datasets: [nih], train: 4, val: 2, "
-                      "test: 2}, {name: b, datasets: [nih], train: 4, val: 2, test: 2}]}\n")
-    env = dict(os.environ, DDVAL_NIH_ROOT="raw/nih", DDVAL_PROGRESS="off",
-               PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]))
+    preset.write_text(
+        "extends: demo\nseeds: [0]\ndata: {source: real, datasets: [nih]}\nsettings:\n"
+        "  - {name: two, scheme: iid, institutions: [{name: a, datasets: [nih], train: 4, val: 2, "
+        "test: 2}, {name: b, datasets: [nih], train: 4, val: 2, test: 2}]}\n"
+    )
+    env = dict(
+        os.environ,
+        DDVAL_NIH_ROOT="raw/nih",
+        DDVAL_PROGRESS="off",
+        PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]),
+    )
 
     def ddval(*args):
-        return subprocess.run([sys.executable, "-m", "ddval.cli", *map(str, args)], capture_output=True, text=True,
-                              env=env, cwd=tmp_path, timeout=600)
+        return subprocess.run(
+            [sys.executable, "-m", "ddval.cli", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=600,
+        )
 
     dry = ddval("submit", "--preset", "mine.yaml", "--results", "results", "--backend", "local", "--dry-run")
     assert f"nih: {tmp_path / 'raw' / 'nih'} (from $DDVAL_NIH_ROOT" in dry.stdout, dry.stdout + dry.stderr
@@ -230,10 +298,18 @@ def test_output_cut_short_by_the_reader_is_no_error(tmp_path):
     import sys
 
     tiny = REPO / "tests" / "jobs" / "fixtures" / "tiny.yaml"
-    env = dict(os.environ, DDVAL_PROGRESS="off",
-               PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "ddval.cli", "status", "--preset", str(tiny), "--results",
-                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    env = dict(
+        os.environ,
+        DDVAL_PROGRESS="off",
+        PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ddval.cli", "status", "--preset", str(tiny), "--results", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     proc.stdout.close()  # the reader is gone before anything is written, as `head` after its lines
     err = proc.stderr.read()
     assert proc.wait(timeout=120) != 0 and err == "", err
@@ -255,11 +331,22 @@ def test_a_slurm_task_locks_its_row_although_it_inherits_the_submitters_lock(tmp
     assert run_ddval("manifest", "--preset", tiny, "--results", tmp_path, "--notebooks", notebooks).returncode == 0
     manifest = tmp_path / "tiny" / "manifest.jsonl"
     task = read_manifest(manifest)[0]
-    env = dict(os.environ, DDVAL_PROGRESS="off", SLURM_ARRAY_JOB_ID="41", SLURM_ARRAY_TASK_ID="0",
-               **{HELD_ENV: str(tmp_path / "tiny")},
-               PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        DDVAL_PROGRESS="off",
+        SLURM_ARRAY_JOB_ID="41",
+        SLURM_ARRAY_TASK_ID="0",
+        **{HELD_ENV: str(tmp_path / "tiny")},
+        PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]),
+    )
     with task_lock(task.output):  # the same row, already running elsewhere
-        proc = subprocess.run([sys.executable, "-m", "ddval.cli", "run-task", str(manifest), "0"], env=env,
-                              capture_output=True, text=True, timeout=300, cwd=REPO)
+        proc = subprocess.run(
+            [sys.executable, "-m", "ddval.cli", "run-task", str(manifest), "0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO,
+        )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"task {task.output} is already running" in proc.stderr

@@ -64,7 +64,14 @@ def test_demo_chain_on_slurm(demo, run_ddval):
     root, folder, states = demo
     arrays = store.read_json(folder / "jobs.json")["arrays"]
     assert [a["stage"] for a in arrays] == ["index", "resize", "train", "valuation", "economy", "figures"]
-    assert [a["after"] for a in arrays] == [[], ["index"], ["resize"], ["train"], ["valuation"], ["valuation", "economy"]]
+    assert [a["after"] for a in arrays] == [
+        [],
+        ["index"],
+        ["resize"],
+        ["train"],
+        ["valuation"],
+        ["valuation", "economy"],
+    ]
     tasks = read_manifest(folder / "manifest.jsonl")
     assert len(states) == len(tasks) == 2 + 2 * 3 + 2
     assert Counter((s["JobState"], s["ExitCode"]) for s in states) == {("COMPLETED", "0:0"): len(tasks)}
@@ -80,7 +87,11 @@ def test_demo_chain_on_slurm(demo, run_ddval):
     logs = sorted((folder / "logs").glob("*.out"))
     assert len(logs) == len(tasks) and all("ddval task: exit status 0" in p.read_text() for p in logs)
     again = run_ddval("submit", "--preset", "demo", "--seeds", "0", "--results", root)  # resume: nothing left
-    assert again.returncode == 0 and f"0 of {len(tasks)} tasks to run" in again.stdout and "nothing to submit" in again.stdout
+    assert (
+        again.returncode == 0
+        and f"0 of {len(tasks)} tasks to run" in again.stdout
+        and "nothing to submit" in again.stdout
+    )
     status = run_ddval("status", "--preset", "demo", "--seeds", "0", "--results", root)
     assert f"0 of {len(tasks)} tasks to run" in status.stdout
     assert "train               3 complete     0 pending" in status.stdout
@@ -108,8 +119,10 @@ def test_reproduce_reruns_a_missing_valuation_table(demo, run_ddval):
     before = table.read_bytes()
     table.unlink()
     the_plan = plan(build_manifest(cfg, root, seeds=(0,)))
-    assert the_plan.reasons == {"valuation/seed-0/iid": f"incomplete: {table} is missing",
-                                "figures": "complete, but valuation/seed-0/iid runs first"}
+    assert the_plan.reasons == {
+        "valuation/seed-0/iid": f"incomplete: {table} is missing",
+        "figures": "complete, but valuation/seed-0/iid runs first",
+    }
     proc = run_ddval("reproduce", "--preset", "demo", "--seeds", "0", "--results", root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 ran" in proc.stdout and table.read_bytes() == before
@@ -122,7 +135,11 @@ def test_sharded_valuation_equals_unsharded(demo, tmp_path):
     shutil.copytree(root / "demo", copy / "demo", ignore=shutil.ignore_patterns("notebooks", "slurm", "figures"))
     shutil.rmtree(layout.setting_dir(cfg, 0, "noniid", copy) / "valuation")
     sharded = load_config("demo", {"valuation": {"shards": 2}})
-    tasks = [t for t in build_manifest(sharded, copy, seeds=(0,)) if t.task_id.startswith(("valuation-shard/seed-0/noniid", "valuation/seed-0/noniid"))]
+    tasks = [
+        t
+        for t in build_manifest(sharded, copy, seeds=(0,))
+        if t.task_id.startswith(("valuation-shard/seed-0/noniid", "valuation/seed-0/noniid"))
+    ]
     assert [t.parameters["shard"] for t in tasks] == [0, 1, None] and {t.parameters["n_shards"] for t in tasks} == {2}
     for t in tasks:  # the notebooks load "demo" (shards: 1): the split comes from the task parameters only
         outcome = run_task(t, progress_bar=False)

@@ -47,8 +47,15 @@ def env(tag: str = "") -> dict[str, str]:
 
 
 def ddval(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ddval.cli", *map(str, args)], env=env(), capture_output=True,
-                          text=True, cwd=REPO, timeout=1200, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "ddval.cli", *map(str, args)],
+        env=env(),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=1200,
+        **kw,
+    )
 
 
 def tagged(tag: str) -> list[int]:
@@ -105,8 +112,13 @@ def test_kill_9_mid_training_then_rerun_gives_the_same_bytes(tmp_path):
     root = tmp_path / "killed"
     manifest, train = prepare(preset, root)
     tag = f"kill-test-{os.getpid()}"
-    runner = subprocess.Popen([sys.executable, "-m", "ddval.cli", "run-task", str(manifest), str(train.row)],
-                              env=env(tag), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "ddval.cli", "run-task", str(manifest), str(train.row)],
+        env=env(tag),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
     grand = root / "tiny_kill" / "seed-0" / "trio" / "train" / "nih+chexpert+mimic"
     deadline = time.monotonic() + 600
     while not (grand / "rounds" / "002").exists():  # the pool is training (the grand coalition goes first)

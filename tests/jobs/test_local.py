@@ -81,8 +81,13 @@ def test_resume_then_rerun_after_a_deleted_output(tiny_run, run_ddval, tmp_path)
     model = root / "tiny" / "seed-0" / "noniid" / "train" / "b" / "model.json"
     assert the_plan.reasons["train/seed-0/noniid/b"] == f"incomplete: {model} is missing"
     assert set(the_plan.reasons) == {
-        "train/seed-0/noniid/b", "valuation-shard/seed-0/noniid/0of2", "valuation-shard/seed-0/noniid/1of2",
-        "valuation/seed-0/noniid", "economy/seed-0/noniid", "figures"}
+        "train/seed-0/noniid/b",
+        "valuation-shard/seed-0/noniid/0of2",
+        "valuation-shard/seed-0/noniid/1of2",
+        "valuation/seed-0/noniid",
+        "economy/seed-0/noniid",
+        "figures",
+    }
     proc = reproduce(run_ddval, root)
     assert proc.returncode == 0, proc.stderr
     assert f"6 ran, {N_TASKS - 6} already complete" in proc.stdout
@@ -96,8 +101,10 @@ def test_edited_config_reruns_only_the_affected_stages(tiny_run, tmp_path):
     edited.write_text(TINY.read_text() + "economy:\n  n_individuals: 5\n")
     tasks = build_manifest(load_config(edited), tiny_run[0], preset=edited, notebooks_dir=NOTEBOOKS)
     the_plan = plan(tasks)
-    assert {k: v.split(":")[0] for k, v in the_plan.reasons.items()} == {"economy/seed-0/noniid": "stale",
-                                                                          "figures": "stale"}
+    assert {k: v.split(":")[0] for k, v in the_plan.reasons.items()} == {
+        "economy/seed-0/noniid": "stale",
+        "figures": "stale",
+    }
     assert the_plan.reasons["figures"].endswith("was written with other parameters")
     edited.write_text(TINY.read_text().replace("shards: 2", "shards: 2\n  k: 5"))  # valuation: k
     tasks = build_manifest(load_config(edited), tiny_run[0], preset=edited, notebooks_dir=NOTEBOOKS)
@@ -118,8 +125,13 @@ def test_failing_task_blocks_its_dependents_in_parallel_runs(run_ddval, tmp_path
         assert f"FAILED {task_id}" in proc.stdout
         assert not Path(t.output).exists() and not record_file(t).exists()
         assert "deliberate failure" in partial_path(t).read_text()  # the traceback is kept to look at
-    blocked = ["valuation-shard/seed-0/noniid/0of2", "valuation-shard/seed-0/noniid/1of2", "valuation/seed-0/noniid",
-               "economy/seed-0/noniid", "figures"]
+    blocked = [
+        "valuation-shard/seed-0/noniid/0of2",
+        "valuation-shard/seed-0/noniid/1of2",
+        "valuation/seed-0/noniid",
+        "economy/seed-0/noniid",
+        "figures",
+    ]
     assert all(not Path(tasks[i].output).exists() and not partial_path(tasks[i]).exists() for i in blocked)
     # independent work still ran: the other setting to the end, the healthy coalition
     done = ["train/seed-0/noniid/a", "train/seed-0/iid/c1+c2", "valuation/seed-0/iid"]
@@ -136,10 +148,19 @@ def test_killed_task_restarts_cleanly(tmp_path):
     for t in tasks[:2]:  # index, resize
         assert run_task(t, progress_bar=False).status == "done"
     train = tasks[2]
-    env = dict(os.environ, DDVAL_FIXTURE_SLEEP="120", DDVAL_PROGRESS="off",
-               PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "ddval.cli", "run-task", str(manifest), str(train.row)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = dict(
+        os.environ,
+        DDVAL_FIXTURE_SLEEP="120",
+        DDVAL_PROGRESS="off",
+        PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ddval.cli", "run-task", str(manifest), str(train.row)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not _sleeping(partial_path(train)):  # papermill saved the notebook at the start of the sleep cell
@@ -162,8 +183,11 @@ def _sleeping(path: Path) -> bool:
         nb = json.loads(path.read_text())
     except ValueError:  # being written (papermill writes in place)
         return False
-    return any("DDVAL_FIXTURE_SLEEP" in "".join(c["source"]) and c.get("metadata", {}).get("papermill", {}).get("status") == "running"
-               for c in nb["cells"])
+    return any(
+        "DDVAL_FIXTURE_SLEEP" in "".join(c["source"])
+        and c.get("metadata", {}).get("papermill", {}).get("status") == "running"
+        for c in nb["cells"]
+    )
 
 
 def test_missing_kernel_fails_the_task_with_a_hint(tmp_path):
@@ -179,14 +203,37 @@ def test_missing_kernel_fails_the_task_with_a_hint(tmp_path):
 def test_a_second_run_on_the_same_results_is_refused_naming_the_first(tmp_path, run_ddval):
     """Issue 17, case 5: two `ddval reproduce` on one results folder both wrote into it."""
     root = tmp_path / "results"
-    env = dict(os.environ, DDVAL_FIXTURE_SLEEP="120", DDVAL_PROGRESS="off",
-               PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]))
-    first = subprocess.Popen([sys.executable, "-m", "ddval.cli", "reproduce", "--preset", str(TINY), "--notebooks",
-                              str(NOTEBOOKS), "--results", str(root)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=REPO)
+    env = dict(
+        os.environ,
+        DDVAL_FIXTURE_SLEEP="120",
+        DDVAL_PROGRESS="off",
+        PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]),
+    )
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ddval.cli",
+            "reproduce",
+            "--preset",
+            str(TINY),
+            "--notebooks",
+            str(NOTEBOOKS),
+            "--results",
+            str(root),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=REPO,
+    )
     try:
-        train = next(t for t in build_manifest(load_config(TINY), root, preset=TINY, notebooks_dir=NOTEBOOKS)
-                     if t.stage == "train")
+        train = next(
+            t
+            for t in build_manifest(load_config(TINY), root, preset=TINY, notebooks_dir=NOTEBOOKS)
+            if t.stage == "train"
+        )
         deadline = time.monotonic() + 120
         while not _sleeping(partial_path(train)):
             assert first.poll() is None and time.monotonic() < deadline, "the first run did not reach training"
@@ -238,10 +285,19 @@ def test_a_failed_task_says_what_the_error_says_not_only_its_last_line(tmp_path)
     from nbformat.v4 import new_code_cell, new_notebook
 
     notebook = tmp_path / "fails.ipynb"
-    nbformat.write(new_notebook(cells=[new_code_cell("preset = 'demo'\nresults_root = None"), new_code_cell(
-        "raise FileNotFoundError(\"preset 'x' uses the real datasets ['nih'], but:\\n"
-        "  nih: /data/nih is not a folder\\nSee the README section 'Your own data'.\")")],
-        metadata={"kernelspec": {"name": "ddval", "display_name": "Python (ddval)", "language": "python"}}), notebook)
+    nbformat.write(
+        new_notebook(
+            cells=[
+                new_code_cell("preset = 'demo'\nresults_root = None"),
+                new_code_cell(
+                    "raise FileNotFoundError(\"preset 'x' uses the real datasets ['nih'], but:\\n"
+                    "  nih: /data/nih is not a folder\\nSee the README section 'Your own data'.\")"
+                ),
+            ],
+            metadata={"kernelspec": {"name": "ddval", "display_name": "Python (ddval)", "language": "python"}},
+        ),
+        notebook,
+    )
     task = build_manifest(load_config(TINY), tmp_path, preset=TINY, notebooks_dir=NOTEBOOKS)[0]
     outcome = run_task(dataclasses.replace(task, notebook=str(notebook)), progress_bar=False)
     assert outcome.status == "failed"

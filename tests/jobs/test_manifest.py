@@ -24,7 +24,14 @@ def by_id(tasks: list[Task]) -> dict[str, Task]:
 def test_coalitions_in_config_order_smallest_first():
     cfg = load_config("demo")
     assert coalition_ids(cfg.setting("noniid")) == [
-        "nih", "chexpert", "mimic", "nih+chexpert", "nih+mimic", "chexpert+mimic", "nih+chexpert+mimic"]
+        "nih",
+        "chexpert",
+        "mimic",
+        "nih+chexpert",
+        "nih+mimic",
+        "chexpert+mimic",
+        "nih+chexpert+mimic",
+    ]
     assert coalition_ids(cfg.setting("labelflip")) == ["flip00+flip05+flip10+flip15+flip20+flip25"]
 
 
@@ -33,9 +40,23 @@ def test_demo_manifest_one_train_task_per_setting(tmp_path):
     tasks = build_manifest(cfg, tmp_path)
     counts = {s: sum(t.stage == s for t in tasks) for s in STAGES}
     n = len(cfg.seeds) * len(cfg.settings)
-    assert counts == {"index": 1, "resize": 1, "train": n, "valuation-shard": 0, "valuation": n, "economy": 1, "figures": 1}
+    assert counts == {
+        "index": 1,
+        "resize": 1,
+        "train": n,
+        "valuation-shard": 0,
+        "valuation": n,
+        "economy": 1,
+        "figures": 1,
+    }
     train = by_id(tasks)["train/seed-1/iid"]
-    assert train.parameters == {"preset": "demo", "seed": 1, "setting": "iid", "coalition": None, "results_root": str(tmp_path)}
+    assert train.parameters == {
+        "preset": "demo",
+        "seed": 1,
+        "setting": "iid",
+        "coalition": None,
+        "results_root": str(tmp_path),
+    }
     assert train.output == str(tmp_path / "demo" / "notebooks" / "seed-1" / "iid" / "03_train.ipynb")
     assert train.notebook.endswith("notebooks/03_train.ipynb") and Path(train.notebook).is_absolute()
     assert train.kernel == "ddval"
@@ -65,8 +86,13 @@ def test_economy_first_seed_first_setting_and_figures_last(tmp_path):
     economy = [t for t in tasks if t.stage == "economy"]
     assert [t.task_id for t in economy] == ["economy/seed-2/noniid"]
     # the RPC URL (maybe holding an API key) stays in the preset: the notebook reads it from there
-    assert economy[0].parameters == {"preset": "demo", "seed": 2, "setting": "noniid",
-                                     "n_individuals": cfg.economy.n_individuals, "results_root": str(tmp_path)}
+    assert economy[0].parameters == {
+        "preset": "demo",
+        "seed": 2,
+        "setting": "noniid",
+        "n_individuals": cfg.economy.n_individuals,
+        "results_root": str(tmp_path),
+    }
     assert not any("SECRET" in repr(t.parameters) for t in tasks)
     figures = tasks[-1]
     assert figures.stage == "figures" and figures.parameters == {"preset": "demo", "results_root": str(tmp_path)}
@@ -104,7 +130,10 @@ def test_manifest_file_round_trip_and_errors(tmp_path):
     with pytest.raises(ValueError, match="row 0 has row number 21"):
         write_manifest(list(reversed(tasks)), tmp_path / "bad.jsonl")
     backwards = [dataclasses.replace(t, row=i) for i, t in enumerate(reversed(tasks))]
-    with pytest.raises(ValueError, match=r"bad\.jsonl: row 0 \(figures\) depends on \['valuation/seed-0/noniid', .*not listed before it"):
+    with pytest.raises(
+        ValueError,
+        match=r"bad\.jsonl: row 0 \(figures\) depends on \['valuation/seed-0/noniid', .*not listed before it",
+    ):
         write_manifest(backwards, tmp_path / "bad.jsonl")
 
 
@@ -129,7 +158,9 @@ def test_hash_covers_the_notebook_source(tmp_path):
     notebooks = Path(shutil.copytree(FIXTURE_NOTEBOOKS, tmp_path / "nb"))
     cfg = load_config(TINY)
     before = by_id(build_manifest(cfg, tmp_path, preset=TINY, notebooks_dir=notebooks))
-    (notebooks / "05_token_economy.ipynb").write_text((notebooks / "05_token_economy.ipynb").read_text().replace("paid", "paid:"))
+    (notebooks / "05_token_economy.ipynb").write_text(
+        (notebooks / "05_token_economy.ipynb").read_text().replace("paid", "paid:")
+    )
     after = by_id(build_manifest(cfg, tmp_path, preset=TINY, notebooks_dir=notebooks))
     assert {i for i in before if before[i].task_hash != after[i].task_hash} == {"economy/seed-0/noniid"}
 

@@ -33,11 +33,19 @@ def test_figures_notebook_with_a_preset_file(shipped_copy, tmp_path):
     with pytest.MonkeyPatch.context() as mp:  # the kernel imports this checkout, quietly
         mp.setenv("PYTHONPATH", pythonpath_with_this_ddval(None))
         mp.setenv("DDVAL_PROGRESS", "off")
-        papermill.execute_notebook(REPO / "notebooks" / "06_figures.ipynb", out, kernel_name="ddval",
-                                   parameters={"preset": str(preset), "results_root": str(results)},
-                                   cwd=str(REPO / "notebooks"), progress_bar=False)
-    text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
-                   for cell in nbformat.read(out, as_version=4).cells for o in cell.get("outputs", []))
+        papermill.execute_notebook(
+            REPO / "notebooks" / "06_figures.ipynb",
+            out,
+            kernel_name="ddval",
+            parameters={"preset": str(preset), "results_root": str(results)},
+            cwd=str(REPO / "notebooks"),
+            progress_bar=False,
+        )
+    text = "".join(
+        str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
+        for cell in nbformat.read(out, as_version=4).cells
+        for o in cell.get("outputs", [])
+    )
     assert "skipped" not in text, text
     figures = results / "nihreal" / "figures"
     assert len(list(figures.glob("*.png"))) >= 10

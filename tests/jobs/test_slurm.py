@@ -25,8 +25,19 @@ WAIT = "900"  # seconds; the chain of 14 fixture tasks takes about 2 min on a bu
 
 
 def submit(run_ddval, root: Path, preset: Path, *extra: str):
-    return run_ddval("submit", "--preset", preset, "--notebooks", NOTEBOOKS, "--results", root,
-                     "--backend", "slurm", *extra, timeout=float(WAIT) + 60)
+    return run_ddval(
+        "submit",
+        "--preset",
+        preset,
+        "--notebooks",
+        NOTEBOOKS,
+        "--results",
+        root,
+        "--backend",
+        "slurm",
+        *extra,
+        timeout=float(WAIT) + 60,
+    )
 
 
 def submission(root: Path) -> tuple[Path, dict]:
@@ -49,14 +60,17 @@ def test_failing_task_blocks_dependent_arrays(slurm_cluster, run_ddval, tmp_path
     tasks = read_manifest(folder / "manifest.jsonl")
     row = {t.task_id: t.row for t in tasks}
     train = {int(s["ArrayTaskId"]): (s["JobState"], s["ExitCode"]) for s in by_stage["train"]}
-    assert train == {row["train/seed-0/noniid/a"]: ("COMPLETED", "0:0"),
-                     row["train/seed-0/noniid/broken"]: ("FAILED", "1:0"),
-                     row["train/seed-0/noniid/a+broken"]: ("FAILED", "1:0"),
-                     row["train/seed-0/iid/c1+c2"]: ("COMPLETED", "0:0")}
+    assert train == {
+        row["train/seed-0/noniid/a"]: ("COMPLETED", "0:0"),
+        row["train/seed-0/noniid/broken"]: ("FAILED", "1:0"),
+        row["train/seed-0/noniid/a+broken"]: ("FAILED", "1:0"),
+        row["train/seed-0/iid/c1+c2"]: ("COMPLETED", "0:0"),
+    }
     for stage in ("valuation-shard", "valuation", "economy", "figures"):  # never started
         assert {(s["JobState"], s["Reason"]) for s in by_stage[stage]} == {("CANCELLED", "DependencyNeverSatisfied")}
         assert Counter(t.stage for t in tasks)[stage] and not any(
-            Path(t.output).exists() or partial_path(t).exists() for t in tasks if t.stage == stage)
+            Path(t.output).exists() or partial_path(t).exists() for t in tasks if t.stage == stage
+        )
     failed = next(t for t in tasks if t.task_id == "train/seed-0/noniid/broken")
     assert "deliberate failure" in partial_path(failed).read_text()
     log = (folder / "logs" / f"train-{jobs['train']['job_id']}_{failed.row}.out").read_text()
@@ -72,7 +86,9 @@ def test_slurm_up_is_idempotent(slurm_cluster):
     own = Path(os.environ.get("DDVAL_SLURM_DIR", Path.home() / ".cache" / "ddval-slurm"))
     run = Path("/run") if os.getuid() == 0 else own / "run"
     pids = {name: (run / f"{name}.pid").read_text().strip() for name in ("slurmctld", "slurmd")}
-    proc = subprocess.run(["bash", str(Path(__file__).parents[2] / "tools" / "slurm-up.sh")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["bash", str(Path(__file__).parents[2] / "tools" / "slurm-up.sh")], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     said = proc.stdout + proc.stderr
     assert "starting" not in said and "wrote" not in said

@@ -34,8 +34,13 @@ def free_port_pair() -> int:
 def as_user(command: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
     """``command`` as a user without root: ``nobody`` when we are root, else ourselves."""
     prefix = ["runuser", "-u", "nobody", "--"] if os.getuid() == 0 else []
-    return subprocess.run([*prefix, "env", *[f"{k}={v}" for k, v in env.items()], *command], capture_output=True,
-                          text=True, timeout=timeout, cwd="/")
+    return subprocess.run(
+        [*prefix, "env", *[f"{k}={v}" for k, v in env.items()], *command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd="/",
+    )
 
 
 @pytest.fixture
@@ -60,8 +65,12 @@ def test_slurm_up_without_root_starts_a_cluster_of_the_user(open_tmp):
         shutil.copy(REPO / "tools" / name, tmp_path / name)
         os.chmod(tmp_path / name, 0o755)
     script = tmp_path / "slurm-user-up.sh"
-    env = {"DDVAL_SLURM_DIR": str(base), "DDVAL_SLURM_PORT": str(free_port_pair()), "HOME": str(base),
-           "PATH": os.environ["PATH"]}
+    env = {
+        "DDVAL_SLURM_DIR": str(base),
+        "DDVAL_SLURM_PORT": str(free_port_pair()),
+        "HOME": str(base),
+        "PATH": os.environ["PATH"],
+    }
     try:
         up = as_user(["bash", str(script)], env)
         assert up.returncode == 0, up.stdout + up.stderr

@@ -57,15 +57,29 @@ def lab(tmp_path_factory) -> Lab:
     write_settings(scratch / "settings")
     results = Path(os.environ.get("DDVAL_RESULTS") or scratch / "results")
     port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "DDVAL_RESULTS": str(results), "DDVAL_PROGRESS": "off",
-           "JUPYTER_RUNTIME_DIR": str(scratch / "runtime"), "JUPYTERLAB_SETTINGS_DIR": str(scratch / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(scratch / "workspaces")}
+    env = {
+        **os.environ,
+        "DDVAL_RESULTS": str(results),
+        "DDVAL_PROGRESS": "off",
+        "JUPYTER_RUNTIME_DIR": str(scratch / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(scratch / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(scratch / "workspaces"),
+    }
     log_path = scratch / "lab.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            ["make", "-s", "-C", str(REPO), "lab", f"LAB_ARGS=--port={port} --ServerApp.port_retries=0 "
-             f"--IdentityProvider.token={token}"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                "make",
+                "-s",
+                "-C",
+                str(REPO),
+                "lab",
+                f"LAB_ARGS=--port={port} --ServerApp.port_retries=0 --IdentityProvider.token={token}",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     server = Lab(f"http://127.0.0.1:{port}", token, log_path, results)
     try:

@@ -110,7 +110,8 @@ def _check_outputs(page) -> dict:
         sizes.append((box["width"], box["height"], *natural))
     # textContent, not innerText: cells scrolled out of view are not laid out (content-visibility)
     cells = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output table").evaluate_all(
-        "ts => ts.flatMap(t => [...t.querySelectorAll('td, th')].map(c => c.textContent))")
+        "ts => ts.flatMap(t => [...t.querySelectorAll('td, th')].map(c => c.textContent))"
+    )
     return {
         "n_outputs": outputs.count(),
         "errors": [errors.nth(i).text_content() for i in range(errors.count())],

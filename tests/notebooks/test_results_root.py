@@ -64,9 +64,11 @@ def test_a_kernel_in_a_second_clone_writes_into_that_clone(tmp_path):
     env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE), env.get("PYTHONPATH", "")])
     km, kc = start_new_kernel(kernel_name="python3", cwd=str(other / "notebooks"), env=env)
     try:
-        code = ("import ddval, ddval.layout\nfrom ddval import figures, summary\n"
-                "t = summary.ResultTables.open(None, 'demo')\nr = figures.render(t, 'flip_detection')\n"
-                "print(ddval.__file__); print(ddval.layout.results_root()); print(r.files[0])")
+        code = (
+            "import ddval, ddval.layout\nfrom ddval import figures, summary\n"
+            "t = summary.ResultTables.open(None, 'demo')\nr = figures.render(t, 'flip_detection')\n"
+            "print(ddval.__file__); print(ddval.layout.results_root()); print(r.files[0])"
+        )
         reply = kc.execute_interactive(code, timeout=120, output_hook=_collect(out := []))
     finally:
         kc.stop_channels()

@@ -14,8 +14,9 @@ from ddval.notebook import show
 
 
 def _similarity(setting: str, cosine: float) -> pd.DataFrame:
-    return pd.DataFrame({"setting": [setting], "seed": [0], "method": ["lambda_mr"], "cosine": [cosine],
-                         "pearson": [0.123456789]})
+    return pd.DataFrame(
+        {"setting": [setting], "seed": [0], "method": ["lambda_mr"], "cosine": [cosine], "pearson": [0.123456789]}
+    )
 
 
 def test_object_columns_from_a_concatenation_are_rounded():
@@ -36,9 +37,16 @@ def test_settings_in_display_order_with_figure_names():
 
 
 def test_institutions_counts_and_gas():
-    frame = pd.DataFrame({"institution": ["nih", "client3"], "n_tx": [1.0, 336.0], "n_seeds": [3, 3],
-                          "gas_mean": [580154.0, 1206907.6], "gas_per_recipient": [np.nan, 29601.1],
-                          "value": [0.123456, 2.0]})
+    frame = pd.DataFrame(
+        {
+            "institution": ["nih", "client3"],
+            "n_tx": [1.0, 336.0],
+            "n_seeds": [3, 3],
+            "gas_mean": [580154.0, 1206907.6],
+            "gas_per_recipient": [np.nan, 29601.1],
+            "value": [0.123456, 2.0],
+        }
+    )
     shown = show(frame)
     assert list(shown["institution"]) == ["NIH", "Client 3"]
     assert str(shown["n_tx"].dtype) == "Int64" and list(shown["n_tx"]) == [1, 336]
@@ -59,8 +67,14 @@ def test_fractional_counts_stay_numbers():
 
 
 def test_pivot_headers_get_display_names():
-    frame = pd.DataFrame({"setting": ["noniid", "noniid"], "institution": ["nih", "mimic"], "method": ["ddval", "or"],
-                          "value": [0.1, 0.2]})
+    frame = pd.DataFrame(
+        {
+            "setting": ["noniid", "noniid"],
+            "institution": ["nih", "mimic"],
+            "method": ["ddval", "or"],
+            "value": [0.1, 0.2],
+        }
+    )
     pivot = frame.pivot_table(index=["setting", "institution"], columns="method", values="value", sort=False)
     shown = show(pivot)
     assert list(shown.columns) == ["DDVal", "OR"]

@@ -23,7 +23,9 @@ def _load_script():
 def test_fixtures_are_current(tmp_path, fixture_root):
     _load_script().main(tmp_path)
     fresh = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
-    committed = sorted(p.relative_to(fixture_root) for p in fixture_root.rglob("*") if p.is_file() and "figures" not in p.parts)
+    committed = sorted(
+        p.relative_to(fixture_root) for p in fixture_root.rglob("*") if p.is_file() and "figures" not in p.parts
+    )
     assert fresh == committed
     for rel in fresh:
         if rel.suffix == ".csv":

@@ -32,8 +32,14 @@ def test_notebook_draws_every_figure_and_passes_nbval(copied_root: Path, tmp_pat
     out = tmp_path / "06_figures.ipynb"
     # python3: the kernel of the running interpreter (the committed notebook names `ddval`, which
     # `make env` installs; this test must not depend on that).
-    papermill.execute_notebook(str(NOTEBOOK), str(out), parameters={"results_root": str(copied_root)},
-                               kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOK.parent))
+    papermill.execute_notebook(
+        str(NOTEBOOK),
+        str(out),
+        parameters={"results_root": str(copied_root)},
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(NOTEBOOK.parent),
+    )
     nb = nbformat.read(out, as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     pngs = [o for o in outputs if "image/png" in o.get("data", {})]
@@ -46,9 +52,23 @@ def test_notebook_draws_every_figure_and_passes_nbval(copied_root: Path, tmp_pat
 
     # nbval re-executes the papermill output (its injected-parameters cell included) and compares
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--nbval", "--nbval-current-env",
-         "--nbval-sanitize-with", str(SANITIZE), str(out)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--nbval",
+            "--nbval-current-env",
+            "--nbval-sanitize-with",
+            str(SANITIZE),
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout

@@ -18,7 +18,9 @@ from ddval import summary as S
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("x", [[1.0, 2.0, 4.0], [0.99969, 0.99971, 0.99968, 0.9997], [5.0, 5.0], list(np.linspace(-1, 3, 12))])
+@pytest.mark.parametrize(
+    "x", [[1.0, 2.0, 4.0], [0.99969, 0.99971, 0.99968, 0.9997], [5.0, 5.0], list(np.linspace(-1, 3, 12))]
+)
 def test_mean_ci_matches_scipy_t_interval(x):
     m, h = S.mean_ci(x)
     assert m == pytest.approx(np.mean(x))
@@ -91,7 +93,8 @@ def test_seeds_sorted_numerically(tmp_path):
         d = tmp_path / "p" / f"seed-{seed}" / "iid" / "valuation"
         d.mkdir(parents=True)
         pd.DataFrame({"setting": ["iid"], "seed": [seed], "auroc": [0.7], "n_flipped": [1], "n_clean": [2]}).to_csv(
-            d / "flip_detection.csv", index=False)
+            d / "flip_detection.csv", index=False
+        )
     assert list(S.ResultTables.open(tmp_path, "p").load("flip_detection.csv")["seed"]) == [2, 10]
 
 
@@ -103,7 +106,13 @@ def _write(tmp_path, frame, seed=0, setting="iid", name="labelflip.csv"):
 
 
 def test_bad_tables_name_file_row_and_field(tmp_path):
-    good = {"setting": ["iid", "iid"], "seed": [0, 0], "institution": ["a", "b"], "flip_rate": [0.0, 0.1], "value": [0.1, 0.2]}
+    good = {
+        "setting": ["iid", "iid"],
+        "seed": [0, 0],
+        "institution": ["a", "b"],
+        "flip_rate": [0.0, 0.1],
+        "value": [0.1, 0.2],
+    }
     t = _write(tmp_path, pd.DataFrame({k: v for k, v in good.items() if k != "flip_rate"}))
     with pytest.raises(ValueError, match=r"labelflip\.csv: missing column\(s\) \['flip_rate'\]"):
         t.load("labelflip.csv")
@@ -132,15 +141,19 @@ def _sim(rows):
 
 
 def test_similarity_table_and_paper_comparison_golden():
-    sim = _sim([
-        ("iid", s, m, c, 0.9, 0.8, 0.01)
-        for s, row in enumerate([(0.9, 0.5, 0.7), (0.8, 0.6, 0.7), (1.0, 0.7, 0.7)])
-        for m, c in zip(("ddval", "or", "safe"), row)
-    ])
+    sim = _sim(
+        [
+            ("iid", s, m, c, 0.9, 0.8, 0.01)
+            for s, row in enumerate([(0.9, 0.5, 0.7), (0.8, 0.6, 0.7), (1.0, 0.7, 0.7)])
+            for m, c in zip(("ddval", "or", "safe"), row)
+        ]
+    )
     table = S.similarity_table(sim)
     assert list(table.index) == ["ddval", "or", "safe"] and list(table.columns) == ["iid"]
     # mean [percentile-bootstrap interval over seeds]: inside the per-seed range, never beyond 100 %
-    mean, low, high = (float(x) for x in table.loc["ddval", "iid"].replace("[", "").replace("]", "").replace(",", "").split())
+    mean, low, high = (
+        float(x) for x in table.loc["ddval", "iid"].replace("[", "").replace("]", "").replace(",", "").split()
+    )
     assert mean == 90.0 and 80.0 <= low < mean < high <= 100.0
     assert table.loc["safe", "iid"] == "70.000 [70.000, 70.000]"
     comp = S.paper_comparison(sim).set_index("row")
@@ -153,16 +166,24 @@ def test_institution_values_only_settings_with_exact(tables):
     assert S.order_settings(s["setting"].unique()) == ["noniid", "iid"]
     assert list(s["method"].unique()) == [*S.METHODS, "equal_split", "size_split", "positives_split"]
     row = s[(s["setting"] == "noniid") & (s["method"] == "exact") & (s["institution"] == "nih")].iloc[0]
-    raw = tables.load("institution_values.csv").query("setting == 'noniid' and method == 'exact' and institution == 'nih'")
+    raw = tables.load("institution_values.csv").query(
+        "setting == 'noniid' and method == 'exact' and institution == 'nih'"
+    )
     assert row["value_pct"] == pytest.approx(100 * raw["value"].mean())
     assert row["n_seeds"] == 3
 
 
 def test_flipped_points_averages_each_seed_first():
-    pts = pd.DataFrame({
-        "setting": "lf", "seed": [0, 0, 0, 1], "n_flipped": [0, 0, 1, 0],
-        "value": [1e-4, 3e-4, -1e-4, 4e-4], "institution": "a", "scan_id": list("wxyz"),
-    })
+    pts = pd.DataFrame(
+        {
+            "setting": "lf",
+            "seed": [0, 0, 0, 1],
+            "n_flipped": [0, 0, 1, 0],
+            "value": [1e-4, 3e-4, -1e-4, 4e-4],
+            "institution": "a",
+            "scan_id": list("wxyz"),
+        }
+    )
     out = S.flipped_points(pts)
     clean = out[out["n_flipped"] == 0].iloc[0]
     assert clean["unit"] == "1e-04"
@@ -173,21 +194,34 @@ def test_flipped_points_averages_each_seed_first():
 def test_training_curves_use_the_grand_coalition(tables):
     curves = tables.load("curves.csv")
     s = S.training_curves(curves)
-    grand = curves[(curves["setting"] == "noniid") & (curves["coalition"] == "nih+chexpert+mimic") & (curves["round"] == 1)]
+    grand = curves[
+        (curves["setting"] == "noniid") & (curves["coalition"] == "nih+chexpert+mimic") & (curves["round"] == 1)
+    ]
     first = s[(s["setting"] == "noniid") & (s["round"] == 1)].iloc[0]
     assert first["val_loss"] == pytest.approx(grand["val_loss"].mean())
     assert first["n_seeds"] == 3
 
 
 def test_gas_is_per_run():
-    g = pd.DataFrame({"seed": [0, 0, 1, 1], "setting": "x", "operation": ["claim"] * 4, "actor": "i", "gas_used": [10, 20, 30, 40]})
+    g = pd.DataFrame(
+        {"seed": [0, 0, 1, 1], "setting": "x", "operation": ["claim"] * 4, "actor": "i", "gas_used": [10, 20, 30, 40]}
+    )
     out = S.gas(g).iloc[0]
     assert out["n_tx"] == 2 and out["gas_per_run"] == 50 and out["gas_mean"] == 25
 
 
 def test_scalability_keeps_settings_apart():
-    scal = pd.DataFrame({"setting": ["a", "b"], "seed": 0, "method": "ddval", "n_clients": 2, "n_points": 100,
-                         "wall_time_s": [1.0, 3.0], "n_utility_evals": 0})
+    scal = pd.DataFrame(
+        {
+            "setting": ["a", "b"],
+            "seed": 0,
+            "method": "ddval",
+            "n_clients": 2,
+            "n_points": 100,
+            "wall_time_s": [1.0, 3.0],
+            "n_utility_evals": 0,
+        }
+    )
     out = S.scalability(scal)
     assert list(out["wall_time_s"]) == [1.0, 3.0] and list(out["setting"]) == ["a", "b"]
 
@@ -201,5 +235,7 @@ def test_headline(fixture_root, tmp_path):
     assert all(len(cell.split()) == 3 for cell in table.loc["noniid", "per seed"])  # three seeds
     wins = table.loc[("noniid", "ddval"), "vs best reference"]
     assert wins.split(",")[0] in {f"{k}/3" for k in range(4)}  # wins out of the three seeds, then the difference
-    assert table.loc[("noniid", "size_split"), "vs best reference"] == ""  # references are not judged against themselves
+    assert (
+        table.loc[("noniid", "size_split"), "vs best reference"] == ""
+    )  # references are not judged against themselves
     assert S.headline(tmp_path, "demo") is None

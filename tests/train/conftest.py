@@ -43,7 +43,10 @@ def tensor_dataset(n: int, seed: int, shift: float = 0.0) -> TensorDataset:
 
 
 def make_clients(n: int = 3, size: int = 20, **kwargs) -> list[Client]:
-    return [Client(f"c{i}", tensor_dataset(size, seed=i, shift=0.1 * i), tensor_dataset(8, seed=100 + i), **kwargs) for i in range(n)]
+    return [
+        Client(f"c{i}", tensor_dataset(size, seed=i, shift=0.1 * i), tensor_dataset(8, seed=100 + i), **kwargs)
+        for i in range(n)
+    ]
 
 
 def fresh_model(cfg: TrainConfig, seed: int = 1):

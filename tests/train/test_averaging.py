@@ -10,7 +10,11 @@ from ddval.train.aggregate import average_states, state_sha256
 
 
 def _state(a: float, b: list[float], n: int) -> dict:
-    return {"w": torch.tensor([a, 2 * a], dtype=torch.float32), "bias": torch.tensor(b, dtype=torch.float32), "bn.num_batches_tracked": torch.tensor(n)}
+    return {
+        "w": torch.tensor([a, 2 * a], dtype=torch.float32),
+        "bias": torch.tensor(b, dtype=torch.float32),
+        "bn.num_batches_tracked": torch.tensor(n),
+    }
 
 
 def test_unweighted_is_the_plain_mean():

@@ -36,7 +36,12 @@ def demo(**train):
 def data(data_factory):
     names = GRAND
     frame = pd.DataFrame(
-        [{"institution": n, "split": s, "scan_id": f"{n}-{s}-{i}"} for n in names for s, k in [("train", 16), ("val", 6), ("test", 10)] for i in range(k)]
+        [
+            {"institution": n, "split": s, "scan_id": f"{n}-{s}-{i}"}
+            for n in names
+            for s, k in [("train", 16), ("val", 6), ("test", 10)]
+            for i in range(k)
+        ]
     )
     return SettingData(
         partition=frame,
@@ -48,7 +53,15 @@ def data(data_factory):
 
 def test_coalitions_are_enumerated_in_config_order():
     cfg = load_config("demo")
-    assert all_coalitions(["a", "b", "c"]) == [("a",), ("b",), ("c",), ("a", "b"), ("a", "c"), ("b", "c"), ("a", "b", "c")]
+    assert all_coalitions(["a", "b", "c"]) == [
+        ("a",),
+        ("b",),
+        ("c",),
+        ("a", "b"),
+        ("a", "c"),
+        ("b", "c"),
+        ("a", "b", "c"),
+    ]
     assert [coalition_id(c) for c in setting_coalitions(cfg.setting("noniid"))][3] == "nih+chexpert"
     assert setting_coalitions(cfg.setting("labelflip")) == [tuple(f"flip{p:02d}" for p in range(0, 30, 5))]
     assert parse_coalition(cfg.setting("noniid"), "mimic+nih") == ("nih", "mimic")
@@ -72,19 +85,35 @@ def test_grand_coalition_tables_and_recorded_rounds(tmp_path, data):
     rounds = pd.read_csv(cdir / "rounds.csv")
     assert list(rounds.columns) == ["round", "institution", "model_sha256", "merged_sha256", "leader", "val_loss"]
     assert len(rounds) == 9 and set(rounds["leader"]) == {"server"}
-    history = RoundHistory(cdir, store.param_hash(stage.coalition_params(cfg, 0, "noniid", GRAND, data.partition)), GRAND, {n: 16 for n in GRAND}, False, 3, int(curve.loc[curve["is_best"], "round"].iloc[0]))
+    history = RoundHistory(
+        cdir,
+        store.param_hash(stage.coalition_params(cfg, 0, "noniid", GRAND, data.partition)),
+        GRAND,
+        {n: 16 for n in GRAND},
+        False,
+        3,
+        int(curve.loc[curve["is_best"], "round"].iloc[0]),
+    )
     for r in (1, 2, 3):
         row = rounds[rounds["round"] == r]
         assert state_sha256(history.global_state(r)) == row["merged_sha256"].iloc[0]
         for name in GRAND:
-            assert state_sha256(history.local_state(r, name)) == row.loc[row["institution"] == name, "model_sha256"].iloc[0]
+            assert (
+                state_sha256(history.local_state(r, name))
+                == row.loc[row["institution"] == name, "model_sha256"].iloc[0]
+            )
     best = load_checkpoint(cdir / "best.pt", history.params_hash)
     assert state_sha256(best["state"]) == state_sha256(history.global_state(history.best_round))
     # round 0 is the shared initial model: a single-institution coalition starts from it too
     train_coalition(cfg, 0, "noniid", ("nih",), data, root=tmp_path)
     solo = pd.read_csv(coalition_dir(cfg, 0, "noniid", ("nih",), root=tmp_path) / "rounds.csv")
-    assert solo.loc[0, "model_sha256"] == rounds[(rounds["round"] == 1) & (rounds["institution"] == "nih")]["model_sha256"].iloc[0]
-    assert not (coalition_dir(cfg, 0, "noniid", ("nih",), root=tmp_path) / "rounds").exists()  # only the grand one keeps states
+    assert (
+        solo.loc[0, "model_sha256"]
+        == rounds[(rounds["round"] == 1) & (rounds["institution"] == "nih")]["model_sha256"].iloc[0]
+    )
+    assert not (
+        coalition_dir(cfg, 0, "noniid", ("nih",), root=tmp_path) / "rounds"
+    ).exists()  # only the grand one keeps states
 
 
 def test_done_coalition_is_skipped_and_a_changed_config_retrains(tmp_path, data, caplog):
@@ -138,7 +167,10 @@ def test_same_seed_same_utilities_other_seed_other_model(tmp_path, data):
     for root in ("a", "b"):
         train_coalition(cfg, 0, "noniid", ("chexpert",), data, root=tmp_path / root)
     train_coalition(cfg, 1, "noniid", ("chexpert",), data, root=tmp_path / "c")
-    read = lambda root, seed: pd.read_csv(coalition_dir(cfg, seed, "noniid", ("chexpert",), root=tmp_path / root) / "rounds.csv")  # noqa: E731
+
+    def read(root, seed):
+        return pd.read_csv(coalition_dir(cfg, seed, "noniid", ("chexpert",), root=tmp_path / root) / "rounds.csv")
+
     pd.testing.assert_frame_equal(read("a", 0), read("b", 0))
     assert read("a", 0)["merged_sha256"].iloc[-1] != read("c", 1)["merged_sha256"].iloc[-1]
 

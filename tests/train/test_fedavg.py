@@ -29,7 +29,10 @@ def test_different_clients_do_not_collapse(cfg_factory, clients_factory, model_f
 
 def test_weighted_round_is_the_weighted_mean_of_local_models(cfg_factory, clients_factory, model_factory):
     cfg = cfg_factory(max_rounds=1, weighted=True)
-    clients = [Client(c.name, torch.utils.data.Subset(c.train, range(8 + 6 * i)), c.val) for i, c in enumerate(clients_factory(3))]
+    clients = [
+        Client(c.name, torch.utils.data.Subset(c.train, range(8 + 6 * i)), c.val)
+        for i, c in enumerate(clients_factory(3))
+    ]
     seen = []
     res = train_fedavg(model_factory(cfg), clients, cfg, seed=0, on_round=seen.append)
     locals_ = seen[0].local_states
@@ -78,7 +81,9 @@ class Killed(Exception):
     pass
 
 
-def test_resume_after_a_killed_run_equals_an_uninterrupted_run(tmp_path, cfg_factory, clients_factory, model_factory, same_state):
+def test_resume_after_a_killed_run_equals_an_uninterrupted_run(
+    tmp_path, cfg_factory, clients_factory, model_factory, same_state
+):
     cfg = cfg_factory(max_rounds=5, patience=5)
     clients = clients_factory(2)
     full = train_fedavg(model_factory(cfg), clients, cfg, seed=3, checkpoint=tmp_path / "full.pt", params_hash="h")
@@ -89,10 +94,20 @@ def test_resume_after_a_killed_run_equals_an_uninterrupted_run(tmp_path, cfg_fac
 
     ckpt = tmp_path / "killed.pt"
     with pytest.raises(Killed):
-        train_fedavg(model_factory(cfg), clients, cfg, seed=3, checkpoint=ckpt, params_hash="h", on_round=kill_after_two)
+        train_fedavg(
+            model_factory(cfg), clients, cfg, seed=3, checkpoint=ckpt, params_hash="h", on_round=kill_after_two
+        )
     assert len(load_checkpoint(ckpt, "h")["history"]) == 1
     rounds_run = []
-    resumed = train_fedavg(model_factory(cfg, seed=99), clients, cfg, seed=3, checkpoint=ckpt, params_hash="h", on_round=lambda r: rounds_run.append(r.round))
+    resumed = train_fedavg(
+        model_factory(cfg, seed=99),
+        clients,
+        cfg,
+        seed=3,
+        checkpoint=ckpt,
+        params_hash="h",
+        on_round=lambda r: rounds_run.append(r.round),
+    )
     assert rounds_run == [2, 3, 4, 5]  # round 1 came from the checkpoint
     same_state(full.final_state, resumed.final_state)
     same_state(full.best_state, resumed.best_state)
@@ -133,14 +148,30 @@ def test_corrupt_checkpoint_is_an_error(tmp_path, cfg_factory, clients_factory, 
         load_checkpoint(ckpt, "h")
 
 
-def test_checkpoint_of_another_config_or_other_clients_is_an_error(tmp_path, cfg_factory, clients_factory, model_factory):
+def test_checkpoint_of_another_config_or_other_clients_is_an_error(
+    tmp_path, cfg_factory, clients_factory, model_factory
+):
     cfg = cfg_factory(max_rounds=1)
     ckpt = tmp_path / "checkpoint.pt"
     train_fedavg(model_factory(cfg), clients_factory(2), cfg, seed=0, checkpoint=ckpt, params_hash="old")
     with pytest.raises(CheckpointError, match="different configuration"):
-        train_fedavg(model_factory(cfg), clients_factory(2), cfg_factory(max_rounds=2), seed=0, checkpoint=ckpt, params_hash="new")
+        train_fedavg(
+            model_factory(cfg),
+            clients_factory(2),
+            cfg_factory(max_rounds=2),
+            seed=0,
+            checkpoint=ckpt,
+            params_hash="new",
+        )
     with pytest.raises(CheckpointError, match="clients"):
-        train_rounds(model_factory(cfg), clients_factory(3), cfg_factory(max_rounds=2), seed=0, checkpoint=ckpt, params_hash="old")
+        train_rounds(
+            model_factory(cfg),
+            clients_factory(3),
+            cfg_factory(max_rounds=2),
+            seed=0,
+            checkpoint=ckpt,
+            params_hash="old",
+        )
 
 
 def test_learning_rate_rule_is_the_same_for_every_coalition(cfg_factory, clients_factory, model_factory):
@@ -155,7 +186,17 @@ def test_learning_rate_rule_is_the_same_for_every_coalition(cfg_factory, clients
     assert alone.history[0]["clients"]["c0"]["model_sha256"] == together.history[0]["clients"]["c0"]["model_sha256"]
 
 
-@pytest.mark.parametrize("field, value", [("patience", 0), ("lr", 0.0), ("lr_decay", 1.5), ("momentum", 1.0), ("batch_size", 0), ("small_block_config", (1, 1, 1))])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("patience", 0),
+        ("lr", 0.0),
+        ("lr_decay", 1.5),
+        ("momentum", 1.0),
+        ("batch_size", 0),
+        ("small_block_config", (1, 1, 1)),
+    ],
+)
 def test_bad_train_settings_are_named(field, value, cfg_factory, clients_factory, model_factory):
     with pytest.raises(ValueError, match=f"train.{field}"):
         train_fedavg(model_factory(cfg_factory()), clients_factory(1), cfg_factory(**{field: value}), seed=0)

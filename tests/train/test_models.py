@@ -56,7 +56,9 @@ def test_densenet121_loads_cached_imagenet_weights(empty_hub, monkeypatch):
     # torchvision's checkpoint uses legacy key names ("norm.1") and a 1000-way head
     torch.manual_seed(0)
     reference = densenet121(weights=None)
-    legacy = {re.sub(r"(denselayer\d+\.(norm|relu|conv))([12])\.", r"\1.\3.", k): v for k, v in reference.state_dict().items()}
+    legacy = {
+        re.sub(r"(denselayer\d+\.(norm|relu|conv))([12])\.", r"\1.\3.", k): v for k, v in reference.state_dict().items()
+    }
     assert any(".norm.1." in k for k in legacy)
     path = imagenet_weights_path()
     path.parent.mkdir(parents=True)

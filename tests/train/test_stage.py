@@ -12,7 +12,11 @@ from ddval.train.aggregate import state_sha256
 from ddval.train.metrics import coalition_utility
 
 TINY = {
-    "data": {"image_size": 32, "workers": 1, "synthetic": {"patients": {"nih": 30, "chexpert": 30, "mimic": 40}, "image_size": 48}},
+    "data": {
+        "image_size": 32,
+        "workers": 1,
+        "synthetic": {"patients": {"nih": 30, "chexpert": 30, "mimic": 40}, "image_size": 48},
+    },
     "settings": [
         {
             "name": "pair",
@@ -32,8 +36,18 @@ TINY = {
             ],
         },
     ],
-    "train": {"max_rounds": 2, "patience": 2, "batch_size": 8, "lr": 0.1, "threads": 1, "processes": 1, "device": "cpu",
-              "small_growth_rate": 4, "small_block_config": [1, 1, 1, 1], "small_init_features": 8},
+    "train": {
+        "max_rounds": 2,
+        "patience": 2,
+        "batch_size": 8,
+        "lr": 0.1,
+        "threads": 1,
+        "processes": 1,
+        "device": "cpu",
+        "small_growth_rate": 4,
+        "small_block_config": [1, 1, 1, 1],
+        "small_init_features": 8,
+    },
 }
 
 
@@ -60,13 +74,23 @@ def test_stage_outputs_and_loaders(root):
     with pytest.raises(FileNotFoundError, match="nih \\(missing\\), nih\\+mimic \\(missing\\)"):
         load_utilities(cfg, 0, "pair", root=root)
     out = run_training_stage(cfg, 0, root=root)
-    assert set(zip(out["setting"], out["coalition"])) == {("pair", "nih"), ("pair", "mimic"), ("pair", "nih+mimic"), ("flip", "clean+noisy")}
+    assert set(zip(out["setting"], out["coalition"])) == {
+        ("pair", "nih"),
+        ("pair", "mimic"),
+        ("pair", "nih+mimic"),
+        ("flip", "clean+noisy"),
+    }
 
     utilities = load_utilities(cfg, 0, "pair", root=root)
     assert list(utilities.columns) == ["setting", "seed", "coalition", "members", "n_members", "label", "auroc"]
     assert len(utilities) == 3 * 9
     u = utility_map(utilities)
-    assert u[frozenset()] == 0.5 and set(u) == {frozenset(), frozenset({"nih"}), frozenset({"mimic"}), frozenset({"nih", "mimic"})}
+    assert u[frozenset()] == 0.5 and set(u) == {
+        frozenset(),
+        frozenset({"nih"}),
+        frozenset({"mimic"}),
+        frozenset({"nih", "mimic"}),
+    }
     curves = load_curves(cfg, 0, root=root)
     assert set(curves["coalition"]) == {"nih", "mimic", "nih+mimic", "clean+noisy"}
     assert (layout.setting_dir(cfg, 0, "pair", root) / "train" / "curves.csv").exists()
@@ -81,7 +105,10 @@ def test_stage_outputs_and_loaders(root):
     assert rounds.institutions == ("nih", "mimic") and rounds.n_train == {"nih": 24, "mimic": 24}
     assert state_sha256(rounds.global_state(rounds.best_round)) == state_sha256(model.state_dict())
     table = pd.read_csv(coalition_dir(cfg, 0, "pair", ("nih", "mimic"), root) / "rounds.csv")
-    assert state_sha256(rounds.local_state(1, "mimic")) == table[(table["round"] == 1) & (table["institution"] == "mimic")]["model_sha256"].iloc[0]
+    assert (
+        state_sha256(rounds.local_state(1, "mimic"))
+        == table[(table["round"] == 1) & (table["institution"] == "mimic")]["model_sha256"].iloc[0]
+    )
 
 
 def test_changed_config_is_never_reused_silently(root):
@@ -108,5 +135,11 @@ def test_processes_give_the_same_results(root, tmp_path):
     (tmp_path / "demo" / "data").symlink_to(layout.data_dir(cfg, root), target_is_directory=True)
     parallel = run_training_stage(cfg, 0, setting="pair", root=tmp_path)
     serial = run_training_stage(tiny(), 0, setting="pair", root=root)
-    pd.testing.assert_frame_equal(parallel.sort_values(["coalition", "label"]).reset_index(drop=True), serial.sort_values(["coalition", "label"]).reset_index(drop=True))
-    assert torch.equal(load_model(cfg, 0, "pair", root=tmp_path).classifier[0].weight, load_model(tiny(), 0, "pair", root=root).classifier[0].weight)
+    pd.testing.assert_frame_equal(
+        parallel.sort_values(["coalition", "label"]).reset_index(drop=True),
+        serial.sort_values(["coalition", "label"]).reset_index(drop=True),
+    )
+    assert torch.equal(
+        load_model(cfg, 0, "pair", root=tmp_path).classifier[0].weight,
+        load_model(tiny(), 0, "pair", root=root).classifier[0].weight,
+    )

@@ -14,7 +14,9 @@ from ddval.train.swarm import SwarmConsensusError, leader_of, publish, receive, 
 def test_swarm_equals_fedavg_when_configured_alike(weighted, cfg_factory, clients_factory, model_factory, same_state):
     cfg = cfg_factory(max_rounds=3, patience=3, weighted=weighted)
     clients = clients_factory(3)
-    clients[2] = dataclasses.replace(clients[2], train=torch.utils.data.Subset(clients[2].train, range(12)))  # unequal sizes
+    clients[2] = dataclasses.replace(
+        clients[2], train=torch.utils.data.Subset(clients[2].train, range(12))
+    )  # unequal sizes
     fed = train_fedavg(model_factory(cfg), clients, cfg, seed=0)
     swarm = train_swarm(model_factory(cfg), clients, cfg, seed=0)
     same_state(fed.final_state, swarm.final_state)

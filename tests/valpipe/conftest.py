@@ -17,8 +17,20 @@ HERE = Path(__file__).parent
 
 
 def tiny_train_cfg(**changes) -> TrainConfig:
-    base = dict(model="densenet_small", pretrained=False, max_rounds=3, patience=3, batch_size=8, eval_batch_size=16, lr=0.05,
-                small_growth_rate=4, small_block_config=(1, 1, 1, 1), small_init_features=8, threads=1, device="cpu")
+    base = dict(
+        model="densenet_small",
+        pretrained=False,
+        max_rounds=3,
+        patience=3,
+        batch_size=8,
+        eval_batch_size=16,
+        lr=0.05,
+        small_growth_rate=4,
+        small_block_config=(1, 1, 1, 1),
+        small_init_features=8,
+        threads=1,
+        device="cpu",
+    )
     base.update(changes)
     return TrainConfig(**base)
 
@@ -27,15 +39,27 @@ def split(n: int, d: int, rng: np.random.Generator, prefix: str, patients: int |
     y = (rng.random((n, len(LABELS))) < 0.4).astype(np.float32)
     x = (rng.normal(size=(n, d)) + y[:, :1] * 1.5).astype(np.float32)  # label 0 is learnable
     pids = np.array([f"{prefix}-p{i % (patients or n)}" for i in range(n)])
-    return SplitFeatures(x=x, y=y, ids=np.array([f"{prefix}-{i}" for i in range(n)]), patients=pids,
-                         sex=np.array(["F", "M"] * (n // 2) + ["U"] * (n % 2)), age=rng.uniform(20, 80, n))
+    return SplitFeatures(
+        x=x,
+        y=y,
+        ids=np.array([f"{prefix}-{i}" for i in range(n)]),
+        patients=pids,
+        sex=np.array(["F", "M"] * (n // 2) + ["U"] * (n % 2)),
+        age=rng.uniform(20, 80, n),
+    )
 
 
-def make_features(names=("a", "b", "c"), n_train=(12, 9, 15), n_test=10, d=6, seed=0, shared_test=False) -> dict[str, InstitutionFeatures]:
+def make_features(
+    names=("a", "b", "c"), n_train=(12, 9, 15), n_test=10, d=6, seed=0, shared_test=False
+) -> dict[str, InstitutionFeatures]:
     rng = np.random.default_rng(seed)
     shared = split(n_test, d, rng, "shared")
     return {
-        name: InstitutionFeatures(name, split(n, d, rng, f"{name}-train", patients=max(1, n // 2)), shared if shared_test else split(n_test, d, rng, f"{name}-test"))
+        name: InstitutionFeatures(
+            name,
+            split(n, d, rng, f"{name}-train", patients=max(1, n // 2)),
+            shared if shared_test else split(n_test, d, rng, f"{name}-test"),
+        )
         for name, n in zip(names, n_train)
     }
 

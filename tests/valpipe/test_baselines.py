@@ -27,7 +27,10 @@ P = ["a", "b", "c"]
 
 def game(base, a, pair=0.0, players=P):
     """``base + Σ_{i∈S} a_i + pair · 1[{p0, p1} ⊆ S]``: Shapley values ``a_i (+ pair/2 for p0, p1)``."""
-    return {s: base + sum(a[players.index(p)] for p in s) + (pair if {players[0], players[1]} <= s else 0.0) for s in coalitions(players)}
+    return {
+        s: base + sum(a[players.index(p)] for p in s) + (pair if {players[0], players[1]} <= s else 0.0)
+        for s in coalitions(players)
+    }
 
 
 def brute_force(v, players):
@@ -35,8 +38,12 @@ def brute_force(v, players):
     out = {}
     for p in players:
         out[p] = sum(
-            (v[frozenset(s) | {p}] - v[frozenset(s)]) * math.factorial(len(s)) * math.factorial(n - len(s) - 1) / math.factorial(n)
-            for r in range(n) for s in itertools.combinations([q for q in players if q != p], r)
+            (v[frozenset(s) | {p}] - v[frozenset(s)])
+            * math.factorial(len(s))
+            * math.factorial(n - len(s) - 1)
+            / math.factorial(n)
+            for r in range(n)
+            for s in itertools.combinations([q for q in players if q != p], r)
         )
     return pd.Series(out)
 
@@ -53,7 +60,9 @@ def test_lambda_mr_is_the_discounted_sum_of_round_shapley_values():
     np.testing.assert_allclose(lambda_mr([g1, g2], P, 1.0).to_numpy(), [0.13, 0.07, 0.04])  # MR
     np.testing.assert_allclose(lambda_mr([g1, g2], P, 0.5).to_numpy(), [0.125, 0.055, 0.045])
     # with λ = 1 the values add up to the total gain over rounds (here the rounds chain)
-    assert lambda_mr([g1, g2], P, 1.0).sum() == pytest.approx((g1[frozenset(P)] - g1[frozenset()]) + (g2[frozenset(P)] - g2[frozenset()]))
+    assert lambda_mr([g1, g2], P, 1.0).sum() == pytest.approx(
+        (g1[frozenset(P)] - g1[frozenset()]) + (g2[frozenset(P)] - g2[frozenset()])
+    )
     with pytest.raises(ValueError, match="lambda_mr"):
         lambda_mr([g1], P, 0.0)
 
@@ -82,7 +91,12 @@ def test_gtg_without_truncation_converges_to_the_exact_values(a, pair, seed):
 
 def test_gtg_with_all_permutations_guided_is_exact_on_two_players():
     v = game(0.5, [0.2, 0.05], pair=0.1, players=["a", "b"])
-    values, _, n = gtg_round(lambda s: v[s], ["a", "b"], GTGOptions(eps=0.0, round_trunc=-1.0, max_permutations=2, min_permutations=50), np.random.default_rng(0))
+    values, _, n = gtg_round(
+        lambda s: v[s],
+        ["a", "b"],
+        GTGOptions(eps=0.0, round_trunc=-1.0, max_permutations=2, min_permutations=50),
+        np.random.default_rng(0),
+    )
     assert n == 2  # each player led once: both orders, i.e. the exact Shapley value
     np.testing.assert_allclose(values.to_numpy(), brute_force(v, ["a", "b"]).to_numpy(), atol=1e-15)
 
@@ -107,7 +121,12 @@ def test_within_round_truncation_stops_a_permutation_when_the_remaining_gain_is_
 def test_guided_permutations_let_every_player_lead_in_turn():
     v = game(0.5, [0.1, 0.2, 0.3])
     utility, calls = _spy(v)
-    gtg_round(utility, P, GTGOptions(eps=0.0, round_trunc=0.0, max_permutations=3, min_permutations=3), np.random.default_rng(0))
+    gtg_round(
+        utility,
+        P,
+        GTGOptions(eps=0.0, round_trunc=0.0, max_permutations=3, min_permutations=3),
+        np.random.default_rng(0),
+    )
     singletons = [s for s in calls if len(s) == 1]
     assert singletons[:3] == [frozenset({"a"}), frozenset({"b"}), frozenset({"c"})]
 
@@ -119,8 +138,12 @@ def test_gtg_converges_early_on_a_deterministic_game_and_is_seeded():
     assert n == 12
     np.testing.assert_allclose(values.to_numpy(), [0.1, 0.2, 0.3])
     g2 = game(0.5, [0.3, -0.1, 0.2], pair=0.2)
-    r1 = gtg_shapley([lambda s: v[s], lambda s: g2[s]], P, GTGOptions(eps=0, round_trunc=0, max_permutations=40), seed=3)
-    r2 = gtg_shapley([lambda s: v[s], lambda s: g2[s]], P, GTGOptions(eps=0, round_trunc=0, max_permutations=40), seed=3)
+    r1 = gtg_shapley(
+        [lambda s: v[s], lambda s: g2[s]], P, GTGOptions(eps=0, round_trunc=0, max_permutations=40), seed=3
+    )
+    r2 = gtg_shapley(
+        [lambda s: v[s], lambda s: g2[s]], P, GTGOptions(eps=0, round_trunc=0, max_permutations=40), seed=3
+    )
     assert r1[0].equals(r2[0]) and len(r1[2]) == 2
     np.testing.assert_allclose(r1[0].to_numpy(), (r1[2][0] + r1[2][1]).to_numpy())
 

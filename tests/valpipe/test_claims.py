@@ -46,15 +46,23 @@ def test_ground_truth_and_ceiling_recomputed_from_the_replicates(preset):
         utils = _replicate_utilities(frame)
         exact = values[(values["setting"] == setting) & (values["seed"] == seed) & (values["method"] == "exact")]
         players = list(exact["institution"])
-        np.testing.assert_allclose(ground_truth.exact_values(utils, players).to_numpy(), exact["value"].to_numpy(), atol=1e-9)
+        np.testing.assert_allclose(
+            ground_truth.exact_values(utils, players).to_numpy(), exact["value"].to_numpy(), atol=1e-9
+        )
         ceiling = sim[(sim["setting"] == setting) & (sim["seed"] == seed) & (sim["method"] == "noise_ceiling")]
         if len(utils) < 2:
             assert ceiling.empty
             continue
         halves = ground_truth.half_splits(list(utils))
         assert halves and all(not set(a) & set(b) for a, b in halves)
-        brute = np.mean([similarity(ground_truth.exact_values(utils, players, a),
-                                    ground_truth.exact_values(utils, players, b))["cosine"] for a, b in halves])
+        brute = np.mean(
+            [
+                similarity(ground_truth.exact_values(utils, players, a), ground_truth.exact_values(utils, players, b))[
+                    "cosine"
+                ]
+                for a, b in halves
+            ]
+        )
         assert ceiling["cosine"].iloc[0] == pytest.approx(brute, abs=1e-9)
 
 

@@ -47,7 +47,14 @@ def test_repeated_points_keep_rows_and_break_exact_ties(features_factory):
 
 def test_crossover():
     scal = pd.DataFrame(
-        [("ddval", 2, 1.0, True), ("ddval", 4, 1.2, True), ("or", 2, 0.5, True), ("or", 4, 3.0, False), ("safe", 2, 0.1, True), ("safe", 4, 0.2, True)],
+        [
+            ("ddval", 2, 1.0, True),
+            ("ddval", 4, 1.2, True),
+            ("or", 2, 0.5, True),
+            ("or", 4, 3.0, False),
+            ("safe", 2, 0.1, True),
+            ("safe", 4, 0.2, True),
+        ],
         columns=["method", "n_clients", "wall_time_s", "measured"],
     )
     out = crossover(scal).set_index("method")

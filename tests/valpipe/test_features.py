@@ -6,7 +6,14 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ddval.train.models import build_model, feature_layer
-from ddval.valuation.features import FEATURE_LAYER, capture, extract_features, hooked_layer, read_features, write_features
+from ddval.valuation.features import (
+    FEATURE_LAYER,
+    capture,
+    extract_features,
+    hooked_layer,
+    read_features,
+    write_features,
+)
 
 
 def _model(train_cfg_factory):

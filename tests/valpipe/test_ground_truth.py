@@ -20,7 +20,11 @@ PLAYERS = ["a", "b", "c"]
 
 def _utilities(rng, noise=0.02):
     """Replicate utilities of a 3-player game: a fixed game plus training noise (v(∅) = 0.5 in all)."""
-    base = {frozenset(c): 0.5 + 0.05 * len(c) + 0.03 * ("a" in c) for k in range(4) for c in itertools.combinations(PLAYERS, k)}
+    base = {
+        frozenset(c): 0.5 + 0.05 * len(c) + 0.03 * ("a" in c)
+        for k in range(4)
+        for c in itertools.combinations(PLAYERS, k)
+    }
     return {c: (u if not c else u + rng.normal(0, noise)) for c, u in base.items()}
 
 
@@ -31,8 +35,15 @@ def test_half_splits_are_disjoint_equal_and_complete():
         for a, b in splits:
             assert len(a) == len(b) == half and not set(a) & set(b)
         # every unordered pair of disjoint halves once
-        expected = {frozenset((a, b)) for a in itertools.combinations(range(r), half)
-                    for b in itertools.combinations([x for x in range(r) if x not in a], half)} if half else set()
+        expected = (
+            {
+                frozenset((a, b))
+                for a in itertools.combinations(range(r), half)
+                for b in itertools.combinations([x for x in range(r) if x not in a], half)
+            }
+            if half
+            else set()
+        )
         assert {frozenset(p) for p in splits} == expected and len(splits) == len(expected)
     assert ground_truth.half_splits([0]) == [] and len(ground_truth.half_splits([0, 1, 2, 3])) == 3
 
@@ -74,16 +85,22 @@ def test_replicates_must_list_the_same_coalitions():
 def test_stop_reason():
     assert ground_truth.stop_reason([1.0, 0.8, 0.9, 0.95], patience=2, max_rounds=10) == "patience"
     assert ground_truth.stop_reason([1.0, 0.9, 0.8, 0.7], patience=2, max_rounds=4) == "round_cap"
-    assert ground_truth.stop_reason([1.0, 0.8, 0.9, 0.95], patience=2, max_rounds=4) == "patience"  # both: the rule fired
+    assert (
+        ground_truth.stop_reason([1.0, 0.8, 0.9, 0.95], patience=2, max_rounds=4) == "patience"
+    )  # both: the rule fired
     with pytest.raises(ValueError, match="neither rule"):
         ground_truth.stop_reason([1.0, 0.9], patience=2, max_rounds=4)
 
 
 def test_reference_splits_share_the_total_by_count_size_and_positives():
-    part = pd.DataFrame({
-        "institution": ["a", "a", "a", "b", "c", "c", "a"], "split": ["train"] * 6 + ["test"],
-        "atelectasis": [1, 0, 0, 1, 1, 1, 1], "cardiomegaly": [0, 0, 0, 0, 1, 0, 1],
-    })
+    part = pd.DataFrame(
+        {
+            "institution": ["a", "a", "a", "b", "c", "c", "a"],
+            "split": ["train"] * 6 + ["test"],
+            "atelectasis": [1, 0, 0, 1, 1, 1, 1],
+            "cardiomegaly": [0, 0, 0, 0, 1, 0, 1],
+        }
+    )
     for label in ("consolidation", "edema", "no_finding", "pleural_effusion", "pneumonia", "pneumothorax"):
         part[label] = 0
     refs = reference_allocations(part, PLAYERS, total=0.3)

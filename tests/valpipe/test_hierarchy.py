@@ -10,14 +10,33 @@ from ddval.valuation.hierarchy import efficiency_scale, institution_values, pati
 
 def _points(label_values, institution, patient, utility=0.8, flipped=None):
     n = len(label_values)
-    return point_table(label_values, institution=institution, scan_id=[f"s{i}" for i in range(n)], patient_id=patient,
-                       sex=["F"] * n, age=np.full(n, 50.0), n_flipped=flipped, grand_utility=utility)
+    return point_table(
+        label_values,
+        institution=institution,
+        scan_id=[f"s{i}" for i in range(n)],
+        patient_id=patient,
+        sex=["F"] * n,
+        age=np.full(n, 50.0),
+        n_flipped=flipped,
+        grand_utility=utility,
+    )
 
 
 def test_tables_have_the_contract_columns():
     rng = np.random.default_rng(0)
-    points = _points(rng.random((6, 8)), ["a", "b"] * 3, ["p1", "p2", "p1", "p3", "p4", "p3"], flipped=[0, 1, 0, 0, 2, 0])
-    assert list(points.columns) == ["institution", "scan_id", "patient_id", "sex", "age", "n_flipped", "value", *[f"value_{l}" for l in LABELS]]
+    points = _points(
+        rng.random((6, 8)), ["a", "b"] * 3, ["p1", "p2", "p1", "p3", "p4", "p3"], flipped=[0, 1, 0, 0, 2, 0]
+    )
+    assert list(points.columns) == [
+        "institution",
+        "scan_id",
+        "patient_id",
+        "sex",
+        "age",
+        "n_flipped",
+        "value",
+        *[f"value_{l}" for l in LABELS],
+    ]
     assert points["n_flipped"].tolist() == [0, 1, 0, 0, 2, 0]
     np.testing.assert_allclose(points["value"], points[[f"value_{l}" for l in LABELS]].mean(axis=1))
     patients = patient_table(points)
@@ -46,7 +65,11 @@ def test_hierarchy_sums_and_efficiency(n, n_inst, seed, utility):
         assert np.isclose(patients.loc[patients["institution"] == name, "value"].sum(), inst[name])
     for (i, p), group in points.groupby(["institution", "patient_id"]):
         row = patients[(patients["institution"] == i) & (patients["patient_id"] == p)]
-        assert len(row) == 1 and np.isclose(row["value"].iloc[0], group["value"].sum()) and row["n_scans"].iloc[0] == len(group)
+        assert (
+            len(row) == 1
+            and np.isclose(row["value"].iloc[0], group["value"].sum())
+            and row["n_scans"].iloc[0] == len(group)
+        )
 
 
 def test_scaling_errors_and_unknown_institutions():

@@ -74,7 +74,11 @@ def test_masked_sums_are_the_per_label_games_and_shards_add_up_exactly(features_
     pooled = pool_features(features_factory(), per_class=3)
     mask = label_test_mask(pooled)
     m = len(pooled.test_ids)
-    assert mask.shape == (m, len(LABELS)) and mask.any(axis=1).all() and [mask[:, l].sum() for l in range(len(LABELS))] == [len(r) for r in pooled.label_tests]
+    assert (
+        mask.shape == (m, len(LABELS))
+        and mask.any(axis=1).all()
+        and [mask[:, l].sum() for l in range(len(LABELS))] == [len(r) for r in pooled.label_tests]
+    )
     whole = label_values(knn_sum(pooled, 3))
     # each label's value is its own binary game over its balanced test set
     for ell, rows in enumerate(pooled.label_tests):

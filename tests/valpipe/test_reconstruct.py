@@ -23,8 +23,18 @@ from ddval.train.models import build_model
 from ddval.valuation.reconstruct import UtilityEvaluator, accumulated_updates, or_state, round_state
 
 GRAND = ("nih", "chexpert", "mimic")
-TINY = {"max_rounds": 3, "patience": 3, "batch_size": 8, "eval_batch_size": 16, "lr": 0.05, "small_growth_rate": 4,
-        "small_block_config": [1, 1, 1, 1], "small_init_features": 8, "threads": 1, "device": "cpu"}
+TINY = {
+    "max_rounds": 3,
+    "patience": 3,
+    "batch_size": 8,
+    "eval_batch_size": 16,
+    "lr": 0.05,
+    "small_growth_rate": 4,
+    "small_block_config": [1, 1, 1, 1],
+    "small_init_features": 8,
+    "threads": 1,
+    "device": "cpu",
+}
 
 
 @dataclass
@@ -72,7 +82,8 @@ def test_reconstruction_math_includes_batchnorm_buffers():
         state = or_state(hist, members, updates)
         for key, ref in g0.items():
             expected = g0[key].double() + sum(
-                sum(locals_[r - 1][m][key].double() - globals_[r - 1][key].double() for m in members) / len(members) for r in (1, 2)
+                sum(locals_[r - 1][m][key].double() - globals_[r - 1][key].double() for m in members) / len(members)
+                for r in (1, 2)
             )
             if ref.is_floating_point():
                 torch.testing.assert_close(state[key], expected.to(ref.dtype), rtol=0, atol=1e-6)
@@ -95,9 +106,15 @@ def test_weighted_training_is_reconstructed_with_its_weights():
     names = ("a", "b")
     g0 = _bn_state(0)
     loc = {"a": _bn_state(1), "b": _bn_state(2)}
-    hist = FakeHistory([g0, average_states([loc["a"], loc["b"]], [1.0, 3.0])], [loc], names, 1, weights={"a": 1.0, "b": 3.0})
+    hist = FakeHistory(
+        [g0, average_states([loc["a"], loc["b"]], [1.0, 3.0])], [loc], names, 1, weights={"a": 1.0, "b": 3.0}
+    )
     state = or_state(hist, names, accumulated_updates(hist))
-    expected = g0["0.weight"].double() + 0.25 * (loc["a"]["0.weight"].double() - g0["0.weight"].double()) + 0.75 * (loc["b"]["0.weight"].double() - g0["0.weight"].double())
+    expected = (
+        g0["0.weight"].double()
+        + 0.25 * (loc["a"]["0.weight"].double() - g0["0.weight"].double())
+        + 0.75 * (loc["b"]["0.weight"].double() - g0["0.weight"].double())
+    )
     torch.testing.assert_close(state["0.weight"], expected.float())
 
 
@@ -109,7 +126,9 @@ def trained(tmp_path, data_factory_local):
     cdir = coalition_dir(cfg, 0, "noniid", GRAND, root=tmp_path)
     curve = pd.read_csv(cdir / "curve.csv")
     h = store.param_hash(stage.coalition_params(cfg, 0, "noniid", GRAND, data.partition))
-    hist = RoundHistory(cdir, h, GRAND, {n: 16 for n in GRAND}, False, 3, int(curve.loc[curve["is_best"], "round"].iloc[0]))
+    hist = RoundHistory(
+        cdir, h, GRAND, {n: 16 for n in GRAND}, False, 3, int(curve.loc[curve["is_best"], "round"].iloc[0])
+    )
     return cfg, data, hist, load_checkpoint(cdir / "best.pt", h)["state"]
 
 
@@ -122,12 +141,27 @@ def data_factory_local():
         x[:, 0] += (y[:, :4] @ torch.tensor([1.0, -1.0, 0.5, 0.25]))[:, None, None]
         return TensorDataset(x, y)
 
-    frame = pd.DataFrame([{"institution": n, "split": s, "scan_id": f"{n}-{s}-{i}"} for n in GRAND for s, k in [("train", 16), ("val", 6), ("test", 10)] for i in range(k)])
-    return SettingData(frame, {n: ds(16, i) for i, n in enumerate(GRAND)}, {n: ds(6, 10 + i) for i, n in enumerate(GRAND)}, {n: ds(10, 20 + i) for i, n in enumerate(GRAND)})
+    frame = pd.DataFrame(
+        [
+            {"institution": n, "split": s, "scan_id": f"{n}-{s}-{i}"}
+            for n in GRAND
+            for s, k in [("train", 16), ("val", 6), ("test", 10)]
+            for i in range(k)
+        ]
+    )
+    return SettingData(
+        frame,
+        {n: ds(16, i) for i, n in enumerate(GRAND)},
+        {n: ds(6, 10 + i) for i, n in enumerate(GRAND)},
+        {n: ds(10, 20 + i) for i, n in enumerate(GRAND)},
+    )
 
 
 def _tensors(data):
-    return {n: (np.array([f"{n}-{i}" for i in range(len(d))]), d.tensors[0], d.tensors[1].numpy()) for n, d in data.test.items()}
+    return {
+        n: (np.array([f"{n}-{i}" for i in range(len(d))]), d.tensors[0], d.tensors[1].numpy())
+        for n, d in data.test.items()
+    }
 
 
 def test_or_reconstruction_of_the_grand_coalition_is_the_real_model(trained):
@@ -186,13 +220,21 @@ def test_model_games_score_each_model_once_and_charge_every_method_its_own_cost(
     lam = lambda_mr_values(games, list(hist.institutions), 0.5)
     # 3 rounds x 8 coalitions, but a global model ends one round and starts the next: 4 + 3 x 6
     assert lam.n_utility_evals == ev.calls == 4 + 3 * 6
-    gtg = gtg_values(games, list(hist.institutions), GTGOptions(eps=0.0, round_trunc=-1.0, max_permutations=12, min_permutations=12), seed=0)
+    gtg = gtg_values(
+        games,
+        list(hist.institutions),
+        GTGOptions(eps=0.0, round_trunc=-1.0, max_permutations=12, min_permutations=12),
+        seed=0,
+    )
     assert ev.calls == 22 and gtg.n_utility_evals == 22  # all shared with λ-MR, none scored again
     assert gtg.wall_time_s >= sum(games._seconds.values()) * 0.999  # charged for every model it used
     orr = or_values(games, list(hist.institutions))
     assert orr.n_utility_evals == 7 and ev.calls == 29
     # the values are those of the plain computation
-    u = {frozenset(s): ev(round_state(hist, 2, sorted(s, key="abc".index))) for s in [(), ("a",), ("b",), ("c",), ("a", "b"), ("a", "c"), ("b", "c"), ("a", "b", "c")]}
+    u = {
+        frozenset(s): ev(round_state(hist, 2, sorted(s, key="abc".index)))
+        for s in [(), ("a",), ("b",), ("c",), ("a", "b"), ("a", "c"), ("b", "c"), ("a", "b", "c")]
+    }
     assert lam.details["round_games"][1] == pytest.approx(u)
 
 
@@ -222,10 +264,16 @@ def test_or_batchnorm_statistics_from_updates_grand_or_initial_model():
     grand = or_state(hist, ("a",), updates, batchnorm="grand")
     initial = or_state(hist, ("a",), updates, batchnorm="initial")
     for key in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
-        assert torch.equal(grand[key], hist.global_state(2)[key]) and torch.equal(initial[key], hist.global_state(0)[key])
+        assert torch.equal(grand[key], hist.global_state(2)[key]) and torch.equal(
+            initial[key], hist.global_state(0)[key]
+        )
     for key in ("1.running_mean", "1.running_var"):  # (the batch counter is the same in every state here)
         assert not torch.equal(rebuilt[key], grand[key])
-    for key in ("0.weight", "1.weight", "1.bias"):  # learnt weights, BatchNorm's included, are reconstructed in all three
+    for key in (
+        "0.weight",
+        "1.weight",
+        "1.bias",
+    ):  # learnt weights, BatchNorm's included, are reconstructed in all three
         assert torch.equal(rebuilt[key], grand[key]) and torch.equal(rebuilt[key], initial[key])
     with pytest.raises(ValueError, match="or_batchnorm"):
         or_state(hist, ("a",), updates, batchnorm="frozen")

@@ -13,17 +13,25 @@ def _sim(rows):
 
 
 # seed-by-seed values: the size split is the best reference in seed 0, the equal split in seeds 1 and 2
-SIM = _sim([
-    ("quality", 0, "noise_ceiling", 0.99, 0.9, 0.05), ("quality", 0, "ddval", 0.97, 0.8, 0.10),
-    ("quality", 0, "or", 0.90, 0.5, 0.30), ("quality", 0, "equal_split", 0.90, np.nan, 0.40),
-    ("quality", 0, "size_split", 0.98, 0.6, 0.20),
-    ("quality", 1, "noise_ceiling", 0.98, 0.9, 0.05), ("quality", 1, "ddval", 0.96, 0.9, 0.10),
-    ("quality", 1, "or", 0.70, 0.1, 0.50), ("quality", 1, "equal_split", 0.93, np.nan, 0.30),
-    ("quality", 1, "size_split", 0.92, 0.5, 0.35),
-    ("quality", 2, "noise_ceiling", 0.97, 0.8, 0.06), ("quality", 2, "ddval", 0.99, 0.9, 0.04),
-    ("quality", 2, "or", 0.95, 0.7, 0.20), ("quality", 2, "equal_split", 0.94, np.nan, 0.25),
-    ("quality", 2, "size_split", 0.91, 0.4, 0.30),
-])
+SIM = _sim(
+    [
+        ("quality", 0, "noise_ceiling", 0.99, 0.9, 0.05),
+        ("quality", 0, "ddval", 0.97, 0.8, 0.10),
+        ("quality", 0, "or", 0.90, 0.5, 0.30),
+        ("quality", 0, "equal_split", 0.90, np.nan, 0.40),
+        ("quality", 0, "size_split", 0.98, 0.6, 0.20),
+        ("quality", 1, "noise_ceiling", 0.98, 0.9, 0.05),
+        ("quality", 1, "ddval", 0.96, 0.9, 0.10),
+        ("quality", 1, "or", 0.70, 0.1, 0.50),
+        ("quality", 1, "equal_split", 0.93, np.nan, 0.30),
+        ("quality", 1, "size_split", 0.92, 0.5, 0.35),
+        ("quality", 2, "noise_ceiling", 0.97, 0.8, 0.06),
+        ("quality", 2, "ddval", 0.99, 0.9, 0.04),
+        ("quality", 2, "or", 0.95, 0.7, 0.20),
+        ("quality", 2, "equal_split", 0.94, np.nan, 0.25),
+        ("quality", 2, "size_split", 0.91, 0.4, 0.30),
+    ]
+)
 
 
 def test_best_reference_is_taken_seed_by_seed():
@@ -52,7 +60,9 @@ def test_headline_rows_cells_and_bounds():
     # bootstrap intervals stay inside the per-seed values (and so inside the metric's range)
     for _, r in summ.iterrows():
         seeds = SIM[(SIM["method"] == r["method"])]["cosine"] * 100
-        assert seeds.min() - 1e-9 <= r["cosine_pct_low"] <= r["cosine_pct"] <= r["cosine_pct_high"] <= seeds.max() + 1e-9
+        assert (
+            seeds.min() - 1e-9 <= r["cosine_pct_low"] <= r["cosine_pct"] <= r["cosine_pct_high"] <= seeds.max() + 1e-9
+        )
 
 
 def test_readme_blocks_are_checked_against_the_tables(tmp_path, monkeypatch):

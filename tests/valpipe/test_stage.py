@@ -31,14 +31,33 @@ def test_tables_follow_the_contract(valued):
     assert inst["method"].unique().tolist() == rows
     assert (inst.groupby("method")["institution"].apply(list) == [["nih", "chexpert", "mimic"]] * len(rows)).all()
     sim = pd.read_csv(v / "similarity.csv")
-    assert list(sim.columns) == ["setting", "seed", "method", "cosine", "pearson", "spearman", "l1_share", "max_abs_error"]
+    assert list(sim.columns) == [
+        "setting",
+        "seed",
+        "method",
+        "cosine",
+        "pearson",
+        "spearman",
+        "l1_share",
+        "max_abs_error",
+    ]
     assert sim["method"].tolist() == rows[1:]  # one training replicate: no noise ceiling row
     exact = inst[inst["method"] == "exact"]["value"].to_numpy()
     equal = sim.set_index("method").loc["equal_split"]
     assert equal["cosine"] == pytest.approx(exact.sum() / np.sqrt(len(exact)) / np.linalg.norm(exact))
     assert views.similarity_view(sim).index[0] == ("noniid", "ddval")
     reps = pd.read_csv(v / "replicates.csv")
-    assert list(reps.columns) == ["setting", "seed", "replicate", "coalition", "n_members", "utility", "rounds", "best_round", "stop"]
+    assert list(reps.columns) == [
+        "setting",
+        "seed",
+        "replicate",
+        "coalition",
+        "n_members",
+        "utility",
+        "rounds",
+        "best_round",
+        "stop",
+    ]
     assert len(reps) == 7 and set(reps["stop"]) <= {"patience", "round_cap"} and (reps["replicate"] == 0).all()
     lam = pd.read_csv(v / "lambda_sensitivity.csv")
     assert lam["lambda"].tolist() == list(cfg.valuation.lambda_grid)
@@ -48,14 +67,25 @@ def test_tables_follow_the_contract(valued):
     assert list(bn.index) == ["rebuilt", "grand", "initial"]
     assert bn.loc["rebuilt", "cosine"] == pytest.approx(sim.set_index("method").loc["or", "cosine"], abs=1e-12)
     points = pd.read_parquet(v / "point_values.parquet")
-    assert list(points.columns) == ["institution", "scan_id", "patient_id", "sex", "age", "n_flipped", "value", *[f"value_{l}" for l in LABELS]]
+    assert list(points.columns) == [
+        "institution",
+        "scan_id",
+        "patient_id",
+        "sex",
+        "age",
+        "n_flipped",
+        "value",
+        *[f"value_{l}" for l in LABELS],
+    ]
     patients = pd.read_csv(v / "patient_values.csv")
     assert list(patients.columns) == ["institution", "patient_id", "n_scans", "value"]
     with np.load(v / "features" / "nih.npz") as npz:
         assert {"train_x", "train_y", "train_ids", "test_x", "test_y", "test_ids"} <= set(npz.files)
         assert len(npz["train_x"]) == 24 and len(npz["test_x"]) == 12
     dp = pd.read_csv(v / "dp.csv")
-    assert list(dp.columns) == ["setting", "seed", "noise_scale", "cosine", "pearson", "spearman"] and dp["noise_scale"].tolist() == [0.0, 10.0]
+    assert list(dp.columns) == ["setting", "seed", "noise_scale", "cosine", "pearson", "spearman"] and dp[
+        "noise_scale"
+    ].tolist() == [0.0, 10.0]
     assert result.settings == ("noniid", "labelflip")
 
 
@@ -65,11 +95,21 @@ def test_ddval_hierarchy_and_exact_values_on_the_real_run(valued):
     util = utility_map(load_utilities(cfg, 0, "noniid", root))
     grand = util[frozenset({"nih", "chexpert", "mimic"})]
     inst = pd.read_csv(v / "institution_values.csv")
-    for method in ("exact", "ddval", "or", "safe", "equal_split", "size_split", "positives_split"):  # add up to U(grand) − 0.5
+    for method in (
+        "exact",
+        "ddval",
+        "or",
+        "safe",
+        "equal_split",
+        "size_split",
+        "positives_split",
+    ):  # add up to U(grand) − 0.5
         assert inst.loc[inst["method"] == method, "value"].sum() == pytest.approx(grand - 0.5, abs=1e-6), method
     points = pd.read_parquet(v / "point_values.parquet")
     ddval = inst[inst["method"] == "ddval"].set_index("institution")["value"]
-    assert points.groupby("institution")["value"].sum().reindex(ddval.index).to_numpy() == pytest.approx(ddval.to_numpy())
+    assert points.groupby("institution")["value"].sum().reindex(ddval.index).to_numpy() == pytest.approx(
+        ddval.to_numpy()
+    )
     dp0 = pd.read_csv(v / "dp.csv").iloc[0]
     sim = pd.read_csv(v / "similarity.csv").set_index("method")
     assert dp0["cosine"] == pytest.approx(sim.at["ddval", "cosine"], abs=1e-12)  # scale 0 is DDVal itself
@@ -129,9 +169,20 @@ def test_label_flip_tables(valued):
 def test_scalability_marks_extrapolations(valued):
     cfg, root, _ = valued
     scal = pd.read_csv(_vdir(cfg, root, "labelflip") / "scalability.csv")
-    assert list(scal.columns) == ["method", "n_clients", "n_points", "wall_time_s", "n_utility_evals", "measured", "basis"]
+    assert list(scal.columns) == [
+        "method",
+        "n_clients",
+        "n_points",
+        "wall_time_s",
+        "n_utility_evals",
+        "measured",
+        "basis",
+    ]
     assert set(scal["method"]) == {"ddval", "or", "lambda_mr", "gtg", "safe", "exact"}
-    assert scal.loc[scal["method"] == "ddval", "measured"].all() and not scal.loc[scal["method"] == "exact", "measured"].any()
+    assert (
+        scal.loc[scal["method"] == "ddval", "measured"].all()
+        and not scal.loc[scal["method"] == "exact", "measured"].any()
+    )
     # only three clients were recorded: four clients of OR can only be an extrapolation
     row = scal[(scal["method"] == "or") & (scal["n_clients"] == 4)].iloc[0]
     assert not row["measured"] and row["n_utility_evals"] == 15 and row["basis"].startswith("extrapolated")

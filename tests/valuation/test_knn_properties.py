@@ -49,8 +49,19 @@ def with_a_copy(draw, max_n=6):
 @given(with_a_copy())
 # Found by the explore profile (issue 17, item 10): a point of another label at the same distance lies
 # between the two copies; the float64 recursion gave them values one ulp apart.
-@example(((np.array([[0.0], [1.0], [1.0], [0.0], [0.0], [1.0]]), np.array([0, 0, 1, 0, 0, 0]),
-           np.array([[1.0]]), np.array([0]), 2), 1, 5))
+@example(
+    (
+        (
+            np.array([[0.0], [1.0], [1.0], [0.0], [0.0], [1.0]]),
+            np.array([0, 0, 1, 0, 0, 0]),
+            np.array([[1.0]]),
+            np.array([0]),
+            2,
+        ),
+        1,
+        5,
+    )
+)
 def test_symmetry(case):
     (X, y, T, yt, k), i, j = case
     # the copy is symmetric unless a tie with another label separates them (for K below their

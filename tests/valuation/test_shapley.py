@@ -12,7 +12,9 @@ from ddval.valuation.shapley import exact_shapley
 
 
 def table(players, worth):
-    return {frozenset(c): worth(frozenset(c)) for r in range(len(players) + 1) for c in itertools.combinations(players, r)}
+    return {
+        frozenset(c): worth(frozenset(c)) for r in range(len(players) + 1) for c in itertools.combinations(players, r)
+    }
 
 
 def test_glove_game():

@@ -94,9 +94,9 @@ def _exact_recursion(train_x, train_y, x, y_t, k: int, weight_of):
 def full_utility(train_x, train_y, test_x, test_y, k: int) -> float:
     """U(all training points), the mean over test points (U(empty) = 0)."""
     players = frozenset(range(len(train_x)))
-    return float(np.mean([
-        knn_utility(players, exact_order(train_x, x), train_y, y_t, k) for x, y_t in zip(test_x, test_y)
-    ]))
+    return float(
+        np.mean([knn_utility(players, exact_order(train_x, x), train_y, y_t, k) for x, y_t in zip(test_x, test_y)])
+    )
 
 
 def marginals_equal(train_x, train_y, test_x, test_y, k: int, i: int, j: int) -> bool:

@@ -34,10 +34,35 @@ HILA = ((0.33, 0.44), (0.65, 0.44))
 LUNG_BOTTOM = (0.72, 0.78)  # diaphragm level under the right (image left) and left lung
 # Polygons of the right (image left) and left lung fields.
 _LUNG_POLYGONS = (
-    [(0.36, 0.09), (0.26, 0.11), (0.17, 0.20), (0.12, 0.38), (0.10, 0.58), (0.085, 0.79), (0.18, 0.745),
-     (0.28, 0.715), (0.37, 0.685), (0.41, 0.56), (0.41, 0.35), (0.40, 0.14)],
-    [(0.62, 0.09), (0.73, 0.11), (0.83, 0.21), (0.88, 0.40), (0.90, 0.60), (0.915, 0.83), (0.82, 0.80),
-     (0.75, 0.775), (0.71, 0.72), (0.72, 0.63), (0.645, 0.52), (0.60, 0.36), (0.595, 0.14)],
+    [
+        (0.36, 0.09),
+        (0.26, 0.11),
+        (0.17, 0.20),
+        (0.12, 0.38),
+        (0.10, 0.58),
+        (0.085, 0.79),
+        (0.18, 0.745),
+        (0.28, 0.715),
+        (0.37, 0.685),
+        (0.41, 0.56),
+        (0.41, 0.35),
+        (0.40, 0.14),
+    ],
+    [
+        (0.62, 0.09),
+        (0.73, 0.11),
+        (0.83, 0.21),
+        (0.88, 0.40),
+        (0.90, 0.60),
+        (0.915, 0.83),
+        (0.82, 0.80),
+        (0.75, 0.775),
+        (0.71, 0.72),
+        (0.72, 0.63),
+        (0.645, 0.52),
+        (0.60, 0.36),
+        (0.595, 0.14),
+    ],
 )
 # Ellipses that follow each lung's lateral/apical wall (centre u, centre v, radius u, radius v):
 # the pleural line of a pneumothorax is this ellipse shrunk by the collapse depth.
@@ -52,8 +77,7 @@ def base_radiograph_path() -> Path:
         import data_store
     except ImportError as exc:  # pragma: no cover - pinned dependency
         raise ImportError(
-            "the synthetic cohort uses the real radiograph shipped with pydicom-data "
-            "(pip install pydicom-data==1.0.0)"
+            "the synthetic cohort uses the real radiograph shipped with pydicom-data (pip install pydicom-data==1.0.0)"
         ) from exc
     path = Path(data_store.__file__).parent / "data" / "RG1_UNCR.dcm"
     if not path.exists():  # pragma: no cover - broken install

@@ -40,14 +40,21 @@ from ddval.data.sources import (
 
 #: Source column of each harmonised label (CheXpert and MIMIC-CXR use the same names).
 CHEXPERT_LABELS: dict[str, str] = {
-    "atelectasis": "Atelectasis", "cardiomegaly": "Cardiomegaly", "consolidation": "Consolidation",
-    "edema": "Edema", "no_finding": "No Finding", "pleural_effusion": "Pleural Effusion",
-    "pneumonia": "Pneumonia", "pneumothorax": "Pneumothorax",
+    "atelectasis": "Atelectasis",
+    "cardiomegaly": "Cardiomegaly",
+    "consolidation": "Consolidation",
+    "edema": "Edema",
+    "no_finding": "No Finding",
+    "pleural_effusion": "Pleural Effusion",
+    "pneumonia": "Pneumonia",
+    "pneumothorax": "Pneumothorax",
 }
 
 _PATH_PATTERN = r"^[^/]+/(?:train|valid|test)/(patient\d+)/(study\d+)/([^/]+)\.jpg$"
-_PATH_EXPECTED = ("<folder>/train/patientNNNNN/studyN/<view>.jpg, "
-                  "e.g. CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg")
+_PATH_EXPECTED = (
+    "<folder>/train/patientNNNNN/studyN/<view>.jpg, "
+    "e.g. CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg"
+)
 
 
 def chexpert_csv(root: str | os.PathLike, split: str = "train") -> Path:
@@ -63,8 +70,9 @@ def chexpert_csv(root: str | os.PathLike, split: str = "train") -> Path:
     )
 
 
-def read_chexpert(root: str | os.PathLike, on_missing: str = "error", splits: tuple[str, ...] = ("train",)
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_chexpert(
+    root: str | os.PathLike, on_missing: str = "error", splits: tuple[str, ...] = ("train",)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The scans of the CheXpert download at ``root`` (``train.csv``; ``splits`` may add ``"valid"``)
     in the unified columns (labels as codes 1.0/0.0/-1.0/NaN, plus ``_line``) and the skipped rows."""
     parts, skipped = [], []
@@ -86,16 +94,21 @@ def _read_split(path: Path, on_missing: str) -> tuple[pd.DataFrame, pd.DataFrame
     no_duplicates(path, frame, ["Path"])
     ap_pa = frame["AP/PA"].str.strip()
     lateral = frame["Frontal/Lateral"].str.strip() == "Lateral"
-    out = pd.DataFrame({
-        "scan_id": "chexpert:" + ids[0] + "/" + ids[1] + "/" + ids[2],
-        "patient_id": "chexpert:" + ids[0], "study_id": "chexpert:" + ids[0] + "/" + ids[1],
-        "sex": codes(path, frame, "Sex", {"Male": "M", "Female": "F", "Unknown": "U"}, allow_blank=True).fillna("U"),
-        "age": ages(path, frame, "Age"),
-        "view": codes(path, frame, "Frontal/Lateral", {"Frontal": "frontal", "Lateral": "lateral"}),
-        "view_position": np.where(ap_pa.notna(), ap_pa.fillna(""), np.where(lateral, "LATERAL", "")),
-        "path": str(folder) + "/" + frame["Path"].str.split("/", n=1).str[1],
-        "_line": frame["_line"],
-    })
+    out = pd.DataFrame(
+        {
+            "scan_id": "chexpert:" + ids[0] + "/" + ids[1] + "/" + ids[2],
+            "patient_id": "chexpert:" + ids[0],
+            "study_id": "chexpert:" + ids[0] + "/" + ids[1],
+            "sex": codes(path, frame, "Sex", {"Male": "M", "Female": "F", "Unknown": "U"}, allow_blank=True).fillna(
+                "U"
+            ),
+            "age": ages(path, frame, "Age"),
+            "view": codes(path, frame, "Frontal/Lateral", {"Frontal": "frontal", "Lateral": "lateral"}),
+            "view_position": np.where(ap_pa.notna(), ap_pa.fillna(""), np.where(lateral, "LATERAL", "")),
+            "path": str(folder) + "/" + frame["Path"].str.split("/", n=1).str[1],
+            "_line": frame["_line"],
+        }
+    )
     codes(path, frame, "AP/PA", {k: k for k in ("AP", "PA", "LL", "RL")}, allow_blank=True)
     out = pd.concat([out, label_codes(path, frame, CHEXPERT_LABELS)], axis=1)
     return check_files(out, path, on_missing, "chexpert")

@@ -64,8 +64,9 @@ class XrayTransform:
     def __call__(self, image: Any) -> torch.Tensor:
         x = _as_unit_tensor(image)
         if x.shape[-2:] != (self.size, self.size):
-            x = F.interpolate(x[None], size=(self.size, self.size), mode="bilinear", antialias=True,
-                              align_corners=False)[0]
+            x = F.interpolate(
+                x[None], size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
+            )[0]
         if self.augment:
             x = self._augment(x)
         return torch.addcmul(self.shift, x, self.scale)  # broadcasts 1 x S x S to 3 x S x S
@@ -82,8 +83,9 @@ class XrayTransform:
         return f"XrayTransform(size={self.size}, augment={self.augment}{aug})"
 
 
-def affine(x: torch.Tensor, flip: bool, angle: float, tx: float, ty: float, base: torch.Tensor | None = None
-           ) -> torch.Tensor:
+def affine(
+    x: torch.Tensor, flip: bool, angle: float, tx: float, ty: float, base: torch.Tensor | None = None
+) -> torch.Tensor:
     """Flip (horizontally, first), rotate by ``angle`` degrees (counter-clockwise on screen) about the
     centre, and shift by ``tx``/``ty`` (fractions of the width/height; positive = right/down) a
     1 x S x S image with one bilinear resampling; the border is filled with 0."""
@@ -121,7 +123,9 @@ def _as_unit_tensor(image: Any) -> torch.Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
-def build_transforms(image_size: int, train: bool = False, train_cfg: TrainConfig | None = None) -> Callable[[Any], torch.Tensor]:
+def build_transforms(
+    image_size: int, train: bool = False, train_cfg: TrainConfig | None = None
+) -> Callable[[Any], torch.Tensor]:
     """The transform of the paper for ``train`` (augmenting) or evaluation (see the module docstring)."""
     return XrayTransform(image_size, train, train_cfg)
 
@@ -145,8 +149,14 @@ class XrayDataset(torch.utils.data.Dataset):
     ``cache``: ``None`` decides by the memory budget (module docstring), ``True``/``False`` force it.
     """
 
-    def __init__(self, frame: pd.DataFrame, image_size: int, train: bool = False,
-                 train_cfg: TrainConfig | None = None, cache: bool | None = None):
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        image_size: int,
+        train: bool = False,
+        train_cfg: TrainConfig | None = None,
+        cache: bool | None = None,
+    ):
         missing = [c for c in ("path", *LABELS) if c not in frame.columns]
         if missing:
             raise KeyError(f"XrayDataset needs columns {missing}; got {list(frame.columns)}")

@@ -30,24 +30,67 @@ from ddval.progress import progress
 #: Column order of MIMIC-CXR-JPG's ``mimic-cxr-2.0.0-chexpert.csv`` (alphabetical observations).
 MIMIC_OBSERVATIONS: tuple[str, ...] = tuple(sorted(CHEXPERT_OBSERVATIONS))
 #: Real column orders of the files written here.
-NIH_COLUMNS = ("Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
-               "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]")
+NIH_COLUMNS = (
+    "Image Index",
+    "Finding Labels",
+    "Follow-up #",
+    "Patient ID",
+    "Patient Age",
+    "Patient Gender",
+    "View Position",
+    "OriginalImage[Width",
+    "Height]",
+    "OriginalImagePixelSpacing[x",
+    "y]",
+)
 CHEXPERT_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA") + CHEXPERT_OBSERVATIONS
-MIMIC_METADATA_COLUMNS = ("dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition",
-                          "Rows", "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning",
-                          "ViewCodeSequence_CodeMeaning", "PatientOrientationCodeSequence_CodeMeaning")
+MIMIC_METADATA_COLUMNS = (
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
+    "PatientOrientationCodeSequence_CodeMeaning",
+)
 MIMIC_CHEXPERT_COLUMNS = ("subject_id", "study_id") + MIMIC_OBSERVATIONS
 MIMIC_SPLIT_COLUMNS = ("dicom_id", "study_id", "subject_id", "split")
 MIMIC_IV_PATIENTS_COLUMNS = ("subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod")
-MIMIC_IV_ADMISSIONS_COLUMNS = ("subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
-                               "admit_provider_id", "admission_location", "discharge_location", "insurance",
-                               "language", "marital_status", "race", "edregtime", "edouttime",
-                               "hospital_expire_flag")
+MIMIC_IV_ADMISSIONS_COLUMNS = (
+    "subject_id",
+    "hadm_id",
+    "admittime",
+    "dischtime",
+    "deathtime",
+    "admission_type",
+    "admit_provider_id",
+    "admission_location",
+    "discharge_location",
+    "insurance",
+    "language",
+    "marital_status",
+    "race",
+    "edregtime",
+    "edouttime",
+    "hospital_expire_flag",
+)
 #: NIH ChestX-ray14 finding names of our observations (NIH has no "Support Devices" etc.).
 NIH_NAMES = {
-    "Atelectasis": "Atelectasis", "Cardiomegaly": "Cardiomegaly", "Consolidation": "Consolidation",
-    "Edema": "Edema", "Pleural Effusion": "Effusion", "Pneumonia": "Pneumonia", "Pneumothorax": "Pneumothorax",
-    "Lung Lesion": "Nodule", "Lung Opacity": "Infiltration", "Pleural Other": "Pleural_Thickening",
+    "Atelectasis": "Atelectasis",
+    "Cardiomegaly": "Cardiomegaly",
+    "Consolidation": "Consolidation",
+    "Edema": "Edema",
+    "Pleural Effusion": "Effusion",
+    "Pneumonia": "Pneumonia",
+    "Pneumothorax": "Pneumothorax",
+    "Lung Lesion": "Nodule",
+    "Lung Opacity": "Infiltration",
+    "Pleural Other": "Pleural_Thickening",
 }
 
 #: Version of the generator: bump it when a change alters the pixels or labels, so that cohorts
@@ -63,8 +106,9 @@ def _save(pixels: np.ndarray, path: Path, fmt: str) -> None:
 
 
 def _render_all(frame: pd.DataFrame, paths: list[Path], fmt: str, desc: str) -> None:
-    for spec, h, w, path in progress(zip(frame["spec"], frame["height"], frame["width"], paths),
-                                     total=len(paths), desc=desc, leave=False):
+    for spec, h, w, path in progress(
+        zip(frame["spec"], frame["height"], frame["width"], paths), total=len(paths), desc=desc, leave=False
+    ):
         _save(render.render(spec, h, w), path, fmt)
 
 
@@ -100,13 +144,21 @@ def write_nih(folder: Path, frame: pd.DataFrame, seed: int) -> None:
         findings.append("|".join(sorted(present)) if present else "No Finding")
     side = rng.integers(2000, 3000, len(frame))
     spacing = rng.choice([0.139, 0.143, 0.168], len(frame))
-    table = pd.DataFrame({
-        "Image Index": names, "Finding Labels": findings, "Follow-up #": frame["study"].to_numpy() - 1,
-        "Patient ID": frame["number"].to_numpy(), "Patient Age": frame["age"].to_numpy(),
-        "Patient Gender": np.where(frame["male"], "M", "F"), "View Position": np.where(frame["ap"], "AP", "PA"),
-        "OriginalImage[Width": side, "Height]": side + rng.integers(-50, 50, len(frame)),
-        "OriginalImagePixelSpacing[x": spacing, "y]": spacing,
-    })
+    table = pd.DataFrame(
+        {
+            "Image Index": names,
+            "Finding Labels": findings,
+            "Follow-up #": frame["study"].to_numpy() - 1,
+            "Patient ID": frame["number"].to_numpy(),
+            "Patient Age": frame["age"].to_numpy(),
+            "Patient Gender": np.where(frame["male"], "M", "F"),
+            "View Position": np.where(frame["ap"], "AP", "PA"),
+            "OriginalImage[Width": side,
+            "Height]": side + rng.integers(-50, 50, len(frame)),
+            "OriginalImagePixelSpacing[x": spacing,
+            "y]": spacing,
+        }
+    )
     _render_all(frame, [folder / "images" / n for n in names], "png", "nih images")
     _write_csv(table, folder / "Data_Entry_2017_v2020.csv", NIH_COLUMNS)
     # The official patient-level split lists (not used by ddval, written for fidelity).
@@ -122,12 +174,21 @@ def write_chexpert(folder: Path, frame: pd.DataFrame, valid: pd.DataFrame, seed:
     rng = np.random.default_rng([seed, 200])
 
     def table(part: pd.DataFrame, split: str, offset: int) -> tuple[pd.DataFrame, list[Path]]:
-        rel = [f"CheXpert-v1.0-small/{split}/patient{n + offset:05d}/study{s}/view1_frontal.jpg"
-               for n, s in zip(part["number"], part["study"])]
+        rel = [
+            f"CheXpert-v1.0-small/{split}/patient{n + offset:05d}/study{s}/view1_frontal.jpg"
+            for n, s in zip(part["number"], part["study"])
+        ]
         sex = np.where(part["male"], "Male", "Female")
         sex = np.where(rng.random(len(part)) < 0.003, "Unknown", sex)  # CheXpert has a few
-        out = pd.DataFrame({"Path": rel, "Sex": sex, "Age": part["age"].to_numpy(), "Frontal/Lateral": "Frontal",
-                            "AP/PA": np.where(part["ap"], "AP", "PA")})
+        out = pd.DataFrame(
+            {
+                "Path": rel,
+                "Sex": sex,
+                "Age": part["age"].to_numpy(),
+                "Frontal/Lateral": "Frontal",
+                "AP/PA": np.where(part["ap"], "AP", "PA"),
+            }
+        )
         for n in CHEXPERT_OBSERVATIONS:
             out[n] = part[n].to_numpy()
         return _fmt_labels(out, CHEXPERT_OBSERVATIONS), [folder / p for p in rel]
@@ -169,16 +230,24 @@ def write_mimic(folder: Path, frame: pd.DataFrame, seed: int) -> None:
     seconds = rng.uniform(0, 86400, len(frame))
     ap = frame["ap"].to_numpy()
     desc = np.where(ap, "CHEST (PORTABLE AP)", "CHEST (PA AND LAT)")
-    meta = pd.DataFrame({
-        "dicom_id": dicom, "subject_id": sid, "study_id": study_ids,
-        "PerformedProcedureStepDescription": desc, "ViewPosition": np.where(ap, "AP", "PA"),
-        "Rows": frame["height"].to_numpy(), "Columns": frame["width"].to_numpy(),
-        "StudyDate": year * 10000 + month * 100 + day,
-        "StudyTime": [f"{int(s // 3600):02d}{int(s % 3600 // 60):02d}{s % 60:06.3f}" for s in seconds],
-        "ProcedureCodeSequence_CodeMeaning": desc,
-        "ViewCodeSequence_CodeMeaning": np.where(ap, "antero-posterior", "postero-anterior"),
-        "PatientOrientationCodeSequence_CodeMeaning": np.where(ap & (rng.random(len(frame)) < 0.6), "Recumbent", "Erect"),
-    })
+    meta = pd.DataFrame(
+        {
+            "dicom_id": dicom,
+            "subject_id": sid,
+            "study_id": study_ids,
+            "PerformedProcedureStepDescription": desc,
+            "ViewPosition": np.where(ap, "AP", "PA"),
+            "Rows": frame["height"].to_numpy(),
+            "Columns": frame["width"].to_numpy(),
+            "StudyDate": year * 10000 + month * 100 + day,
+            "StudyTime": [f"{int(s // 3600):02d}{int(s % 3600 // 60):02d}{s % 60:06.3f}" for s in seconds],
+            "ProcedureCodeSequence_CodeMeaning": desc,
+            "ViewCodeSequence_CodeMeaning": np.where(ap, "antero-posterior", "postero-anterior"),
+            "PatientOrientationCodeSequence_CodeMeaning": np.where(
+                ap & (rng.random(len(frame)) < 0.6), "Recumbent", "Erect"
+            ),
+        }
+    )
     labels = pd.DataFrame({"subject_id": sid, "study_id": study_ids})
     for n in MIMIC_OBSERVATIONS:
         labels[n] = frame[n].to_numpy()
@@ -186,44 +255,68 @@ def write_mimic(folder: Path, frame: pd.DataFrame, seed: int) -> None:
     # Official split: by patient, about 98 % train, 1 % validate, 1 % test.
     roll = rng.random(n_pat)
     split_of = np.where(roll < 0.98, "train", np.where(roll < 0.99, "validate", "test"))
-    split = pd.DataFrame({"dicom_id": dicom, "study_id": study_ids, "subject_id": sid,
-                          "split": split_of[frame["number"].to_numpy() - 1]})
+    split = pd.DataFrame(
+        {"dicom_id": dicom, "study_id": study_ids, "subject_id": sid, "split": split_of[frame["number"].to_numpy() - 1]}
+    )
     # MIMIC-IV: age is given at the anchor year; a few CXR subjects are missing from patients.csv.
     first = frame.drop_duplicates("number")
     age0 = first["age"].to_numpy()
     known = rng.random(n_pat) >= 0.01
     groups = ["2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019", "2020 - 2022"]
-    patients = pd.DataFrame({
-        "subject_id": subject, "gender": np.where(first["male"], "M", "F"),
-        "anchor_age": np.clip(age0 - (first_year - anchor_year), 18, 91),
-        "anchor_year": anchor_year, "anchor_year_group": rng.choice(groups, n_pat),
-        "dod": [f"{y + int(rng.integers(0, 5))}-{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d}"
-                if rng.random() < 0.1 else "" for y in anchor_year],
-    })[known]
+    patients = pd.DataFrame(
+        {
+            "subject_id": subject,
+            "gender": np.where(first["male"], "M", "F"),
+            "anchor_age": np.clip(age0 - (first_year - anchor_year), 18, 91),
+            "anchor_year": anchor_year,
+            "anchor_year_group": rng.choice(groups, n_pat),
+            "dod": [
+                f"{y + int(rng.integers(0, 5))}-{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d}"
+                if rng.random() < 0.1
+                else ""
+                for y in anchor_year
+            ],
+        }
+    )[known]
     adm = []
     hadm = 20_000_000 + rng.choice(9_999_999, size=3 * n_pat, replace=False)
     for i, s in enumerate(subject):
         for k in range(int(rng.integers(0, 4))):  # some CXR subjects were never admitted
-            t = pd.Timestamp(year=int(first_year[i]) + k, month=int(rng.integers(1, 13)), day=int(rng.integers(1, 28)),
-                             hour=int(rng.integers(0, 24)), minute=int(rng.integers(0, 60)))
+            t = pd.Timestamp(
+                year=int(first_year[i]) + k,
+                month=int(rng.integers(1, 13)),
+                day=int(rng.integers(1, 28)),
+                hour=int(rng.integers(0, 24)),
+                minute=int(rng.integers(0, 60)),
+            )
             out = t + pd.Timedelta(hours=float(rng.uniform(12, 240)))
             ed = rng.random() < 0.6
-            adm.append({
-                "subject_id": s, "hadm_id": hadm[3 * i + k], "admittime": f"{t:%Y-%m-%d %H:%M:%S}",
-                "dischtime": f"{out:%Y-%m-%d %H:%M:%S}", "deathtime": "",
-                "admission_type": rng.choice(["EW EMER.", "URGENT", "OBSERVATION ADMIT", "ELECTIVE"]),
-                "admit_provider_id": f"P{int(rng.integers(0, 999999)):06X}",
-                "admission_location": rng.choice(["EMERGENCY ROOM", "PHYSICIAN REFERRAL", "TRANSFER FROM HOSPITAL"]),
-                "discharge_location": rng.choice(["HOME", "HOME HEALTH CARE", "SKILLED NURSING FACILITY"]),
-                "insurance": rng.choice(["Medicare", "Medicaid", "Other"]), "language": "ENGLISH",
-                "marital_status": rng.choice(["MARRIED", "SINGLE", "WIDOWED", "DIVORCED"]),
-                "race": rng.choice(["WHITE", "BLACK/AFRICAN AMERICAN", "ASIAN", "HISPANIC/LATINO", "OTHER"]),
-                "edregtime": f"{t - pd.Timedelta(hours=3):%Y-%m-%d %H:%M:%S}" if ed else "",
-                "edouttime": f"{t:%Y-%m-%d %H:%M:%S}" if ed else "", "hospital_expire_flag": 0,
-            })
+            adm.append(
+                {
+                    "subject_id": s,
+                    "hadm_id": hadm[3 * i + k],
+                    "admittime": f"{t:%Y-%m-%d %H:%M:%S}",
+                    "dischtime": f"{out:%Y-%m-%d %H:%M:%S}",
+                    "deathtime": "",
+                    "admission_type": rng.choice(["EW EMER.", "URGENT", "OBSERVATION ADMIT", "ELECTIVE"]),
+                    "admit_provider_id": f"P{int(rng.integers(0, 999999)):06X}",
+                    "admission_location": rng.choice(
+                        ["EMERGENCY ROOM", "PHYSICIAN REFERRAL", "TRANSFER FROM HOSPITAL"]
+                    ),
+                    "discharge_location": rng.choice(["HOME", "HOME HEALTH CARE", "SKILLED NURSING FACILITY"]),
+                    "insurance": rng.choice(["Medicare", "Medicaid", "Other"]),
+                    "language": "ENGLISH",
+                    "marital_status": rng.choice(["MARRIED", "SINGLE", "WIDOWED", "DIVORCED"]),
+                    "race": rng.choice(["WHITE", "BLACK/AFRICAN AMERICAN", "ASIAN", "HISPANIC/LATINO", "OTHER"]),
+                    "edregtime": f"{t - pd.Timedelta(hours=3):%Y-%m-%d %H:%M:%S}" if ed else "",
+                    "edouttime": f"{t:%Y-%m-%d %H:%M:%S}" if ed else "",
+                    "hospital_expire_flag": 0,
+                }
+            )
     admissions = pd.DataFrame(adm, columns=list(MIMIC_IV_ADMISSIONS_COLUMNS))
-    paths = [folder / "files" / f"p{str(s)[:2]}" / f"p{s}" / f"s{st}" / f"{d}.jpg"
-             for s, st, d in zip(sid, study_ids, dicom)]
+    paths = [
+        folder / "files" / f"p{str(s)[:2]}" / f"p{s}" / f"s{st}" / f"{d}.jpg" for s, st, d in zip(sid, study_ids, dicom)
+    ]
     _render_all(frame, paths, "jpg", "mimic images")
     _write_csv(meta, folder / "mimic-cxr-2.0.0-metadata.csv.gz", MIMIC_METADATA_COLUMNS)
     _write_csv(labels, folder / "mimic-cxr-2.0.0-chexpert.csv.gz", MIMIC_CHEXPERT_COLUMNS)

@@ -43,16 +43,36 @@ from ddval.data.sources import DataFormatError
 from ddval.data.synthetic import cohort_roots
 
 __all__ = [
-    "INDEX_COLUMNS", "INDEXERS", "OPTIONAL_COLUMNS", "DataFormatError", "build_index", "build_index_with_skips",
-    "harmonise_labels", "keep_views", "read_dataset", "unify",
-    "index_chexpert", "index_mimic", "index_nih", "real_roots", "source_files",
+    "INDEX_COLUMNS",
+    "INDEXERS",
+    "OPTIONAL_COLUMNS",
+    "DataFormatError",
+    "build_index",
+    "build_index_with_skips",
+    "harmonise_labels",
+    "keep_views",
+    "read_dataset",
+    "unify",
+    "index_chexpert",
+    "index_mimic",
+    "index_nih",
+    "real_roots",
+    "source_files",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Columns of ``index.parquet``, in order.
 INDEX_COLUMNS: tuple[str, ...] = (
-    "dataset", "scan_id", "path", "patient_id", "study_id", "sex", "age", "view", "view_position",
+    "dataset",
+    "scan_id",
+    "path",
+    "patient_id",
+    "study_id",
+    "sex",
+    "age",
+    "view",
+    "view_position",
 ) + LABELS
 #: Columns an option adds after them (``official_split``: ``data.mimic_split: official``).
 OPTIONAL_COLUMNS: tuple[str, ...] = ("official_split",)
@@ -82,22 +102,33 @@ def index_nih(root: str | os.PathLike, *, uncertain: str = "zeros", on_missing: 
     return unify(nih.read_nih(root, on_missing)[0], "nih", uncertain)
 
 
-def index_chexpert(root: str | os.PathLike, *, uncertain: str = "zeros", on_missing: str = "error",
-                   splits: tuple[str, ...] = ("train",)) -> pd.DataFrame:
+def index_chexpert(
+    root: str | os.PathLike,
+    *,
+    uncertain: str = "zeros",
+    on_missing: str = "error",
+    splits: tuple[str, ...] = ("train",),
+) -> pd.DataFrame:
     """Index CheXpert under ``root``: ``train.csv`` (``splits`` may add ``"valid"``; :mod:`ddval.data.chexpert`)."""
     return unify(chexpert.read_chexpert(root, on_missing, splits)[0], "chexpert", uncertain)
 
 
-def index_mimic(root: str | os.PathLike, *, uncertain: str = "zeros", on_missing: str = "error",
-                mimic_iv: str | os.PathLike | None = None) -> pd.DataFrame:
+def index_mimic(
+    root: str | os.PathLike,
+    *,
+    uncertain: str = "zeros",
+    on_missing: str = "error",
+    mimic_iv: str | os.PathLike | None = None,
+) -> pd.DataFrame:
     """Index MIMIC-CXR-JPG 2.0.0 under ``root`` with demographics from MIMIC-IV (``mimic_iv`` folder or
     found by :func:`ddval.data.mimic.mimic_iv_folder`; :mod:`ddval.data.mimic`)."""
     return unify(mimic.read_mimic(root, on_missing, mimic_iv)[0], "mimic", uncertain)
 
 
 #: The indexer of each dataset (unified columns).
-INDEXERS: dict[str, Callable[..., pd.DataFrame]] = {"nih": index_nih, "chexpert": index_chexpert,
-                                                    "mimic": index_mimic}
+INDEXERS: dict[str, Callable[..., pd.DataFrame]] = {"nih": index_nih, "chexpert": index_chexpert, "mimic": index_mimic}
+
+
 def read_dataset(name: str, root: str | os.PathLike, cfg: ExperimentConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows (label codes) and skipped rows of dataset ``name`` at ``root``, with the config's reader options."""
     on_missing = cfg.data.on_missing
@@ -105,16 +136,18 @@ def read_dataset(name: str, root: str | os.PathLike, cfg: ExperimentConfig) -> t
         return nih.read_nih(root, on_missing)
     if name == "chexpert":
         return chexpert.read_chexpert(root, on_missing)
-    return mimic.read_mimic(root, on_missing, labels=cfg.data.mimic_labels,
-                            official_split=cfg.data.mimic_split == "official")
+    return mimic.read_mimic(
+        root, on_missing, labels=cfg.data.mimic_labels, official_split=cfg.data.mimic_split == "official"
+    )
 
 
 def keep_views(frame: pd.DataFrame, views: tuple[str, ...], dataset: str) -> pd.DataFrame:
     """The rows of ``frame`` whose ``view`` is one of ``views`` (the dropped ones are counted in the log)."""
     kept = frame["view"].isin(views)
     if not kept.all():
-        log.info("%s: %d scan(s) of other views than %s left out (data.views)", dataset, int((~kept).sum()),
-                 list(views))
+        log.info(
+            "%s: %d scan(s) of other views than %s left out (data.views)", dataset, int((~kept).sum()), list(views)
+        )
     return frame.loc[kept].reset_index(drop=True)
 
 
@@ -132,7 +165,8 @@ def real_roots(cfg: ExperimentConfig) -> dict[str, Path]:
             roots[name] = root
     if problems:
         raise FileNotFoundError(
-            f"preset {cfg.preset!r} uses the real datasets {list(cfg.data.datasets)}, but:\n  " + "\n  ".join(problems)
+            f"preset {cfg.preset!r} uses the real datasets {list(cfg.data.datasets)}, but:\n  "
+            + "\n  ".join(problems)
             + "\nSee the README section 'Your own data', or run the embedded default (preset demo)."
         )
     return roots
@@ -149,8 +183,9 @@ def build_index(cfg: ExperimentConfig, roots: dict[str, str | os.PathLike] | Non
     return build_index_with_skips(cfg, roots)[0]
 
 
-def build_index_with_skips(cfg: ExperimentConfig, roots: dict[str, str | os.PathLike] | None = None
-                           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build_index_with_skips(
+    cfg: ExperimentConfig, roots: dict[str, str | os.PathLike] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`build_index` and the table of skipped rows (``dataset, source, line, path, reason``)."""
     if roots is None:
         roots = real_roots(cfg) if cfg.data.source == "real" else cohort_roots(layout.cohort_dir(cfg))

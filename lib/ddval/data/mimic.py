@@ -67,10 +67,22 @@ MIMIC_IV_ENV = MIMIC_IV_ROOT_ENV
 #: Projection codes -> view. NIH uses PA/AP; CheXpert's ``AP/PA`` adds LL/RL; MIMIC's ``ViewPosition``
 #: has all of these (blank is allowed there and resolved from ``ViewCodeSequence_CodeMeaning``).
 VIEW_OF_POSITION: dict[str, str] = {
-    "PA": "frontal", "AP": "frontal", "AP AXIAL": "frontal", "PA LLD": "frontal", "AP LLD": "frontal",
-    "PA RLD": "frontal", "AP RLD": "frontal",
-    "LATERAL": "lateral", "LL": "lateral", "RL": "lateral", "XTABLE LATERAL": "lateral", "SWIMMERS": "lateral",
-    "LAO": "oblique", "RAO": "oblique", "LPO": "oblique", "RPO": "oblique",
+    "PA": "frontal",
+    "AP": "frontal",
+    "AP AXIAL": "frontal",
+    "PA LLD": "frontal",
+    "AP LLD": "frontal",
+    "PA RLD": "frontal",
+    "AP RLD": "frontal",
+    "LATERAL": "lateral",
+    "LL": "lateral",
+    "RL": "lateral",
+    "XTABLE LATERAL": "lateral",
+    "SWIMMERS": "lateral",
+    "LAO": "oblique",
+    "RAO": "oblique",
+    "LPO": "oblique",
+    "RPO": "oblique",
 }
 _HINT = f"{ROOT_ENV_VARS['mimic']} should point at the MIMIC-CXR-JPG folder holding the CSVs and files/"
 
@@ -102,11 +114,17 @@ def label_files(root: str | os.PathLike, labels: str = "chexpert", official_spli
     root = Path(root)
     names = [MIMIC_METADATA, MIMIC_LABEL_FILES[labels]] + ([MIMIC_SPLIT] if official_split else [])
     return [find_file(root, [f], "MIMIC-CXR-JPG", _HINT) for f in names] + [
-        find_file(mimic_iv_folder(root), ["patients.csv"], "MIMIC-IV patients")]
+        find_file(mimic_iv_folder(root), ["patients.csv"], "MIMIC-IV patients")
+    ]
 
 
-def read_mimic(root: str | os.PathLike, on_missing: str = "error", mimic_iv: str | os.PathLike | None = None,
-               labels: str = "chexpert", official_split: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_mimic(
+    root: str | os.PathLike,
+    on_missing: str = "error",
+    mimic_iv: str | os.PathLike | None = None,
+    labels: str = "chexpert",
+    official_split: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The scans of the MIMIC-CXR-JPG download at ``root`` (demographics from the MIMIC-IV folder
     ``mimic_iv``, or the one :func:`mimic_iv_folder` finds) in the unified columns (labels as codes
     of the ``labels`` labeler, plus ``_line``; plus ``official_split`` when ``official_split``) and
@@ -123,14 +141,28 @@ def read_mimic(root: str | os.PathLike, on_missing: str = "error", mimic_iv: str
     view = _views(meta_path, frame)
     frame = _with_demographics(frame, meta_path, patients_path)
     sid = frame["subject_id"]
-    out = pd.DataFrame({
-        "scan_id": "mimic:" + frame["dicom_id"], "patient_id": "mimic:" + sid, "study_id": "mimic:" + frame["study_id"],
-        "sex": frame["sex"].fillna("U"), "age": frame["age"], "view": view,
-        "view_position": frame["ViewPosition"].fillna("").str.strip(),
-        "path": str(root / "files") + "/p" + sid.str[:2] + "/p" + sid + "/s" + frame["study_id"] + "/"
-        + frame["dicom_id"] + ".jpg",
-        "_line": frame["_line"],
-    })
+    out = pd.DataFrame(
+        {
+            "scan_id": "mimic:" + frame["dicom_id"],
+            "patient_id": "mimic:" + sid,
+            "study_id": "mimic:" + frame["study_id"],
+            "sex": frame["sex"].fillna("U"),
+            "age": frame["age"],
+            "view": view,
+            "view_position": frame["ViewPosition"].fillna("").str.strip(),
+            "path": str(root / "files")
+            + "/p"
+            + sid.str[:2]
+            + "/p"
+            + sid
+            + "/s"
+            + frame["study_id"]
+            + "/"
+            + frame["dicom_id"]
+            + ".jpg",
+            "_line": frame["_line"],
+        }
+    )
     out = pd.concat([out, frame[list(CHEXPERT_LABELS)]], axis=1)
     if official_split:
         out["official_split"] = _official_split(find_file(root, [MIMIC_SPLIT], "MIMIC-CXR-JPG split", _HINT), frame)
@@ -149,7 +181,8 @@ def _official_split(path: Path, frame: pd.DataFrame) -> pd.Series:
     if split.isna().any():
         absent = frame.loc[split.isna(), "dicom_id"].head(5).tolist()
         raise DataFormatError(
-            f"{path}: {int(split.isna().sum())} image(s) of the metadata have no split, e.g. {absent}")
+            f"{path}: {int(split.isna().sum())} image(s) of the metadata have no split, e.g. {absent}"
+        )
     return split
 
 
@@ -165,8 +198,11 @@ def _images_with_labels(meta_path: Path, label_path: Path) -> pd.DataFrame:
     coded = pd.concat([labels[["subject_id", "study_id"]], label_codes(label_path, labels, CHEXPERT_LABELS)], axis=1)
     frame = meta.merge(coded, on=["subject_id", "study_id"], how="inner", validate="many_to_one")
     if len(frame) < len(meta):
-        log.info("%s: %d image(s) of studies without labels dropped (inner join, as the paper)", meta_path,
-                 len(meta) - len(frame))
+        log.info(
+            "%s: %d image(s) of studies without labels dropped (inner join, as the paper)",
+            meta_path,
+            len(meta) - len(frame),
+        )
     return frame
 
 
@@ -176,9 +212,14 @@ def _views(meta_path: Path, frame: pd.DataFrame) -> pd.Series:
     if "ViewCodeSequence_CodeMeaning" in frame:
         meaning = frame["ViewCodeSequence_CodeMeaning"].fillna("").str.lower()
         fallback = np.select(
-            [meaning.str.contains("oblique"), meaning.str.contains("lateral") & ~meaning.str.contains("decubitus"),
-             meaning.str.contains("posterior|anterior")],
-            ["oblique", "lateral", "frontal"], default="unknown")
+            [
+                meaning.str.contains("oblique"),
+                meaning.str.contains("lateral") & ~meaning.str.contains("decubitus"),
+                meaning.str.contains("posterior|anterior"),
+            ],
+            ["oblique", "lateral", "frontal"],
+            default="unknown",
+        )
         view = view.fillna(pd.Series(fallback, index=frame.index))
     return view.fillna("unknown")
 
@@ -193,8 +234,12 @@ def _with_demographics(frame: pd.DataFrame, meta_path: Path, patients_path: Path
     frame = frame.merge(patients[["subject_id", "sex", "anchor_age", "anchor_year"]], on="subject_id", how="left")
     unknown = frame["sex"].isna()
     if unknown.any():
-        log.info("%s: %d image(s) of %d subject(s) without a MIMIC-IV patients row: sex U, age unknown",
-                 patients_path, int(unknown.sum()), frame.loc[unknown, "subject_id"].nunique())
+        log.info(
+            "%s: %d image(s) of %d subject(s) without a MIMIC-IV patients row: sex U, age unknown",
+            patients_path,
+            int(unknown.sum()),
+            frame.loc[unknown, "subject_id"].nunique(),
+        )
     age = frame["anchor_age"]
     if "StudyDate" in frame:
         date = numbers(meta_path, frame, "StudyDate", "a date YYYYMMDD")

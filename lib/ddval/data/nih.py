@@ -41,18 +41,37 @@ from ddval.data.sources import ages, check_files, codes, fail, find_file, no_dup
 #: NIH finding name of each harmonised label.
 NIH_LABELS: dict[str, str] = {**CHEXPERT_LABELS, "pleural_effusion": "Effusion"}
 #: Every finding name that may appear in NIH's ``Finding Labels``.
-NIH_FINDINGS = frozenset({
-    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis", "Hernia",
-    "Infiltration", "Mass", "No Finding", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax",
-})
+NIH_FINDINGS = frozenset(
+    {
+        "Atelectasis",
+        "Cardiomegaly",
+        "Consolidation",
+        "Edema",
+        "Effusion",
+        "Emphysema",
+        "Fibrosis",
+        "Hernia",
+        "Infiltration",
+        "Mass",
+        "No Finding",
+        "Nodule",
+        "Pleural_Thickening",
+        "Pneumonia",
+        "Pneumothorax",
+    }
+)
 #: Names of the label file, newest first.
 NIH_CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv", "sample_labels.csv")
 
 
 def label_file(root: str | os.PathLike) -> Path:
     """The label CSV of the NIH download at ``root``."""
-    return find_file(Path(root), NIH_CSV_NAMES, "NIH ChestX-ray14",
-                     f"{ROOT_ENV_VARS['nih']} should point at the folder holding Data_Entry_2017_v2020.csv and images/")
+    return find_file(
+        Path(root),
+        NIH_CSV_NAMES,
+        "NIH ChestX-ray14",
+        f"{ROOT_ENV_VARS['nih']} should point at the folder holding Data_Entry_2017_v2020.csv and images/",
+    )
 
 
 def image_folders(root: Path) -> list[Path]:
@@ -78,12 +97,18 @@ def read_nih(root: str | os.PathLike, on_missing: str = "error") -> tuple[pd.Dat
     sex = codes(path, frame, "Patient Gender", {"M": "M", "F": "F"})
     stem = frame["Image Index"].str.strip().str.replace(r"\.png$", "", regex=True)
     patient = "nih:" + pid.astype("int64").astype(str).str.zfill(8)
-    out = pd.DataFrame({
-        "scan_id": "nih:" + stem, "patient_id": patient, "study_id": "nih:" + stem,
-        "sex": _patient_mode(patient, sex), "age": ages(path, frame, "Patient Age"),
-        "view": codes(path, frame, "View Position", {"PA": "frontal", "AP": "frontal"}),
-        "view_position": frame["View Position"].str.strip(), "_line": frame["_line"],
-    })
+    out = pd.DataFrame(
+        {
+            "scan_id": "nih:" + stem,
+            "patient_id": patient,
+            "study_id": "nih:" + stem,
+            "sex": _patient_mode(patient, sex),
+            "age": ages(path, frame, "Patient Age"),
+            "view": codes(path, frame, "View Position", {"PA": "frontal", "AP": "frontal"}),
+            "view_position": frame["View Position"].str.strip(),
+            "_line": frame["_line"],
+        }
+    )
     out = pd.concat([out, labels], axis=1)
     out["path"] = _locate(root, frame["Image Index"].str.strip())
     return check_files(out, path, on_missing, "nih")

@@ -16,6 +16,7 @@ from scipy import ndimage
 from ddval.data.anatomy import HEART_CENTER, HEART_HALF_WIDTH, Geometry, canonical_grid, canonical_layers, sample_layers
 from ddval.data.findings import RENDERERS, Finding, ellipse, over, pneumothorax
 
+
 @dataclass(frozen=True)
 class Acquisition:
     """How one image is exposed and processed (site and scan specific)."""
@@ -59,8 +60,19 @@ def render(spec: ScanSpec, height: int, width: int) -> np.ndarray:
     hu, hv = HEART_CENTER
     # The silhouette is drawn for every scan (normal ones match the base heart); its width is what
     # cardiomegaly changes. The lower edge sits on the diaphragm, so it grows up and sideways.
-    d = over(d, 0.6 * ellipse(u, v, hu + 0.15 * (heart - HEART_HALF_WIDTH), hv - 0.3 * (heart - HEART_HALF_WIDTH),
-                                 heart, 0.13 + 0.35 * (heart - HEART_HALF_WIDTH), edge=0.10))
+    d = over(
+        d,
+        0.6
+        * ellipse(
+            u,
+            v,
+            hu + 0.15 * (heart - HEART_HALF_WIDTH),
+            hv - 0.3 * (heart - HEART_HALF_WIDTH),
+            heart,
+            0.13 + 0.35 * (heart - HEART_HALF_WIDTH),
+            edge=0.10,
+        ),
+    )
     for f in spec.findings:
         if f.kind == "pneumothorax":
             d = pneumothorax(d, u, v, lungs, f, spec.acquisition.ap, texture=texture)

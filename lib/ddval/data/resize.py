@@ -75,8 +75,9 @@ def resized_paths(index: pd.DataFrame, out_dir: str | os.PathLike) -> pd.Series:
     return result
 
 
-def resize_index(index: pd.DataFrame, out_dir: str | os.PathLike, size: int, *, workers: int = 1,
-                 on_corrupt: str = "error") -> tuple[pd.DataFrame, pd.DataFrame]:
+def resize_index(
+    index: pd.DataFrame, out_dir: str | os.PathLike, size: int, *, workers: int = 1, on_corrupt: str = "error"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Resize every scan of ``index`` into ``out_dir``; return (re-pointed index, quarantine table).
 
     Existing destination files are kept (resume). ``on_corrupt="error"`` raises
@@ -88,7 +89,7 @@ def resize_index(index: pd.DataFrame, out_dir: str | os.PathLike, size: int, *, 
     todo = [(i, src, d) for i, (src, d, done) in enumerate(zip(index["path"], dst, exists)) if not done]
     log.info("resize: %d of %d scans to do (%d already resized)", len(todo), len(index), len(index) - len(todo))
     errors: dict[int, str] = {}
-    chunks = [todo[k:k + CHUNK] for k in range(0, len(todo), CHUNK)]
+    chunks = [todo[k : k + CHUNK] for k in range(0, len(todo), CHUNK)]
     bar = progress(total=len(todo), desc=f"resize to {size}px", unit="scan")
     with contextlib.closing(_run(chunks, size, workers)) as batches, contextlib.closing(bar):
         for results in batches:
@@ -103,10 +104,14 @@ def resize_index(index: pd.DataFrame, out_dir: str | os.PathLike, size: int, *, 
             bar.update(len(results))
     bad = np.zeros(len(index), dtype=bool)
     bad[list(errors)] = True
-    quarantine = pd.DataFrame({
-        "dataset": index["dataset"].to_numpy()[bad], "scan_id": index["scan_id"].to_numpy()[bad],
-        "path": index["path"].to_numpy()[bad], "error": [errors[i] for i in sorted(errors)],
-    })
+    quarantine = pd.DataFrame(
+        {
+            "dataset": index["dataset"].to_numpy()[bad],
+            "scan_id": index["scan_id"].to_numpy()[bad],
+            "path": index["path"].to_numpy()[bad],
+            "error": [errors[i] for i in sorted(errors)],
+        }
+    )
     if len(quarantine):
         log.warning("resize: %d corrupt image(s) quarantined, e.g. %s", len(quarantine), quarantine["error"].iloc[0])
     out = index.assign(path=dst.to_numpy()).loc[~bad].reset_index(drop=True)
@@ -123,8 +128,9 @@ def _run(chunks, size, workers):
     # without a ``if __name__ == "__main__"`` guard (spawn re-imports the main module).
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent,
-                             initargs=(os.getpid(),)) as pool:  # no worker outlives a killed runner
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
+    ) as pool:  # no worker outlives a killed runner
         pending = {pool.submit(_resize_chunk, chunk, size) for chunk in chunks}
         try:
             while pending:

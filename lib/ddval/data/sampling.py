@@ -37,9 +37,20 @@ from ddval.data.findings import RENDERED, Finding
 
 #: The 14 CheXpert/MIMIC-CXR observations, in the column order of CheXpert's ``train.csv``.
 CHEXPERT_OBSERVATIONS: tuple[str, ...] = (
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-    "Fracture", "Support Devices",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
 )
 #: Observation name (CheXpert) -> the key of the sampled ground truth.
 OBSERVATION_KEYS = {name: name.lower().replace(" ", "_") for name in CHEXPERT_OBSERVATIONS}
@@ -76,23 +87,83 @@ class SiteProfile:
 
 SITES: dict[str, SiteProfile] = {
     # outpatients and inpatients, PA-heavy, few findings per image, no uncertainty (NLP-mined labels)
-    "nih": SiteProfile(age=(47, 16), male=0.56, ap=0.35, chronic_cardiomegaly=0.10, heart_failure=0.09,
-                       infection=0.10, atelectasis=0.10, consolidation=0.03, effusion=0.05, pneumothorax=0.08,
-                       lesion=0.06, devices=0.08, uncertain=0.0, missed=0.06, negated=0.0,
-                       gamma=(1.05, 1.25), contrast=0.9, offset=0.02, blur=0.3, noise=0.015,
-                       marker=(0.08, 0.07), aspect=1.0, fmt="png"),
+    "nih": SiteProfile(
+        age=(47, 16),
+        male=0.56,
+        ap=0.35,
+        chronic_cardiomegaly=0.10,
+        heart_failure=0.09,
+        infection=0.10,
+        atelectasis=0.10,
+        consolidation=0.03,
+        effusion=0.05,
+        pneumothorax=0.08,
+        lesion=0.06,
+        devices=0.08,
+        uncertain=0.0,
+        missed=0.06,
+        negated=0.0,
+        gamma=(1.05, 1.25),
+        contrast=0.9,
+        offset=0.02,
+        blur=0.3,
+        noise=0.015,
+        marker=(0.08, 0.07),
+        aspect=1.0,
+        fmt="png",
+    ),
     # ICU-heavy (portable AP), old, many effusions/edema/devices, few normal studies
-    "chexpert": SiteProfile(age=(61, 17), male=0.59, ap=0.8, chronic_cardiomegaly=0.20, heart_failure=0.24,
-                            infection=0.10, atelectasis=0.14, consolidation=0.05, effusion=0.10, pneumothorax=0.12,
-                            lesion=0.04, devices=0.45, uncertain=0.25, missed=0.04, negated=0.15,
-                            gamma=(0.8, 0.95), contrast=1.15, offset=-0.03, blur=0.0, noise=0.035,
-                            marker=(0.92, 0.07), aspect=0.82, fmt="jpg"),
+    "chexpert": SiteProfile(
+        age=(61, 17),
+        male=0.59,
+        ap=0.8,
+        chronic_cardiomegaly=0.20,
+        heart_failure=0.24,
+        infection=0.10,
+        atelectasis=0.14,
+        consolidation=0.05,
+        effusion=0.10,
+        pneumothorax=0.12,
+        lesion=0.04,
+        devices=0.45,
+        uncertain=0.25,
+        missed=0.04,
+        negated=0.15,
+        gamma=(0.8, 0.95),
+        contrast=1.15,
+        offset=-0.03,
+        blur=0.0,
+        noise=0.035,
+        marker=(0.92, 0.07),
+        aspect=0.82,
+        fmt="jpg",
+    ),
     # emergency department and wards: in between, more pneumonia, sharper and darker images
-    "mimic": SiteProfile(age=(63, 17), male=0.52, ap=0.6, chronic_cardiomegaly=0.18, heart_failure=0.12,
-                         infection=0.12, atelectasis=0.13, consolidation=0.02, effusion=0.08, pneumothorax=0.07,
-                         lesion=0.05, devices=0.25, uncertain=0.15, missed=0.04, negated=0.25,
-                         gamma=(0.95, 1.1), contrast=1.0, offset=-0.06, blur=0.6, noise=0.025,
-                         marker=(0.08, 0.93), aspect=0.83, fmt="jpg"),
+    "mimic": SiteProfile(
+        age=(63, 17),
+        male=0.52,
+        ap=0.6,
+        chronic_cardiomegaly=0.18,
+        heart_failure=0.12,
+        infection=0.12,
+        atelectasis=0.13,
+        consolidation=0.02,
+        effusion=0.08,
+        pneumothorax=0.07,
+        lesion=0.05,
+        devices=0.25,
+        uncertain=0.15,
+        missed=0.04,
+        negated=0.25,
+        gamma=(0.95, 1.1),
+        contrast=1.0,
+        offset=-0.06,
+        blur=0.6,
+        noise=0.025,
+        marker=(0.08, 0.93),
+        aspect=0.83,
+        fmt="jpg",
+    ),
 }
 
 
@@ -116,8 +187,10 @@ def _geometry(rng: np.random.Generator) -> anatomy.Geometry:
 def _jitter(g: anatomy.Geometry, rng: np.random.Generator) -> anatomy.Geometry:
     """The same patient positioned slightly differently at another study."""
     return anatomy.Geometry(
-        scale=g.scale, angle=g.angle + rng.normal(0.0, 1.0),
-        shift=(g.shift[0] + rng.normal(0.0, 0.01), g.shift[1] + rng.normal(0.0, 0.01)), warp=g.warp,
+        scale=g.scale,
+        angle=g.angle + rng.normal(0.0, 1.0),
+        shift=(g.shift[0] + rng.normal(0.0, 0.01), g.shift[1] + rng.normal(0.0, 0.01)),
+        warp=g.warp,
     )
 
 
@@ -144,7 +217,6 @@ def _study_findings(site: SiteProfile, cardiomegaly: bool, age: float, rng: np.r
     return {k: (float(rng.uniform(0.45, 1.0)) if v else 0.0) for k, v in present.items()}
 
 
-
 def _observations(sev: dict[str, float]) -> dict[str, bool]:
     """Ground truth of the 14 observations (before reporting noise)."""
     truth = {OBSERVATION_KEYS[n]: sev.get(OBSERVATION_KEYS[n], 0.0) > 0 for n in CHEXPERT_OBSERVATIONS}
@@ -155,7 +227,9 @@ def _observations(sev: dict[str, float]) -> dict[str, bool]:
     return truth
 
 
-def _report(truth: dict[str, bool], sev: dict[str, float], site: SiteProfile, rng: np.random.Generator) -> dict[str, float]:
+def _report(
+    truth: dict[str, bool], sev: dict[str, float], site: SiteProfile, rng: np.random.Generator
+) -> dict[str, float]:
     """What a CheXpert-style labeler reports: 1.0, 0.0, -1.0 or NaN (blank) per observation."""
     out: dict[str, float] = {}
     for name in CHEXPERT_OBSERVATIONS:
@@ -200,17 +274,33 @@ def sample_site(dataset: str, n_patients: int, max_scans: int, seed: int, size: 
             ap = bool(rng.random() < site.ap)
             findings = tuple(
                 Finding(kind, s, int(rng.integers(0, 3)), int(rng.integers(2**31)))
-                for kind, s in sev.items() if s > 0 and kind in RENDERED
+                for kind, s in sev.items()
+                if s > 0 and kind in RENDERED
             )
             acquisition = render.Acquisition(
-                gamma=rng.uniform(*site.gamma), contrast=site.contrast * rng.uniform(0.93, 1.07),
-                offset=site.offset + rng.normal(0.0, 0.02), blur=site.blur, noise=site.noise,
-                marker=site.marker if rng.random() < 0.85 else None, ap=ap,
+                gamma=rng.uniform(*site.gamma),
+                contrast=site.contrast * rng.uniform(0.93, 1.07),
+                offset=site.offset + rng.normal(0.0, 0.02),
+                blur=site.blur,
+                noise=site.noise,
+                marker=site.marker if rng.random() < 0.85 else None,
+                ap=ap,
             )
-            spec = render.ScanSpec(_jitter(geometry, rng), heart, not male, findings, acquisition,
-                                   seed=int(rng.integers(2**31)))
-            rows.append({
-                "number": number, "study": study, "male": male, "age": int(age + (study - 1) * rng.uniform(0, 1.5)),
-                "ap": ap, "height": height, "width": width, "spec": spec, "truth": truth, **labels,
-            })
+            spec = render.ScanSpec(
+                _jitter(geometry, rng), heart, not male, findings, acquisition, seed=int(rng.integers(2**31))
+            )
+            rows.append(
+                {
+                    "number": number,
+                    "study": study,
+                    "male": male,
+                    "age": int(age + (study - 1) * rng.uniform(0, 1.5)),
+                    "ap": ap,
+                    "height": height,
+                    "width": width,
+                    "spec": spec,
+                    "truth": truth,
+                    **labels,
+                }
+            )
     return pd.DataFrame(rows)

@@ -94,13 +94,18 @@ def ages(path: Path, frame: pd.DataFrame, field: str) -> pd.Series:
     fail(path, frame, frame[field].notna() & values.isna(), field, "a number of years (or with a unit Y/M/W/D)")
     odd = values.notna() & ((values < AGE_RANGE[0]) | (values > AGE_RANGE[1]))
     if odd.any():
-        log.warning("%s: %d implausible age(s) outside %s set to unknown (e.g. line %d: %s)", path, int(odd.sum()),
-                    AGE_RANGE, int(frame.loc[odd, "_line"].iloc[0]), frame.loc[odd, field].iloc[0])
+        log.warning(
+            "%s: %d implausible age(s) outside %s set to unknown (e.g. line %d: %s)",
+            path,
+            int(odd.sum()),
+            AGE_RANGE,
+            int(frame.loc[odd, "_line"].iloc[0]),
+            frame.loc[odd, field].iloc[0],
+        )
     return values.mask(odd)
 
 
-def codes(path: Path, frame: pd.DataFrame, field: str, mapping: dict[str, str], allow_blank: bool = False
-          ) -> pd.Series:
+def codes(path: Path, frame: pd.DataFrame, field: str, mapping: dict[str, str], allow_blank: bool = False) -> pd.Series:
     """Map a coded column; an unknown code (or a blank, unless allowed) is an error listing the known ones."""
     values = frame[field].str.strip()
     known = values.isin(list(mapping)) | (values.isna() & allow_blank)
@@ -113,8 +118,9 @@ def no_duplicates(path: Path, frame: pd.DataFrame, fields: list[str]) -> None:
     dup = frame.duplicated(fields, keep=False)
     if dup.any():
         rows = frame.loc[dup, ["_line"] + fields].head(6)
-        shown = "; ".join(f"line {r['_line']}: " + ", ".join(f"{f}={r[f]!r}" for f in fields)
-                          for _, r in rows.iterrows())
+        shown = "; ".join(
+            f"line {r['_line']}: " + ", ".join(f"{f}={r[f]!r}" for f in fields) for _, r in rows.iterrows()
+        )
         raise DataFormatError(f"{path}: duplicate {'+'.join(fields)} ({int(dup.sum())} rows): {shown}")
 
 
@@ -129,8 +135,7 @@ def label_codes(path: Path, frame: pd.DataFrame, columns: dict[str, str]) -> pd.
     return pd.DataFrame(out, index=frame.index)
 
 
-def check_files(frame: pd.DataFrame, source: Path, on_missing: str, dataset: str
-                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def check_files(frame: pd.DataFrame, source: Path, on_missing: str, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split into (rows whose image exists, skipped rows); an absent image is an error unless
     ``on_missing == "skip"``."""
     present = existing(frame["path"])
@@ -144,10 +149,15 @@ def check_files(frame: pd.DataFrame, source: Path, on_missing: str, dataset: str
             f"them): {shown}"
         )
     log.warning("%s: skipping %d listed image(s) that are absent, e.g. %s", source, len(missing), shown)
-    skipped = pd.DataFrame({
-        "dataset": dataset, "source": str(source), "line": missing["_line"].to_numpy(),
-        "path": missing["path"].to_numpy(), "reason": "image file absent",
-    })
+    skipped = pd.DataFrame(
+        {
+            "dataset": dataset,
+            "source": str(source),
+            "line": missing["_line"].to_numpy(),
+            "path": missing["path"].to_numpy(),
+            "reason": "image file absent",
+        }
+    )
     return frame.loc[present].copy(), skipped
 
 

@@ -66,8 +66,12 @@ def patient_pools(index: pd.DataFrame, seed: int, test_fraction: float) -> dict[
         if scans.empty:
             continue
         patients = np.sort(scans["patient_id"].unique())
-        order = pd.Series(np.arange(len(patients)), index=_rng(seed, _SHUFFLE, DATASETS.index(dataset)).permutation(patients))
-        ordered = scans.assign(_rank=scans["patient_id"].map(order)).sort_values(["_rank", "study_id", "scan_id"], kind="stable")
+        order = pd.Series(
+            np.arange(len(patients)), index=_rng(seed, _SHUFFLE, DATASETS.index(dataset)).permutation(patients)
+        )
+        ordered = scans.assign(_rank=scans["patient_id"].map(order)).sort_values(
+            ["_rank", "study_id", "scan_id"], kind="stable"
+        )
         if _has_official_split(ordered):
             mask = (ordered["official_split"] == "test").to_numpy()
         else:
@@ -91,8 +95,11 @@ class _Cursor:
         self.pool = pool
         self.name = name
         self.row = 0  # first row of the next block (always the first scan of a patient)
-        self.starts = np.flatnonzero(np.r_[True, pool["_rank"].to_numpy()[1:] != pool["_rank"].to_numpy()[:-1]]) \
-            if len(pool) else np.array([], dtype=int)
+        self.starts = (
+            np.flatnonzero(np.r_[True, pool["_rank"].to_numpy()[1:] != pool["_rank"].to_numpy()[:-1]])
+            if len(pool)
+            else np.array([], dtype=int)
+        )
 
     def take(self, n: int, who: str) -> pd.DataFrame:
         if n == 0:
@@ -103,7 +110,7 @@ class _Cursor:
                 f"{who}: needs {n} more scans from the {self.name}, which has {len(self.pool) - self.row} left "
                 f"(of {len(self.pool)}); lower the sizes, raise test_fraction's complement, or add data"
             )
-        block = self.pool.iloc[self.row:end]
+        block = self.pool.iloc[self.row : end]
         nxt = self.starts[self.starts >= end]  # skip the rest of the last patient
         self.row = int(nxt[0]) if len(nxt) else len(self.pool)
         return block
@@ -121,11 +128,15 @@ def _check_scheme(setting: SettingConfig) -> None:
     if setting.scheme == "noniid":
         bad = [i.name for i in setting.institutions if len(i.datasets) != 1]
         if bad:
-            raise PartitionError(f"setting {setting.name!r} (noniid): institutions {bad} must draw on exactly one dataset")
+            raise PartitionError(
+                f"setting {setting.name!r} (noniid): institutions {bad} must draw on exactly one dataset"
+            )
     if setting.scheme == "iid":
         kinds = {tuple(sorted(i.datasets)) for i in setting.institutions}
         if len(kinds) != 1:
-            raise PartitionError(f"setting {setting.name!r} (iid): every institution must draw on the same datasets, got {sorted(kinds)}")
+            raise PartitionError(
+                f"setting {setting.name!r} (iid): every institution must draw on the same datasets, got {sorted(kinds)}"
+            )
     for inst in setting.institutions:
         if not inst.datasets:
             raise PartitionError(f"setting {setting.name!r}: institution {inst.name!r} draws on no dataset")
@@ -156,7 +167,9 @@ def make_partition(index: pd.DataFrame, setting: SettingConfig, seed: int) -> pd
                 blocks[(inst.name, "test")].append(pools[d][1])
             elif setting.scheme == "shared_test":
                 n = _shares(inst.test, inst.datasets)[d]
-                blocks[(inst.name, "test")].append(_Cursor(pools[d][1], f"{d} test pool").take(n, f"setting {setting.name!r}, {inst.name} test"))
+                blocks[(inst.name, "test")].append(
+                    _Cursor(pools[d][1], f"{d} test pool").take(n, f"setting {setting.name!r}, {inst.name} test")
+                )
             else:
                 n = _shares(inst.test, inst.datasets)[d]
                 blocks[(inst.name, "test")].append(tests[d].take(n, f"setting {setting.name!r}, {inst.name} test"))
@@ -213,14 +226,18 @@ def partition_summary(partition: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def load_partition(cfg: ExperimentConfig, seed: int, setting_name: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
+def load_partition(
+    cfg: ExperimentConfig, seed: int, setting_name: str, root: str | os.PathLike | None = None
+) -> pd.DataFrame:
     """The partition of ``setting_name`` for ``seed``: ``<results>/<preset>/seed-<s>/<setting>/partition.parquet``,
     created from ``index_resized.parquet`` on first use (a stage with its completion record)."""
     setting = cfg.setting(setting_name)
     ddir = layout.data_dir(cfg, root)
     record = store.require_record(
-        ddir, "resize", "run stages 01 and 02 first (notebooks 01_index and 02_resize, or "
-        "ddval.data.run_index_stage and ddval.data.run_resize_stage)"
+        ddir,
+        "resize",
+        "run stages 01 and 02 first (notebooks 01_index and 02_resize, or "
+        "ddval.data.run_index_stage and ddval.data.run_resize_stage)",
     )
     sdir = layout.setting_dir(cfg, seed, setting_name, root)
     params = {"setting": setting, "seed": int(seed), "index": record["params_hash"]}

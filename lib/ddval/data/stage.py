@@ -49,8 +49,13 @@ def run_index_stage(cfg: ExperimentConfig, root: Root = None) -> pd.DataFrame:
             "files": _fingerprint(files),
         }
     params = {
-        "source": cfg.data.source, "datasets": cfg.data.datasets, "uncertain": cfg.data.uncertain,
-        "blank": cfg.data.blank, "on_missing": cfg.data.on_missing, **inputs, **_changed_options(cfg),
+        "source": cfg.data.source,
+        "datasets": cfg.data.datasets,
+        "uncertain": cfg.data.uncertain,
+        "blank": cfg.data.blank,
+        "on_missing": cfg.data.on_missing,
+        **inputs,
+        **_changed_options(cfg),
     }
 
     def compute() -> list[Path]:
@@ -79,8 +84,9 @@ def run_resize_stage(cfg: ExperimentConfig, root: Root = None) -> pd.DataFrame:
 
     def compute() -> list[Path]:
         out_dir = _resized_dir_for(layout.resized_dir(cfg, root), store.param_hash(_pixel_params(cfg, root)))
-        resized, quarantine = resize_index(read_index(cfg, root), out_dir, size,
-                                           workers=cfg.data.workers, on_corrupt=cfg.data.on_corrupt)
+        resized, quarantine = resize_index(
+            read_index(cfg, root), out_dir, size, workers=cfg.data.workers, on_corrupt=cfg.data.on_corrupt
+        )
         tables = store.write_table_and_report(
             layout.resized_index_path(cfg, root), resized, ddir / "resize_quarantine.csv", quarantine
         )

@@ -47,8 +47,12 @@ def cohort_roots(root: str | os.PathLike) -> dict[str, Path]:
     return {"nih": root / "nih", "chexpert": root / "chexpert", "mimic": root / "mimic"}
 
 
-def write_cohort(root: str | os.PathLike, preset: str | ExperimentConfig = "demo", seed: int | None = None,
-                 datasets: tuple[str, ...] | None = None) -> dict[str, Path]:
+def write_cohort(
+    root: str | os.PathLike,
+    preset: str | ExperimentConfig = "demo",
+    seed: int | None = None,
+    datasets: tuple[str, ...] | None = None,
+) -> dict[str, Path]:
     """Write the synthetic cohort of ``preset`` (sizes from ``data.synthetic``) under ``root``.
 
     ``seed`` defaults to ``data.synthetic.seed``; ``datasets`` to ``data.datasets``. Each dataset is
@@ -80,8 +84,14 @@ def write_cohort(root: str | os.PathLike, preset: str | ExperimentConfig = "demo
             write_chexpert(tmp, frame, valid, seed)
         else:
             write_mimic(tmp, frame, seed)
-        info = {"dataset": name, "seed": seed, "patients": n, "scans": len(frame),
-                "max_scans_per_patient": syn.max_scans_per_patient, "image_size": syn.image_size}
+        info = {
+            "dataset": name,
+            "seed": seed,
+            "patients": n,
+            "scans": len(frame),
+            "max_scans_per_patient": syn.max_scans_per_patient,
+            "image_size": syn.image_size,
+        }
         (tmp / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         _move_into_place(tmp, final)
         log.info("synthetic %s: %d patients, %d scans -> %s", name, n, len(frame), final)

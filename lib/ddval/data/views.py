@@ -13,8 +13,16 @@ from ddval.config import DATASETS, LABELS
 from ddval.data.images import read_grayscale
 
 #: Short names of the labels for figure captions.
-ABBREVIATIONS = {"atelectasis": "Atel", "cardiomegaly": "Card", "consolidation": "Cons", "edema": "Edem",
-                 "no_finding": "NoF", "pleural_effusion": "Eff", "pneumonia": "Pneu", "pneumothorax": "Ptx"}
+ABBREVIATIONS = {
+    "atelectasis": "Atel",
+    "cardiomegaly": "Card",
+    "consolidation": "Cons",
+    "edema": "Edem",
+    "no_finding": "NoF",
+    "pleural_effusion": "Eff",
+    "pneumonia": "Pneu",
+    "pneumothorax": "Ptx",
+}
 
 
 def counts_by_sex(index: pd.DataFrame) -> pd.DataFrame:
@@ -40,9 +48,12 @@ def label_prevalence(index: pd.DataFrame) -> pd.DataFrame:
 def demographics(index: pd.DataFrame) -> pd.DataFrame:
     """Per dataset: mean age, scans of unknown age, shares of male, frontal and AP scans."""
     return index.groupby("dataset", sort=False).agg(
-        age_mean=("age", "mean"), age_unknown=("age", lambda a: int(a.isna().sum())),
-        male_share=("sex", lambda s: (s == "M").mean()), frontal_share=("view", lambda v: (v == "frontal").mean()),
-        ap_share=("view_position", lambda v: (v == "AP").mean()))
+        age_mean=("age", "mean"),
+        age_unknown=("age", lambda a: int(a.isna().sum())),
+        male_share=("sex", lambda s: (s == "M").mean()),
+        frontal_share=("view", lambda v: (v == "frontal").mean()),
+        ap_share=("view_position", lambda v: (v == "AP").mean()),
+    )
 
 
 def resize_counts(resized: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
@@ -58,8 +69,9 @@ def scan_montage(frame: pd.DataFrame, per_dataset: int = 8, seed: int = 0):
     import matplotlib.pyplot as plt
 
     datasets = list(pd.unique(frame["dataset"]))
-    fig, axes = plt.subplots(len(datasets), per_dataset, figsize=(1.5 * per_dataset, 1.75 * len(datasets)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(datasets), per_dataset, figsize=(1.5 * per_dataset, 1.75 * len(datasets)), squeeze=False
+    )
     for r, dataset in enumerate(datasets):
         rows = frame.loc[frame["dataset"] == dataset]
         picked = rows.sample(n=min(per_dataset, len(rows)), random_state=seed)

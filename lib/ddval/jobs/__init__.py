@@ -7,11 +7,32 @@ The ``ddval`` command line (``ddval.cli``) wraps all of it.
 """
 
 from ddval.jobs.local import LocalReport, run_local
-from ddval.jobs.manifest import STAGES, Task, build_manifest, coalition_ids, manifest_path, read_manifest, write_manifest
+from ddval.jobs.manifest import (
+    STAGES,
+    Task,
+    build_manifest,
+    coalition_ids,
+    manifest_path,
+    read_manifest,
+    write_manifest,
+)
 from ddval.jobs.plan import Plan, missing_data, plan
 from ddval.jobs.task import TaskOutcome, run_task, task_status
 
 __all__ = [
-    "STAGES", "LocalReport", "Plan", "Task", "TaskOutcome", "build_manifest", "coalition_ids", "manifest_path",
-    "missing_data", "plan", "read_manifest", "run_local", "run_task", "task_status", "write_manifest",
+    "STAGES",
+    "LocalReport",
+    "Plan",
+    "Task",
+    "TaskOutcome",
+    "build_manifest",
+    "coalition_ids",
+    "manifest_path",
+    "missing_data",
+    "plan",
+    "read_manifest",
+    "run_local",
+    "run_task",
+    "task_status",
+    "write_manifest",
 ]

@@ -39,8 +39,14 @@ class LocalReport:
         return [o for o in self.outcomes.values() if o.status == status]
 
 
-def run_local(plan: Plan, manifest: str | os.PathLike, *, jobs: int = 1, log_dir: str | os.PathLike | None = None,
-              force: bool = False) -> LocalReport:
+def run_local(
+    plan: Plan,
+    manifest: str | os.PathLike,
+    *,
+    jobs: int = 1,
+    log_dir: str | os.PathLike | None = None,
+    force: bool = False,
+) -> LocalReport:
     """Run ``plan.pending`` (tasks of ``manifest``); a failed task blocks its dependents, the
     others go on. ``force`` redoes the stages inside each task too. Returns the report; never raises
     for a failing task."""
@@ -74,8 +80,9 @@ def _run_sequential(pending: list[Task], manifest: str, report: LocalReport, for
             bar.update(1)
 
 
-def _run_parallel(pending: list[Task], manifest: str, jobs: int, log_dir: Path, report: LocalReport,
-                  force: bool) -> None:
+def _run_parallel(
+    pending: list[Task], manifest: str, jobs: int, log_dir: Path, report: LocalReport, force: bool
+) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     waiting = list(pending)
     pending_ids = {t.task_id for t in pending}
@@ -87,7 +94,9 @@ def _run_parallel(pending: list[Task], manifest: str, jobs: int, log_dir: Path, 
                 blocker = _blocker(task, report)
                 if blocker:
                     waiting.remove(task)
-                    report.outcomes[task.task_id] = TaskOutcome(task.task_id, "blocked", 0.0, f"{blocker} did not succeed")
+                    report.outcomes[task.task_id] = TaskOutcome(
+                        task.task_id, "blocked", 0.0, f"{blocker} did not succeed"
+                    )
                     bar.update(1)
                 elif len(running) < jobs and all(d not in pending_ids or d in report.outcomes for d in task.depends_on):
                     waiting.remove(task)
@@ -112,7 +121,10 @@ def _spawn(task: Task, manifest: str, log: Path, force: bool) -> subprocess.Pope
     with open(log, "w") as fh:
         return subprocess.Popen(
             [sys.executable, "-m", "ddval.cli", "run-task", manifest, str(task.row), *(["--force"] if force else [])],
-            stdout=fh, stderr=subprocess.STDOUT, env=env, preexec_fn=functools.partial(die_with_parent, os.getpid()),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
 
 

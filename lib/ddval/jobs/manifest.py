@@ -147,13 +147,24 @@ def build_manifest(
         # an RPC URL (which may hold an API key) into the manifest and the executed notebook
         params = {"seed": seeds[0], "setting": first, "n_individuals": e.n_individuals}
         builder.add(
-            "economy", f"economy/seed-{seeds[0]}/{first}", params,
-            f"seed-{seeds[0]}/{first}/05_token_economy.ipynb", layout.setting_dir(cfg, seeds[0], first, root),
-            (valuation,), f"token economy seed {seeds[0]} {first}",
+            "economy",
+            f"economy/seed-{seeds[0]}/{first}",
+            params,
+            f"seed-{seeds[0]}/{first}/05_token_economy.ipynb",
+            layout.setting_dir(cfg, seeds[0], first, root),
+            (valuation,),
+            f"token economy seed {seeds[0]} {first}",
         )
     everything_before = tuple(t.task_id for t in builder.tasks if t.stage in {"valuation", "economy"}) or ("resize",)
-    builder.add("figures", "figures", {"seeds": list(seeds)}, "06_figures.ipynb", layout.figures_dir(cfg, root),
-                everything_before, "figures and tables")
+    builder.add(
+        "figures",
+        "figures",
+        {"seeds": list(seeds)},
+        "06_figures.ipynb",
+        layout.figures_dir(cfg, root),
+        everything_before,
+        "figures and tables",
+    )
     # rows grouped by stage: each stage's job array is one contiguous range of rows
     ordered = sorted(builder.tasks, key=lambda t: (STAGES.index(t.stage), t.row))
     return [dataclasses.replace(t, row=i) for i, t in enumerate(ordered)]
@@ -168,8 +179,16 @@ class _Builder:
         self.tasks: list[Task] = []
         self._config = cfg.to_dict()
 
-    def add(self, stage: str, task_id: str, params: dict[str, Any], output: str, scope: Path,
-            depends_on: tuple[str, ...], label: str) -> None:
+    def add(
+        self,
+        stage: str,
+        task_id: str,
+        params: dict[str, Any],
+        output: str,
+        scope: Path,
+        depends_on: tuple[str, ...],
+        label: str,
+    ) -> None:
         notebook = self.nb_dir / NOTEBOOKS[stage]
         hash_only = params.pop("seeds", None)  # figures: which seeds it aggregates (hash only)
         parameters = {"preset": self.preset, **params, "results_root": str(self.root)}
@@ -182,11 +201,20 @@ class _Builder:
             "config": {s: self._config[s] for s in STAGE_SECTIONS[stage]},
             "seeds": hash_only,
         }
-        self.tasks.append(Task(
-            row=len(self.tasks), task_id=task_id, stage=stage, notebook=str(notebook), parameters=parameters,
-            output=str(self.out_dir / output), depends_on=tuple(depends_on), scope=str(scope),
-            task_hash=store.param_hash(material), label=label,
-        ))
+        self.tasks.append(
+            Task(
+                row=len(self.tasks),
+                task_id=task_id,
+                stage=stage,
+                notebook=str(notebook),
+                parameters=parameters,
+                output=str(self.out_dir / output),
+                depends_on=tuple(depends_on),
+                scope=str(scope),
+                task_hash=store.param_hash(material),
+                label=label,
+            )
+        )
 
     def add_seed_setting(self, seed: int, setting: SettingConfig) -> None:
         cfg, name = self.cfg, setting.name
@@ -206,14 +234,25 @@ class _Builder:
         shard_ids: tuple[str, ...] = ()
         if n > 1:
             for i in range(n):
-                self.add("valuation-shard", f"valuation-shard/{where}/{i}of{n}",
-                         {**base, "methods": methods, "shard": i, "n_shards": n},
-                         f"{where}/04_valuation-shard{i}of{n}.ipynb", scope, train_ids,
-                         f"valuation {where} shard {i + 1}/{n}")
+                self.add(
+                    "valuation-shard",
+                    f"valuation-shard/{where}/{i}of{n}",
+                    {**base, "methods": methods, "shard": i, "n_shards": n},
+                    f"{where}/04_valuation-shard{i}of{n}.ipynb",
+                    scope,
+                    train_ids,
+                    f"valuation {where} shard {i + 1}/{n}",
+                )
             shard_ids = tuple(f"valuation-shard/{where}/{i}of{n}" for i in range(n))
-        self.add("valuation", f"valuation/{where}", {**base, "methods": methods, "shard": None, "n_shards": n},
-                 f"{where}/04_valuation.ipynb", scope, shard_ids or train_ids,
-                 f"valuation {where}" + (f" (reduce {n} shards)" if n > 1 else ""))
+        self.add(
+            "valuation",
+            f"valuation/{where}",
+            {**base, "methods": methods, "shard": None, "n_shards": n},
+            f"{where}/04_valuation.ipynb",
+            scope,
+            shard_ids or train_ids,
+            f"valuation {where}" + (f" (reduce {n} shards)" if n > 1 else ""),
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,11 @@ class Plan:
         per_stage = Counter(t.stage for t in self.pending)
         stages = ", ".join(f"{s} {per_stage[s]}" for s in STAGES if per_stage[s])
         done = len(self.tasks) - len(self.pending)
-        return f"{len(self.pending)} of {len(self.tasks)} tasks to run" + (f" ({stages})" if stages else "") + f"; {done} complete"
+        return (
+            f"{len(self.pending)} of {len(self.tasks)} tasks to run"
+            + (f" ({stages})" if stages else "")
+            + f"; {done} complete"
+        )
 
 
 def plan(tasks: list[Task], *, force: bool = False) -> Plan:

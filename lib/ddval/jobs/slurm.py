@@ -30,7 +30,17 @@ from ddval.jobs.manifest import STAGES
 from ddval.jobs.plan import Plan
 
 #: Job states after which a job will not change any more.
-FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
+FINAL_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
 
 RESOURCE_FIELDS = tuple(f.name for f in dataclasses.fields(SlurmStageConfig))
 
@@ -116,7 +126,9 @@ def job_script() -> Path:
     return repo_root() / "slurm" / "papermill_job.sh"
 
 
-def sbatch_argv(array: StageArray, manifest: str | Path, dependency_ids: list[str], *, python: str | None = None) -> list[str]:
+def sbatch_argv(
+    array: StageArray, manifest: str | Path, dependency_ids: list[str], *, python: str | None = None
+) -> list[str]:
     """The sbatch command of one array (``dependency_ids`` may be shell variables for a script)."""
     argv = ["sbatch", "--parsable", *array.options]
     if dependency_ids:
@@ -147,8 +159,10 @@ def submit(arrays: list[StageArray], manifest: str | Path, *, python: str | None
         proc = subprocess.run(argv, capture_output=True, text=True)
         if proc.returncode != 0:
             done = ", ".join(f"{s} {j}" for s, j in ids.items()) or "none"
-            raise SlurmError(f"sbatch refused the {a.stage} array: {proc.stderr.strip()}\n  command: {shlex.join(argv)}\n"
-                             f"  already submitted: {done}")
+            raise SlurmError(
+                f"sbatch refused the {a.stage} array: {proc.stderr.strip()}\n  command: {shlex.join(argv)}\n"
+                f"  already submitted: {done}"
+            )
         ids[a.stage] = proc.stdout.strip().split(";")[0]
     return ids
 
@@ -203,11 +217,13 @@ def wait_for(job_ids: list[str], timeout: float, poll: float = 2.0) -> list[dict
 def watch_hint(ids: dict[str, str], submission: Path, status_command: str) -> str:
     """How to follow a submission (``status_command``: the ``ddval status`` line for this run)."""
     joined = ",".join(ids.values())
-    return (f"watch:   squeue -j {joined}\n"
-            f"         {status_command}\n"
-            f"logs:    {submission / 'logs'}/<stage>-<job>_<task>.out\n"
-            f"details: scontrol show job <id>   (sacct -j {joined}, where accounting is enabled)\n"
-            f"cancel:  scancel {' '.join(ids.values())}")
+    return (
+        f"watch:   squeue -j {joined}\n"
+        f"         {status_command}\n"
+        f"logs:    {submission / 'logs'}/<stage>-<job>_<task>.out\n"
+        f"details: scontrol show job <id>   (sacct -j {joined}, where accounting is enabled)\n"
+        f"cancel:  scancel {' '.join(ids.values())}"
+    )
 
 
 def _var(stage: str) -> str:
@@ -216,6 +232,8 @@ def _var(stage: str) -> str:
 
 def _require(command: str) -> None:
     if shutil.which(command) is None:
-        raise SlurmError(f"{command} not found: on a cluster, load SLURM (e.g. `module load slurm`); "
-                         "on this machine, start the local cluster with `bash tools/slurm-up.sh` (as root, or as "
-                         "yourself for a single-user cluster, then export SLURM_CONF as it prints)")
+        raise SlurmError(
+            f"{command} not found: on a cluster, load SLURM (e.g. `module load slurm`); "
+            "on this machine, start the local cluster with `bash tools/slurm-up.sh` (as root, or as "
+            "yourself for a single-user cluster, then export SLURM_CONF as it prints)"
+        )

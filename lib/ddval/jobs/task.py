@@ -66,14 +66,15 @@ def task_check(task: Task) -> tuple[str, str]:
         path = Path(os.path.normpath(out.parent / rel))
         if path.name.endswith(".done.json"):
             try:
-                store.verify_outputs(path.parent, path.name[1:-len(".done.json")])
+                store.verify_outputs(path.parent, path.name[1 : -len(".done.json")])
             except store.StaleOutputError as exc:
                 return ("incomplete" if str(exc).endswith(" is missing") else "stale"), str(exc)
     return "complete", why
 
 
-def run_task(task: Task, *, progress_bar: bool | None = None, manifest: str | None = None,
-             force: bool = False) -> TaskOutcome:
+def run_task(
+    task: Task, *, progress_bar: bool | None = None, manifest: str | None = None, force: bool = False
+) -> TaskOutcome:
     """Execute ``task``'s notebook with papermill in a fresh ``ddval`` kernel; record completion.
 
     Never raises for a failing notebook: the outcome says ``failed`` and where the partial notebook
@@ -113,7 +114,9 @@ def run_task(task: Task, *, progress_bar: bool | None = None, manifest: str | No
         seconds = time.time() - started
         message = _summary(exc)
         if type(exc).__name__ == "NoSuchKernel":
-            message += f" (install it with `make env`, or `python -m ipykernel install --sys-prefix --name {task.kernel}`)"
+            message += (
+                f" (install it with `make env`, or `python -m ipykernel install --sys-prefix --name {task.kernel}`)"
+            )
         if partial.exists():
             message += f"; partial notebook: {partial}"
         return TaskOutcome(task.task_id, "failed", seconds, message)
@@ -199,8 +202,10 @@ def _kernel_environment(force_scope: str | None = None) -> Iterator[None]:
     stages' progress bars off: the runner shows its own, and bars of a stage's worker processes
     would write straight into the terminal over them. A forced task's kernel gets ``$DDVAL_FORCE``
     (the task's scope): its stages run again instead of skipping."""
-    wanted = {"PYTHONPATH": pythonpath_with_this_ddval(os.environ.get("PYTHONPATH")),
-              "DDVAL_PROGRESS": os.environ.get("DDVAL_PROGRESS", "off")}
+    wanted = {
+        "PYTHONPATH": pythonpath_with_this_ddval(os.environ.get("PYTHONPATH")),
+        "DDVAL_PROGRESS": os.environ.get("DDVAL_PROGRESS", "off"),
+    }
     wanted[store.FORCE_ENV] = force_scope or ""
     old = {k: os.environ.get(k) for k in wanted}
     os.environ.update(wanted)

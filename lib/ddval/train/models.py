@@ -96,7 +96,7 @@ def _require_weights() -> Path:
     if not path.exists():
         raise PretrainedWeightsMissing(
             f"train.pretrained is true, but the ImageNet weights of DenseNet-121 are not in the torch cache: {path}. "
-            f"Put them there (once, on a machine with internet: python -c \"import torchvision; "
+            f'Put them there (once, on a machine with internet: python -c "import torchvision; '
             f"torchvision.models.densenet121(weights='IMAGENET1K_V1')\", then copy {path.name} into {path.parent} "
             "on every node; $TORCH_HOME moves the cache), or set train.pretrained: false to start from random weights"
         )

@@ -275,8 +275,9 @@ def _train_in_processes(cfg: ExperimentConfig, seed: int, todo: list[tuple[str, 
     # spawn, not fork: a forked child inherits torch's thread pools in an undefined state
     context = multiprocessing.get_context("spawn")
     workers = min(cfg.train.processes, len(order))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent,
-                             initargs=(os.getpid(),)) as pool:  # no worker outlives a killed runner
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
+    ) as pool:  # no worker outlives a killed runner
         futures = [pool.submit(_train_task, cfg, seed, name, members, root) for name, members in order]
         bar = progress(total=len(futures), desc="coalitions", unit="coalition")
         pending = set(futures)

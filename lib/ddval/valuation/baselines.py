@@ -122,7 +122,9 @@ class GTGOptions:
     converge_window: int = 10
 
 
-def gtg_round(utility: Callable[[Coalition], float], players: Sequence[str], options: GTGOptions, rng: np.random.Generator) -> tuple[pd.Series, int, int]:
+def gtg_round(
+    utility: Callable[[Coalition], float], players: Sequence[str], options: GTGOptions, rng: np.random.Generator
+) -> tuple[pd.Series, int, int]:
     """GTG-Shapley values of one round game (``utility(∅)`` = the previous global model,
     ``utility(all)`` = this round's global model), the number of distinct coalitions scored and the
     number of permutations drawn. Between-round truncation: a round whose gain is at most
@@ -162,12 +164,14 @@ def _converged(records: list[np.ndarray], options: GTGOptions) -> bool:
     if len(records) < max(options.min_permutations, options.converge_window + 1):
         return False
     means = np.cumsum(records, axis=0) / np.arange(1, len(records) + 1)[:, None]
-    last = means[-options.converge_window:]
+    last = means[-options.converge_window :]
     rel = np.mean(np.abs(last - means[-1]) / (np.abs(means[-1]) + 1e-12), axis=1)
     return bool(rel.max() < options.converge_tol)
 
 
-def gtg_shapley(round_utilities: Sequence[Callable[[Coalition], float]], players: Sequence[str], options: GTGOptions, seed: int) -> tuple[pd.Series, int, list[pd.Series]]:
+def gtg_shapley(
+    round_utilities: Sequence[Callable[[Coalition], float]], players: Sequence[str], options: GTGOptions, seed: int
+) -> tuple[pd.Series, int, list[pd.Series]]:
     """GTG-Shapley over rounds: ``Σ_r φ^r``; returns (values, coalitions scored, per-round values)."""
     rng = np.random.default_rng([int(seed), 0x67_74_67])  # "gtg"
     total = pd.Series(0.0, index=list(players), name="value")
@@ -185,10 +189,14 @@ def gtg_shapley(round_utilities: Sequence[Callable[[Coalition], float]], players
 # --------------------------------------------------------------------------------------------
 
 
-def exact_values(utilities: Mapping[Coalition, float], players: Sequence[str], train_time_s: float = float("nan")) -> MethodResult:
+def exact_values(
+    utilities: Mapping[Coalition, float], players: Sequence[str], train_time_s: float = float("nan")
+) -> MethodResult:
     """The ground truth from the retrained coalitions' utilities (``v(∅)`` included)."""
     # its cost is the 2^n − 1 trainings (``train_time_s`` when known), not this weighted sum
-    return MethodResult("exact", shapley(utilities, players), train_time_s, 2 ** len(players) - 1, {"utilities": dict(utilities)})
+    return MethodResult(
+        "exact", shapley(utilities, players), train_time_s, 2 ** len(players) - 1, {"utilities": dict(utilities)}
+    )
 
 
 def or_values(games, players: Sequence[str], batchnorm: str = "rebuilt") -> MethodResult:
@@ -201,7 +209,9 @@ def or_values(games, players: Sequence[str], batchnorm: str = "rebuilt") -> Meth
         for s in coalitions(players)[1:]:
             utility[s] = games.or_utility(sorted(s), batchnorm)
         values = shapley(utility, players)
-    return MethodResult("or", values, cost.seconds, cost.n_evals, {"utilities": utility, "eval_seconds": cost.eval_seconds})
+    return MethodResult(
+        "or", values, cost.seconds, cost.n_evals, {"utilities": utility, "eval_seconds": cost.eval_seconds}
+    )
 
 
 def _round_utility(games, round_no: int) -> Callable[[Coalition], float]:
@@ -223,7 +233,9 @@ def lambda_mr_values(games, players: Sequence[str], lam: float, name: str = "lam
     with games.method_cost() as cost:
         games_r = round_games(games, players)
         values = lambda_mr(games_r, players, lam)
-    return MethodResult(name, values, cost.seconds, cost.n_evals, {"round_games": games_r, "eval_seconds": cost.eval_seconds})
+    return MethodResult(
+        name, values, cost.seconds, cost.n_evals, {"round_games": games_r, "eval_seconds": cost.eval_seconds}
+    )
 
 
 def gtg_values(games, players: Sequence[str], options: GTGOptions, seed: int) -> MethodResult:
@@ -231,7 +243,9 @@ def gtg_values(games, players: Sequence[str], options: GTGOptions, seed: int) ->
     with games.method_cost() as cost:
         rounds = [_round_utility(games, r) for r in range(1, games.history.best_round + 1)]
         values, _, per_round = gtg_shapley(rounds, players, options, seed)
-    return MethodResult("gtg", values, cost.seconds, cost.n_evals, {"per_round": per_round, "eval_seconds": cost.eval_seconds})
+    return MethodResult(
+        "gtg", values, cost.seconds, cost.n_evals, {"per_round": per_round, "eval_seconds": cost.eval_seconds}
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,17 +259,29 @@ def fit_local_model(x: np.ndarray, y: np.ndarray, alphas: Sequence[float]):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(StandardScaler(), RidgeCV(alphas=np.asarray(alphas, dtype=float))).fit(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    return make_pipeline(StandardScaler(), RidgeCV(alphas=np.asarray(alphas, dtype=float))).fit(
+        np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    )
 
 
-def ensemble_utility(predictions: Mapping[str, Sequence[np.ndarray]], members: Sequence[str], test_labels: Sequence[np.ndarray], multiplicity: Sequence[int] | None = None) -> float:
+def ensemble_utility(
+    predictions: Mapping[str, Sequence[np.ndarray]],
+    members: Sequence[str],
+    test_labels: Sequence[np.ndarray],
+    multiplicity: Sequence[int] | None = None,
+) -> float:
     """Utility of the ensemble of ``members``: on every test set the **mean of the members'
     predictions**, scored as the training stage (macro-AUROC per set, mean over the sets, a set
     counted ``multiplicity[t]`` times). ``predictions[m][t]`` is member ``m``'s ``(n_t, 8)``
     prediction on test set ``t``."""
     if not members:
         raise ValueError("an ensemble needs at least one member")
-    per_set = np.array([mean_auroc(rank_auroc(y, np.mean([predictions[m][t] for m in members], axis=0))) for t, y in enumerate(test_labels)])
+    per_set = np.array(
+        [
+            mean_auroc(rank_auroc(y, np.mean([predictions[m][t] for m in members], axis=0)))
+            for t, y in enumerate(test_labels)
+        ]
+    )
     weights = np.ones(len(per_set)) if multiplicity is None else np.asarray(multiplicity, dtype=float)
     ok = ~np.isnan(per_set)
     return float(np.sum(per_set[ok] * weights[ok]) / np.sum(weights[ok])) if ok.any() else float("nan")

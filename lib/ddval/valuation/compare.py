@@ -32,8 +32,13 @@ from ddval import layout
 __all__ = ["HIGHER_IS_BETTER", "bootstrap_mean", "mean_ci", "paired", "shares", "similarity", "similarity_frame"]
 
 #: Direction of every metric of :func:`similarity`: True when a larger value is closer to the truth.
-HIGHER_IS_BETTER: dict[str, bool] = {"cosine": True, "pearson": True, "spearman": True, "l1_share": False,
-                                     "max_abs_error": False}
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "cosine": True,
+    "pearson": True,
+    "spearman": True,
+    "l1_share": False,
+    "max_abs_error": False,
+}
 
 
 def shares(values: np.ndarray) -> np.ndarray:
@@ -120,8 +125,15 @@ def bootstrap_mean(x, confidence: float = 0.95, n_resamples: int = 9999, seed: i
         return mean, math.nan, math.nan
     if np.all(arr == arr[0]):
         return mean, mean, mean
-    res = stats.bootstrap((arr,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="percentile", vectorized=True,
-                          rng=np.random.default_rng(seed))
+    res = stats.bootstrap(
+        (arr,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     return mean, max(low, float(arr.min())), min(high, float(arr.max()))
 

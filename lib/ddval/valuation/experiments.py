@@ -76,9 +76,20 @@ def write_labelflip(vdir: Path, setting: str, seed: int, flip_rates: dict[str, f
     """``labelflip.csv`` and ``flip_detection.csv`` from the setting's DDVal point values."""
     points = store.read_table(vdir / "point_values.parquet")
     sums = points.groupby("institution", sort=False)["value"].sum().reindex(list(flip_rates), fill_value=0.0)
-    by_client = pd.DataFrame({"setting": setting, "seed": seed, "institution": list(flip_rates), "flip_rate": list(flip_rates.values()), "value": sums.to_numpy()})
+    by_client = pd.DataFrame(
+        {
+            "setting": setting,
+            "seed": seed,
+            "institution": list(flip_rates),
+            "flip_rate": list(flip_rates.values()),
+            "value": sums.to_numpy(),
+        }
+    )
     detection = pd.DataFrame([{"setting": setting, "seed": seed, **flip_detection(points)}])
-    return [store.write_table(vdir / "labelflip.csv", by_client), store.write_table(vdir / "flip_detection.csv", detection)]
+    return [
+        store.write_table(vdir / "labelflip.csv", by_client),
+        store.write_table(vdir / "flip_detection.csv", detection),
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,7 +110,9 @@ def noisy_features(feats: dict, scale: float, seed: int, scale_index: int) -> di
     """Every institution's features with noisy train features (test features untouched)."""
     out = {}
     for number, (name, f) in enumerate(feats.items()):
-        out[name] = replace(f, train=replace(f.train, x=add_feature_noise(f.train.x, scale, noise_rng(seed, number, scale_index))))
+        out[name] = replace(
+            f, train=replace(f.train, x=add_feature_noise(f.train.x, scale, noise_rng(seed, number, scale_index)))
+        )
     return out
 
 
@@ -121,10 +134,25 @@ def dp_table(ctx: SettingInputs, label_values_fn: Callable[[PooledFeatures], np.
     rows = []
     for j, scale in enumerate(ctx.cfg.valuation.dp_noise_scales):
         pooled = pool_features(noisy_features(ctx.feats, scale, ctx.seed, j), ctx.cfg.valuation.test_per_class)
-        points = point_table(label_values_fn(pooled), institution=pooled.institution, scan_id=pooled.scan_id, patient_id=pooled.patient_id,
-                             sex=pooled.sex, age=pooled.age, n_flipped=None, grand_utility=ctx.grand_utility)
+        points = point_table(
+            label_values_fn(pooled),
+            institution=pooled.institution,
+            scan_id=pooled.scan_id,
+            patient_id=pooled.patient_id,
+            sex=pooled.sex,
+            age=pooled.age,
+            n_flipped=None,
+            grand_utility=ctx.grand_utility,
+        )
         sim = similarity(exact, institution_values(points, ctx.players))
-        rows.append({"setting": ctx.setting, "seed": ctx.seed, "noise_scale": float(scale), **{k: float(sim[k]) for k in ("cosine", "pearson", "spearman")}})
+        rows.append(
+            {
+                "setting": ctx.setting,
+                "seed": ctx.seed,
+                "noise_scale": float(scale),
+                **{k: float(sim[k]) for k in ("cosine", "pearson", "spearman")},
+            }
+        )
     return pd.DataFrame(rows, columns=["setting", "seed", "noise_scale", "cosine", "pearson", "spearman"])
 
 
@@ -142,7 +170,14 @@ def _scores(ctx: SettingInputs, key: str, estimates: dict) -> pd.DataFrame:
     rows = []
     for name, values in estimates.items():
         sim = similarity(exact, values)
-        rows.append({"setting": ctx.setting, "seed": ctx.seed, key: name, **{k: float(sim[k]) for k in ("cosine", "spearman", "l1_share")}})
+        rows.append(
+            {
+                "setting": ctx.setting,
+                "seed": ctx.seed,
+                key: name,
+                **{k: float(sim[k]) for k in ("cosine", "spearman", "l1_share")},
+            }
+        )
     return pd.DataFrame(rows, columns=["setting", "seed", key, "cosine", "spearman", "l1_share"])
 
 
@@ -152,7 +187,9 @@ def lambda_sensitivity_table(ctx: SettingInputs) -> pd.DataFrame:
     from ddval.valuation.baselines import lambda_mr, round_games
 
     games = round_games(ctx.games, ctx.players)
-    return _scores(ctx, "lambda", {float(lam): lambda_mr(games, ctx.players, lam) for lam in ctx.cfg.valuation.lambda_grid})
+    return _scores(
+        ctx, "lambda", {float(lam): lambda_mr(games, ctx.players, lam) for lam in ctx.cfg.valuation.lambda_grid}
+    )
 
 
 def or_batchnorm_table(ctx: SettingInputs) -> pd.DataFrame:
@@ -175,7 +212,13 @@ def repeat_pooled(pooled: PooledFeatures, n_points: int, seed: int = 0) -> Poole
     would be exact distance ties, which the engine resolves on a slower exact path that real data
     does not hit, so the timing would measure tie handling instead of the method."""
     idx = np.arange(n_points) % pooled.n_train
-    out = replace(pooled, **{k: getattr(pooled, k)[idx] for k in ("train_x", "train_y", "institution", "scan_id", "patient_id", "sex", "age")})
+    out = replace(
+        pooled,
+        **{
+            k: getattr(pooled, k)[idx]
+            for k in ("train_x", "train_y", "institution", "scan_id", "patient_id", "sex", "age")
+        },
+    )
     copies = np.arange(n_points) >= pooled.n_train
     if copies.any():
         x = out.train_x.astype(np.float32, copy=True)
@@ -191,7 +234,15 @@ def _evals(method: str, n: int, rounds: int, max_perms: int) -> int:
 
 
 def _row(method, n, points, wall, evals, measured, basis) -> dict:
-    return {"method": method, "n_clients": n, "n_points": n * points, "wall_time_s": float(wall), "n_utility_evals": int(evals), "measured": bool(measured), "basis": basis}
+    return {
+        "method": method,
+        "n_clients": n,
+        "n_points": n * points,
+        "wall_time_s": float(wall),
+        "n_utility_evals": int(evals),
+        "measured": bool(measured),
+        "basis": basis,
+    }
 
 
 def scalability_table(ctx: SettingInputs) -> pd.DataFrame:
@@ -225,10 +276,29 @@ def scalability_table(ctx: SettingInputs) -> pd.DataFrame:
                 # recorded rounds, building states once) is a fixed cost
                 per_eval = float(np.median(result.details["eval_seconds"])) if result.n_utility_evals else 0.0
                 fixed = max(result.wall_time_s - per_eval * result.n_utility_evals, 0.0)
-                rows.append(_row(method, n, points, result.wall_time_s, result.n_utility_evals, True, f"measured on the first {n} recorded clients"))
+                rows.append(
+                    _row(
+                        method,
+                        n,
+                        points,
+                        result.wall_time_s,
+                        result.n_utility_evals,
+                        True,
+                        f"measured on the first {n} recorded clients",
+                    )
+                )
             elif per_eval is not None:
-                rows.append(_row(method, n, points, fixed + per_eval * evals, evals, False,
-                                 "extrapolated: measured fixed cost + median time per utility evaluation x evaluations"))
+                rows.append(
+                    _row(
+                        method,
+                        n,
+                        points,
+                        fixed + per_eval * evals,
+                        evals,
+                        False,
+                        "extrapolated: measured fixed cost + median time per utility evaluation x evaluations",
+                    )
+                )
     rows += _safe_rows(ctx, ns, points, cap)
     rows += _exact_rows(ctx, ns, points)
     return pd.DataFrame(rows, columns=SCALABILITY_COLUMNS)
@@ -248,16 +318,32 @@ def _safe_rows(ctx: SettingInputs, ns: Sequence[int], points: int, cap: float) -
             start = time.perf_counter()
             preds = {}
             for c in range(n):
-                model = fit_local_model(sub.train_x[c * points:(c + 1) * points], sub.train_y[c * points:(c + 1) * points], ctx.cfg.valuation.safe_alphas)
+                model = fit_local_model(
+                    sub.train_x[c * points : (c + 1) * points],
+                    sub.train_y[c * points : (c + 1) * points],
+                    ctx.cfg.valuation.safe_alphas,
+                )
                 preds[c] = [model.predict(test_x)]
             mid = time.perf_counter()
             for s in coalitions(list(range(n)))[1:-1]:
                 ensemble_utility(preds, sorted(s), [test_y])
             end = time.perf_counter()
             fit_s, eval_s = (mid - start) / n, (end - mid) / max(evals, 1)
-            rows.append(_row("safe", n, points, end - start, evals, True, "measured: n ridge fits + ensemble utilities"))
+            rows.append(
+                _row("safe", n, points, end - start, evals, True, "measured: n ridge fits + ensemble utilities")
+            )
         else:
-            rows.append(_row("safe", n, points, n * fit_s + evals * eval_s, evals, False, "extrapolated: measured fit and ensemble-utility times"))
+            rows.append(
+                _row(
+                    "safe",
+                    n,
+                    points,
+                    n * fit_s + evals * eval_s,
+                    evals,
+                    False,
+                    "extrapolated: measured fit and ensemble-utility times",
+                )
+            )
     return rows
 
 
@@ -273,8 +359,15 @@ def training_times(cfg: ExperimentConfig, seed: int, setting: str, root=None) ->
         path = coalition_dir(cfg, seed, setting, members, root) / "timing.json"
         if path.exists():
             t = store.read_json(path)
-            rows.append({"coalition": coalition_id(members), "n_members": len(members), "n_train": sum(sizes[m] for m in members),
-                         "wall_s": float(t["wall_s"]), "rounds": int(t["rounds"])})
+            rows.append(
+                {
+                    "coalition": coalition_id(members),
+                    "n_members": len(members),
+                    "n_train": sum(sizes[m] for m in members),
+                    "wall_s": float(t["wall_s"]),
+                    "rounds": int(t["rounds"]),
+                }
+            )
     return pd.DataFrame(rows, columns=["coalition", "n_members", "n_train", "wall_s", "rounds"])
 
 
@@ -288,6 +381,15 @@ def _exact_rows(ctx: SettingInputs, ns: Sequence[int], points: int) -> list[dict
     rows = []
     for n in ns:
         scan_rounds = rounds * points * n * 2 ** (n - 1)  # Σ_S |S| · P scans per round
-        rows.append(_row("exact", n, points, scan_rounds * per_scan_round, 2**n - 1, False,
-                         "extrapolated: measured training time per scan and round x rounds x members x P over all coalitions"))
+        rows.append(
+            _row(
+                "exact",
+                n,
+                points,
+                scan_rounds * per_scan_round,
+                2**n - 1,
+                False,
+                "extrapolated: measured training time per scan and round x rounds x members x P over all coalitions",
+            )
+        )
     return rows

@@ -88,7 +88,9 @@ def hooked_layer(model: nn.Module, name: str = FEATURE_LAYER) -> nn.Module:
     try:
         return model.get_submodule(name)
     except AttributeError as exc:
-        raise TypeError(f"{type(model).__name__} has no submodule {name!r} (build it with ddval.train.build_model)") from exc
+        raise TypeError(
+            f"{type(model).__name__} has no submodule {name!r} (build it with ddval.train.build_model)"
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -131,7 +133,9 @@ def extract_features(
     chunks = []
     try:
         with capture(hooked_layer(model, layer)) as outputs:
-            for x, _ in progress(DataLoader(data, batch_size=batch_size, shuffle=False), desc=desc, leave=False, unit="batch"):
+            for x, _ in progress(
+                DataLoader(data, batch_size=batch_size, shuffle=False), desc=desc, leave=False, unit="batch"
+            ):
                 model(x.to(device))
                 chunks.append(pool(outputs.pop(), pooling).float().cpu().numpy())
     finally:
@@ -141,7 +145,9 @@ def extract_features(
     return np.concatenate(chunks).astype(dtype, copy=False)
 
 
-def split_features(model: nn.Module, frame: pd.DataFrame, image_size: int, *, pooling: str, dtype: str, batch_size: int, desc: str) -> SplitFeatures:
+def split_features(
+    model: nn.Module, frame: pd.DataFrame, image_size: int, *, pooling: str, dtype: str, batch_size: int, desc: str
+) -> SplitFeatures:
     """Features plus labels, ids and demographics of the partition rows ``frame`` (in order)."""
     from ddval.data.dataset import XrayDataset
 
@@ -169,12 +175,15 @@ def stage_threads(cfg: ExperimentConfig) -> int:
 
 def write_features(path: str | os.PathLike, feats: InstitutionFeatures) -> Path:
     """Atomically write one institution's feature file."""
-    arrays = {f"{split}_{key}": getattr(getattr(feats, split), key) for split in ("train", "test") for key in SPLIT_KEYS}
+    arrays = {
+        f"{split}_{key}": getattr(getattr(feats, split), key) for split in ("train", "test") for key in SPLIT_KEYS
+    }
     return store.write_npz(path, **arrays)
 
 
-def read_features(path: str | os.PathLike, institution: str | None = None, *,
-                  mmap: bool = False) -> InstitutionFeatures:
+def read_features(
+    path: str | os.PathLike, institution: str | None = None, *, mmap: bool = False
+) -> InstitutionFeatures:
     """Read and check a feature file; a missing key or inconsistent shape names the file and field.
 
     With ``mmap=True`` the features ``train_x`` / ``test_x`` are memory-mapped read-only
@@ -203,7 +212,9 @@ def read_features(path: str | os.PathLike, institution: str | None = None, *,
             if len(getattr(sp, key)) != n:
                 raise ValueError(f"{path}: {name}_{key} has {len(getattr(sp, key))} rows, expected {n}")
     if splits["train"].x.shape[1] != splits["test"].x.shape[1]:
-        raise ValueError(f"{path}: train_x and test_x have different widths ({splits['train'].x.shape[1]} vs {splits['test'].x.shape[1]})")
+        raise ValueError(
+            f"{path}: train_x and test_x have different widths ({splits['train'].x.shape[1]} vs {splits['test'].x.shape[1]})"
+        )
     return InstitutionFeatures(institution or path.stem, splits["train"], splits["test"])
 
 
@@ -226,7 +237,9 @@ def features_params(cfg: ExperimentConfig, seed: int, setting: str, root: str | 
     }
 
 
-def run_features_stage(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None) -> dict[str, Path]:
+def run_features_stage(
+    cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None
+) -> dict[str, Path]:
     """Extract (or reuse) every institution's feature file of ``setting``; returns name → path.
 
     Resumable: skipped when the files exist for the same grand model and feature options."""
@@ -266,12 +279,15 @@ def run_features_stage(cfg: ExperimentConfig, seed: int, setting: str, root: str
     return paths
 
 
-def load_features(cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None, *,
-                  mmap: bool | None = None) -> dict[str, InstitutionFeatures]:
+def load_features(
+    cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None, *, mmap: bool | None = None
+) -> dict[str, InstitutionFeatures]:
     """Every institution's features of ``setting`` (extracted first when missing or stale).
 
     ``mmap``: memory-map the features (see :func:`read_features`); default: for files of at least
     ``MMAP_MIN_BYTES`` (1 GiB), so the paper's setting is read block by block and the demo as before."""
     paths = run_features_stage(cfg, seed, setting, root)
-    return {name: read_features(path, name, mmap=path.stat().st_size >= MMAP_MIN_BYTES if mmap is None else mmap)
-            for name, path in paths.items()}
+    return {
+        name: read_features(path, name, mmap=path.stat().st_size >= MMAP_MIN_BYTES if mmap is None else mmap)
+        for name, path in paths.items()
+    }

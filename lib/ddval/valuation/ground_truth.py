@@ -53,7 +53,9 @@ def mean_utilities(replicates: Mapping[int, Utilities], which: Sequence[int] | N
     return {c: float(np.mean([replicates[r][c] for r in keys])) for c in coalitions}
 
 
-def exact_values(replicates: Mapping[int, Utilities], players: Sequence[str], which: Sequence[int] | None = None) -> pd.Series:
+def exact_values(
+    replicates: Mapping[int, Utilities], players: Sequence[str], which: Sequence[int] | None = None
+) -> pd.Series:
     """Exact Shapley values of the mean utilities of replicates ``which`` (default all), in player order."""
     values = exact_shapley(mean_utilities(replicates, which), list(players))
     return pd.Series([float(values[p]) for p in players], index=list(players), name="value")
@@ -96,4 +98,6 @@ def stop_reason(val_losses: Sequence[float], patience: int, max_rounds: int) -> 
         return "patience"
     if len(val_losses) >= max_rounds:
         return "round_cap"
-    raise ValueError(f"training of {len(val_losses)} rounds ended by neither rule (patience {patience}, cap {max_rounds})")
+    raise ValueError(
+        f"training of {len(val_losses)} rounds ended by neither rule (patience {patience}, cap {max_rounds})"
+    )

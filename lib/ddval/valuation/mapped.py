@@ -106,8 +106,9 @@ class RowConcat(_Rows):
         widths = {tuple(p.shape[1:]) for p in parts}
         dtypes = {np.dtype(p.dtype) for p in parts}
         if len(widths) != 1 or len(dtypes) != 1:
-            raise ValueError(f"arrays to concatenate differ in width {sorted(widths)} "
-                             f"or dtype {sorted(map(str, dtypes))}")
+            raise ValueError(
+                f"arrays to concatenate differ in width {sorted(widths)} or dtype {sorted(map(str, dtypes))}"
+            )
         self.parts = tuple(parts)
         self.bounds = np.cumsum([0] + [len(p) for p in parts])
         self.shape = (int(self.bounds[-1]), *widths.pop())
@@ -244,8 +245,9 @@ class _NpzStream:
         ``write(block)`` appends rows; the rows written must add up to ``shape``."""
         dtype = np.dtype(dtype)
         with self._zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
-            np.lib.format.write_array_header_2_0(fh, {"descr": np.lib.format.dtype_to_descr(dtype),
-                                                      "fortran_order": False, "shape": tuple(shape)})
+            np.lib.format.write_array_header_2_0(
+                fh, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+            )
             writer = _RowWriter(fh, dtype, tuple(shape[1:]))
             yield writer
             if writer.rows != shape[0]:

@@ -13,8 +13,14 @@ from ddval.valuation.baselines import GTGOptions
 from ddval.valuation.pooled import PooledFeatures, knn_sum, label_values
 
 #: ``valuation.gtg_*`` fields, in :class:`~ddval.valuation.baselines.GTGOptions` order.
-GTG_FIELDS = ("gtg_eps", "gtg_round_trunc", "gtg_max_permutations", "gtg_min_permutations", "gtg_converge_tol",
-              "gtg_converge_window")
+GTG_FIELDS = (
+    "gtg_eps",
+    "gtg_round_trunc",
+    "gtg_max_permutations",
+    "gtg_min_permutations",
+    "gtg_converge_tol",
+    "gtg_converge_window",
+)
 
 
 def knn_options(cfg: ExperimentConfig) -> dict:

@@ -79,7 +79,9 @@ def pool_features(feats: Mapping[str, InstitutionFeatures], per_class: int, dtyp
     train = [feats[n].train for n in names]
     widths = {f.train.x.shape[1] for f in feats.values()}
     if len(widths) != 1:
-        raise ValueError(f"institutions' features have different widths {sorted(widths)}; were they extracted with the same model and pooling?")
+        raise ValueError(
+            f"institutions' features have different widths {sorted(widths)}; were they extracted with the same model and pooling?"
+        )
     balanced = {n: [balanced_indices(feats[n].test.y[:, ell], per_class) for ell in range(len(LABELS))] for n in names}
     # distinct test scans of the balanced sets, first appearance wins (institutions in order, rows in partition order)
     test_rows: dict[str, tuple[str, int]] = {}
@@ -145,15 +147,33 @@ def shard_slice(n_test: int, shard: int, n_shards: int) -> tuple[int, int]:
     return int(bounds[shard]), int(bounds[shard + 1])
 
 
-def knn_sum(pooled: PooledFeatures, k: int, *, rows: tuple[int, int] | None = None, device: str | None = None,
-            chunk: int | None = None, threads: int | None = None, memory_budget_mb: float | None = None):
+def knn_sum(
+    pooled: PooledFeatures,
+    k: int,
+    *,
+    rows: tuple[int, int] | None = None,
+    device: str | None = None,
+    chunk: int | None = None,
+    threads: int | None = None,
+    memory_budget_mb: float | None = None,
+):
     """Exact un-averaged KNN-Shapley sums (:class:`~ddval.valuation.knn_shapley.KnnShapleySum`,
     8 labels, each over its balanced test set) over the test rows ``rows`` (default: all)."""
     from ddval.valuation.knn_shapley import knn_shapley_sum
 
-    return knn_shapley_sum(pooled.train_x, pooled.train_y, pooled.test_x, pooled.test_y, k, test_slice=rows,
-                           test_mask=label_test_mask(pooled), device=device, chunk=chunk, threads=threads,
-                           memory_budget_mb=memory_budget_mb)
+    return knn_shapley_sum(
+        pooled.train_x,
+        pooled.train_y,
+        pooled.test_x,
+        pooled.test_y,
+        k,
+        test_slice=rows,
+        test_mask=label_test_mask(pooled),
+        device=device,
+        chunk=chunk,
+        threads=threads,
+        memory_budget_mb=memory_budget_mb,
+    )
 
 
 def label_values(total) -> np.ndarray:

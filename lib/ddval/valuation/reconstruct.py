@@ -53,7 +53,9 @@ def member_weights(history: RoundHistory, members: Sequence[str]) -> list[float]
     return [x / total for x in w]
 
 
-def accumulated_updates(history: RoundHistory, upto: int | None = None, institutions: Sequence[str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
+def accumulated_updates(
+    history: RoundHistory, upto: int | None = None, institutions: Sequence[str] | None = None
+) -> dict[str, dict[str, torch.Tensor]]:
     """``D_c = Σ_{r=1}^{upto} (L_c^r − G^{r−1})`` per institution (float64; ``institutions``
     defaults to all recorded ones); ``upto`` defaults to the best round."""
     upto = history.best_round if upto is None else upto
@@ -77,8 +79,12 @@ OR_BATCHNORM = ("rebuilt", "grand", "initial")
 BATCHNORM_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def or_state(history: RoundHistory, members: Sequence[str], updates: Mapping[str, Mapping[str, torch.Tensor]],
-             batchnorm: str = "rebuilt") -> State:
+def or_state(
+    history: RoundHistory,
+    members: Sequence[str],
+    updates: Mapping[str, Mapping[str, torch.Tensor]],
+    batchnorm: str = "rebuilt",
+) -> State:
     """OR's reconstruction of coalition ``members``: ``G^0 + Σ_{c∈S} w_c^S D_c``, with the BatchNorm
     running statistics as ``batchnorm`` says (:data:`OR_BATCHNORM`)."""
     if batchnorm not in OR_BATCHNORM:
@@ -92,7 +98,9 @@ def or_state(history: RoundHistory, members: Sequence[str], updates: Mapping[str
     return state
 
 
-def round_state(history: RoundHistory, round_no: int, members: Sequence[str], locals_: Mapping[str, State] | None = None) -> State:
+def round_state(
+    history: RoundHistory, round_no: int, members: Sequence[str], locals_: Mapping[str, State] | None = None
+) -> State:
     """The round-``round_no`` model of coalition ``members``: the FedAvg merge of their local models
     of that round (``G^{r−1}`` for the empty coalition)."""
     if not members:
@@ -137,7 +145,12 @@ class UtilityEvaluator:
     ``test_sets`` maps institution → ``(ids, images (n, 3, S, S) tensor, labels (n, 8))``; test sets
     with the same ids are forwarded once. ``n_evals`` counts the states scored."""
 
-    def __init__(self, model: nn.Module, test_sets: Mapping[str, tuple[np.ndarray, torch.Tensor, np.ndarray]], batch_size: int = 128):
+    def __init__(
+        self,
+        model: nn.Module,
+        test_sets: Mapping[str, tuple[np.ndarray, torch.Tensor, np.ndarray]],
+        batch_size: int = 128,
+    ):
         if not test_sets:
             raise ValueError("UtilityEvaluator needs at least one test set")
         self.model = model.eval()
@@ -161,7 +174,9 @@ class UtilityEvaluator:
         """The model's outputs for every distinct test image (rows in set order)."""
         self.model.load_state_dict(state)
         self.model.eval()
-        return torch.cat([self.model(self._images[i:i + self.batch_size]) for i in range(0, len(self._images), self.batch_size)]).numpy()
+        return torch.cat(
+            [self.model(self._images[i : i + self.batch_size]) for i in range(0, len(self._images), self.batch_size)]
+        ).numpy()
 
     def from_scores(self, scores: np.ndarray) -> float:
         """Utility from the outputs of :meth:`scores` (or any ``(n, 8)`` scores in that row order)."""
@@ -186,7 +201,9 @@ class UtilityEvaluator:
         return self.from_scores(scores)
 
 
-def test_tensors(partition: pd.DataFrame, institutions: Sequence[str], image_size: int) -> dict[str, tuple[np.ndarray, torch.Tensor, np.ndarray]]:
+def test_tensors(
+    partition: pd.DataFrame, institutions: Sequence[str], image_size: int
+) -> dict[str, tuple[np.ndarray, torch.Tensor, np.ndarray]]:
     """Every institution's test split as ``(scan ids, images, labels)`` (evaluation transform), the
     inputs of :class:`UtilityEvaluator`."""
     from ddval.config import LABELS
@@ -198,7 +215,11 @@ def test_tensors(partition: pd.DataFrame, institutions: Sequence[str], image_siz
         if rows.empty:
             raise ValueError(f"partition: institution {name!r} has no test scans")
         data = XrayDataset(rows, image_size, train=False)
-        out[name] = (rows["scan_id"].astype(str).to_numpy(), torch.stack([data[i][0] for i in range(len(data))]), rows[list(LABELS)].to_numpy(dtype=np.float32))
+        out[name] = (
+            rows["scan_id"].astype(str).to_numpy(),
+            torch.stack([data[i][0] for i in range(len(data))]),
+            rows[list(LABELS)].to_numpy(dtype=np.float32),
+        )
     return out
 
 

@@ -46,8 +46,9 @@ def ceiling(ctx: SettingInputs) -> dict[str, float]:
     return ground_truth.noise_ceiling(ctx.replicate_utilities, ctx.players)
 
 
-def similarity_table(values: pd.DataFrame, setting: str, seed: int, ceiling_metrics: Mapping[str, float] | None = None
-                     ) -> pd.DataFrame:
+def similarity_table(
+    values: pd.DataFrame, setting: str, seed: int, ceiling_metrics: Mapping[str, float] | None = None
+) -> pd.DataFrame:
     """``similarity.csv``: the noise ceiling (when given and defined, i.e. with 2 or more replicates), then every method and reference split (≠ exact)
     against the exact values, aligned by institution name, in :data:`ddval.layout.SIMILARITY_ROWS` order;
     empty when the setting has no exact values."""
@@ -70,11 +71,17 @@ def replicates_table(ctx: SettingInputs) -> pd.DataFrame:
     rows = []
     for (replicate, coalition), curve in ctx.replicate_curves().groupby(["replicate", "coalition"], sort=False):
         losses = curve.sort_values("round")["val_loss"].to_numpy(dtype=float)
-        rows.append({
-            "setting": ctx.setting, "seed": ctx.seed, "replicate": int(replicate), "coalition": coalition,
-            "n_members": len(str(coalition).split("+")),
-            "utility": ctx.replicate_utilities[int(replicate)][frozenset(str(coalition).split("+"))],
-            "rounds": len(losses), "best_round": int(np.argmin(losses)) + 1,
-            "stop": ground_truth.stop_reason(losses, t.patience, t.max_rounds),
-        })
+        rows.append(
+            {
+                "setting": ctx.setting,
+                "seed": ctx.seed,
+                "replicate": int(replicate),
+                "coalition": coalition,
+                "n_members": len(str(coalition).split("+")),
+                "utility": ctx.replicate_utilities[int(replicate)][frozenset(str(coalition).split("+"))],
+                "rounds": len(losses),
+                "best_round": int(np.argmin(losses)) + 1,
+                "stop": ground_truth.stop_reason(losses, t.patience, t.max_rounds),
+            }
+        )
     return pd.DataFrame(rows, columns=layout.columns("replicates.csv"))

@@ -21,7 +21,9 @@ P = TypeVar("P", bound=Hashable)
 MAX_PLAYERS = 24
 
 
-def exact_shapley(utility: Mapping[frozenset, float] | Callable[[frozenset], float], players: Iterable[P]) -> dict[P, float]:
+def exact_shapley(
+    utility: Mapping[frozenset, float] | Callable[[frozenset], float], players: Iterable[P]
+) -> dict[P, float]:
     """Shapley values phi_i = sum_{S not containing i} |S|! (n-|S|-1)! / n! * (v(S + i) - v(S)).
 
     Args:

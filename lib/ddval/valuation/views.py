@@ -39,8 +39,9 @@ def stop_reasons(replicates: pd.DataFrame) -> pd.DataFrame:
     return count(replicates) if len(replicates) else replicates
 
 
-def table(cfg: ExperimentConfig, seed: int, name: str, setting: str | None = None,
-          root: str | os.PathLike | None = None) -> pd.DataFrame:
+def table(
+    cfg: ExperimentConfig, seed: int, name: str, setting: str | None = None, root: str | os.PathLike | None = None
+) -> pd.DataFrame:
     """Table ``name`` (e.g. ``"labelflip.csv"``) of every setting of ``seed`` that has it (or of
     ``setting``), concatenated; an empty frame when none has it."""
     if name not in layout.TABLES:
@@ -59,8 +60,9 @@ def crossover(scal: pd.DataFrame) -> pd.DataFrame:
     ddval = scal[scal["method"] == "ddval"].set_index("n_clients")
     for method, frame in scal[scal["method"] != "ddval"].groupby("method", sort=False):
         frame = frame.set_index("n_clients")
-        faster = [n for n in frame.index
-                  if n in ddval.index and ddval.at[n, "wall_time_s"] < frame.at[n, "wall_time_s"]]
+        faster = [
+            n for n in frame.index if n in ddval.index and ddval.at[n, "wall_time_s"] < frame.at[n, "wall_time_s"]
+        ]
         n = min(faster) if faster else None
         measured = bool(n is not None and frame.at[n, "measured"] and ddval.at[n, "measured"])
         rows.append({"method": method, "ddval_faster_from_n": n, "measured": measured})

@@ -49,8 +49,8 @@ class _ChunkRows:
 
     def labels(self) -> np.ndarray:
         """Label codes (c, L) of the chunk's test rows."""
-        return self.ctx.yte[self.c0:self.c1]
+        return self.ctx.yte[self.c0 : self.c1]
 
     def active(self) -> np.ndarray | None:
         """Which labels count for each of the chunk's test rows (c, L), or None (all)."""
-        return None if self.ctx.mask is None else self.ctx.mask[self.c0:self.c1]
+        return None if self.ctx.mask is None else self.ctx.mask[self.c0 : self.c1]

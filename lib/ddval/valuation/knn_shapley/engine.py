@@ -105,8 +105,23 @@ class _EngineCall:
         train_block = max(1, min(n, int(0.25 * budget) // (8 * (dim + chunk))))
         weights = weight_units(n, k)
         low_bits = max(1, (n - 1).bit_length())
-        return _EngineCall(X, T, ytr, yte, mask, k, dev, chunk, train_block, group, threads,
-                        np.empty(n, np.float64), False, weights, low_bits)
+        return _EngineCall(
+            X,
+            T,
+            ytr,
+            yte,
+            mask,
+            k,
+            dev,
+            chunk,
+            train_block,
+            group,
+            threads,
+            np.empty(n, np.float64),
+            False,
+            weights,
+            low_bits,
+        )
 
     @property
     def bound_b(self) -> float:

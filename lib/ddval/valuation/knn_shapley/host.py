@@ -98,9 +98,19 @@ class _HostBuffers:
     @classmethod
     def allocate(cls, g: int, n: int, code_dtype: np.dtype) -> _HostBuffers:
         i64, f64 = np.empty((g, n), np.int64), np.empty((g, n))
-        return cls(i64, np.empty_like(i64), np.empty_like(i64), f64, np.empty((g, max(0, n - 1)), bool),
-                   np.empty((g, n), code_dtype), np.empty((g, n), bool), np.empty_like(i64), np.empty_like(i64),
-                   np.empty_like(f64), np.empty_like(f64))
+        return cls(
+            i64,
+            np.empty_like(i64),
+            np.empty_like(i64),
+            f64,
+            np.empty((g, max(0, n - 1)), bool),
+            np.empty((g, n), code_dtype),
+            np.empty((g, n), bool),
+            np.empty_like(i64),
+            np.empty_like(i64),
+            np.empty_like(f64),
+            np.empty_like(f64),
+        )
 
 
 def _sorted_order(d: np.ndarray, thr1: np.ndarray, low_bits: int, buf: _HostBuffers) -> tuple[np.ndarray, np.ndarray]:
@@ -134,8 +144,9 @@ def _sorted_order(d: np.ndarray, thr1: np.ndarray, low_bits: int, buf: _HostBuff
     return order, near
 
 
-def _position_limbs(order: np.ndarray, train_codes: np.ndarray, test_codes: np.ndarray, weights: np.ndarray,
-                    buf: _HostBuffers) -> tuple[np.ndarray, np.ndarray]:
+def _position_limbs(
+    order: np.ndarray, train_codes: np.ndarray, test_codes: np.ndarray, weights: np.ndarray, buf: _HostBuffers
+) -> tuple[np.ndarray, np.ndarray]:
     """Limbs of the values at each sorted position of some rows (one label): matches, integer
     recursion (``weights`` in units of 2**-62, :func:`.limbs.weight_units`), exact split, all in
     ``buf``. Returns float64 (hi in units of 2**-31, lo in units of 2**-62), integer-valued."""

@@ -35,8 +35,8 @@ def knn_shapley_loop(train_x: Any, train_y: Any, test_x: Any, test_y: Any, k: in
         s[order[n - 1]] = float(ytr[order[n - 1]] == y) / n
         for i in range(n - 2, -1, -1):
             cur = i  # 0-based position; the formula's 1-based index is cur + 1
-            s[order[i]] = s[order[i + 1]] + (
-                float(ytr[order[i]] == y) - float(ytr[order[i + 1]] == y)
-            ) / k * min(cur + 1, k) / (cur + 1)
+            s[order[i]] = s[order[i + 1]] + (float(ytr[order[i]] == y) - float(ytr[order[i + 1]] == y)) / k * min(
+                cur + 1, k
+            ) / (cur + 1)
         values += s
     return values / len(T)

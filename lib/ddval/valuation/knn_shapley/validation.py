@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+
 def _as_features(x: Any, name: str):
     """A 2-D array-like of features, never copied whole: arrays, memory maps, and lazy row views
     (anything with ``shape``, ``dtype`` and row indexing, e.g. :mod:`ddval.valuation.mapped`) are read
@@ -27,8 +28,9 @@ def _as_features(x: Any, name: str):
         raise ValueError(f"{name} must hold real numbers (float16/32/64 or integers), got dtype {x.dtype}")
     if len(x.shape) > 2:
         if not hasattr(x, "reshape"):
-            raise ValueError(f"{name} has shape {tuple(x.shape)}: a lazy array of features must be 2-D "
-                             "(rows x features)")
+            raise ValueError(
+                f"{name} has shape {tuple(x.shape)}: a lazy array of features must be 2-D (rows x features)"
+            )
         x = x.reshape(x.shape[0], -1)
     if x.shape[1] == 0:
         raise ValueError(f"{name} has no features (shape {tuple(x.shape)})")
@@ -42,7 +44,9 @@ def _label_codes(train_y: Any, test_y: Any, n: int, m: int) -> tuple[np.ndarray,
     if ty.ndim not in (1, 2):
         raise ValueError(f"train_y must have shape (N,) or (N, L), got {ty.shape}")
     if sy.ndim != ty.ndim:
-        raise ValueError(f"train_y has shape {ty.shape} but test_y has shape {sy.shape}: both (N,)/(M,) or (N, L)/(M, L)")
+        raise ValueError(
+            f"train_y has shape {ty.shape} but test_y has shape {sy.shape}: both (N,)/(M,) or (N, L)/(M, L)"
+        )
     if ty.shape[0] != n:
         raise ValueError(f"train_y has {ty.shape[0]} rows but train_x has {n}")
     if sy.shape[0] != m:
@@ -61,7 +65,9 @@ def _label_codes(train_y: Any, test_y: Any, n: int, m: int) -> tuple[np.ndarray,
             bad = ~np.isfinite(arr) | (arr != np.round(arr))
             if bad.any():
                 row, col = (int(v) for v in np.argwhere(bad)[0])
-                raise ValueError(f"{name} row {row}, label {col}: {arr[row, col].item()!r} is not an integer-valued label")
+                raise ValueError(
+                    f"{name} row {row}, label {col}: {arr[row, col].item()!r} is not an integer-valued label"
+                )
     n_labels = ty.shape[1]
     train_codes = np.empty((n_labels, n), np.int32)
     test_codes = np.empty((m, n_labels), np.int32)
@@ -130,7 +136,6 @@ def _f64_rows(x, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
     block = out[: r1 - r0]
     np.copyto(block, np.asarray(x[r0:r1]), casting="unsafe")  # real dtypes only (_as_features)
     return block
-
 
 
 def _is_tensor(x: Any) -> bool:
