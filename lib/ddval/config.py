@@ -52,6 +52,8 @@ ROOT_ENV_VARS: dict[str, str] = {
 }
 #: The folder of MIMIC-IV's ``hosp/patients.csv`` (sex and age of MIMIC-CXR patients; ``ddval.data.mimic``).
 MIMIC_IV_ROOT_ENV = "DDVAL_MIMIC_IV_ROOT"
+#: Folder name prefix of a training replicate ``r >= 1`` (``<S>/train/replicate-<r>``; ``ddval.layout``).
+REPLICATE_PREFIX = "replicate-"
 #: Environment variables holding paths: a relative one means relative to where the command runs
 #: (:func:`anchor_path_env`), not to ``notebooks/``, where the notebooks a command runs start.
 PATH_ENV_VARS: tuple[str, ...] = (*ROOT_ENV_VARS.values(), MIMIC_IV_ROOT_ENV, "DDVAL_CONFIGS", "DDVAL_RESULTS")
@@ -158,6 +160,11 @@ class TrainConfig:
     # coalitions trained at the same time, each in its own process with `threads` threads (the
     # small demo models gain little from intra-op threads and lose a lot when cores are contended)
     processes: int = 1
+    # training replicates of every coalition: replicate 0 is the run above; replicate r >= 1 retrains
+    # every coalition on the same partition with independent training randomness (seed material
+    # (seed, r): initial model, batch order, augmentation); the ground truth is the exact Shapley value of
+    # the mean utilities, its noise ceiling the agreement of disjoint halves (ddval.valuation.ground_truth)
+    replicates: int = 1
 
 
 @dataclass(frozen=True)
@@ -507,11 +514,17 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
         for i in s.institutions:
             if "+" in i.name or "/" in i.name:
                 raise ConfigError(f"{where}: settings.{s.name}: institution name {i.name!r} may not contain '+' or '/'")
+            if i.name.startswith(REPLICATE_PREFIX):  # the folder of a training replicate
+                raise ConfigError(
+                    f"{where}: settings.{s.name}: institution name {i.name!r} may not start with {REPLICATE_PREFIX!r}"
+                )
             bad = [d for d in i.datasets if d not in cfg.data.datasets]
             if bad:
                 raise ConfigError(f"{where}: settings.{s.name}.{i.name}: dataset(s) {bad} not in data.datasets")
             if not 0.0 <= i.flip_rate <= 1.0:
                 raise ConfigError(f"{where}: settings.{s.name}.{i.name}: flip_rate {i.flip_rate} not in [0, 1]")
+    if cfg.train.replicates < 1:
+        raise ConfigError(f"{where}: train.replicates must be >= 1, got {cfg.train.replicates}")
     if cfg.valuation.k < 1:
         raise ConfigError(f"{where}: valuation.k must be >= 1, got {cfg.valuation.k}")
     if not cfg.seeds:
