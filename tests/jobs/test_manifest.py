@@ -102,6 +102,19 @@ def test_one_train_task_per_replicate_and_the_valuation_waits_for_all(tmp_path, 
         assert by_id(tasks)["train/seed-3/noniid/replicate-1/nih+mimic"].parameters["coalition"] == "nih+mimic"
 
 
+def test_only_settings_with_exact_values_train_replicates(tmp_path):
+    tasks = build_manifest(load_config("demo", {"train": {"replicates": 2}}), tmp_path, seeds=(0,))
+    train = [t.parameters for t in tasks if t.stage == "train"]
+    per_setting = {
+        s: sorted(p["replicate"] for p in train if p["setting"] == s) for s in ("noniid", "iid", "labelflip")
+    }
+    assert per_setting == {
+        "noniid": [0, 1],
+        "iid": [0, 1],
+        "labelflip": [0],
+    }  # the grand coalition only: no ground truth
+
+
 def test_economy_first_seed_first_setting_and_figures_last(tmp_path):
     secret = "https://rpc.example.org/v3/SECRET-API-KEY"
     cfg = load_config("demo", {"economy": {"rpc_url": secret, "chain_id": 11155111}})

@@ -201,3 +201,10 @@ def test_replicates_retrain_every_coalition_and_leave_replicate_0_unchanged(root
         run_training_stage(cfg, 0, setting="pair", replicate=2, root=tmp_path)
     with pytest.raises(ValueError, match=r"replicate 1 not in 0\.\.0"):
         load_utilities(one, 0, "pair", root=root, replicate=1)
+
+    # a setting that trains only its grand coalition has no ground truth to replicate
+    flip = run_training_stage(cfg, 0, setting="flip", root=tmp_path)
+    assert set(flip["replicate"]) == {0} and set(flip["coalition"]) == {"clean+noisy"}
+    assert not (layout.train_dir(cfg, 0, "flip", tmp_path) / "replicate-1").exists()
+    with pytest.raises(ValueError, match="no setting in scope trains it"):
+        run_training_stage(cfg, 0, setting="flip", replicate=1, root=tmp_path)

@@ -240,7 +240,8 @@ class _Builder:
         where = f"seed-{seed}/{name}"
         scope = layout.setting_dir(cfg, seed, name, self.root)
         base = {"seed": seed, "setting": name}
-        train_ids = tuple(t for r in range(cfg.train.replicates) for t in self.add_train(seed, setting, r))
+        replicates = range(layout.setting_replicates(cfg, name))
+        train_ids = tuple(t for r in replicates for t in self.add_train(seed, setting, r))
         methods = list(cfg.valuation.methods)
         n = cfg.valuation.shards
         shard_ids: tuple[str, ...] = ()

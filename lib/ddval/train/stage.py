@@ -223,22 +223,23 @@ def stage_scope(
     ]
 
 
-def replicate_scope(cfg: ExperimentConfig, replicate: int | None = None) -> list[int]:
-    """The training replicates a call covers: all of them (``replicate=None``) or only ``replicate``.
+def replicate_scope(cfg: ExperimentConfig, setting: str, replicate: int | None = None) -> list[int]:
+    """The training replicates of ``setting`` a call covers: all of them (``replicate=None``) or only
+    ``replicate`` (none when the setting trains fewer, :func:`ddval.layout.setting_replicates`).
 
     Args:
         cfg: the experiment (``train.replicates``).
+        setting: the setting.
         replicate: one replicate, ``0 <= replicate < train.replicates``, or ``None``.
 
     Returns:
         The replicate numbers, in order.
     """
     n = cfg.train.replicates
-    if replicate is None:
-        return list(range(n))
-    if not 0 <= replicate < n:
+    if replicate is not None and not 0 <= replicate < n:
         raise ValueError(f"train.replicates is {n}: replicates are 0..{n - 1}, not {replicate}")
-    return [replicate]
+    mine = range(layout.setting_replicates(cfg, setting))
+    return list(mine) if replicate is None else [r for r in mine if r == replicate]
 
 
 #: One coalition training: ``(setting, members, replicate)``.
@@ -266,7 +267,9 @@ def run_training_stage(
     from ddval.data.splits import load_partition
 
     pairs = stage_scope(cfg, setting, coalition)
-    jobs: list[Job] = [(name, members, r) for name, members in pairs for r in replicate_scope(cfg, replicate)]
+    jobs: list[Job] = [(name, members, r) for name, members in pairs for r in replicate_scope(cfg, name, replicate)]
+    if not jobs:
+        raise ValueError(f"replicate {replicate}: no setting in scope trains it (coalitions: grand trains one)")
     names = list(dict.fromkeys(name for name, _ in pairs))
     partitions = {name: load_partition(cfg, seed, name, root=root) for name in names}
     todo = [

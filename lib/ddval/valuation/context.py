@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ddval.config import ExperimentConfig
+from ddval.layout import setting_replicates
 from ddval.valuation.features import InstitutionFeatures, load_features
 from ddval.valuation.pooled import PooledFeatures, pool_features
 
@@ -65,7 +66,7 @@ class SettingInputs:
         from ddval.train import load_utilities, utility_map
 
         out = {0: self.utility}
-        for r in range(1, self.cfg.train.replicates):
+        for r in range(1, setting_replicates(self.cfg, self.setting)):
             out[r] = utility_map(load_utilities(self.cfg, self.seed, self.setting, self.root, replicate=r))
         return out
 
@@ -75,7 +76,7 @@ class SettingInputs:
 
         frames = [
             load_curves(self.cfg, self.seed, self.setting, root=self.root, replicate=r).assign(replicate=r)
-            for r in range(self.cfg.train.replicates)
+            for r in range(setting_replicates(self.cfg, self.setting))
         ]
         return pd.concat(frames, ignore_index=True)
 

@@ -57,8 +57,8 @@ def inputs_params(cfg: ExperimentConfig, seed: int, setting: str, root) -> dict:
         "features": store.param_hash(features_params(cfg, seed, setting, root)),
         "utilities": _utilities_hash(cfg, seed, setting, root),
     }
-    if cfg.train.replicates > 1:  # the ground truth's mean utilities; one replicate keeps the params of before
-        replicates = range(1, cfg.train.replicates)
+    if layout.setting_replicates(cfg, setting) > 1:  # the ground truth's mean; one replicate: the params of before
+        replicates = range(1, layout.setting_replicates(cfg, setting))
         params["replicate_utilities"] = [_utilities_hash(cfg, seed, setting, root, r) for r in replicates]
     return params
 

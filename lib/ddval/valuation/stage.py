@@ -124,7 +124,7 @@ def run_method(ctx: SettingInputs, method: str) -> baselines.MethodResult:
     """Run one baseline (not ``ddval``) on the setting."""
     v = ctx.cfg.valuation
     if method == "exact":  # its cost: every coalition trained in every replicate
-        replicates = range(ctx.cfg.train.replicates)
+        replicates = range(layout.setting_replicates(ctx.cfg, ctx.setting))
         times = [experiments.training_times(ctx.cfg, ctx.seed, ctx.setting, ctx.root, r) for r in replicates]
         complete = all(len(t) == 2 ** len(ctx.players) - 1 for t in times)
         wall = float(sum(t["wall_s"].sum() for t in times)) if complete else float("nan")
