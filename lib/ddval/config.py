@@ -160,10 +160,11 @@ class TrainConfig:
     # coalitions trained at the same time, each in its own process with `threads` threads (the
     # small demo models gain little from intra-op threads and lose a lot when cores are contended)
     processes: int = 1
-    # training replicates of every coalition (settings with coalitions: all): replicate 0 is the run above;
-    # replicate r >= 1 retrains every coalition on the same partition with independent training randomness (seed material
-    # (seed, r): initial model, batch order, augmentation); the ground truth is the exact Shapley value of
-    # the mean utilities, its noise ceiling the agreement of disjoint halves (ddval.valuation.ground_truth)
+    # training replicates of every coalition (settings with coalitions: all): replicate 0 is the run
+    # above; replicate r >= 1 retrains every coalition on the same partition with independent training
+    # randomness (seed material (seed, r): initial model, batch order, augmentation); the ground truth is
+    # the exact Shapley value of the mean utilities, its noise ceiling the agreement of disjoint halves
+    # (ddval.valuation.ground_truth)
     replicates: int = 1
 
 

@@ -2,9 +2,9 @@
 
 :class:`SettingInputs` is what :mod:`ddval.valuation.stage` builds per setting and hands to every
 method and to :mod:`ddval.valuation.experiments`: the institutions' shared features (and their pooled
-form), the coalition utilities of the training stage (every training replicate), the partition, the grand coalition's recorded
-rounds, and a model evaluator on the test sets. Each is read from the run folder the first time it is
-asked for (a method that needs no model never loads one).
+form), the coalition utilities of the training stage (of every training replicate), the partition, the
+grand coalition's recorded rounds, and a model evaluator on the test sets. Each is read from the run
+folder the first time it is asked for (a method that needs no model never loads one).
 """
 
 from __future__ import annotations
