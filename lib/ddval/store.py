@@ -33,6 +33,7 @@ from ddval.verify import file_sha256
 
 __all__ = [
     "FORCE_ENV",
+    "OMIT_DEFAULT",
     "StageResult",
     "StaleOutputError",
     "atomic_path",
@@ -40,6 +41,7 @@ __all__ = [
     "is_complete",
     "mark_complete",
     "param_hash",
+    "plain_data",
     "read_json",
     "read_table",
     "record_outputs",
@@ -69,9 +71,40 @@ FORCE_ENV = "DDVAL_FORCE"
 # --------------------------------------------------------------------------------------------
 
 
+#: Dataclass field metadata key: a field marked ``{OMIT_DEFAULT: True}`` is left out of :func:`plain_data` (and so
+#: of :func:`param_hash`) while it holds its default. An option added later with such a default keeps every
+#: hash made before it, and so every checkpoint and result stamped with one.
+OMIT_DEFAULT = "ddval.omit_default"
+
+
+def plain_data(obj: Any) -> Any:
+    """``obj`` with every dataclass turned into a dict, as :func:`dataclasses.asdict` does, less the fields
+    marked :data:`OMIT_DEFAULT` that hold their default.
+
+    Args:
+        obj: plain data, possibly holding (nested) dataclasses.
+
+    Returns:
+        The same data with dicts in place of dataclasses (lists, tuples and dicts rebuilt, leaves shared).
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {
+            f.name: plain_data(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not (f.metadata.get(OMIT_DEFAULT) and getattr(obj, f.name) == f.default)
+        }
+    if isinstance(obj, dict):
+        return {k: plain_data(v) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a named tuple, as asdict keeps it
+        return type(obj)(*(plain_data(v) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain_data(v) for v in obj)
+    return obj
+
+
 def _canonical(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _canonical(dataclasses.asdict(obj))
+        return _canonical(plain_data(obj))
     if isinstance(obj, dict):
         return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
     if isinstance(obj, (list, tuple)):

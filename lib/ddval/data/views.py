@@ -1,4 +1,4 @@
-"""What notebooks 01 (index) and 02 (resize) display: counts, prevalences, demographics, a montage.
+"""What notebooks 01 (index) and 02 (resize) display: counts, prevalences, demographics, montages.
 
 Tables are plain pandas frames (round them for display with :func:`ddval.notebook.show`); the
 montage is for looking at the data, not for analysis.
@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ddval.config import DATASETS, LABELS
+from ddval.config import DATASETS, LABELS, ExperimentConfig
+from ddval.data import degrade
 from ddval.data.images import read_grayscale
 
 #: Short names of the labels for figure captions.
@@ -86,5 +87,41 @@ def scan_montage(frame: pd.DataFrame, per_dataset: int = 8, seed: int = 0):
             ax.set_title(" ".join(ABBREVIATIONS[lab] for lab in LABELS if row[lab] == 1.0) or "-", fontsize=7)
             if c == 0:
                 ax.set_ylabel(dataset)
+    fig.tight_layout()
+    return fig
+
+
+def quality_montage(cfg: ExperimentConfig, resized: pd.DataFrame):
+    """One scan as every institution of each setting with quality kinds holds it in training.
+
+    Args:
+        cfg: the experiment (its settings, and its first seed for the rewrites).
+        resized: the resized index (``index_resized.parquet``).
+
+    Returns:
+        A matplotlib figure, one row per setting with quality kinds and one panel per institution, titled
+        by institution and kind (:func:`ddval.data.degrade.quality_examples`); ``None``, with nothing drawn,
+        when no setting has a quality kind.
+    """
+    settings = [s for s in cfg.settings if degrade.has_quality(s)]
+    if not settings:
+        return None
+    import matplotlib.pyplot as plt
+
+    width = max(len(s.institutions) for s in settings)
+    fig, axes = plt.subplots(len(settings), width, figsize=(1.6 * width, 1.9 * len(settings)), squeeze=False)
+    for r, setting in enumerate(settings):
+        examples = degrade.quality_examples(resized, setting, cfg.seeds[0])
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(examples):
+                ax.axis("off")
+                continue
+            name, kind, image = examples[c]
+            ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+            ax.set_title(f"{name}\n{kind}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(setting.name)
     fig.tight_layout()
     return fig
