@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
-from ddval.store import OMIT_DEFAULT, plain_data
+from ddval.hashing import OMIT_DEFAULT, plain_data
 
 #: The 8 harmonised findings of the paper, in the model's output order.
 LABELS: tuple[str, ...] = (
