@@ -100,8 +100,8 @@ def quality_montage(cfg: ExperimentConfig, resized: pd.DataFrame):
 
     Returns:
         A matplotlib figure, one row per setting with quality kinds and one panel per institution, titled
-        by institution and kind (:func:`ddval.data.degrade.quality_examples`); ``None``, with nothing drawn,
-        when no setting has a quality kind.
+        by institution and kind (and label flip rate, when not 0; :func:`ddval.data.degrade.quality_examples`);
+        ``None``, with nothing drawn, when no setting has a quality kind.
     """
     settings = [s for s in cfg.settings if degrade.has_quality(s)]
     if not settings:
@@ -119,8 +119,9 @@ def quality_montage(cfg: ExperimentConfig, resized: pd.DataFrame):
                 ax.axis("off")
                 continue
             name, kind, image = examples[c]
+            flip = setting.institutions[c].flip_rate
             ax.imshow(image, cmap="gray", vmin=0, vmax=255)
-            ax.set_title(f"{name}\n{kind}", fontsize=8)
+            ax.set_title(f"{name}\n{kind}" + (f", flip {flip:g}" if flip else ""), fontsize=8)
             if c == 0:
                 ax.set_ylabel(setting.name)
     fig.tight_layout()
