@@ -77,18 +77,28 @@ def scan_montage(frame: pd.DataFrame, per_dataset: int = 8, seed: int = 0):
         rows = frame.loc[frame["dataset"] == dataset]
         picked = rows.sample(n=min(per_dataset, len(rows)), random_state=seed)
         for c, ax in enumerate(axes[r]):
-            ax.set_xticks([])
-            ax.set_yticks([])
             if c >= len(picked):
-                ax.axis("off")
+                _panel(ax)
                 continue
             row = picked.iloc[c]
-            ax.imshow(np.asarray(read_grayscale(row["path"])), cmap="gray", vmin=0, vmax=255)
-            ax.set_title(" ".join(ABBREVIATIONS[lab] for lab in LABELS if row[lab] == 1.0) or "-", fontsize=7)
-            if c == 0:
-                ax.set_ylabel(dataset)
+            title = " ".join(ABBREVIATIONS[lab] for lab in LABELS if row[lab] == 1.0) or "-"
+            _panel(ax, np.asarray(read_grayscale(row["path"])), title, 7, dataset if c == 0 else None)
     fig.tight_layout()
     return fig
+
+
+def _panel(ax, image: np.ndarray | None = None, title: str = "", fontsize: int = 7, ylabel: str | None = None):
+    """One montage panel: ``image`` in gray levels 0-255 with its title (and the row's label), no ticks; an
+    empty panel without ``image``."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if image is None:
+        ax.axis("off")
+        return
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+    ax.set_title(title, fontsize=fontsize)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
 
 
 def quality_montage(cfg: ExperimentConfig, resized: pd.DataFrame):
@@ -113,16 +123,12 @@ def quality_montage(cfg: ExperimentConfig, resized: pd.DataFrame):
     for r, setting in enumerate(settings):
         examples = degrade.quality_examples(resized, setting, cfg.seeds[0])
         for c, ax in enumerate(axes[r]):
-            ax.set_xticks([])
-            ax.set_yticks([])
             if c >= len(examples):
-                ax.axis("off")
+                _panel(ax)
                 continue
             name, kind, image = examples[c]
             flip = setting.institutions[c].flip_rate
-            ax.imshow(image, cmap="gray", vmin=0, vmax=255)
-            ax.set_title(f"{name}\n{kind}" + (f", flip {flip:g}" if flip else ""), fontsize=8)
-            if c == 0:
-                ax.set_ylabel(setting.name)
+            title = f"{name}\n{kind}" + (f", flip {flip:g}" if flip else "")
+            _panel(ax, image, title, 8, setting.name if c == 0 else None)
     fig.tight_layout()
     return fig
