@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import yaml
 
+from ddval.hashing import OMIT_DEFAULT, plain_data
+
 #: The 8 harmonised findings of the paper, in the model's output order.
 LABELS: tuple[str, ...] = (
     "atelectasis",
@@ -105,6 +107,10 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
+#: What an institution's training scans look like (:mod:`ddval.data.degrade` documents each kind).
+QualityKind = Literal["clean", "degraded", "shifted", "duplicates", "ood"]
+
+
 @dataclass(frozen=True)
 class InstitutionConfig:
     """One institution (client) of a setting: which datasets it draws from and how many scans."""
@@ -115,6 +121,9 @@ class InstitutionConfig:
     val: int
     test: int | None = None  # None: the whole test pool of its datasets (paper, non-IID)
     flip_rate: float = 0.0  # probability that each training label is flipped (label-flip experiment)
+    # how its training scans are rewritten when the partition is cut (ddval.data.degrade); left out of
+    # hashes while "clean", so presets without quality kinds keep their hashes and results
+    quality: QualityKind = field(default="clean", metadata={OMIT_DEFAULT: True})
 
 
 @dataclass(frozen=True)
@@ -326,8 +335,8 @@ class ExperimentConfig:
         return None, f"not configured: set ${var} or data.roots.{dataset}"
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (for hashing and provenance)."""
-        return dataclasses.asdict(self)
+        """Plain-data form (for hashing and provenance; options that keep old hashes omitted at their default)."""
+        return plain_data(self)
 
 
 # --------------------------------------------------------------------------------------------
@@ -482,7 +491,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         item = args[0] if args else Any
-        return tuple(_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(_coerce(item, v, f"{where}[{i}]{_named(v)}") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -496,6 +505,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     ):
         raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value
+
+
+def _named(item: Any) -> str:
+    """`` (<name>)`` for a list item that has a name (a setting, an institution), so errors say which."""
+    return f" ({item['name']})" if isinstance(item, dict) and "name" in item else ""
 
 
 def _validate(cfg: ExperimentConfig, where: str) -> None:

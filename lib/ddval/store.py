@@ -1,11 +1,11 @@
 """Atomic writes and stage completion records (resume). Where things live: :mod:`ddval.layout`.
 
-A stage writes its outputs, then a completion record ``.<stage>.done.json`` holding the hash of
-its parameters and the size and SHA-256 of every output it vouches for. :func:`run_stage` skips a
-stage only when its record has the same parameter hash and every output still holds what the record
-says (:mod:`ddval.verify`); otherwise it says why (naming the file), removes the outputs of the old
-record and runs the stage again. Every write goes to a temporary file in the same folder and is
-renamed into place, so a killed process never leaves a half-written file under the final name.
+A stage writes its outputs, then a completion record ``.<stage>.done.json`` holding the hash of its
+parameters (:mod:`ddval.hashing`, re-exported here) and the size and SHA-256 of every output it vouches
+for. :func:`run_stage` skips a stage only when its record has the same parameter hash and every output
+still holds what the record says (:mod:`ddval.verify`); otherwise it says why (naming the file), removes
+the outputs of the old record and runs the stage again. Every write goes to a temporary file in the same
+folder and is renamed into place, so a killed process never leaves a half-written file under the final name.
 
 ``ddval run --force`` redoes the stages inside the forced tasks too: ``$DDVAL_FORCE`` names a folder,
 and every stage whose folder lies inside it runs again (once per process).
@@ -14,8 +14,6 @@ and every stage whose folder lies inside it runs again (once per process).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -28,11 +26,13 @@ from typing import Any
 import numpy as np
 
 from ddval import verify
+from ddval.hashing import OMIT_DEFAULT, canonical, param_hash, plain_data
 from ddval.verify import file_sha256
 
 
 __all__ = [
     "FORCE_ENV",
+    "OMIT_DEFAULT",
     "StageResult",
     "StaleOutputError",
     "atomic_path",
@@ -40,6 +40,7 @@ __all__ = [
     "is_complete",
     "mark_complete",
     "param_hash",
+    "plain_data",
     "read_json",
     "read_table",
     "record_outputs",
@@ -62,35 +63,6 @@ log = logging.getLogger(__name__)
 
 #: Environment variable naming the folder whose stages a forced run redoes (set for forced tasks).
 FORCE_ENV = "DDVAL_FORCE"
-
-
-# --------------------------------------------------------------------------------------------
-# Hashing
-# --------------------------------------------------------------------------------------------
-
-
-def _canonical(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _canonical(dataclasses.asdict(obj))
-    if isinstance(obj, dict):
-        return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(obj, (list, tuple)):
-        return [_canonical(v) for v in obj]
-    if isinstance(obj, (set, frozenset)):
-        return sorted(_canonical(v) for v in obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and obj.is_integer():
-        return obj  # json keeps 1.0 distinct from 1; that is fine and stable
-    return obj
-
-
-def param_hash(params: Any) -> str:
-    """Stable short hash (16 hex digits) of plain data / dataclasses."""
-    blob = json.dumps(_canonical(params), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,7 +122,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Atomically write ``obj`` as indented, key-sorted JSON."""
-    return write_text(path, json.dumps(_canonical(obj), indent=2, sort_keys=True, default=str) + "\n")
+    return write_text(path, json.dumps(canonical(obj), indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
