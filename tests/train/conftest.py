@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch.utils.data import TensorDataset
+from tiny_training import tiny_train_config
 
 from ddval.config import TrainConfig
 from ddval.repro import seed_everything
@@ -15,22 +16,7 @@ IMAGE = 32  # the smallest input a DenseNet's five halvings accept
 
 
 def tiny_cfg(**changes) -> TrainConfig:
-    base = dict(
-        model="densenet_small",
-        pretrained=False,
-        max_rounds=4,
-        patience=2,
-        batch_size=8,
-        eval_batch_size=16,
-        lr=0.05,
-        small_growth_rate=4,
-        small_block_config=(1, 1, 1, 1),
-        small_init_features=8,
-        threads=1,
-        device="cpu",
-    )
-    base.update(changes)
-    return TrainConfig(**base)
+    return tiny_train_config(**{"max_rounds": 4, "patience": 2, **changes})
 
 
 def tensor_dataset(n: int, seed: int, shift: float = 0.0) -> TensorDataset:

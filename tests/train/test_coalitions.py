@@ -2,6 +2,7 @@
 
 import pandas as pd
 import pytest
+from tiny_training import TINY_TRAIN
 
 from ddval import store
 from ddval.config import LABELS, load_config
@@ -13,23 +14,11 @@ from ddval.train.stage import SettingData, train_coalition
 from ddval.train.aggregate import state_sha256
 from ddval.train.checkpoints import CheckpointError, load_checkpoint
 
-TINY = {
-    "max_rounds": 3,
-    "patience": 3,
-    "batch_size": 8,
-    "eval_batch_size": 16,
-    "lr": 0.05,
-    "small_growth_rate": 4,
-    "small_block_config": [1, 1, 1, 1],
-    "small_init_features": 8,
-    "threads": 1,
-    "device": "cpu",
-}
 GRAND = ("nih", "chexpert", "mimic")
 
 
 def demo(**train):
-    return load_config("demo", {"train": {**TINY, **train}})
+    return load_config("demo", {"train": {**TINY_TRAIN, **train}})
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
+from tiny_training import TINY_TRAIN
 
 from ddval import store
 from ddval.config import load_config
@@ -23,18 +24,6 @@ from ddval.train.models import build_model
 from ddval.valuation.reconstruct import UtilityEvaluator, accumulated_updates, or_state, round_state
 
 GRAND = ("nih", "chexpert", "mimic")
-TINY = {
-    "max_rounds": 3,
-    "patience": 3,
-    "batch_size": 8,
-    "eval_batch_size": 16,
-    "lr": 0.05,
-    "small_growth_rate": 4,
-    "small_block_config": [1, 1, 1, 1],
-    "small_init_features": 8,
-    "threads": 1,
-    "device": "cpu",
-}
 
 
 @dataclass
@@ -120,7 +109,7 @@ def test_weighted_training_is_reconstructed_with_its_weights():
 
 @pytest.fixture
 def trained(tmp_path, data_factory_local):
-    cfg = load_config("demo", {"train": TINY})
+    cfg = load_config("demo", {"train": TINY_TRAIN})
     data = data_factory_local
     train_coalition(cfg, 0, "noniid", GRAND, data, root=tmp_path)
     cdir = coalition_dir(cfg, 0, "noniid", GRAND, root=tmp_path)
