@@ -8,7 +8,6 @@ never leaves a half-written file under the final name. Completion records built 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import tempfile
@@ -18,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from ddval.hashing import canonical
+
 __all__ = [
     "atomic_path",
-    "canonical",
     "read_json",
     "read_table",
     "write_bytes",
@@ -30,25 +30,6 @@ __all__ = [
     "write_table_and_report",
     "write_text",
 ]
-
-
-def canonical(obj: Any) -> Any:
-    """``obj`` as plain JSON data: dataclasses as dicts, keys sorted, sets sorted, paths as strings."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return canonical(dataclasses.asdict(obj))
-    if isinstance(obj, dict):
-        return {str(k): canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(obj, (list, tuple)):
-        return [canonical(v) for v in obj]
-    if isinstance(obj, (set, frozenset)):
-        return sorted(canonical(v) for v in obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and obj.is_integer():
-        return obj  # json keeps 1.0 distinct from 1; that is fine and stable
-    return obj
 
 
 @contextlib.contextmanager

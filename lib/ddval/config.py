@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import yaml
 
+from ddval.hashing import OMIT_DEFAULT, plain_data
+
 #: The 8 harmonised findings of the paper, in the model's output order.
 LABELS: tuple[str, ...] = (
     "atelectasis",
@@ -52,6 +54,8 @@ ROOT_ENV_VARS: dict[str, str] = {
 }
 #: The folder of MIMIC-IV's ``hosp/patients.csv`` (sex and age of MIMIC-CXR patients; ``ddval.data.mimic``).
 MIMIC_IV_ROOT_ENV = "DDVAL_MIMIC_IV_ROOT"
+#: Folder name prefix of a training replicate ``r >= 1`` (``<S>/train/replicate-<r>``; ``ddval.layout``).
+REPLICATE_PREFIX = "replicate-"
 #: Environment variables holding paths: a relative one means relative to where the command runs
 #: (:func:`anchor_path_env`), not to ``notebooks/``, where the notebooks a command runs start.
 PATH_ENV_VARS: tuple[str, ...] = (*ROOT_ENV_VARS.values(), MIMIC_IV_ROOT_ENV, "DDVAL_CONFIGS", "DDVAL_RESULTS")
@@ -103,6 +107,10 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
+#: What an institution's training scans look like (:mod:`ddval.data.degrade` documents each kind).
+QualityKind = Literal["clean", "degraded", "shifted", "duplicates", "ood"]
+
+
 @dataclass(frozen=True)
 class InstitutionConfig:
     """One institution (client) of a setting: which datasets it draws from and how many scans."""
@@ -113,6 +121,9 @@ class InstitutionConfig:
     val: int
     test: int | None = None  # None: the whole test pool of its datasets (paper, non-IID)
     flip_rate: float = 0.0  # probability that each training label is flipped (label-flip experiment)
+    # how its training scans are rewritten when the partition is cut (ddval.data.degrade); left out of
+    # hashes while "clean", so presets without quality kinds keep their hashes and results
+    quality: QualityKind = field(default="clean", metadata={OMIT_DEFAULT: True})
 
 
 @dataclass(frozen=True)
@@ -158,6 +169,12 @@ class TrainConfig:
     # coalitions trained at the same time, each in its own process with `threads` threads (the
     # small demo models gain little from intra-op threads and lose a lot when cores are contended)
     processes: int = 1
+    # training replicates of every coalition (settings with coalitions: all): replicate 0 is the run
+    # above; replicate r >= 1 retrains every coalition on the same partition with independent training
+    # randomness (seed material (seed, r): initial model, batch order, augmentation); the ground truth is
+    # the exact Shapley value of the mean utilities, its noise ceiling the agreement of disjoint halves
+    # (ddval.valuation.ground_truth)
+    replicates: int = 1
 
 
 @dataclass(frozen=True)
@@ -318,8 +335,8 @@ class ExperimentConfig:
         return None, f"not configured: set ${var} or data.roots.{dataset}"
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (for hashing and provenance)."""
-        return dataclasses.asdict(self)
+        """Plain-data form (for hashing and provenance; options that keep old hashes omitted at their default)."""
+        return plain_data(self)
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,7 +491,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         item = args[0] if args else Any
-        return tuple(_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(_coerce(item, v, f"{where}[{i}]{_named(v)}") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -488,6 +505,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     ):
         raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value
+
+
+def _named(item: Any) -> str:
+    """`` (<name>)`` for a list item that has a name (a setting, an institution), so errors say which."""
+    return f" ({item['name']})" if isinstance(item, dict) and "name" in item else ""
 
 
 def _validate(cfg: ExperimentConfig, where: str) -> None:
@@ -507,11 +529,17 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
         for i in s.institutions:
             if "+" in i.name or "/" in i.name:
                 raise ConfigError(f"{where}: settings.{s.name}: institution name {i.name!r} may not contain '+' or '/'")
+            if i.name.startswith(REPLICATE_PREFIX):  # the folder of a training replicate
+                raise ConfigError(
+                    f"{where}: settings.{s.name}: institution name {i.name!r} may not start with {REPLICATE_PREFIX!r}"
+                )
             bad = [d for d in i.datasets if d not in cfg.data.datasets]
             if bad:
                 raise ConfigError(f"{where}: settings.{s.name}.{i.name}: dataset(s) {bad} not in data.datasets")
             if not 0.0 <= i.flip_rate <= 1.0:
                 raise ConfigError(f"{where}: settings.{s.name}.{i.name}: flip_rate {i.flip_rate} not in [0, 1]")
+    if cfg.train.replicates < 1:
+        raise ConfigError(f"{where}: train.replicates must be >= 1, got {cfg.train.replicates}")
     if cfg.valuation.k < 1:
         raise ConfigError(f"{where}: valuation.k must be >= 1, got {cfg.valuation.k}")
     if not cfg.seeds:

@@ -31,7 +31,7 @@ import pandas as pd
 from ddval.layout import METHODS, REFERENCE_SPLITS, checkout_root
 
 #: Display order of the settings that commonly occur; others follow alphabetically.
-SETTING_ORDER: tuple[str, ...] = ("noniid", "iid", "labelflip")
+SETTING_ORDER: tuple[str, ...] = ("quality", "noniid", "iid", "labelflip")
 
 METHOD_LABELS = {
     "exact": "Exact (canonical)",
@@ -46,7 +46,7 @@ METHOD_LABELS = {
     "positives_split": "Positives split",
     "noise_ceiling": "Noise ceiling",
 }
-SETTING_LABELS = {"noniid": "non-IID", "iid": "IID", "labelflip": "label flip"}
+SETTING_LABELS = {"quality": "quality", "noniid": "non-IID", "iid": "IID", "labelflip": "label flip"}
 INSTITUTION_LABELS = {"nih": "NIH", "chexpert": "CheXpert", "mimic": "MIMIC-CXR"}
 PAYOUT_LABELS = {"transfer_loop": "Transfer loop (push)", "merkle_claim": "Merkle claims (pull)"}
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ddval.config import REPLICATE_PREFIX
+
 if TYPE_CHECKING:
     from ddval.config import ExperimentConfig, SettingConfig
 
@@ -188,9 +190,29 @@ def train_dir(cfg: ExperimentConfig, seed: int, setting: str, root: Root = None)
     return setting_dir(cfg, seed, setting, root) / "train"
 
 
-def coalition_dir(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], root: Root = None) -> Path:
-    """``<S>/train/<coalition>``: one coalition's model and tables."""
-    return train_dir(cfg, seed, setting, root) / coalition_id(members)
+def setting_replicates(cfg: ExperimentConfig, setting: str) -> int:
+    """How many times a setting trains each coalition: ``train.replicates`` when it trains every coalition
+    (its exact values are the ground truth, the replicates its mean and noise ceiling), else 1
+    (``coalitions: grand`` has no ground truth to replicate)."""
+    return cfg.train.replicates if cfg.setting(setting).coalitions == "all" else 1
+
+
+def replicate_train_dir(cfg: ExperimentConfig, seed: int, setting: str, replicate: int = 0, root: Root = None) -> Path:
+    """The training folder of one training replicate: ``<S>/train`` for replicate 0 (the run DDVal and the
+    baselines read), ``<S>/train/replicate-<r>`` for ``r >= 1`` (:func:`setting_replicates`)."""
+    n = setting_replicates(cfg, setting)
+    if not 0 <= replicate < n:
+        raise ValueError(f"setting {setting!r}: replicate {replicate} not in 0..{n - 1} (train.replicates)")
+    tdir = train_dir(cfg, seed, setting, root)
+    return tdir / f"{REPLICATE_PREFIX}{replicate}" if replicate else tdir
+
+
+def coalition_dir(
+    cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], root: Root = None, replicate: int = 0
+) -> Path:
+    """``<S>/train/<coalition>``: one coalition's model and tables (replicate ``r >= 1``:
+    ``<S>/train/replicate-<r>/<coalition>``, :func:`replicate_train_dir`)."""
+    return replicate_train_dir(cfg, seed, setting, replicate, root) / coalition_id(members)
 
 
 def valuation_dir(cfg: ExperimentConfig, seed: int, setting: str, root: Root = None) -> Path:

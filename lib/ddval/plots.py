@@ -47,8 +47,8 @@ def method_color(method: str) -> tuple[float, float, float]:
 
 
 def setting_color(setting: str) -> tuple[float, float, float]:
-    """Fixed colour of a setting: non-IID, IID, label flip, then the others."""
-    order = list(S.SETTING_ORDER)
+    """Fixed colour of a setting: non-IID, IID, label flip, quality, then the others."""
+    order = ["noniid", "iid", "labelflip", "quality"]
     i = order.index(setting) if setting in order else len(order) + sum(map(ord, setting)) % (10 - len(order))
     return _PALETTE[i % 10]
 

@@ -1,12 +1,12 @@
 """Stage completion records (resume), over the atomic writes of :mod:`ddval.atomic` (re-exported here).
 Where things live: :mod:`ddval.layout`.
 
-A stage writes its outputs, then a completion record ``.<stage>.done.json`` holding the hash of
-its parameters and the size and SHA-256 of every output it vouches for. :func:`run_stage` skips a
-stage only when its record has the same parameter hash and every output still holds what the record
-says (:mod:`ddval.verify`); otherwise it says why (naming the file), removes the outputs of the old
-record and runs the stage again. Every write goes to a temporary file in the same folder and is
-renamed into place, so a killed process never leaves a half-written file under the final name.
+A stage writes its outputs, then a completion record ``.<stage>.done.json`` holding the hash of its
+parameters (:mod:`ddval.hashing`, re-exported here) and the size and SHA-256 of every output it vouches
+for. :func:`run_stage` skips a stage only when its record has the same parameter hash and every output
+still holds what the record says (:mod:`ddval.verify`); otherwise it says why (naming the file), removes
+the outputs of the old record and runs the stage again. Every write goes to a temporary file in the same
+folder and is renamed into place, so a killed process never leaves a half-written file under the final name.
 
 ``ddval run --force`` redoes the stages inside the forced tasks too: ``$DDVAL_FORCE`` names a folder,
 and every stage whose folder lies inside it runs again (once per process).
@@ -14,8 +14,6 @@ and every stage whose folder lies inside it runs again (once per process).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -26,7 +24,6 @@ from typing import Any
 from ddval import verify
 from ddval.atomic import (
     atomic_path,
-    canonical,
     read_json,
     read_table,
     write_bytes,
@@ -36,11 +33,13 @@ from ddval.atomic import (
     write_table_and_report,
     write_text,
 )
+from ddval.hashing import OMIT_DEFAULT, param_hash, plain_data
 from ddval.verify import file_sha256
 
 
 __all__ = [
     "FORCE_ENV",
+    "OMIT_DEFAULT",
     "StageResult",
     "StaleOutputError",
     "atomic_path",
@@ -48,6 +47,7 @@ __all__ = [
     "is_complete",
     "mark_complete",
     "param_hash",
+    "plain_data",
     "read_json",
     "read_table",
     "record_outputs",
@@ -70,17 +70,6 @@ log = logging.getLogger(__name__)
 
 #: Environment variable naming the folder whose stages a forced run redoes (set for forced tasks).
 FORCE_ENV = "DDVAL_FORCE"
-
-
-# --------------------------------------------------------------------------------------------
-# Hashing
-# --------------------------------------------------------------------------------------------
-
-
-def param_hash(params: Any) -> str:
-    """Stable short hash (16 hex digits) of plain data / dataclasses."""
-    blob = json.dumps(canonical(params), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------

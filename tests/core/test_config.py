@@ -67,6 +67,17 @@ def test_institution_names_must_be_unique_and_plain(tmp_path):
         load_config(path)
 
 
+def test_training_replicates_are_checked(tmp_path):
+    assert load_config(write(tmp_path, "train:\n  replicates: 3\n")).train.replicates == 3
+    assert load_config("demo").train.replicates >= 1
+    with pytest.raises(ConfigError, match=r"p\.yaml: train\.replicates must be >= 1, got 0"):
+        load_config(write(tmp_path, "train:\n  replicates: 0\n"))
+    inst = "{name: replicate-1, datasets: [nih], train: 1, val: 1}"  # would share the replicate's folder
+    path = write(tmp_path, f"settings:\n  - name: s\n    scheme: noniid\n    institutions: [{inst}]\n")
+    with pytest.raises(ConfigError, match="replicate-1"):
+        load_config(path)
+
+
 def test_unknown_preset_lists_known_ones():
     with pytest.raises(ConfigError, match="demo"):
         load_config("no_such_preset")

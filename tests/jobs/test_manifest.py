@@ -55,6 +55,7 @@ def test_demo_manifest_one_train_task_per_setting(tmp_path):
         "seed": 1,
         "setting": "iid",
         "coalition": None,
+        "replicate": 0,
         "results_root": str(tmp_path),
     }
     assert train.output == str(tmp_path / "demo" / "notebooks" / "seed-1" / "iid" / "03_train.ipynb")
@@ -77,6 +78,41 @@ def test_paper_manifest_per_coalition_and_shards(tmp_path):
     assert set(reduce.depends_on) == {f"valuation-shard/seed-3/noniid/{i}of{shards}" for i in range(shards)}
     assert set(shard.depends_on) == {f"train/seed-3/noniid/{c}" for c in coalition_ids(cfg.setting("noniid"))}
     assert ids["train/seed-3/noniid/nih+mimic"].parameters["coalition"] == "nih+mimic"
+
+
+@pytest.mark.parametrize("per", ["coalition", "setting"])
+def test_one_train_task_per_replicate_and_the_valuation_waits_for_all(tmp_path, per):
+    one = build_manifest(load_config("paper_noniid", {"slurm": {"train_tasks": per}}), tmp_path)
+    cfg = load_config("paper_noniid", {"train": {"replicates": 3}, "slurm": {"train_tasks": per}})
+    tasks = build_manifest(cfg, tmp_path)
+    train = [t for t in tasks if t.stage == "train" and t.parameters["seed"] == 3]
+    n = 7 if per == "coalition" else 1
+    assert len(train) == 3 * n
+    assert sorted(t.parameters["replicate"] for t in train) == [0] * n + [1] * n + [2] * n
+    first = {t.task_id: t for t in one if t.stage == "train" and t.parameters["seed"] == 3}
+    zero = [t for t in train if t.parameters["replicate"] == 0]
+    assert [t.task_id for t in zero] == list(first)  # replicate 0 keeps the ids and outputs of one replicate
+    assert [t.output for t in zero] == [t.output for t in first.values()]
+    two = [t for t in train if t.parameters["replicate"] == 2]
+    assert all("/replicate-2" in t.task_id and "/replicate-2/" in t.output for t in two)
+    assert len({t.output for t in tasks}) == len(tasks)
+    waits = by_id(tasks)[f"valuation-shard/seed-3/noniid/0of{cfg.valuation.shards}"].depends_on
+    assert set(waits) == {t.task_id for t in train}  # the valuation depends on every replicate's tasks
+    if per == "coalition":
+        assert by_id(tasks)["train/seed-3/noniid/replicate-1/nih+mimic"].parameters["coalition"] == "nih+mimic"
+
+
+def test_only_settings_with_exact_values_train_replicates(tmp_path):
+    tasks = build_manifest(load_config("demo", {"train": {"replicates": 2}}), tmp_path, seeds=(0,))
+    train = [t.parameters for t in tasks if t.stage == "train"]
+    per_setting = {
+        s: sorted(p["replicate"] for p in train if p["setting"] == s) for s in ("noniid", "iid", "labelflip")
+    }
+    assert per_setting == {
+        "noniid": [0, 1],
+        "iid": [0, 1],
+        "labelflip": [0],
+    }  # the grand coalition only: no ground truth
 
 
 def test_economy_first_seed_first_setting_and_figures_last(tmp_path):

@@ -70,6 +70,23 @@ def test_similarity(tables):
     _labelled(fig)
 
 
+def test_similarity_draws_the_noise_ceiling_as_a_band_per_setting(tables):
+    sim = tables.load("similarity.csv")
+    ceiling = sim[sim["method"] == "ddval"].assign(method=S.NOISE_CEILING)  # one ceiling row per setting and seed
+    ceiling["cosine"] = np.linspace(0.97, 0.99, len(ceiling))
+    fig = P.similarity(pd.concat([ceiling, sim], ignore_index=True))
+    s = S.similarity(pd.concat([ceiling, sim], ignore_index=True))
+    for ax, setting in zip(fig.axes, ["noniid", "iid"]):
+        c = s[(s["setting"] == setting) & (s["method"] == S.NOISE_CEILING)].iloc[0]
+        lines = {line.get_label(): line.get_ydata()[0] for line in ax.get_lines()}
+        assert lines["noise ceiling"] == pytest.approx(c["cosine_pct"])
+        (band,) = [p for p in ax.patches if p.get_label() == "noise ceiling (interval)"]
+        ys = (band.get_y(), band.get_y() + band.get_height())  # axhspan: a rectangle in data y
+        assert ys == pytest.approx((c["cosine_pct_low"], c["cosine_pct_high"]))
+        assert S.NOISE_CEILING not in [t.get_text() for t in ax.get_xticklabels()]  # a band, not a method
+    assert "noise ceiling" in {t.get_text() for t in fig.legends[0].get_texts()}
+
+
 def test_similarity_axis_is_not_stretched_by_one_poor_method(tables):
     sim = tables.load("similarity.csv").copy()
     sim.loc[sim["method"] == "lambda_mr", "cosine"] = [-0.9, 0.95, -0.5, 0.2, -0.8, 0.99]  # a wild method

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ddval import layout
+from ddval import layout, store
 from ddval.config import load_config
 from ddval.train import load_curves, load_model, load_rounds, load_utilities, run_training_stage, utility_map
 from ddval.layout import coalition_dir
@@ -143,3 +143,68 @@ def test_processes_give_the_same_results(root, tmp_path):
         load_model(cfg, 0, "pair", root=tmp_path).classifier[0].weight,
         load_model(tiny(), 0, "pair", root=root).classifier[0].weight,
     )
+
+
+def _differing(a, b) -> list[str]:
+    """Files under folder ``a`` (relative paths; not the timings, nor the store's records, which hash them)
+    whose bytes differ from those under ``b`` or are missing there."""
+    names = sorted(
+        p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name != "timing.json" and not p.name.startswith(".")
+    )
+    return [str(n) for n in names if not (b / n).is_file() or (a / n).read_bytes() != (b / n).read_bytes()]
+
+
+def test_replicates_retrain_every_coalition_and_leave_replicate_0_unchanged(root, tmp_path):
+    one = tiny()
+    run_training_stage(one, 0, setting="pair", root=root)  # one replicate (done by the tests above: skipped)
+    cfg = tiny(replicates=2, processes=2)  # replicates share the process pool
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "data").symlink_to(layout.data_dir(cfg, root), target_is_directory=True)
+    out = run_training_stage(cfg, 0, setting="pair", root=tmp_path)
+    assert sorted(set(zip(out["replicate"], out["coalition"]))) == [
+        (r, c) for r in (0, 1) for c in ("mimic", "nih", "nih+mimic")
+    ]
+
+    # replicate 0 is the run without replicates: same folders, same parameter hashes, same bytes
+    coalitions = [("nih",), ("mimic",), ("nih", "mimic")]
+    for members in coalitions:
+        mine, theirs = coalition_dir(cfg, 0, "pair", members, tmp_path), coalition_dir(one, 0, "pair", members, root)
+        assert (mine / "best.pt").is_file() and _differing(theirs, mine) == [] and _differing(mine, theirs) == []
+        hashes = {store.read_json(store.record_path(d, "train"))["params_hash"] for d in (mine, theirs)}
+        assert len(hashes) == 1
+    tdir = layout.train_dir(cfg, 0, "pair", tmp_path)
+    assert (tdir / "utilities.csv").read_bytes() == (
+        layout.train_dir(one, 0, "pair", root) / "utilities.csv"
+    ).read_bytes()
+
+    # replicate 1: every coalition retrained with other randomness on the same partition, tables only
+    for members in coalitions:
+        rdir = coalition_dir(cfg, 0, "pair", members, tmp_path, replicate=1)
+        assert rdir.parent == tdir / "replicate-1"
+        assert {"auroc.csv", "curve.csv", "rounds.csv", "timing.json"} <= {p.name for p in rdir.iterdir()}
+        assert not (rdir / "best.pt").exists() and not (rdir / "rounds").exists()
+        hashes = {
+            store.read_json(store.record_path(d, "train"))["params_hash"] for d in (rdir, rdir.parents[1] / rdir.name)
+        }
+        assert len(hashes) == 2  # replicate 1 has its own parameter hash
+    u0 = utility_map(load_utilities(cfg, 0, "pair", root=tmp_path))
+    u1 = utility_map(load_utilities(cfg, 0, "pair", root=tmp_path, replicate=1))
+    assert set(u0) == set(u1) and u0[frozenset()] == u1[frozenset()] == 0.5
+    assert any(u0[c] != u1[c] for c in u0 if c), "replicate 1 trained the same models as replicate 0"
+    c0, c1 = load_curves(cfg, 0, "pair", root=tmp_path), load_curves(cfg, 0, "pair", root=tmp_path, replicate=1)
+    assert len(c0) == len(c1) and not c0["val_loss"].equals(c1["val_loss"])
+    assert (tdir / "replicate-1" / "utilities.csv").is_file() and (tdir / "replicate-1" / "curves.csv").is_file()
+
+    only = run_training_stage(cfg, 0, setting="pair", replicate=1, root=tmp_path)  # one replicate: a separate job
+    assert set(only["replicate"]) == {1} and len(only) == 3 * 9
+    with pytest.raises(ValueError, match=r"replicates are 0\.\.1, not 2"):
+        run_training_stage(cfg, 0, setting="pair", replicate=2, root=tmp_path)
+    with pytest.raises(ValueError, match=r"replicate 1 not in 0\.\.0"):
+        load_utilities(one, 0, "pair", root=root, replicate=1)
+
+    # a setting that trains only its grand coalition has no ground truth to replicate
+    flip = run_training_stage(cfg, 0, setting="flip", root=tmp_path)
+    assert set(flip["replicate"]) == {0} and set(flip["coalition"]) == {"clean+noisy"}
+    assert not (layout.train_dir(cfg, 0, "flip", tmp_path) / "replicate-1").exists()
+    with pytest.raises(ValueError, match="no setting in scope trains it"):
+        run_training_stage(cfg, 0, setting="flip", replicate=1, root=tmp_path)

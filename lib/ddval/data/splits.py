@@ -29,6 +29,10 @@ scan of the institution is flipped (0 <-> 1) independently with that probability
 generator. The labels used for training stay under the label names; the originals are in
 ``orig_<label>``, the count in ``n_flipped``. Validation and test labels are never flipped.
 Everything is deterministic given (index, setting, seed).
+
+Institution quality (``InstitutionConfig.quality``): :func:`load_partition` rewrites each institution's
+training scans as its quality kind says (:mod:`ddval.data.degrade`; the scans are outputs of the stage) and
+adds the ``quality`` and ``quality_params`` columns; a setting without quality kinds is cut as before.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import pandas as pd
 
 from ddval import layout, store
 from ddval.config import DATASETS, LABELS, ExperimentConfig, InstitutionConfig, SettingConfig
+from ddval.data import degrade
 
 #: The split names, in row order.
 SPLITS = ("train", "val", "test")
@@ -241,10 +246,14 @@ def load_partition(
     )
     sdir = layout.setting_dir(cfg, seed, setting_name, root)
     params = {"setting": setting, "seed": int(seed), "index": record["params_hash"]}
+    if degrade.has_quality(setting):  # only then: a setting without quality kinds keeps its hash
+        params["quality"] = degrade.PARAMETERS
 
     def compute() -> list[Path]:
         index = store.read_table(layout.resized_index_path(cfg, root))
-        return [store.write_table(sdir / "partition.parquet", make_partition(index, setting, seed))]
+        partition, scans = degrade.apply_qualities(make_partition(index, setting, seed), setting, seed, sdir / "scans")
+        check_partition(partition)
+        return [store.write_table(sdir / "partition.parquet", partition), *scans]
 
     store.run_stage(sdir, "partition", params, compute)
     return store.read_table(sdir / "partition.parquet")

@@ -1,4 +1,4 @@
-"""What notebooks 01 (index) and 02 (resize) display: counts, prevalences, demographics, a montage.
+"""What notebooks 01 (index) and 02 (resize) display: counts, prevalences, demographics, montages.
 
 Tables are plain pandas frames (round them for display with :func:`ddval.notebook.show`); the
 montage is for looking at the data, not for analysis.
@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ddval.config import DATASETS, LABELS
+from ddval.config import DATASETS, LABELS, ExperimentConfig
+from ddval.data import degrade
 from ddval.data.images import read_grayscale
 
 #: Short names of the labels for figure captions.
@@ -76,15 +77,58 @@ def scan_montage(frame: pd.DataFrame, per_dataset: int = 8, seed: int = 0):
         rows = frame.loc[frame["dataset"] == dataset]
         picked = rows.sample(n=min(per_dataset, len(rows)), random_state=seed)
         for c, ax in enumerate(axes[r]):
-            ax.set_xticks([])
-            ax.set_yticks([])
             if c >= len(picked):
-                ax.axis("off")
+                _panel(ax)
                 continue
             row = picked.iloc[c]
-            ax.imshow(np.asarray(read_grayscale(row["path"])), cmap="gray", vmin=0, vmax=255)
-            ax.set_title(" ".join(ABBREVIATIONS[lab] for lab in LABELS if row[lab] == 1.0) or "-", fontsize=7)
-            if c == 0:
-                ax.set_ylabel(dataset)
+            title = " ".join(ABBREVIATIONS[lab] for lab in LABELS if row[lab] == 1.0) or "-"
+            _panel(ax, np.asarray(read_grayscale(row["path"])), title, 7, dataset if c == 0 else None)
+    fig.tight_layout()
+    return fig
+
+
+def _panel(ax, image: np.ndarray | None = None, title: str = "", fontsize: int = 7, ylabel: str | None = None):
+    """One montage panel: ``image`` in gray levels 0-255 with its title (and the row's label), no ticks; an
+    empty panel without ``image``."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if image is None:
+        ax.axis("off")
+        return
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+    ax.set_title(title, fontsize=fontsize)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+
+
+def quality_montage(cfg: ExperimentConfig, resized: pd.DataFrame):
+    """One scan as every institution of each setting with quality kinds holds it in training.
+
+    Args:
+        cfg: the experiment (its settings, and its first seed for the rewrites).
+        resized: the resized index (``index_resized.parquet``).
+
+    Returns:
+        A matplotlib figure, one row per setting with quality kinds and one panel per institution, titled
+        by institution and kind (and label flip rate, when not 0; :func:`ddval.data.degrade.quality_examples`);
+        ``None``, with nothing drawn, when no setting has a quality kind.
+    """
+    settings = [s for s in cfg.settings if degrade.has_quality(s)]
+    if not settings:
+        return None
+    import matplotlib.pyplot as plt
+
+    width = max(len(s.institutions) for s in settings)
+    fig, axes = plt.subplots(len(settings), width, figsize=(1.6 * width, 1.9 * len(settings)), squeeze=False)
+    for r, setting in enumerate(settings):
+        examples = degrade.quality_examples(resized, setting, cfg.seeds[0])
+        for c, ax in enumerate(axes[r]):
+            if c >= len(examples):
+                _panel(ax)
+                continue
+            name, kind, image = examples[c]
+            flip = setting.institutions[c].flip_rate
+            title = f"{name}\n{kind}" + (f", flip {flip:g}" if flip else "")
+            _panel(ax, image, title, 8, setting.name if c == 0 else None)
     fig.tight_layout()
     return fig

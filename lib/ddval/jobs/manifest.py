@@ -9,7 +9,8 @@ Stages, in order (one SLURM job array each)::
 
     index -> resize -> train -> valuation-shard -> valuation -> economy -> figures
 
-``train`` is one task per coalition (or per setting, ``slurm.train_tasks: setting``);
+``train`` is one task per coalition (or per setting, ``slurm.train_tasks: setting``) and training
+replicate (``train.replicates``; the valuation waits for every replicate);
 ``valuation-shard`` exists only with ``valuation.shards > 1`` (one task per test shard, then the
 ``valuation`` task reduces the shard files and runs the rest of the valuation); ``economy`` runs
 for the first seed and the first setting; ``figures`` aggregates every seed found under the
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ddval import layout, store
-from ddval.config import ExperimentConfig, SettingConfig, configs_dir, is_preset_file, repo_root
+from ddval.config import REPLICATE_PREFIX, ExperimentConfig, SettingConfig, configs_dir, is_preset_file, repo_root
 
 #: Manifest stages in execution order.
 STAGES: tuple[str, ...] = ("index", "resize", "train", "valuation-shard", "valuation", "economy", "figures")
@@ -216,19 +217,31 @@ class _Builder:
             )
         )
 
+    def add_train(self, seed: int, setting: SettingConfig, replicate: int) -> tuple[str, ...]:
+        """The train tasks of one setting and training replicate (one per coalition, or one for all of
+        them with ``slurm.train_tasks: setting``); returns their ids. Replicate 0 keeps the ids and
+        outputs of a run without replicates; replicate ``r >= 1`` adds ``replicate-<r>`` to both."""
+        where = f"seed-{seed}/{setting.name}"
+        rep = f"/{REPLICATE_PREFIX}{replicate}" if replicate else ""
+        if self.cfg.slurm.train_tasks == "setting":
+            train = [(f"train/{where}{rep}", None, f"{where}{rep}/03_train.ipynb")]
+        else:
+            train = [(f"train/{where}{rep}/{c}", c, f"{where}{rep}/03_train-{c}.ipynb") for c in coalition_ids(setting)]
+        params = {"seed": seed, "setting": setting.name, "replicate": replicate}
+        for task_id, coalition, output in train:
+            label = f"train {where}" + (f" {coalition}" if coalition else " (all coalitions)")
+            label += f" replicate {replicate}" if replicate else ""
+            scope = layout.setting_dir(self.cfg, seed, setting.name, self.root)
+            self.add("train", task_id, {**params, "coalition": coalition}, output, scope, ("resize",), label)
+        return tuple(t[0] for t in train)
+
     def add_seed_setting(self, seed: int, setting: SettingConfig) -> None:
         cfg, name = self.cfg, setting.name
         where = f"seed-{seed}/{name}"
         scope = layout.setting_dir(cfg, seed, name, self.root)
         base = {"seed": seed, "setting": name}
-        if cfg.slurm.train_tasks == "setting":
-            train = [(f"train/{where}", None, f"{where}/03_train.ipynb")]
-        else:
-            train = [(f"train/{where}/{c}", c, f"{where}/03_train-{c}.ipynb") for c in coalition_ids(setting)]
-        for task_id, coalition, output in train:
-            label = f"train {where}" + (f" {coalition}" if coalition else " (all coalitions)")
-            self.add("train", task_id, {**base, "coalition": coalition}, output, scope, ("resize",), label)
-        train_ids = tuple(t[0] for t in train)
+        replicates = range(layout.setting_replicates(cfg, name))
+        train_ids = tuple(t for r in replicates for t in self.add_train(seed, setting, r))
         methods = list(cfg.valuation.methods)
         n = cfg.valuation.shards
         shard_ids: tuple[str, ...] = ()

@@ -2,7 +2,9 @@
 
 The stage runs from :func:`run_training_stage` (``ddval.train.stage``); its outputs are read back
 with :func:`load_utilities`, :func:`load_curves`, :func:`load_model` and :func:`load_rounds`
-(``ddval.train.results``); what notebook 03 displays is in ``ddval.train.views``. The pieces a
+(``ddval.train.results``; ``replicate=r`` reads training replicate ``r`` of ``train.replicates``, which
+retrains every coalition with other training randomness for the ground truth's mean and noise ceiling);
+what notebook 03 displays is in ``ddval.train.views``. The pieces a
 training is made of live in small modules: the local trainer (``local``), the state arithmetic
 shared by FedAvg, swarm learning, the OR reconstructions and the Flower app (``aggregate``), round
 bookkeeping (``rounds``), checkpoints (``checkpoints``), FedAvg (``fedavg``), swarm learning

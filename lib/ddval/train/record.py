@@ -9,6 +9,11 @@ a Flower federation): the best model, its tables and, for the grand coalition, e
     rounds/000/global.pt                        grand coalition: the initial model; for r >= 1
     rounds/<r>/global.pt, rounds/<r>/<inst>.pt  the merged model and every institution's local model
 
+A training replicate ``r >= 1`` (``train.replicates``) retrains the coalition on the same partition with
+the training randomness of :func:`training_seed` (initial model, batch order, augmentation) in
+``<S>/train/replicate-<r>/<coalition>/`` and keeps only what the ground truth reads: the tables and
+``timing.json`` (no ``best.pt``, no recorded rounds: DDVal and the baselines use replicate 0's models).
+
 A coalition is a stage of :mod:`ddval.store` (``.train.done.json``): the record is written last, so a
 coalition killed half-way is never taken as done; its checkpoint lets the next run resume.
 """
@@ -45,6 +50,13 @@ log = logging.getLogger(__name__)
 STAGE = "train"
 
 
+def training_seed(seed: int, replicate: int) -> int:
+    """The seed of a training replicate's randomness: ``seed`` itself for replicate 0 (so a run without
+    replicates is unchanged), an independent stream from the seed material ``(seed, replicate)`` for the
+    others. The partition is that of ``seed`` in every replicate."""
+    return seed if replicate == 0 else derive_seed(seed, "replicate", replicate)
+
+
 def record_coalition(
     cfg: ExperimentConfig,
     seed: int,
@@ -55,10 +67,11 @@ def record_coalition(
     round_fn: RoundFn,
     score: Callable[[nn.Module, torch.device], Utility],
     root: str | os.PathLike | None = None,
+    replicate: int = 0,
 ) -> store.StageResult:
     """Train one coalition with ``round_fn`` and record it in the run folder (skipped when done,
     resumed from its checkpoint when half done): the best model, its tables and, for the grand
-    coalition, every round's states.
+    coalition, every round's states (replicate ``r >= 1``: only the tables, see the module docstring).
 
     Args:
         cfg: the experiment.
@@ -71,23 +84,26 @@ def record_coalition(
         round_fn: one communication round (FedAvg, swarm learning, or a federated round).
         score: the utility of the trained model (on every member's test set).
         root: results root.
+        replicate: the training replicate (``0 <= replicate < train.replicates``).
 
     Returns:
         The store's record of the stage.
     """
     members = tuple(members)
-    cdir = coalition_dir(cfg, seed, setting, members, root)
+    cdir = coalition_dir(cfg, seed, setting, members, root, replicate)
     h = store.param_hash(params)
     if store.stage_status(cdir, STAGE, params) == "stale":
         log.warning("%s was trained with other parameters; retraining it", cdir)
         _clear_models(cdir)
-    grand = members == tuple(i.name for i in cfg.setting(setting).institutions)
+    # the baselines read the recorded rounds of replicate 0's grand coalition only
+    grand = members == tuple(i.name for i in cfg.setting(setting).institutions) and replicate == 0
+    run_seed = training_seed(seed, replicate)
 
     def compute() -> list[Path]:
         started, cpu_started = time.perf_counter(), time.process_time()
-        seed_everything(seed, threads=cfg.train.threads)
+        seed_everything(run_seed, threads=cfg.train.threads)
         device = resolve_device(cfg.train)
-        torch.manual_seed(derive_seed(seed, "init"))  # the same initial model for every coalition
+        torch.manual_seed(derive_seed(run_seed, "init"))  # the same initial model for every coalition of a replicate
         model = build_model(cfg.train).to(device)
         checkpoint = cdir / "checkpoint.pt"
         on_round = None
@@ -100,18 +116,18 @@ def record_coalition(
             model,
             clients,
             cfg.train,
-            seed=seed,
+            seed=run_seed,
             round_fn=round_fn,
             checkpoint=checkpoint,
             params_hash=h,
             on_round=on_round,
-            desc=f"{setting} {coalition_id(members)}",
+            desc=f"{setting} {coalition_id(members)}" + (f" replicate {replicate}" if replicate else ""),
         )
         utility = score(model, device)
         written = write_coalition_tables(cdir, cfg, seed, setting, members, result, utility)
-        save_checkpoint(
-            cdir / "best.pt", {"state": result.best_state, "best_round": result.best_round, "members": list(members)}, h
-        )
+        if replicate == 0:  # replicates keep their utilities, not their models (disk)
+            best = {"state": result.best_state, "best_round": result.best_round, "members": list(members)}
+            save_checkpoint(cdir / "best.pt", best, h)
         checkpoint.unlink(missing_ok=True)  # the loop state is no longer needed
         # timings live apart from the tables, which must be identical run to run
         timing = {
@@ -120,7 +136,9 @@ def record_coalition(
             "rounds": len(result.history),
             "device": str(device),
         }
-        outputs = [cdir / "best.pt", store.write_json(cdir / "timing.json", timing), *written]
+        outputs = [store.write_json(cdir / "timing.json", timing), *written]
+        if replicate == 0:
+            outputs.insert(0, cdir / "best.pt")
         if grand:  # every recorded state is an output: a lost one makes the stage incomplete
             outputs += [round_path(cdir, 0, "global")]
             outputs += [

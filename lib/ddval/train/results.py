@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from ddval import store
 from ddval.config import ExperimentConfig
-from ddval.layout import coalition_dir, coalition_id, parse_coalition, train_dir
+from ddval.layout import coalition_dir, coalition_id, parse_coalition, replicate_train_dir
 from ddval.train.aggregate import State
 from ddval.train.checkpoints import load_checkpoint
 from ddval.train.models import build_model
@@ -37,29 +37,30 @@ def test_sets(
     return load_setting_data(cfg, seed, setting, root).test
 
 
-def _require_complete(cfg: ExperimentConfig, seed: int, setting: str, root) -> pd.DataFrame:
+def _require_complete(cfg: ExperimentConfig, seed: int, setting: str, root, replicate: int = 0) -> Path:
+    """The replicate's training folder, its tables assembled; an error names the coalitions not trained."""
     from ddval.data.splits import load_partition
 
     partition = load_partition(cfg, seed, setting, root=root)
-    status = coalition_status(cfg, seed, setting, partition, root)
+    status = coalition_status(cfg, seed, setting, partition, root, replicate)
     missing = [f"{coalition_id(m)} ({s})" for m, (s, _) in status.items() if s != "complete"]
+    tdir = replicate_train_dir(cfg, seed, setting, replicate, root)
     if missing:
+        which = f", replicate={replicate}" if replicate else ""
         raise FileNotFoundError(
-            f"{train_dir(cfg, seed, setting, root)}: coalitions not trained with the current config: "
-            f"{', '.join(missing)}; "
-            f"run ddval.train.run_training_stage(cfg, {seed}, {setting!r}) (or notebook 03) first"
+            f"{tdir}: coalitions not trained with the current config: {', '.join(missing)}; "
+            f"run ddval.train.run_training_stage(cfg, {seed}, {setting!r}{which}) (or notebook 03) first"
         )
-    assemble_if_complete(cfg, seed, setting, partition, root)
-    return partition
+    assemble_if_complete(cfg, seed, setting, partition, root, replicate)
+    return tdir
 
 
 def load_utilities(
-    cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None
+    cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None, replicate: int = 0
 ) -> pd.DataFrame:
-    """The setting's ``utilities.csv`` (every coalition × label + ``mean``); a clear error names the
-    coalitions that are missing or were trained with another config."""
-    _require_complete(cfg, seed, setting, root)
-    return store.read_table(train_dir(cfg, seed, setting, root) / "utilities.csv")
+    """The ``utilities.csv`` of a setting's training replicate (every coalition × label + ``mean``); a clear
+    error names the coalitions that are missing or were trained with another config."""
+    return store.read_table(_require_complete(cfg, seed, setting, root, replicate) / "utilities.csv")
 
 
 def load_curves(
@@ -68,25 +69,28 @@ def load_curves(
     setting: str | None = None,
     coalition: str | Sequence[str] | None = None,
     root: str | os.PathLike | None = None,
+    replicate: int = 0,
 ) -> pd.DataFrame:
     """Training curves (coalition × round: ``train_loss, val_loss, is_best``) of the same scope as
-    :func:`run_training_stage` (every setting, one setting, or one coalition of it); a coalition
-    not trained with the current config is an error naming it."""
+    :func:`run_training_stage` (every setting, one setting, or one coalition of it) in one training
+    replicate; a coalition not trained with the current config is an error naming it."""
     from ddval.data.splits import load_partition
 
     frames, missing, partitions = [], [], {}
     for name, members in stage_scope(cfg, setting, coalition):
         if name not in partitions:
             partitions[name] = load_partition(cfg, seed, name, root=root)
-        cdir = coalition_dir(cfg, seed, name, members, root)
-        status = store.stage_status(cdir, STAGE, coalition_params(cfg, seed, name, members, partitions[name]))
+        cdir = coalition_dir(cfg, seed, name, members, root, replicate)
+        params = coalition_params(cfg, seed, name, members, partitions[name], replicate)
+        status = store.stage_status(cdir, STAGE, params)
         if status != "complete":
             missing.append(f"{name}/{coalition_id(members)} ({status})")
         else:
             frames.append(store.read_table(cdir / "curve.csv"))
     if missing:
         raise FileNotFoundError(
-            f"coalitions not trained with the current config: {', '.join(missing)}; "
+            f"coalitions not trained with the current config{f' (replicate {replicate})' if replicate else ''}: "
+            f"{', '.join(missing)}; "
             "run ddval.train.run_training_stage first"
         )
     return pd.concat(frames, ignore_index=True)

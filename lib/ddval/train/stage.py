@@ -13,6 +13,8 @@ Run directory of a setting (``<S>/train/``, tables in ``docs/tables.md``)::
     <coalition>/checkpoint.pt                   resume state while training (removed when done)
     <grand>/rounds/000/global.pt                initial model; for r >= 1: rounds/<r>/global.pt and
     <grand>/rounds/<r>/<institution>.pt          every institution's local model (OR, λ-MR, GTG)
+    replicate-<r>/utilities.csv  curves.csv       training replicate r >= 1 (``train.replicates``):
+    replicate-<r>/<coalition>/auroc.csv ...      the same coalitions retrained (``ddval.train.record``)
 
 A coalition is a stage of :mod:`ddval.store` (``<coalition>/.train.done.json``): a finished one with
 the same parameters is skipped; a half-trained one resumes from its checkpoint. A checkpoint that is
@@ -37,7 +39,7 @@ from torch.utils.data import Dataset
 
 from ddval import layout, numerics, store
 from ddval.config import ExperimentConfig
-from ddval.layout import coalition_dir, coalition_id, parse_coalition, setting_coalitions, train_dir
+from ddval.layout import coalition_dir, coalition_id, parse_coalition, setting_coalitions
 from ddval.progress import progress
 from ddval.procs import die_with_parent
 from ddval.train.fedavg import fedavg_round
@@ -50,8 +52,9 @@ from ddval.train.swarm import swarm_round
 log = logging.getLogger(__name__)
 
 #: Train settings that change how the work is scheduled, not a single number of its results
-#: (so changing them never invalidates a trained coalition).
-EXECUTION_ONLY = ("processes",)
+#: (so changing them never invalidates a trained coalition; the number of replicates changes which
+#: models exist, not any one of them: each replicate's own number is in its parameters).
+EXECUTION_ONLY = ("processes", "replicates")
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,10 +121,18 @@ def institution_datasets(cfg: ExperimentConfig, rows: pd.DataFrame, where: str, 
 
 
 def coalition_params(
-    cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str], partition: pd.DataFrame
+    cfg: ExperimentConfig,
+    seed: int,
+    setting: str,
+    members: Sequence[str],
+    partition: pd.DataFrame,
+    replicate: int = 0,
 ) -> dict[str, Any]:
-    """Everything a coalition's model depends on; its hash marks checkpoints and the stage record."""
-    return {**model_params(cfg, seed, setting, members), "partition": frame_digest(partition)}
+    """Everything a coalition's model depends on; its hash marks checkpoints and the stage record.
+    A training replicate ``r >= 1`` adds ``replicate: r``; replicate 0 keeps the hashes (and files) of a
+    run without replicates."""
+    params = {**model_params(cfg, seed, setting, members), "partition": frame_digest(partition)}
+    return {**params, "replicate": replicate} if replicate else params
 
 
 def model_params(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str]) -> dict[str, Any]:
@@ -164,16 +175,19 @@ def train_coalition(
     members: Sequence[str],
     data: SettingData,
     root: str | os.PathLike | None = None,
+    replicate: int = 0,
 ) -> store.StageResult:
-    """Train, score and record one coalition (skipped when done, resumed when half done)."""
+    """Train, score and record one coalition in training replicate ``replicate`` (skipped when done,
+    resumed when half done)."""
     members = tuple(members)
-    params = coalition_params(cfg, seed, setting, members, data.partition)
+    params = coalition_params(cfg, seed, setting, members, data.partition, replicate)
     round_fn = swarm_round if cfg.train.algorithm == "swarm" else fedavg_round
 
     def score(model: nn.Module, device: torch.device) -> Utility:
         return coalition_utility(model, data.test, batch_size=cfg.train.eval_batch_size, device=device)
 
-    return record_coalition(cfg, seed, setting, members, params, data.clients(members), round_fn, score, root)
+    clients = data.clients(members)
+    return record_coalition(cfg, seed, setting, members, params, clients, round_fn, score, root, replicate)
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,33 +223,62 @@ def stage_scope(
     ]
 
 
+def replicate_scope(cfg: ExperimentConfig, setting: str, replicate: int | None = None) -> list[int]:
+    """The training replicates of ``setting`` a call covers: all of them (``replicate=None``) or only
+    ``replicate`` (none when the setting trains fewer, :func:`ddval.layout.setting_replicates`).
+
+    Args:
+        cfg: the experiment (``train.replicates``).
+        setting: the setting.
+        replicate: one replicate, ``0 <= replicate < train.replicates``, or ``None``.
+
+    Returns:
+        The replicate numbers, in order.
+    """
+    n = cfg.train.replicates
+    if replicate is not None and not 0 <= replicate < n:
+        raise ValueError(f"train.replicates is {n}: replicates are 0..{n - 1}, not {replicate}")
+    mine = range(layout.setting_replicates(cfg, setting))
+    return list(mine) if replicate is None else [r for r in mine if r == replicate]
+
+
+#: One coalition training: ``(setting, members, replicate)``.
+Job = tuple[str, tuple[str, ...], int]
+
+
 def run_training_stage(
     cfg: ExperimentConfig,
     seed: int,
     setting: str | None = None,
     coalition: str | Sequence[str] | None = None,
     root: str | os.PathLike | None = None,
+    replicate: int | None = None,
 ) -> pd.DataFrame:
     """Train and score the coalitions of every setting (or of ``setting``; only ``coalition`` when
-    given, e.g. ``"nih+mimic"``, so one papermill job can train one coalition).
+    given, e.g. ``"nih+mimic"``, so one papermill job can train one coalition) in every training
+    replicate (``train.replicates``; only ``replicate`` when given, so replicates can be separate jobs).
 
     Finished coalitions are skipped, half-trained ones resume. With ``train.processes > 1`` that
-    many coalitions train at once, each in its own process (results are identical either way).
-    Once all coalitions of a setting are done, ``utilities.csv`` and ``curves.csv`` are assembled.
-    Returns the utility rows (``label`` per AUROC plus ``mean``) of the coalitions handled.
+    many coalition trainings (of any replicate) run at once, each in its own process (results are
+    identical either way). Once all coalitions of a setting's replicate are done, its ``utilities.csv``
+    and ``curves.csv`` are assembled. Returns the utility rows (``label`` per AUROC plus ``mean``) of the
+    coalitions handled, with a ``replicate`` column when the preset trains more than one replicate.
     """
     from ddval.data.splits import load_partition
 
-    tasks = stage_scope(cfg, setting, coalition)
-    names = list(dict.fromkeys(name for name, _ in tasks))
+    pairs = stage_scope(cfg, setting, coalition)
+    jobs: list[Job] = [(name, members, r) for name, members in pairs for r in replicate_scope(cfg, name, replicate)]
+    if not jobs:
+        raise ValueError(f"replicate {replicate}: no setting in scope trains it (coalitions: grand trains one)")
+    names = list(dict.fromkeys(name for name, _ in pairs))
     partitions = {name: load_partition(cfg, seed, name, root=root) for name in names}
     todo = [
-        (name, members)
-        for name, members in tasks
+        (name, members, r)
+        for name, members, r in jobs
         if store.stage_status(
-            coalition_dir(cfg, seed, name, members, root),
+            coalition_dir(cfg, seed, name, members, root, r),
             STAGE,
-            coalition_params(cfg, seed, name, members, partitions[name]),
+            coalition_params(cfg, seed, name, members, partitions[name], r),
         )
         != "complete"
     ]
@@ -243,42 +286,45 @@ def run_training_stage(
         _train_in_processes(cfg, seed, todo, root)
     else:
         data: dict[str, SettingData] = {}
-        for name, members in progress(todo, desc="coalitions", unit="coalition"):
+        for name, members, r in progress(todo, desc="coalitions", unit="coalition"):
             if name not in data:
                 data[name] = load_setting_data(cfg, seed, name, root)
-            train_coalition(cfg, seed, name, members, data[name], root)
-    for name in names:
-        assemble_if_complete(cfg, seed, name, partitions[name], root)
-    return pd.concat(
-        [store.read_table(coalition_dir(cfg, seed, n, m, root) / "auroc.csv") for n, m in tasks], ignore_index=True
-    )
+            train_coalition(cfg, seed, name, members, data[name], root, r)
+    for name, r in dict.fromkeys((name, r) for name, _, r in jobs):
+        assemble_if_complete(cfg, seed, name, partitions[name], root, r)
+    frames = []
+    for name, members, r in jobs:
+        frame = store.read_table(coalition_dir(cfg, seed, name, members, root, r) / "auroc.csv")
+        frames.append(frame.assign(replicate=r) if cfg.train.replicates > 1 else frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 # Worker processes keep each setting's datasets (images decoded once) across their tasks.
 _WORKER_DATA: dict[str, SettingData] = {}
 
 
-def _train_task(cfg: ExperimentConfig, seed: int, setting: str, members: tuple[str, ...], root: str) -> str:
+def _train_task(cfg: ExperimentConfig, seed: int, job: Job, root: str) -> str:
+    setting, members, replicate = job
     if setting not in _WORKER_DATA:
         _WORKER_DATA[setting] = load_setting_data(cfg, seed, setting, root)
-    train_coalition(cfg, seed, setting, members, _WORKER_DATA[setting], root)
+    train_coalition(cfg, seed, setting, members, _WORKER_DATA[setting], root, replicate)
     return coalition_id(members)
 
 
-def _train_in_processes(cfg: ExperimentConfig, seed: int, todo: list[tuple[str, tuple[str, ...]]], root) -> None:
+def _train_in_processes(cfg: ExperimentConfig, seed: int, todo: list[Job], root) -> None:
     """Train ``todo`` in ``train.processes`` spawned processes, largest coalitions first."""
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
     root = str(layout.results_root(root))
-    order = sorted(todo, key=lambda task: -len(task[1]))  # the longest jobs first balance the load
+    order = sorted(todo, key=lambda job: -len(job[1]))  # the longest jobs first balance the load
     # spawn, not fork: a forked child inherits torch's thread pools in an undefined state
     context = multiprocessing.get_context("spawn")
     workers = min(cfg.train.processes, len(order))
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
     ) as pool:  # no worker outlives a killed runner
-        futures = [pool.submit(_train_task, cfg, seed, name, members, root) for name, members in order]
+        futures = [pool.submit(_train_task, cfg, seed, job, root) for job in order]
         bar = progress(total=len(futures), desc="coalitions", unit="coalition")
         pending = set(futures)
         try:
@@ -295,37 +341,42 @@ def _train_in_processes(cfg: ExperimentConfig, seed: int, todo: list[tuple[str, 
 
 
 def coalition_status(
-    cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root
+    cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root, replicate: int = 0
 ) -> dict[tuple[str, ...], tuple[str, str]]:
+    """Per coalition of ``setting`` in training replicate ``replicate``: its stage status and the
+    parameter hash it is (or would be) trained with."""
     out = {}
     for members in setting_coalitions(cfg.setting(setting)):
-        params = coalition_params(cfg, seed, setting, members, partition)
+        params = coalition_params(cfg, seed, setting, members, partition, replicate)
         out[members] = (
-            store.stage_status(coalition_dir(cfg, seed, setting, members, root), STAGE, params),
+            store.stage_status(coalition_dir(cfg, seed, setting, members, root, replicate), STAGE, params),
             store.param_hash(params),
         )
     return out
 
 
-def assemble_if_complete(cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root) -> bool:
-    """Assemble ``utilities.csv`` and ``curves.csv`` once every coalition of ``setting`` is done."""
-    status = coalition_status(cfg, seed, setting, partition, root)
+def assemble_if_complete(
+    cfg: ExperimentConfig, seed: int, setting: str, partition: pd.DataFrame, root, replicate: int = 0
+) -> bool:
+    """Assemble ``utilities.csv`` and ``curves.csv`` of a replicate once every coalition of ``setting`` is done."""
+    status = coalition_status(cfg, seed, setting, partition, root, replicate)
     if any(s != "complete" for s, _ in status.values()):
         return False
-    assemble_tables(cfg, seed, setting, {members: h for members, (_, h) in status.items()}, root)
+    assemble_tables(cfg, seed, setting, {members: h for members, (_, h) in status.items()}, root, replicate)
     return True
 
 
 def assemble_tables(
-    cfg: ExperimentConfig, seed: int, setting: str, hashes: dict[tuple[str, ...], str], root
+    cfg: ExperimentConfig, seed: int, setting: str, hashes: dict[tuple[str, ...], str], root, replicate: int = 0
 ) -> list[Path]:
-    """``<S>/train/utilities.csv`` and ``curves.csv`` from the trained coalitions ``hashes`` (members →
-    the parameter hash of the model they were trained as), a stage of its own (``utilities``)."""
-    tdir = train_dir(cfg, seed, setting, root)
+    """``utilities.csv`` and ``curves.csv`` of a replicate's training folder (``<S>/train`` for replicate 0)
+    from the trained coalitions ``hashes`` (members → the parameter hash of the model they were trained
+    as), a stage of its own (``utilities``)."""
+    tdir = layout.replicate_train_dir(cfg, seed, setting, replicate, root)
     params = {coalition_id(m): h for m, h in hashes.items()}
 
     def compute() -> list[Path]:
-        dirs = [coalition_dir(cfg, seed, setting, m, root) for m in hashes]
+        dirs = [coalition_dir(cfg, seed, setting, m, root, replicate) for m in hashes]
         utilities = pd.concat([store.read_table(d / "auroc.csv") for d in dirs], ignore_index=True)
         curves = pd.concat([store.read_table(d / "curve.csv") for d in dirs], ignore_index=True)
         return [store.write_table(tdir / "utilities.csv", utilities), store.write_table(tdir / "curves.csv", curves)]

@@ -12,7 +12,8 @@ from ddval.notebook import show
 
 
 def utility_table(utilities: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """AUROC per label and the utility (``mean``) of every coalition, one row per setting × coalition.
+    """AUROC per label and the utility (``mean``) of every coalition, one row per setting × coalition (×
+    training replicate, when the rows have a ``replicate`` column).
 
     Args:
         utilities: rows of :func:`ddval.train.run_training_stage` (or ``load_utilities``).
@@ -21,7 +22,8 @@ def utility_table(utilities: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     Returns:
         The pivot table, labels as columns, coalitions in training order.
     """
-    table = utilities.pivot_table(index=["setting", "coalition"], columns="label", values="auroc", sort=False)
+    index = ["setting", "replicate", "coalition"] if "replicate" in utilities.columns else ["setting", "coalition"]
+    table = utilities.pivot_table(index=index, columns="label", values="auroc", sort=False)
     return show(table, digits)
 
 

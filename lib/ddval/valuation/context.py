@@ -2,9 +2,9 @@
 
 :class:`SettingInputs` is what :mod:`ddval.valuation.stage` builds per setting and hands to every
 method and to :mod:`ddval.valuation.experiments`: the institutions' shared features (and their pooled
-form), the coalition utilities of the training stage, the partition, the grand coalition's recorded
-rounds, and a model evaluator on the test sets. Each is read from the run folder the first time it is
-asked for (a method that needs no model never loads one).
+form), the coalition utilities of the training stage (of every training replicate), the partition, the
+grand coalition's recorded rounds, and a model evaluator on the test sets. Each is read from the run
+folder the first time it is asked for (a method that needs no model never loads one).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ddval.config import ExperimentConfig
+from ddval.layout import setting_replicates
 from ddval.valuation.features import InstitutionFeatures, load_features
 from ddval.valuation.pooled import PooledFeatures, pool_features
 
@@ -56,18 +57,28 @@ class SettingInputs:
 
         return utility_map(load_utilities(self.cfg, self.seed, self.setting, self.root))
 
-    @property
+    @cached_property
     def replicate_utilities(self) -> dict[int, dict[frozenset[str], float]]:
         """Training replicate → ``frozenset(members) → utility``, the input of
-        :mod:`ddval.valuation.ground_truth`. The training stage trains every coalition once (replicate 0,
-        :attr:`utility`), so the ground truth is that training and there is no noise ceiling."""
-        return {0: self.utility}
+        :mod:`ddval.valuation.ground_truth`: replicate 0 is :attr:`utility` (the training whose grand
+        model DDVal and the baselines read), replicates ``1 .. train.replicates - 1`` retrain every
+        coalition with other training randomness (:mod:`ddval.train.record`)."""
+        from ddval.train import load_utilities, utility_map
+
+        out = {0: self.utility}
+        for r in range(1, setting_replicates(self.cfg, self.setting)):
+            out[r] = utility_map(load_utilities(self.cfg, self.seed, self.setting, self.root, replicate=r))
+        return out
 
     def replicate_curves(self) -> pd.DataFrame:
         """Training curves of every coalition and replicate (column ``replicate`` added)."""
         from ddval.train import load_curves
 
-        return load_curves(self.cfg, self.seed, self.setting, root=self.root).assign(replicate=0)
+        frames = [
+            load_curves(self.cfg, self.seed, self.setting, root=self.root, replicate=r).assign(replicate=r)
+            for r in range(setting_replicates(self.cfg, self.setting))
+        ]
+        return pd.concat(frames, ignore_index=True)
 
     @property
     def grand_utility(self) -> float:

@@ -338,16 +338,16 @@ def _safe_rows(ctx: SettingInputs, ns: Sequence[int], points: int, cap: float) -
     return rows
 
 
-def training_times(cfg: ExperimentConfig, seed: int, setting: str, root=None) -> pd.DataFrame:
-    """Per trained coalition of ``setting``: ``coalition, n_members, n_train, wall_s, rounds`` from
-    the training stage's ``timing.json`` (rows without one are left out)."""
+def training_times(cfg: ExperimentConfig, seed: int, setting: str, root=None, replicate: int = 0) -> pd.DataFrame:
+    """Per trained coalition of ``setting`` in training replicate ``replicate``: ``coalition, n_members,
+    n_train, wall_s, rounds`` from the training stage's ``timing.json`` (rows without one are left out)."""
     from ddval.layout import coalition_dir, coalition_id, setting_coalitions
 
     s = cfg.setting(setting)
     sizes = {i.name: i.train for i in s.institutions}
     rows = []
     for members in setting_coalitions(s):
-        path = coalition_dir(cfg, seed, setting, members, root) / "timing.json"
+        path = coalition_dir(cfg, seed, setting, members, root, replicate) / "timing.json"
         if path.exists():
             t = store.read_json(path)
             rows.append(

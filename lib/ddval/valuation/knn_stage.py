@@ -28,11 +28,12 @@ from ddval.valuation.pooled import PooledFeatures, knn_sum, label_values, pool_f
 # --------------------------------------------------------------------------------------------
 
 
-def _utilities_hash(cfg: ExperimentConfig, seed: int, setting: str, root) -> str:
+def _utilities_hash(cfg: ExperimentConfig, seed: int, setting: str, root, replicate: int = 0) -> str:
+    which = f", replicate {replicate}" if replicate else ""
     record = store.require_record(
-        layout.train_dir(cfg, seed, setting, root),
+        layout.replicate_train_dir(cfg, seed, setting, replicate, root),
         "utilities",
-        f"the training stage of setting {setting!r} (seed {seed}) has not finished; run notebook 03 first",
+        f"the training stage of setting {setting!r} (seed {seed}{which}) has not finished; run notebook 03 first",
     )
     return record["params_hash"]
 
@@ -48,13 +49,18 @@ def knn_params(cfg: ExperimentConfig, seed: int, setting: str, root) -> dict:
 
 
 def inputs_params(cfg: ExperimentConfig, seed: int, setting: str, root) -> dict:
-    """What every step after the KNN depends on: the features and the trained coalitions."""
-    return {
+    """What every step after the KNN depends on: the features and the trained coalitions (of every
+    training replicate)."""
+    params = {
         "seed": seed,
         "setting": setting,
         "features": store.param_hash(features_params(cfg, seed, setting, root)),
         "utilities": _utilities_hash(cfg, seed, setting, root),
     }
+    if layout.setting_replicates(cfg, setting) > 1:  # the ground truth's mean; one replicate: the params of before
+        replicates = range(1, layout.setting_replicates(cfg, setting))
+        params["replicate_utilities"] = [_utilities_hash(cfg, seed, setting, root, r) for r in replicates]
+    return params
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,8 +28,10 @@ from ddval.valuation.references import reference_allocations
 
 
 def reference_results(ctx: SettingInputs) -> list[MethodResult]:
-    """The reference splits of the setting's total ``U(grand) − 0.5`` (no model, no utility evaluation)."""
-    allocations = reference_allocations(ctx.partition, ctx.players, ctx.grand_utility - 0.5)
+    """The reference splits of the ground truth's total ``v̄(grand) − 0.5`` (the grand coalition's utility
+    averaged over the training replicates; no model, no utility evaluation)."""
+    total = ground_truth.mean_utilities(ctx.replicate_utilities)[frozenset(ctx.players)] - 0.5
+    allocations = reference_allocations(ctx.partition, ctx.players, total)
     return [MethodResult(name, values, 0.0, 0) for name, values in allocations.items()]
 
 
@@ -49,9 +51,9 @@ def ceiling(ctx: SettingInputs) -> dict[str, float]:
 def similarity_table(
     values: pd.DataFrame, setting: str, seed: int, ceiling_metrics: Mapping[str, float] | None = None
 ) -> pd.DataFrame:
-    """``similarity.csv``: the noise ceiling (when given and defined, i.e. with 2 or more replicates), then every method and reference split (≠ exact)
-    against the exact values, aligned by institution name, in :data:`ddval.layout.SIMILARITY_ROWS` order;
-    empty when the setting has no exact values."""
+    """``similarity.csv``: the noise ceiling (when given and defined, i.e. with 2 or more replicates), then
+    every method and reference split (≠ exact) against the exact values, aligned by institution name, in
+    :data:`ddval.layout.SIMILARITY_ROWS` order; empty when the setting has no exact values."""
     exact = values[values["method"] == "exact"].set_index("institution")["value"]
     others = values[values["method"] != "exact"].groupby("method", sort=False)
     estimates = {m: f.set_index("institution")["value"] for m, f in others}

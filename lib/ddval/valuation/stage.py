@@ -113,9 +113,11 @@ def ddval_tables(ctx: SettingInputs, label_values: np.ndarray) -> tuple[pd.DataF
 def run_method(ctx: SettingInputs, method: str) -> baselines.MethodResult:
     """Run one baseline (not ``ddval``) on the setting."""
     v = ctx.cfg.valuation
-    if method == "exact":
-        times = experiments.training_times(ctx.cfg, ctx.seed, ctx.setting, ctx.root)
-        wall = float(times["wall_s"].sum()) if len(times) == 2 ** len(ctx.players) - 1 else float("nan")
+    if method == "exact":  # its cost: every coalition trained in every replicate
+        replicates = range(layout.setting_replicates(ctx.cfg, ctx.setting))
+        times = [experiments.training_times(ctx.cfg, ctx.seed, ctx.setting, ctx.root, r) for r in replicates]
+        complete = all(len(t) == 2 ** len(ctx.players) - 1 for t in times)
+        wall = float(sum(t["wall_s"].sum() for t in times)) if complete else float("nan")
         return scoring.exact_result(ctx, wall)
     if method == "or":
         return baselines.or_values(ctx.games, ctx.players, v.or_batchnorm)
