@@ -135,6 +135,9 @@ class SettingConfig:
     institutions: tuple[InstitutionConfig, ...]
     coalitions: Literal["all", "grand"] = "all"  # train every coalition, or only the grand one
     test_fraction: float = 0.2  # patient-level share of each dataset reserved for testing
+    # training replicates of this setting's coalitions (None: train.replicates), e.g. a noise ceiling for the
+    # setting that needs one without replicating every setting; left out of hashes while None
+    replicates: int | None = field(default=None, metadata={OMIT_DEFAULT: True})
 
 
 @dataclass(frozen=True)
@@ -538,6 +541,8 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
                 raise ConfigError(f"{where}: settings.{s.name}.{i.name}: dataset(s) {bad} not in data.datasets")
             if not 0.0 <= i.flip_rate <= 1.0:
                 raise ConfigError(f"{where}: settings.{s.name}.{i.name}: flip_rate {i.flip_rate} not in [0, 1]")
+        if s.replicates is not None and s.replicates < 1:
+            raise ConfigError(f"{where}: settings.{s.name}: replicates must be >= 1, got {s.replicates}")
     if cfg.train.replicates < 1:
         raise ConfigError(f"{where}: train.replicates must be >= 1, got {cfg.train.replicates}")
     if cfg.valuation.k < 1:

@@ -191,10 +191,13 @@ def train_dir(cfg: ExperimentConfig, seed: int, setting: str, root: Root = None)
 
 
 def setting_replicates(cfg: ExperimentConfig, setting: str) -> int:
-    """How many times a setting trains each coalition: ``train.replicates`` when it trains every coalition
-    (its exact values are the ground truth, the replicates its mean and noise ceiling), else 1
-    (``coalitions: grand`` has no ground truth to replicate)."""
-    return cfg.train.replicates if cfg.setting(setting).coalitions == "all" else 1
+    """How many times a setting trains each coalition: its own ``replicates`` or else ``train.replicates`` when it
+    trains every coalition (its exact values are the ground truth, the replicates its mean and noise ceiling),
+    else 1 (``coalitions: grand`` has no ground truth to replicate)."""
+    s = cfg.setting(setting)
+    if s.coalitions != "all":
+        return 1
+    return s.replicates if s.replicates is not None else cfg.train.replicates
 
 
 def replicate_train_dir(cfg: ExperimentConfig, seed: int, setting: str, replicate: int = 0, root: Root = None) -> Path:

@@ -67,6 +67,22 @@ def test_institution_names_must_be_unique_and_plain(tmp_path):
         load_config(path)
 
 
+def test_a_setting_can_train_its_own_number_of_replicates(tmp_path):
+    from ddval.layout import setting_replicates
+
+    inst = "{name: a, datasets: [nih], train: 1, val: 1}, {name: b, datasets: [chexpert], train: 1, val: 1}"
+    body = "    scheme: noniid\n    institutions: [" + inst + "]\n"
+    text = f"settings:\n  - name: s\n    replicates: 3\n{body}  - name: t\n{body}"
+    cfg = load_config(write(tmp_path, text))
+    assert (setting_replicates(cfg, "s"), setting_replicates(cfg, "t")) == (3, cfg.train.replicates)
+    grand = load_config(
+        write(tmp_path, text.replace("    replicates: 3\n", "    replicates: 3\n    coalitions: grand\n"))
+    )
+    assert setting_replicates(grand, "s") == 1  # no ground truth to replicate
+    with pytest.raises(ConfigError, match=r"p\.yaml: settings\.s: replicates must be >= 1, got 0"):
+        load_config(write(tmp_path, text.replace("replicates: 3", "replicates: 0")))
+
+
 def test_training_replicates_are_checked(tmp_path):
     assert load_config(write(tmp_path, "train:\n  replicates: 3\n")).train.replicates == 3
     assert load_config("demo").train.replicates >= 1

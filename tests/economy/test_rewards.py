@@ -212,3 +212,18 @@ def test_leaves_keep_table_order_one_per_recipient_and_drop_zero_amounts():
     assert rewards.leaves(table) == [("0x" + "11" * 20, 5), ("0x" + "11" * 20, 7)]
     with pytest.raises(rewards.RewardError, match="negative amount -1"):
         rewards.leaves(table.assign(amount=[5, -1, 7]))
+
+
+def test_an_institution_owed_nothing_does_not_claim():
+    """An institution valued at or below zero gets no leaf, so it must not be sent to claim one (the run used to
+    stop with a KeyError: a quality setting's label-noise institution had a negative DDVal value)."""
+    from ddval.economy.parties import claimers
+
+    table = pd.DataFrame(
+        {
+            "kind": ["institution", "institution", "institution", "individual", "individual"],
+            "recipient_id": ["clean", "noisy", "ood", "clean/p1", "ood/p2"],
+            "amount": ["7", "0", "3", "2", "0"],
+        }
+    )
+    assert claimers(table, ["clean", "noisy", "ood"], 5, 0) == ["clean", "ood", "clean/p1"]

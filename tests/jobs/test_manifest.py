@@ -102,6 +102,16 @@ def test_one_train_task_per_replicate_and_the_valuation_waits_for_all(tmp_path, 
         assert by_id(tasks)["train/seed-3/noniid/replicate-1/nih+mimic"].parameters["coalition"] == "nih+mimic"
 
 
+def test_a_setting_with_its_own_replicates_trains_only_those(tmp_path):
+    cfg = load_config("demo")
+    cfg = dataclasses.replace(
+        cfg, settings=tuple(dataclasses.replace(s, replicates=3 if s.name == "iid" else None) for s in cfg.settings)
+    )
+    train = [t.parameters for t in build_manifest(cfg, tmp_path, seeds=(0,)) if t.stage == "train"]
+    replicates = {s.name: sorted({p["replicate"] for p in train if p["setting"] == s.name}) for s in cfg.settings}
+    assert replicates == {"noniid": [0], "iid": [0, 1, 2], "labelflip": [0]}
+
+
 def test_only_settings_with_exact_values_train_replicates(tmp_path):
     tasks = build_manifest(load_config("demo", {"train": {"replicates": 2}}), tmp_path, seeds=(0,))
     train = [t.parameters for t in tasks if t.stage == "train"]

@@ -94,3 +94,21 @@ def sample_individuals(table: pd.DataFrame, n: int, seed: int) -> list[str]:
         return ids
     rng = np.random.default_rng(seed)
     return sorted(ids[i] for i in rng.choice(len(ids), size=n, replace=False))
+
+
+def claimers(table: pd.DataFrame, institutions: Sequence[str], n_individuals: int, seed: int) -> list[str]:
+    """Who claims in the demo run: every institution with a positive amount, then a seeded sample of
+    individuals (:func:`sample_individuals`). An institution valued at or below zero is owed nothing: it has
+    no Merkle leaf and nothing to claim (e.g. a label-noise institution of a quality setting).
+
+    Args:
+        table: the allocation (``kind``, ``recipient_id``, ``amount`` in base units).
+        institutions: the setting's institutions, in order.
+        n_individuals: how many individuals claim.
+        seed: the run's seed.
+
+    Returns:
+        Recipient ids, institutions first.
+    """
+    paid = set(table.loc[(table["kind"] == "institution") & (table["amount"].map(int) > 0), "recipient_id"])
+    return [name for name in institutions if name in paid] + sample_individuals(table, n_individuals, seed)

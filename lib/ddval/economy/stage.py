@@ -38,7 +38,7 @@ from ddval.economy import ipfs, merkle, rewards, steps
 from ddval.economy.allocation import allocation_from_points, allocation_leaves
 from ddval.economy.gas import GasMeter
 from ddval.economy.inputs import EconomyInputError, Inputs, RoundPlan, grand_utility, locate_inputs, plan_rounds
-from ddval.economy.parties import Parties, make_parties, sample_individuals
+from ddval.economy.parties import Parties, claimers, make_parties
 from ddval.economy.published import Policy
 from ddval.layout import economy_dir
 
@@ -237,11 +237,11 @@ def _run(cfg, seed, setting, inputs: Inputs, outdir: Path, rpc_url, ipfs_api, n_
         )
     positive = table[table["amount"].map(int) > 0]
     leaf_of = dict(zip(positive["recipient_id"], range(len(positive))))  # leaf i = i-th positive row
-    claimers = list(inputs.institutions) + sample_individuals(table, n_individuals, seed)
-    steps.claim(s, contracts.pool, tree, leaf_of, claimers)
+    who = claimers(table, list(inputs.institutions), n_individuals, seed)
+    steps.claim(s, contracts.pool, tree, leaf_of, who)
     flows = steps.sweep_and_check(s, contracts.token, contracts.pool)
 
-    table["claimed"] = table["recipient_id"].isin(set(claimers))
+    table["claimed"] = table["recipient_id"].isin(set(who))
     table["leaf"] = [leaf_of.get(r, -1) for r in table["recipient_id"]]
     alloc_out = table[["kind", "recipient_id", "account", "amount", "institution", "value", "leaf", "claimed"]].copy()
     alloc_out["amount"] = alloc_out["amount"].map(str)  # exact: base units exceed float precision
@@ -250,9 +250,7 @@ def _run(cfg, seed, setting, inputs: Inputs, outdir: Path, rpc_url, ipfs_api, n_
     return [
         store.write_table(outdir / OUTPUTS["gas"], s.gas.table()),
         store.write_table(outdir / OUTPUTS["allocation"], alloc_out),
-        store.write_table(
-            outdir / OUTPUTS["balances"], balances_table(contracts.token, parties, claimers, contracts.pool)
-        ),
+        store.write_table(outdir / OUTPUTS["balances"], balances_table(contracts.token, parties, who, contracts.pool)),
         store.write_table(outdir / OUTPUTS["pins"], pd.DataFrame(s.pins)),
         store.write_table(outdir / OUTPUTS["attestations"], attestations),
         store.write_json(outdir / OUTPUTS["deployment"], deployment),

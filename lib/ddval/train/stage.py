@@ -228,16 +228,18 @@ def replicate_scope(cfg: ExperimentConfig, setting: str, replicate: int | None =
     ``replicate`` (none when the setting trains fewer, :func:`ddval.layout.setting_replicates`).
 
     Args:
-        cfg: the experiment (``train.replicates``).
+        cfg: the experiment (``train.replicates``, a setting's ``replicates``).
         setting: the setting.
-        replicate: one replicate, ``0 <= replicate < train.replicates``, or ``None``.
+        replicate: one replicate, or ``None``.
 
     Returns:
         The replicate numbers, in order.
     """
-    n = cfg.train.replicates
+    n = max(layout.setting_replicates(cfg, s.name) for s in cfg.settings)
     if replicate is not None and not 0 <= replicate < n:
-        raise ValueError(f"train.replicates is {n}: replicates are 0..{n - 1}, not {replicate}")
+        raise ValueError(
+            f"the preset trains replicates 0..{n - 1} (train.replicates, settings' replicates), not {replicate}"
+        )
     mine = range(layout.setting_replicates(cfg, setting))
     return list(mine) if replicate is None else [r for r in mine if r == replicate]
 

@@ -13,7 +13,7 @@ For each setting (``<S>`` = ``results/<preset>/seed-<s>/<setting>``), every step
 5. ``institution_values.csv``, ``similarity.csv``: all methods, and each one's similarity to the
    exact Shapley values (aligned by institution name);
 6. experiments (:mod:`ddval.valuation.experiments`): ``labelflip.csv`` and ``flip_detection.csv``
-   (settings with label flips), ``dp.csv`` (settings with exact values), ``scalability.csv``
+   (label-flip settings: flip rates differ, no other quality kind), ``dp.csv`` (settings with exact values), ``scalability.csv``
    (first seed of the preset, in ``valuation.scalability_setting``).
 
 Settings trained with ``coalitions: grand`` have no exact values (no sub-coalition was trained):
@@ -236,8 +236,12 @@ def _ground_truth_steps(ctx: SettingInputs, vdir: Path, inputs: dict) -> list[Pa
 
 def _experiments(ctx: SettingInputs, vdir: Path, inputs: dict) -> None:
     cfg, seed, setting = ctx.cfg, ctx.seed, ctx.setting
-    flips = {i.name: i.flip_rate for i in cfg.setting(setting).institutions}
-    if any(r > 0 for r in flips.values()):
+    institutions = cfg.setting(setting).institutions
+    flips = {i.name: i.flip_rate for i in institutions}
+    # a label-flip experiment: institutions that differ in their flip rates and in nothing else (in a quality
+    # setting, a label-noise institution sits beside degraded or out-of-distribution ones, whose low point values
+    # would be counted as detections of flipped labels)
+    if any(r > 0 for r in flips.values()) and all(i.quality == "clean" for i in institutions):
         params = {**inputs, "points": store.file_sha256(vdir / "point_values.parquet")}
         store.run_stage(
             vdir,
