@@ -139,6 +139,12 @@ class SettingConfig:
     # setting that needs one without replicating every setting; left out of hashes while None
     replicates: int | None = field(default=None, metadata={OMIT_DEFAULT: True})
 
+    def trained_as(self) -> SettingConfig:
+        """The setting as its partition and every model trained on it depend on it: without ``replicates``
+        (how many times each coalition is trained, not what any one training is), so replicate 0 keeps the
+        hashes and files of a run without replicates."""
+        return dataclasses.replace(self, replicates=None)
+
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -35,7 +35,9 @@ def test_coalitions_in_config_order_smallest_first():
     assert coalition_ids(cfg.setting("labelflip")) == ["flip00+flip05+flip10+flip15+flip20+flip25"]
 
 
-def test_demo_manifest_one_train_task_per_setting(tmp_path):
+def test_demo_manifest_one_train_task_per_setting_and_replicate(tmp_path):
+    from ddval.layout import setting_replicates
+
     cfg = load_config("demo")
     tasks = build_manifest(cfg, tmp_path)
     counts = {s: sum(t.stage == s for t in tasks) for s in STAGES}
@@ -43,7 +45,7 @@ def test_demo_manifest_one_train_task_per_setting(tmp_path):
     assert counts == {
         "index": 1,
         "resize": 1,
-        "train": n,
+        "train": len(cfg.seeds) * sum(setting_replicates(cfg, s.name) for s in cfg.settings),
         "valuation-shard": 0,
         "valuation": n,
         "economy": 1,
@@ -173,7 +175,7 @@ def test_manifest_file_round_trip_and_errors(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"m\.jsonl, line 4: missing field\(s\) \['output'\]"):
         read_manifest(path)
-    with pytest.raises(ValueError, match="row 0 has row number 21"):
+    with pytest.raises(ValueError, match=f"row 0 has row number {len(tasks) - 1}"):
         write_manifest(list(reversed(tasks)), tmp_path / "bad.jsonl")
     backwards = [dataclasses.replace(t, row=i) for i, t in enumerate(reversed(tasks))]
     with pytest.raises(
