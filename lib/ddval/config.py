@@ -139,11 +139,12 @@ class SettingConfig:
     # setting that needs one without replicating every setting; left out of hashes while None
     replicates: int | None = field(default=None, metadata={OMIT_DEFAULT: True})
 
-    def trained_as(self) -> SettingConfig:
-        """The setting as its partition and every model trained on it depend on it: without ``replicates``
-        (how many times each coalition is trained, not what any one training is), so replicate 0 keeps the
-        hashes and files of a run without replicates."""
-        return dataclasses.replace(self, replicates=None)
+
+def setting_identity(setting: SettingConfig) -> SettingConfig:
+    """``setting`` as its partition and each of its trainings depend on it: without ``replicates`` (how many
+    times the coalitions are retrained is not part of what one training is, so adding replicates keeps the
+    partition and replicate 0 as they were)."""
+    return dataclasses.replace(setting, replicates=None)
 
 
 @dataclass(frozen=True)

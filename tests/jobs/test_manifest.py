@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ddval import layout
 from ddval.config import load_config
 from ddval.jobs.manifest import STAGES, Task, build_manifest, coalition_ids, read_manifest, write_manifest
 
@@ -35,17 +36,16 @@ def test_coalitions_in_config_order_smallest_first():
     assert coalition_ids(cfg.setting("labelflip")) == ["flip00+flip05+flip10+flip15+flip20+flip25"]
 
 
-def test_demo_manifest_one_train_task_per_setting_and_replicate(tmp_path):
-    from ddval.layout import setting_replicates
-
+def test_demo_manifest_one_train_task_per_setting(tmp_path):
     cfg = load_config("demo")
     tasks = build_manifest(cfg, tmp_path)
     counts = {s: sum(t.stage == s for t in tasks) for s in STAGES}
     n = len(cfg.seeds) * len(cfg.settings)
+    replicates = len(cfg.seeds) * sum(layout.setting_replicates(cfg, s.name) for s in cfg.settings)
     assert counts == {
         "index": 1,
         "resize": 1,
-        "train": len(cfg.seeds) * sum(setting_replicates(cfg, s.name) for s in cfg.settings),
+        "train": replicates,  # one task per setting and replicate (the demo's non-IID setting trains replicates)
         "valuation-shard": 0,
         "valuation": n,
         "economy": 1,
