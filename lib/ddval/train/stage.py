@@ -223,6 +223,11 @@ def stage_scope(
     ]
 
 
+def preset_replicates(cfg: ExperimentConfig) -> int:
+    """The most replicates any setting of the preset trains (:func:`ddval.layout.setting_replicates`)."""
+    return max(layout.setting_replicates(cfg, s.name) for s in cfg.settings)
+
+
 def replicate_scope(cfg: ExperimentConfig, setting: str, replicate: int | None = None) -> list[int]:
     """The training replicates of ``setting`` a call covers: all of them (``replicate=None``) or only
     ``replicate`` (none when the setting trains fewer, :func:`ddval.layout.setting_replicates`).
@@ -235,7 +240,7 @@ def replicate_scope(cfg: ExperimentConfig, setting: str, replicate: int | None =
     Returns:
         The replicate numbers, in order.
     """
-    n = max(layout.setting_replicates(cfg, s.name) for s in cfg.settings)
+    n = preset_replicates(cfg)
     if replicate is not None and not 0 <= replicate < n:
         raise ValueError(
             f"the preset trains replicates 0..{n - 1} (train.replicates, settings' replicates), not {replicate}"
@@ -297,7 +302,7 @@ def run_training_stage(
     frames = []
     for name, members, r in jobs:
         frame = store.read_table(coalition_dir(cfg, seed, name, members, root, r) / "auroc.csv")
-        frames.append(frame.assign(replicate=r) if cfg.train.replicates > 1 else frame)
+        frames.append(frame.assign(replicate=r) if preset_replicates(cfg) > 1 else frame)
     return pd.concat(frames, ignore_index=True)
 
 
