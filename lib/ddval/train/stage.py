@@ -15,6 +15,8 @@ Run directory of a setting (``<S>/train/``, tables in ``docs/tables.md``)::
     <grand>/rounds/<r>/<institution>.pt          every institution's local model (OR, λ-MR, GTG)
     replicate-<r>/utilities.csv  curves.csv       training replicate r >= 1 (``train.replicates``):
     replicate-<r>/<coalition>/auroc.csv ...      the same coalitions retrained (``ddval.train.record``)
+    pretrained/model.pt  curve.csv  timing.json  ``train.pretrain: attributes``: the backbone every coalition
+                                                 of every replicate starts from (``ddval.train.pretrain``)
 
 A coalition is a stage of :mod:`ddval.store` (``<coalition>/.train.done.json``): a finished one with
 the same parameters is skipped; a half-trained one resumes from its checkpoint. A checkpoint that is
