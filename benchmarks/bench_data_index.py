@@ -24,40 +24,14 @@ import numpy as np
 import pandas as pd
 
 from ddval.data.index import index_chexpert, index_mimic, index_nih
+from ddval.data.nih import NIH_FINDINGS
+from ddval.data.sampling import CHEXPERT_OBSERVATIONS
 
 NIH_ROWS, CHEXPERT_ROWS, MIMIC_IMAGES, MIMIC_STUDIES = 112_120, 223_414, 377_110, 227_835
-FINDINGS = [
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Effusion",
-    "Emphysema",
-    "Fibrosis",
-    "Hernia",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pleural_Thickening",
-    "Pneumonia",
-    "Pneumothorax",
-]
-OBS = [
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-]
+#: NIH findings a scan may carry besides "No Finding", in sorted order (the reader's list).
+FINDINGS = sorted(NIH_FINDINGS - {"No Finding"})
+#: CheXpert's 14 observation columns, in file order (the synthetic writer's list).
+OBS = list(CHEXPERT_OBSERVATIONS)
 
 
 def touch_all(paths: list[str]) -> None:

@@ -83,7 +83,7 @@ def main() -> None:
     from ddval.config import load_config
     from ddval.valuation.baselines import shapley
     from ddval.valuation.compare import similarity
-    from ddval.valuation.hierarchy import institution_values, point_table
+    from ddval.valuation.hierarchy import institution_values, pooled_point_table
     from ddval.valuation.pooled import knn_sum, label_values, pool_features
     from ddval.valuation.context import SettingInputs
 
@@ -108,16 +108,7 @@ def main() -> None:
                 for per_class in (10, 25, 50, 10_000):
                     pooled = pool_features(feats, per_class)
                     for k in (1, 3, 5, 11, 25):
-                        points = point_table(
-                            label_values(knn_sum(pooled, k)),
-                            institution=pooled.institution,
-                            scan_id=pooled.scan_id,
-                            patient_id=pooled.patient_id,
-                            sex=pooled.sex,
-                            age=pooled.age,
-                            n_flipped=None,
-                            grand_utility=ctx.grand_utility,
-                        )
+                        points = pooled_point_table(label_values(knn_sum(pooled, k)), pooled, ctx.grand_utility)
                         sim = similarity(exact, institution_values(points, ctx.players))
                         rows.append(
                             {

@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 
@@ -28,3 +30,5 @@ _COMMON = dict(
 settings.register_profile("ci", derandomize=True, database=None, max_examples=60, **_COMMON)
 settings.register_profile("explore", derandomize=False, max_examples=500, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: tiny_training.py, shared helpers

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import os
 import shlex
 import sys
@@ -25,14 +24,11 @@ from ddval import layout, store
 from ddval.config import ConfigError, ExperimentConfig, anchor_path_env, load_config, preset_name
 from ddval.jobs import local, slurm
 from ddval.jobs.manifest import STAGES, Task, build_manifest, manifest_path, read_manifest, write_manifest
-from ddval.jobs.plan import Plan, data_roots, missing_data, plan
+from ddval.jobs.plan import plan
 from ddval.jobs.summary import format_summary
 from ddval.jobs.task import run_task, task_status
 from ddval.lock import ResultsLockedError, held_by_parent, results_lock, task_lock
-
-
-class UsageError(Exception):
-    """A problem the user can fix (printed without a traceback, exit status 2)."""
+from ddval.preflight import UsageError, check_data, check_not_running, os_error_message, parse_seeds
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,7 +58,7 @@ def _submit(args: argparse.Namespace) -> int:
     if args.backend == "local":
         if args.dry_run:
             the_plan = plan(tasks, force=args.force)
-            _check_data(cfg, the_plan, warn_only=True)
+            check_data(cfg, the_plan, warn_only=True)
             print(the_plan.counts())
             for t in the_plan.pending:
                 print(f"  row {t.row:4d}  {t.task_id}  ({the_plan.reasons[t.task_id]})")
@@ -140,68 +136,17 @@ def _task_lock(task: Task):
 
 def _manifest(args: argparse.Namespace, *, write: bool = True) -> tuple[ExperimentConfig, tuple[int, ...], list[Task]]:
     cfg = load_config(args.preset)
-    seeds = _parse_seeds(args.seeds) or cfg.seeds
+    seeds = parse_seeds(args.seeds) or cfg.seeds
     tasks = build_manifest(cfg, args.results, preset=args.preset, seeds=seeds, notebooks_dir=args.notebooks)
     if write:
         write_manifest(tasks, manifest_path(cfg, args.results))
     return cfg, seeds, tasks
 
 
-def _parse_seeds(text: str | None) -> tuple[int, ...] | None:
-    if not text:
-        return None
-    try:
-        return tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError as exc:
-        raise UsageError(f"--seeds: expected comma-separated integers, got {text!r}") from exc
-
-
-def _check_data(cfg: ExperimentConfig, the_plan: Plan, *, warn_only: bool = False) -> None:
-    if not any(t.stage in {"index", "resize"} for t in the_plan.pending):
-        return  # the data stages are done; the raw datasets are not read again
-    roots = data_roots(cfg)
-    if roots:
-        print(
-            "data roots (DDVAL_<DATASET>_ROOT takes precedence over data.roots):\n  " + "\n  ".join(roots), flush=True
-        )
-    missing = missing_data(cfg)
-    if not missing:
-        return
-    text = (
-        f"preset {cfg.preset!r} runs on the real datasets, and these are missing:\n  "
-        + "\n  ".join(missing)
-        + "\nSee the README section on real data; `ddval reproduce --preset demo` runs the embedded synthetic cohort."
-    )
-    if warn_only:
-        print(f"# warning: {text}".replace("\n", "\n# "), file=sys.stderr)
-        return
-    raise UsageError(text)
-
-
-def _check_not_running(cfg: ExperimentConfig, results: str | None) -> None:
-    """Refuse to start tasks while the latest SLURM submission of the preset still has jobs queued or
-    running: both would run the same tasks into the same files."""
-    base = layout.preset_dir(cfg, results) / "slurm"
-    subs = sorted(base.glob("*/jobs.json")) if base.exists() else []
-    if not subs:
-        return
-    ids = [a["job_id"] for a in store.read_json(subs[-1]).get("arrays", [])]
-    try:
-        active = [s for s in slurm.job_states(ids) if s.get("JobState") not in slurm.FINAL_STATES]
-    except slurm.SlurmError:  # no SLURM here: the submission was made elsewhere, nothing to check
-        return
-    if active:
-        jobs = sorted({s.get("ArrayJobId") or s.get("JobId") for s in active})
-        raise UsageError(
-            f"SLURM jobs {', '.join(jobs)} of the submission in {subs[-1].parent} are still queued or running; "
-            f"wait for them (squeue -j {','.join(jobs)}) or cancel them (scancel {' '.join(jobs)}) first"
-        )
-
-
 def _run_local(args: argparse.Namespace, cfg: ExperimentConfig, tasks: list[Task]) -> int:
     the_plan = plan(tasks, force=args.force)
-    _check_data(cfg, the_plan)
-    _check_not_running(cfg, args.results)
+    check_data(cfg, the_plan)
+    check_not_running(cfg, args.results)
     where = manifest_path(cfg, args.results)
     print(f"ddval {cfg.preset}: {the_plan.counts()}  (manifest {where})", flush=True)
     report = local.run_local(the_plan, where, jobs=args.jobs, force=args.force)
@@ -221,9 +166,9 @@ def _submit_slurm(args: argparse.Namespace, cfg: ExperimentConfig, tasks: list[T
     if not the_plan.pending:
         print("nothing to submit")
         return 0
-    _check_data(cfg, the_plan, warn_only=args.dry_run)
+    check_data(cfg, the_plan, warn_only=args.dry_run)
     if not args.dry_run:
-        _check_not_running(cfg, args.results)
+        check_not_running(cfg, args.results)
     overrides = {k: getattr(args, k) for k in slurm.RESOURCE_FIELDS if getattr(args, k) is not None}
     extra = tuple(args.sbatch_arg or ())
     force = (f"--export=ALL,{store.FORCE_ENV}=1",) if args.force else ()  # the tasks redo their stages too
@@ -312,24 +257,6 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--force", action="store_true", help="run every task, complete or not, and redo the stages inside each task"
     )
-
-
-#: What to say about the file-system errors a results folder runs into.
-_OS_HINTS = {
-    errno.EROFS: "the results folder is on a read-only file system",
-    errno.ENOSPC: "the disk holding the results folder is full",
-    errno.EDQUOT: "the disk quota of the results folder is exhausted",
-    errno.EACCES: "no permission to write there",
-    errno.EPERM: "no permission to write there",
-}
-
-
-def os_error_message(exc: OSError) -> str:
-    """One line for an ``OSError``: the path, the system's message, and what to do."""
-    where = exc.filename if exc.filename is not None else "(no path)"
-    text = f"{where}: {exc.strerror or exc}"
-    hint = _OS_HINTS.get(exc.errno)
-    return text + (f" ({hint}; choose another with --results or $DDVAL_RESULTS)" if hint else "")
 
 
 def build_parser() -> argparse.ArgumentParser:

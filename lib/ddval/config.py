@@ -140,6 +140,13 @@ class SettingConfig:
     replicates: int | None = field(default=None, metadata={OMIT_DEFAULT: True})
 
 
+def setting_identity(setting: SettingConfig) -> SettingConfig:
+    """``setting`` as its partition and each of its trainings depend on it: without ``replicates`` (how many
+    times the coalitions are retrained is not part of what one training is, so adding replicates keeps the
+    partition and replicate 0 as they were)."""
+    return dataclasses.replace(setting, replicates=None)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Model and federated/swarm training hyperparameters (paper defaults)."""

@@ -156,3 +156,24 @@ def test_root_precedence_is_stated_with_the_root(monkeypatch, tmp_path):
     root, why = cfg.dataset_root_origin("chexpert")
     assert root == Path("/from/preset2") and "data.roots.chexpert of preset 'paper_noniid'" in why
     assert cfg.dataset_root_origin("mimic") == (None, "not configured: set $DDVAL_MIMIC_ROOT or data.roots.mimic")
+
+
+def test_a_settings_replicates_are_not_part_of_its_partition_or_of_one_training():
+    """Adding replicates to a setting keeps its partition and replicate 0's models (their parameters hash the
+    same), so a results folder gains replicates without retraining what it has."""
+    import dataclasses
+
+    from ddval.store import param_hash
+    from ddval.train.stage import model_params
+
+    cfg = load_config("demo")
+    for n in (None, 1, 3):
+        other = dataclasses.replace(
+            cfg,
+            settings=tuple(
+                dataclasses.replace(s, replicates=n if s.name == "noniid" else s.replicates) for s in cfg.settings
+            ),
+        )
+        assert param_hash(model_params(other, 0, "noniid", ("nih",))) == param_hash(
+            model_params(cfg, 0, "noniid", ("nih",))
+        )

@@ -24,28 +24,12 @@ from PIL import Image
 
 from ddval.config import LABELS, load_config
 from ddval.data import anatomy, render
+from ddval.data.chexpert import CHEXPERT_LABELS
 from ddval.data.findings import Finding
 from ddval.data.index import index_chexpert, index_mimic, index_nih
+from ddval.data.nih import NIH_FINDINGS
 from ddval.data.sampling import CHEXPERT_OBSERVATIONS, sample_site
 from ddval.data.synthetic import MARKER, write_cohort
-
-NIH_FINDINGS = {
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Effusion",
-    "Emphysema",
-    "Fibrosis",
-    "Hernia",
-    "Infiltration",
-    "Mass",
-    "No Finding",
-    "Nodule",
-    "Pleural_Thickening",
-    "Pneumonia",
-    "Pneumothorax",
-}
 
 
 def read_lines(path: Path) -> list[str]:
@@ -253,16 +237,7 @@ def test_cohort_is_learnable():
         )
         / 255.0
     )
-    source = {
-        "atelectasis": "Atelectasis",
-        "cardiomegaly": "Cardiomegaly",
-        "consolidation": "Consolidation",
-        "edema": "Edema",
-        "no_finding": "No Finding",
-        "pleural_effusion": "Pleural Effusion",
-        "pneumonia": "Pneumonia",
-        "pneumothorax": "Pneumothorax",
-    }
+    source = CHEXPERT_LABELS
     patients = cohort["patient"].unique()
     test = set(np.random.default_rng(0).choice(patients, len(patients) // 4, replace=False))
     held = cohort["patient"].isin(test).to_numpy()

@@ -30,6 +30,17 @@ TINY = FIXTURES / "tiny.yaml"
 N_TASKS = 14  # index, resize, 3 + 1 train, 2 x 2 shards, 2 valuation, economy, figures
 
 
+def _sleeping_training_env() -> dict[str, str]:
+    """Environment of a `ddval` subprocess whose fixture training notebook sleeps 120 s (time for a test to
+    act while it runs): this checkout's lib first, no progress bars."""
+    return dict(
+        os.environ,
+        DDVAL_FIXTURE_SLEEP="120",
+        DDVAL_PROGRESS="off",
+        PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]),
+    )
+
+
 def reproduce(run_ddval, root: Path, preset: Path = TINY, *extra: str, env: dict | None = None):
     return run_ddval("reproduce", "--preset", preset, "--notebooks", NOTEBOOKS, "--results", root, *extra, env=env)
 
@@ -150,12 +161,7 @@ def test_killed_task_restarts_cleanly(tmp_path):
     for t in tasks[:2]:  # index, resize
         assert run_task(t, progress_bar=False).status == "done"
     train = tasks[2]
-    env = dict(
-        os.environ,
-        DDVAL_FIXTURE_SLEEP="120",
-        DDVAL_PROGRESS="off",
-        PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]),
-    )
+    env = _sleeping_training_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "ddval.cli", "run-task", str(manifest), str(train.row)],
         env=env,
@@ -205,12 +211,7 @@ def test_missing_kernel_fails_the_task_with_a_hint(tmp_path):
 def test_a_second_run_on_the_same_results_is_refused_naming_the_first(tmp_path, run_ddval):
     """Issue 17, case 5: two `ddval reproduce` on one results folder both wrote into it."""
     root = tmp_path / "results"
-    env = dict(
-        os.environ,
-        DDVAL_FIXTURE_SLEEP="120",
-        DDVAL_PROGRESS="off",
-        PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]),
-    )
+    env = _sleeping_training_env()
     first = subprocess.Popen(
         [
             sys.executable,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ddval import layout
 from ddval.config import load_config
 from ddval.jobs.manifest import STAGES, Task, build_manifest, coalition_ids, read_manifest, write_manifest
 
@@ -40,10 +41,11 @@ def test_demo_manifest_one_train_task_per_setting(tmp_path):
     tasks = build_manifest(cfg, tmp_path)
     counts = {s: sum(t.stage == s for t in tasks) for s in STAGES}
     n = len(cfg.seeds) * len(cfg.settings)
+    replicates = len(cfg.seeds) * sum(layout.setting_replicates(cfg, s.name) for s in cfg.settings)
     assert counts == {
         "index": 1,
         "resize": 1,
-        "train": n,
+        "train": replicates,  # one task per setting and replicate (the demo's non-IID setting trains replicates)
         "valuation-shard": 0,
         "valuation": n,
         "economy": 1,
@@ -173,7 +175,7 @@ def test_manifest_file_round_trip_and_errors(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"m\.jsonl, line 4: missing field\(s\) \['output'\]"):
         read_manifest(path)
-    with pytest.raises(ValueError, match="row 0 has row number 21"):
+    with pytest.raises(ValueError, match=f"row 0 has row number {len(tasks) - 1}"):
         write_manifest(list(reversed(tasks)), tmp_path / "bad.jsonl")
     backwards = [dataclasses.replace(t, row=i) for i, t in enumerate(reversed(tasks))]
     with pytest.raises(

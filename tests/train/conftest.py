@@ -4,42 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.data import TensorDataset
+from tiny_training import tensor_dataset, tiny_train_config
 
 from ddval.config import TrainConfig
 from ddval.repro import seed_everything
 from ddval.train.local import Client
 from ddval.train.models import build_model
 
-IMAGE = 32  # the smallest input a DenseNet's five halvings accept
-
 
 def tiny_cfg(**changes) -> TrainConfig:
-    base = dict(
-        model="densenet_small",
-        pretrained=False,
-        max_rounds=4,
-        patience=2,
-        batch_size=8,
-        eval_batch_size=16,
-        lr=0.05,
-        small_growth_rate=4,
-        small_block_config=(1, 1, 1, 1),
-        small_init_features=8,
-        threads=1,
-        device="cpu",
-    )
-    base.update(changes)
-    return TrainConfig(**base)
-
-
-def tensor_dataset(n: int, seed: int, shift: float = 0.0) -> TensorDataset:
-    """Images whose mean brightness carries the labels, so a few steps learn something."""
-    g = torch.Generator().manual_seed(seed)
-    y = (torch.rand(n, 8, generator=g) < 0.4).float()
-    x = torch.randn(n, 3, IMAGE, IMAGE, generator=g) * 0.5
-    x[:, 0] += (y[:, :4] @ torch.tensor([1.0, -1.0, 0.5, 0.25]))[:, None, None] + shift
-    return TensorDataset(x, y)
+    return tiny_train_config(**{"max_rounds": 4, "patience": 2, **changes})
 
 
 def make_clients(n: int = 3, size: int = 20, **kwargs) -> list[Client]:

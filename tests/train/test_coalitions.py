@@ -2,6 +2,7 @@
 
 import pandas as pd
 import pytest
+from tiny_training import TINY_TRAIN, tiny_setting_data
 
 from ddval import store
 from ddval.config import LABELS, load_config
@@ -9,46 +10,20 @@ from ddval.layout import all_coalitions, coalition_dir, coalition_id, parse_coal
 from ddval.train import record as coalition_record
 from ddval.train import stage
 from ddval.train.results import RoundHistory
-from ddval.train.stage import SettingData, train_coalition
+from ddval.train.stage import train_coalition
 from ddval.train.aggregate import state_sha256
 from ddval.train.checkpoints import CheckpointError, load_checkpoint
 
-TINY = {
-    "max_rounds": 3,
-    "patience": 3,
-    "batch_size": 8,
-    "eval_batch_size": 16,
-    "lr": 0.05,
-    "small_growth_rate": 4,
-    "small_block_config": [1, 1, 1, 1],
-    "small_init_features": 8,
-    "threads": 1,
-    "device": "cpu",
-}
 GRAND = ("nih", "chexpert", "mimic")
 
 
 def demo(**train):
-    return load_config("demo", {"train": {**TINY, **train}})
+    return load_config("demo", {"train": {**TINY_TRAIN, **train}})
 
 
 @pytest.fixture
-def data(data_factory):
-    names = GRAND
-    frame = pd.DataFrame(
-        [
-            {"institution": n, "split": s, "scan_id": f"{n}-{s}-{i}"}
-            for n in names
-            for s, k in [("train", 16), ("val", 6), ("test", 10)]
-            for i in range(k)
-        ]
-    )
-    return SettingData(
-        partition=frame,
-        train={n: data_factory(16, seed=i) for i, n in enumerate(names)},
-        val={n: data_factory(6, seed=10 + i) for i, n in enumerate(names)},
-        test={n: data_factory(10, seed=20 + i) for i, n in enumerate(names)},
-    )
+def data():
+    return tiny_setting_data(GRAND)
 
 
 def test_coalitions_are_enumerated_in_config_order():

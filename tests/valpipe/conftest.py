@@ -8,31 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_training import tiny_train_config
 
-from ddval.config import LABELS, TrainConfig, load_config
+from ddval.config import LABELS, load_config
 from ddval.repro import seed_everything
 from ddval.valuation.features import InstitutionFeatures, SplitFeatures
 
 HERE = Path(__file__).parent
-
-
-def tiny_train_cfg(**changes) -> TrainConfig:
-    base = dict(
-        model="densenet_small",
-        pretrained=False,
-        max_rounds=3,
-        patience=3,
-        batch_size=8,
-        eval_batch_size=16,
-        lr=0.05,
-        small_growth_rate=4,
-        small_block_config=(1, 1, 1, 1),
-        small_init_features=8,
-        threads=1,
-        device="cpu",
-    )
-    base.update(changes)
-    return TrainConfig(**base)
 
 
 def split(n: int, d: int, rng: np.random.Generator, prefix: str, patients: int | None = None) -> SplitFeatures:
@@ -72,7 +54,7 @@ def _deterministic():
 
 @pytest.fixture
 def train_cfg_factory():
-    return tiny_train_cfg
+    return tiny_train_config
 
 
 @pytest.fixture

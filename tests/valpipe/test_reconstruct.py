@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from tiny_training import TINY_TRAIN, tiny_setting_data
 
 from ddval import store
 from ddval.config import load_config
 from ddval.layout import coalition_dir
 from ddval.train import stage
 from ddval.train.results import RoundHistory
-from ddval.train.stage import SettingData, train_coalition
+from ddval.train.stage import train_coalition
 from ddval.train.aggregate import average_states
 from ddval.train.checkpoints import load_checkpoint
 from ddval.train.metrics import coalition_utility
@@ -23,18 +23,6 @@ from ddval.train.models import build_model
 from ddval.valuation.reconstruct import UtilityEvaluator, accumulated_updates, or_state, round_state
 
 GRAND = ("nih", "chexpert", "mimic")
-TINY = {
-    "max_rounds": 3,
-    "patience": 3,
-    "batch_size": 8,
-    "eval_batch_size": 16,
-    "lr": 0.05,
-    "small_growth_rate": 4,
-    "small_block_config": [1, 1, 1, 1],
-    "small_init_features": 8,
-    "threads": 1,
-    "device": "cpu",
-}
 
 
 @dataclass
@@ -120,7 +108,7 @@ def test_weighted_training_is_reconstructed_with_its_weights():
 
 @pytest.fixture
 def trained(tmp_path, data_factory_local):
-    cfg = load_config("demo", {"train": TINY})
+    cfg = load_config("demo", {"train": TINY_TRAIN})
     data = data_factory_local
     train_coalition(cfg, 0, "noniid", GRAND, data, root=tmp_path)
     cdir = coalition_dir(cfg, 0, "noniid", GRAND, root=tmp_path)
@@ -134,27 +122,7 @@ def trained(tmp_path, data_factory_local):
 
 @pytest.fixture
 def data_factory_local():
-    def ds(n, seed):
-        g = torch.Generator().manual_seed(seed)
-        y = (torch.rand(n, 8, generator=g) < 0.4).float()
-        x = torch.randn(n, 3, 32, 32, generator=g) * 0.5
-        x[:, 0] += (y[:, :4] @ torch.tensor([1.0, -1.0, 0.5, 0.25]))[:, None, None]
-        return TensorDataset(x, y)
-
-    frame = pd.DataFrame(
-        [
-            {"institution": n, "split": s, "scan_id": f"{n}-{s}-{i}"}
-            for n in GRAND
-            for s, k in [("train", 16), ("val", 6), ("test", 10)]
-            for i in range(k)
-        ]
-    )
-    return SettingData(
-        frame,
-        {n: ds(16, i) for i, n in enumerate(GRAND)},
-        {n: ds(6, 10 + i) for i, n in enumerate(GRAND)},
-        {n: ds(10, 20 + i) for i, n in enumerate(GRAND)},
-    )
+    return tiny_setting_data(GRAND)
 
 
 def _tensors(data):

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from ddval import layout, store
-from ddval.config import DATASETS, LABELS, ExperimentConfig, InstitutionConfig, SettingConfig
+from ddval.config import DATASETS, LABELS, ExperimentConfig, InstitutionConfig, SettingConfig, setting_identity
 from ddval.data import degrade
 
 #: The split names, in row order.
@@ -245,7 +245,7 @@ def load_partition(
         "ddval.data.run_index_stage and ddval.data.run_resize_stage)",
     )
     sdir = layout.setting_dir(cfg, seed, setting_name, root)
-    params = {"setting": setting, "seed": int(seed), "index": record["params_hash"]}
+    params = {"setting": setting_identity(setting), "seed": int(seed), "index": record["params_hash"]}
     if degrade.has_quality(setting):  # only then: a setting without quality kinds keeps its hash
         params["quality"] = degrade.PARAMETERS
 

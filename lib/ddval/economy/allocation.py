@@ -25,22 +25,13 @@ def points_from_features(files: Mapping[str, str | os.PathLike], policy: Policy,
     """Point values (``point_values.parquet``'s columns) from one feature file per institution, in
     the setting's institution order (the order decides the pooled rows, hence the values)."""
     from ddval.valuation.features import read_features
-    from ddval.valuation.hierarchy import point_table
+    from ddval.valuation.hierarchy import pooled_point_table
     from ddval.valuation.pooled import knn_sum, label_values, pool_features
 
     feats = {name: read_features(path, name) for name, path in files.items()}
     pooled = pool_features(feats, policy.test_per_class)
     values = label_values(knn_sum(pooled, policy.k))
-    return point_table(
-        values,
-        institution=pooled.institution,
-        scan_id=pooled.scan_id,
-        patient_id=pooled.patient_id,
-        sex=pooled.sex,
-        age=pooled.age,
-        n_flipped=None,
-        grand_utility=grand_utility,
-    )
+    return pooled_point_table(values, pooled, grand_utility)
 
 
 def allocation_from_points(

@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ddval import layout, numerics, store
-from ddval.config import ExperimentConfig
+from ddval.config import ExperimentConfig, setting_identity
 from ddval.layout import coalition_dir, coalition_id, parse_coalition, setting_coalitions
 from ddval.progress import progress
 from ddval.procs import die_with_parent
@@ -147,7 +147,7 @@ def model_params(cfg: ExperimentConfig, seed: int, setting: str, members: Sequen
     was before they existed), the image size and the CPU numerics (:mod:`ddval.numerics`)."""
     return {
         "seed": seed,
-        "setting": cfg.setting(setting),
+        "setting": setting_identity(cfg.setting(setting)),
         "members": list(members),
         "train": {k: v for k, v in store.plain_data(cfg.train).items() if k not in EXECUTION_ONLY},
         "image_size": cfg.data.image_size,

@@ -127,23 +127,14 @@ def dp_table(ctx: SettingInputs, label_values_fn: Callable[[PooledFeatures], np.
     pooled features → ``(N, 8)`` label values; default DDVal with the preset's options)."""
     from ddval.valuation.baselines import shapley
     from ddval.valuation.compare import similarity
-    from ddval.valuation.hierarchy import institution_values, point_table
+    from ddval.valuation.hierarchy import institution_values, pooled_point_table
 
     label_values_fn = label_values_fn or (lambda pooled: ddval_label_values(ctx.cfg, pooled))
     exact = shapley(ctx.utility, ctx.players)
     rows = []
     for j, scale in enumerate(ctx.cfg.valuation.dp_noise_scales):
         pooled = pool_features(noisy_features(ctx.feats, scale, ctx.seed, j), ctx.cfg.valuation.test_per_class)
-        points = point_table(
-            label_values_fn(pooled),
-            institution=pooled.institution,
-            scan_id=pooled.scan_id,
-            patient_id=pooled.patient_id,
-            sex=pooled.sex,
-            age=pooled.age,
-            n_flipped=None,
-            grand_utility=ctx.grand_utility,
-        )
+        points = pooled_point_table(label_values_fn(pooled), pooled, ctx.grand_utility)
         sim = similarity(exact, institution_values(points, ctx.players))
         rows.append(
             {

@@ -16,11 +16,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ddval.config import LABELS
+
+if TYPE_CHECKING:
+    from ddval.valuation.pooled import PooledFeatures
 
 #: The utility of a random classifier (the empty coalition's worth).
 BASELINE_UTILITY = 0.5
@@ -73,6 +77,32 @@ def point_table(
     for k, label in enumerate(LABELS):
         frame[f"value_{label}"] = scaled[:, k]
     return frame
+
+
+def pooled_point_table(
+    label_values: np.ndarray, pooled: PooledFeatures, grand_utility: float, n_flipped: Sequence[int] | None = None
+) -> pd.DataFrame:
+    """:func:`point_table` of the pooled training scans, with their institution, ids, sex and age.
+
+    Args:
+        label_values: ``(N, 8)`` values of the pooled training scans, in ``pooled``'s row order.
+        pooled: The pooled features the values were computed from.
+        grand_utility: The grand coalition's utility (the efficiency scale's target).
+        n_flipped: Flipped labels per scan; None for none.
+
+    Returns:
+        The ``point_values.parquet`` table.
+    """
+    return point_table(
+        label_values,
+        institution=pooled.institution,
+        scan_id=pooled.scan_id,
+        patient_id=pooled.patient_id,
+        sex=pooled.sex,
+        age=pooled.age,
+        n_flipped=n_flipped,
+        grand_utility=grand_utility,
+    )
 
 
 def patient_table(points: pd.DataFrame) -> pd.DataFrame:

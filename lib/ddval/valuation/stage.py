@@ -45,7 +45,7 @@ from ddval.valuation.context import SettingInputs
 from ddval.valuation.features import features_dir, features_params, stage_threads
 from ddval.valuation.options import gtg_options, method_options
 from ddval.valuation.knn_stage import compute_shard, inputs_params, knn_params, knn_stage, read_knn_values
-from ddval.valuation.hierarchy import institution_values, patient_table, point_table
+from ddval.valuation.hierarchy import institution_values, patient_table, pooled_point_table
 
 log = logging.getLogger(__name__)
 
@@ -106,17 +106,7 @@ def _timed(vdir: Path, step: str, compute: Callable, only_if: Callable[[], bool]
 
 def ddval_tables(ctx: SettingInputs, label_values: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     """Points, patients and institution values of DDVal."""
-    p = ctx.pooled
-    points = point_table(
-        label_values,
-        institution=p.institution,
-        scan_id=p.scan_id,
-        patient_id=p.patient_id,
-        sex=p.sex,
-        age=p.age,
-        n_flipped=ctx.n_flipped(),
-        grand_utility=ctx.grand_utility,
-    )
+    points = pooled_point_table(label_values, ctx.pooled, ctx.grand_utility, n_flipped=ctx.n_flipped())
     return points, patient_table(points), institution_values(points, ctx.players)
 
 
