@@ -50,17 +50,13 @@ TINY = {
 
 
 def tiny(**train):
+    """The tiny preset with pretraining on, ``train`` changed."""
     return load_config("demo", {**TINY, "train": {**TINY["train"], **train}})
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    from ddval.data import run_index_stage, run_resize_stage
-
-    root = tmp_path_factory.mktemp("results")
-    run_index_stage(tiny(), root)
-    run_resize_stage(tiny(), root)
-    return root
+def root(tmp_path_factory, build_cohort):
+    return build_cohort(tiny(), tmp_path_factory)
 
 
 def test_public_scans_are_disjoint_from_every_institution(root):
