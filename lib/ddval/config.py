@@ -185,6 +185,11 @@ class TrainConfig:
     # the exact Shapley value of the mean utilities, its noise ceiling the agreement of disjoint halves
     # (ddval.valuation.ground_truth)
     replicates: int = 1
+    # the coalitions' common start (ddval.train.pretrain, the small model's stand-in for the paper's ImageNet
+    # start): "attributes" pretrains the backbone on the cohort's scans no institution holds to predict their
+    # acquisition attributes, and every coalition and replicate starts from it with a fresh head
+    pretrain: Literal["none", "attributes"] = field(default="none", metadata={OMIT_DEFAULT: True})
+    pretrain_epochs: int = field(default=20, metadata={OMIT_DEFAULT: True})  # at most (early stopping)
 
 
 @dataclass(frozen=True)
@@ -552,6 +557,8 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
             raise ConfigError(f"{where}: settings.{s.name}: replicates must be >= 1, got {s.replicates}")
     if cfg.train.replicates < 1:
         raise ConfigError(f"{where}: train.replicates must be >= 1, got {cfg.train.replicates}")
+    if cfg.train.pretrain_epochs < 1:
+        raise ConfigError(f"{where}: train.pretrain_epochs must be >= 1, got {cfg.train.pretrain_epochs}")
     if cfg.valuation.k < 1:
         raise ConfigError(f"{where}: valuation.k must be >= 1, got {cfg.valuation.k}")
     if not cfg.seeds:

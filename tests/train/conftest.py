@@ -65,3 +65,18 @@ def data_factory():
 @pytest.fixture
 def same_state():
     return assert_same_state
+
+
+@pytest.fixture(scope="session")
+def build_cohort():
+    """Run stages 01 and 02 (the real data layer) of a preset into a fresh results root; returns the root."""
+
+    def build(cfg, tmp_path_factory):
+        from ddval.data import run_index_stage, run_resize_stage
+
+        root = tmp_path_factory.mktemp("results")
+        run_index_stage(cfg, root)
+        run_resize_stage(cfg, root)
+        return root
+
+    return build

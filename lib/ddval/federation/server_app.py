@@ -205,6 +205,8 @@ def federation_params(job: Job, sites: Sequence[RemoteSite]) -> dict:
     site's CPU numerics (:mod:`ddval.numerics`: sites of other numerics train other bits)."""
     from ddval.train.stage import model_params
 
+    if job.cfg.train.pretrain != "none":  # the public scans are the cohort's, which no federation server holds
+        raise ValueError(f"train.pretrain: {job.cfg.train.pretrain} runs in process only; a federation needs none")
     members = [s.name for s in sites]
     return {
         **model_params(job.cfg, job.seed, job.setting, members),

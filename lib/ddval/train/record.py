@@ -42,6 +42,7 @@ from ddval.train.fedavg import train_rounds
 from ddval.train.local import clone_state, derive_seed, resolve_device
 from ddval.train.metrics import Utility
 from ddval.train.models import build_model
+from ddval.train.pretrain import start_from
 from ddval.train.rounds import RoundFn, RoundRecord
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def record_coalition(
     score: Callable[[nn.Module, torch.device], Utility],
     root: str | os.PathLike | None = None,
     replicate: int = 0,
+    backbone: State | None = None,
 ) -> store.StageResult:
     """Train one coalition with ``round_fn`` and record it in the run folder (skipped when done,
     resumed from its checkpoint when half done): the best model, its tables and, for the grand
@@ -85,6 +87,8 @@ def record_coalition(
         score: the utility of the trained model (on every member's test set).
         root: results root.
         replicate: the training replicate (``0 <= replicate < train.replicates``).
+        backbone: the pretrained backbone every coalition starts from (:mod:`ddval.train.pretrain`; its
+            hash must be in ``params``), or ``None``: the seeded initial model as it is.
 
     Returns:
         The store's record of the stage.
@@ -104,7 +108,9 @@ def record_coalition(
         seed_everything(run_seed, threads=cfg.train.threads)
         device = resolve_device(cfg.train)
         torch.manual_seed(derive_seed(run_seed, "init"))  # the same initial model for every coalition of a replicate
-        model = build_model(cfg.train).to(device)
+        model = build_model(cfg.train)
+        start_from(model, backbone)  # the head keeps the replicate's seeded initialisation
+        model = model.to(device)
         checkpoint = cdir / "checkpoint.pt"
         on_round = None
         if grand:

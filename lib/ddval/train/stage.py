@@ -15,6 +15,8 @@ Run directory of a setting (``<S>/train/``, tables in ``docs/tables.md``)::
     <grand>/rounds/<r>/<institution>.pt          every institution's local model (OR, λ-MR, GTG)
     replicate-<r>/utilities.csv  curves.csv       training replicate r >= 1 (``train.replicates``):
     replicate-<r>/<coalition>/auroc.csv ...      the same coalitions retrained (``ddval.train.record``)
+    pretrained/model.pt  curve.csv  timing.json  ``train.pretrain: attributes``: the backbone every coalition
+                                                 of every replicate starts from (``ddval.train.pretrain``)
 
 A coalition is a stage of :mod:`ddval.store` (``<coalition>/.train.done.json``): a finished one with
 the same parameters is skipped; a half-trained one resumes from its checkpoint. A checkpoint that is
@@ -23,7 +25,6 @@ corrupt or was written with other parameters is an error, never reused silently.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -46,6 +47,7 @@ from ddval.train.fedavg import fedavg_round
 from ddval.train.local import Client
 from ddval.train.metrics import Utility, coalition_utility
 from ddval.train.models import pretrained_weights_digest
+from ddval.train.pretrain import pretrain_hash, pretrained_backbone
 from ddval.train.record import STAGE, record_coalition
 from ddval.train.swarm import swarm_round
 
@@ -130,19 +132,24 @@ def coalition_params(
 ) -> dict[str, Any]:
     """Everything a coalition's model depends on; its hash marks checkpoints and the stage record.
     A training replicate ``r >= 1`` adds ``replicate: r``; replicate 0 keeps the hashes (and files) of a
-    run without replicates."""
-    params = {**model_params(cfg, seed, setting, members), "partition": frame_digest(partition)}
+    run without replicates. With ``train.pretrain`` other than ``none`` the pretrained backbone's hash is
+    ``pretrain`` (:mod:`ddval.train.pretrain`; the same one for every coalition and replicate)."""
+    digest = frame_digest(partition)
+    params = {**model_params(cfg, seed, setting, members), "partition": digest}
+    if cfg.train.pretrain != "none":
+        params["pretrain"] = pretrain_hash(cfg, seed, setting, digest)
     return {**params, "replicate": replicate} if replicate else params
 
 
 def model_params(cfg: ExperimentConfig, seed: int, setting: str, members: Sequence[str]) -> dict[str, Any]:
     """What a coalition's model depends on besides its data: seed, setting, members, the training
-    settings (not the execution-only ones), the image size and the CPU numerics (:mod:`ddval.numerics`)."""
+    settings (not the execution-only ones; options that hold an omitted default leave the hash as it
+    was before they existed), the image size and the CPU numerics (:mod:`ddval.numerics`)."""
     return {
         "seed": seed,
         "setting": setting_identity(cfg.setting(setting)),
         "members": list(members),
-        "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in EXECUTION_ONLY},
+        "train": {k: v for k, v in store.plain_data(cfg.train).items() if k not in EXECUTION_ONLY},
         "image_size": cfg.data.image_size,
         "numerics": numerics.fingerprint(),
         **pretrained_weights_digest(cfg.train),  # which ImageNet weights (none for random or small models)
@@ -187,7 +194,8 @@ def train_coalition(
         return coalition_utility(model, data.test, batch_size=cfg.train.eval_batch_size, device=device)
 
     clients = data.clients(members)
-    return record_coalition(cfg, seed, setting, members, params, clients, round_fn, score, root, replicate)
+    backbone = pretrained_backbone(cfg, seed, setting, data.partition, params["partition"], root)
+    return record_coalition(cfg, seed, setting, members, params, clients, round_fn, score, root, replicate, backbone)
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,6 +297,8 @@ def run_training_stage(
         )
         != "complete"
     ]
+    for name in dict.fromkeys(name for name, _, _ in todo):  # before any worker: parallel coalitions never race
+        pretrained_backbone(cfg, seed, name, partitions[name], frame_digest(partitions[name]), root)
     if cfg.train.processes > 1 and len(todo) > 1:
         _train_in_processes(cfg, seed, todo, root)
     else:
