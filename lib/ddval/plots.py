@@ -219,7 +219,7 @@ def similarity(sim: pd.DataFrame) -> Figure:
         ax.set_xlim(-0.6, len(methods) - 0.4)
         ax.set_title(label(setting, SETTING_LABELS))
         ax.set_xlabel("Method")
-        ax.set_ylabel("Cosine similarity to exact values [%]")
+        ax.set_ylabel("Cosine to exact values [%]")
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncols=3, fontsize="small")
     return fig
@@ -437,7 +437,7 @@ def dp_noise(dp: pd.DataFrame) -> Figure:
     positive = s.loc[s["noise_scale"] > 0, "noise_scale"]
     ax.set_xscale("symlog", linthresh=float(positive.min()) if len(positive) else 1.0)
     ax.set_xlabel("Feature noise scale [× feature std]")
-    ax.set_ylabel("Cosine similarity to exact values [%]")
+    ax.set_ylabel("Cosine to exact values [%]")
     ax.legend(title="Setting", fontsize="small")
     return fig
 
