@@ -130,7 +130,8 @@ def test_cli_local_dry_run_lists_pending_tasks(tmp_path, run_ddval):
         "submit", "--preset", "demo", "--backend", "local", "--dry-run", "--results", tmp_path, "--seeds", "1"
     )
     assert proc.returncode == 0, proc.stderr
-    assert "10 of 10 tasks to run" in proc.stdout  # 2 data + 3 settings x (train + valuation) + economy + figures
+    # 2 data + 3 settings x (train + valuation) + 2 more replicates of non-IID's training + economy + figures
+    assert "12 of 12 tasks to run (index 1, resize 1, train 5, valuation 3, economy 1, figures 1)" in proc.stdout
     assert "train/seed-1/labelflip  (missing)" in proc.stdout
 
 
