@@ -104,6 +104,23 @@ def test_one_train_task_per_replicate_and_the_valuation_waits_for_all(tmp_path, 
         assert by_id(tasks)["train/seed-3/noniid/replicate-1/nih+mimic"].parameters["coalition"] == "nih+mimic"
 
 
+@pytest.mark.parametrize("per", ["coalition", "setting"])
+def test_with_a_pretrained_backbone_one_train_task_pretrains_and_the_others_wait_for_it(tmp_path, per):
+    """train.pretrain: every coalition of every replicate starts from one backbone pretrained per seed and
+    setting; tasks run in parallel would each pretrain it again, so all wait for the first train task."""
+    plain = load_config("demo", {"train": {"replicates": 3}, "slurm": {"train_tasks": per}})
+    cfg = load_config("demo", {"train": {"replicates": 3, "pretrain": "attributes"}, "slurm": {"train_tasks": per}})
+    for config, pretrained in ((plain, False), (cfg, True)):
+        train = [t for t in build_manifest(config, tmp_path, seeds=(0,)) if t.stage == "train"]
+        for setting in ("noniid", "iid"):
+            mine = [t for t in train if t.parameters["setting"] == setting]
+            first, rest = mine[0], mine[1:]
+            assert first.parameters["replicate"] == 0 and first.depends_on == ("resize",)
+            assert len(rest) == (3 * 7 - 1 if per == "coalition" else 2)
+            expected = ("resize", first.task_id) if pretrained else ("resize",)
+            assert all(t.depends_on == expected for t in rest), setting
+
+
 def test_a_setting_with_its_own_replicates_trains_only_those(tmp_path):
     cfg = load_config("demo")
     cfg = dataclasses.replace(

@@ -217,10 +217,13 @@ class _Builder:
             )
         )
 
-    def add_train(self, seed: int, setting: SettingConfig, replicate: int) -> tuple[str, ...]:
+    def add_train(
+        self, seed: int, setting: SettingConfig, replicate: int, after: tuple[str, ...] = ()
+    ) -> tuple[str, ...]:
         """The train tasks of one setting and training replicate (one per coalition, or one for all of
         them with ``slurm.train_tasks: setting``); returns their ids. Replicate 0 keeps the ids and
-        outputs of a run without replicates; replicate ``r >= 1`` adds ``replicate-<r>`` to both."""
+        outputs of a run without replicates; replicate ``r >= 1`` adds ``replicate-<r>`` to both.
+        ``after``: tasks they wait for besides the resize (see :meth:`add_setting_training`)."""
         where = f"seed-{seed}/{setting.name}"
         rep = f"/{REPLICATE_PREFIX}{replicate}" if replicate else ""
         if self.cfg.slurm.train_tasks == "setting":
@@ -232,16 +235,27 @@ class _Builder:
             label = f"train {where}" + (f" {coalition}" if coalition else " (all coalitions)")
             label += f" replicate {replicate}" if replicate else ""
             scope = layout.setting_dir(self.cfg, seed, setting.name, self.root)
-            self.add("train", task_id, {**params, "coalition": coalition}, output, scope, ("resize",), label)
+            self.add("train", task_id, {**params, "coalition": coalition}, output, scope, ("resize", *after), label)
+            if self.cfg.train.pretrain != "none" and not after:
+                after = (task_id,)  # this task pretrains the shared backbone; the others wait for it
         return tuple(t[0] for t in train)
+
+    def add_setting_training(self, seed: int, setting: SettingConfig) -> tuple[str, ...]:
+        """Every train task of one setting and seed (all replicates); returns their ids. With
+        ``train.pretrain`` the first task pretrains the shared backbone (ddval.train.pretrain) and every
+        other one waits for it: run in parallel, each would pretrain the same backbone again."""
+        ids: list[str] = []
+        for replicate in range(layout.setting_replicates(self.cfg, setting.name)):
+            first = (ids[0],) if ids and self.cfg.train.pretrain != "none" else ()
+            ids += self.add_train(seed, setting, replicate, first)
+        return tuple(ids)
 
     def add_seed_setting(self, seed: int, setting: SettingConfig) -> None:
         cfg, name = self.cfg, setting.name
         where = f"seed-{seed}/{name}"
         scope = layout.setting_dir(cfg, seed, name, self.root)
         base = {"seed": seed, "setting": name}
-        replicates = range(layout.setting_replicates(cfg, name))
-        train_ids = tuple(t for r in replicates for t in self.add_train(seed, setting, r))
+        train_ids = self.add_setting_training(seed, setting)
         methods = list(cfg.valuation.methods)
         n = cfg.valuation.shards
         shard_ids: tuple[str, ...] = ()
