@@ -5,26 +5,33 @@ An experiment is a *preset* (``configs/<name>.yaml``) run for one or more seeds.
 Unknown keys are an error that names the file and the key, so a typo never silently falls back
 to a default.
 
-The public entry point is :func:`load_config`.
-
-Why one module of ~480 lines: the loader builds and checks the sections field by field from their
-type hints (``_build``/``_coerce``), so a new option is one field here and nothing else; schema and
-loader change together, and every caller imports both from ``ddval.config``.
+The public entry point is :func:`load_config`. This module is the schema (one frozen dataclass per
+section) and its checks; where presets live and how their files are read is ``ddval.preset_files``,
+how a dataclass is built from YAML by its type hints is ``ddval.yaml_schema`` (both re-exported here).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from ddval.hashing import OMIT_DEFAULT, plain_data
+from ddval.preset_files import (  # noqa: F401 (re-exported: every caller imports them from ddval.config)
+    MIMIC_IV_ROOT_ENV,
+    PATH_ENV_VARS,
+    ROOT_ENV_VARS,
+    anchor_path_env,
+    available_presets,
+    configs_dir,
+    is_preset_file,
+    preset_path,
+    read_with_extends,
+    repo_root,
+)
+from ddval.yaml_schema import ConfigError, build, merge  # noqa: F401 (ConfigError re-exported)
 
 #: The 8 harmonised findings of the paper, in the model's output order.
 LABELS: tuple[str, ...] = (
@@ -44,25 +51,8 @@ DATASETS: tuple[str, ...] = ("nih", "chexpert", "mimic")
 #: Views of the unified index (``view`` column): what ``data.views`` may select.
 VIEWS: tuple[str, ...] = ("frontal", "lateral", "oblique", "unknown")
 
-#: Environment variables that point at the real datasets. Precedence: the environment variable, when
-#: set and not empty, wins over ``data.roots`` of the preset (``ExperimentConfig.dataset_root_origin``
-#: says which one a run uses and why; ``ddval reproduce``/``submit`` print it).
-ROOT_ENV_VARS: dict[str, str] = {
-    "nih": "DDVAL_NIH_ROOT",
-    "chexpert": "DDVAL_CHEXPERT_ROOT",
-    "mimic": "DDVAL_MIMIC_ROOT",
-}
-#: The folder of MIMIC-IV's ``hosp/patients.csv`` (sex and age of MIMIC-CXR patients; ``ddval.data.mimic``).
-MIMIC_IV_ROOT_ENV = "DDVAL_MIMIC_IV_ROOT"
 #: Folder name prefix of a training replicate ``r >= 1`` (``<S>/train/replicate-<r>``; ``ddval.layout``).
 REPLICATE_PREFIX = "replicate-"
-#: Environment variables holding paths: a relative one means relative to where the command runs
-#: (:func:`anchor_path_env`), not to ``notebooks/``, where the notebooks a command runs start.
-PATH_ENV_VARS: tuple[str, ...] = (*ROOT_ENV_VARS.values(), MIMIC_IV_ROOT_ENV, "DDVAL_CONFIGS", "DDVAL_RESULTS")
-
-
-class ConfigError(ValueError):
-    """A preset file is malformed; the message names the file and the key."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,172 +349,25 @@ class ExperimentConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def repo_root() -> Path:
-    """The checkout this package lives in (``lib/ddval`` -> repository root)."""
-    return Path(__file__).resolve().parents[2]
+def load_config(preset: str | os.PathLike, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Load a preset by name (``"demo"``) or path, apply ``overrides`` (nested dict), validate.
 
-
-def configs_dir() -> Path:
-    """Folder of the preset files (``DDVAL_CONFIGS`` overrides)."""
-    return Path(os.environ.get("DDVAL_CONFIGS", repo_root() / "configs"))
-
-
-def anchor_path_env(cwd: str | os.PathLike | None = None) -> dict[str, str]:
-    """Make the relative paths in the variables :data:`PATH_ENV_VARS` of ``os.environ`` absolute, against
-    ``cwd`` (default: the current directory); returns what changed. Every ``ddval`` command calls it
-    first: the notebooks it runs start in ``notebooks/`` (a SLURM job wherever the cluster starts it),
-    where ``DDVAL_NIH_ROOT=data/nih`` would name another folder than the one the user meant."""
-    base = Path(cwd) if cwd is not None else Path.cwd()
-    changed = {}
-    for var in PATH_ENV_VARS:
-        value = os.environ.get(var)
-        if value and not Path(value).expanduser().is_absolute():
-            changed[var] = os.environ[var] = str(base / Path(value).expanduser())
-    return changed
-
-
-def available_presets() -> list[str]:
-    """Names of the preset files in :func:`configs_dir`."""
-    return sorted(p.stem for p in configs_dir().glob("*.yaml"))
-
-
-def is_preset_file(preset: str | os.PathLike) -> bool:
-    """True when ``preset`` names a YAML file rather than a preset of :func:`configs_dir`."""
-    return str(preset).endswith((".yaml", ".yml"))
+    Raises :class:`ConfigError` naming the file and key for unknown keys or wrong types.
+    """
+    path = preset_path(preset)
+    raw = read_with_extends(path, seen=())
+    if overrides:
+        raw = merge(raw, overrides)
+    raw.setdefault("preset", path.stem)
+    cfg = build(ExperimentConfig, raw, where=str(path))
+    _validate(cfg, str(path))
+    return cfg
 
 
 def preset_name(preset: str | os.PathLike) -> str:
     """The name results are filed under (``<results>/<name>/``) for a preset given by name or as a
     YAML file: the file's ``preset:`` key, else its stem."""
     return load_config(preset).preset if is_preset_file(preset) else str(preset)
-
-
-def load_config(preset: str | os.PathLike, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Load a preset by name (``"demo"``) or path, apply ``overrides`` (nested dict), validate.
-
-    Raises :class:`ConfigError` naming the file and key for unknown keys or wrong types.
-    """
-    path = _preset_path(preset)
-    raw = _read_with_extends(path, seen=())
-    if overrides:
-        raw = _merge(raw, overrides)
-    raw.setdefault("preset", path.stem)
-    cfg = _build(ExperimentConfig, raw, where=str(path))
-    _validate(cfg, str(path))
-    return cfg
-
-
-def _preset_path(preset: str | os.PathLike, relative_to: Path | None = None) -> Path:
-    """The file of a preset name or YAML path (a relative path is tried against ``relative_to``,
-    the folder of the preset that ``extends:`` it, then the working directory)."""
-    if is_preset_file(preset):
-        candidates = [Path(preset).expanduser()]
-        if relative_to is not None and not candidates[0].is_absolute():
-            candidates.insert(0, relative_to / candidates[0])
-        for candidate in candidates:
-            if candidate.exists():
-                return candidate.resolve()
-        raise ConfigError(f"preset file {str(preset)!r} not found (looked for {[str(c) for c in candidates]})")
-    path = configs_dir() / f"{preset}.yaml"
-    if not path.exists():
-        known = ", ".join(available_presets()) or "(none)"
-        raise ConfigError(f"no preset {str(preset)!r} (looked for {path}); known presets: {known}")
-    return path
-
-
-def _anchor_roots(raw: dict[str, Any], folder: Path) -> None:
-    """Make relative ``data.roots`` absolute, relative to the preset file's folder (the notebooks
-    run in ``notebooks/``, so a path relative to the working directory would change meaning)."""
-    roots = (raw.get("data") or {}).get("roots") if isinstance(raw.get("data"), dict) else None
-    if isinstance(roots, dict):
-        for name, value in roots.items():
-            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-                roots[name] = str((folder / value).resolve())
-
-
-def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    if path in seen:
-        raise ConfigError(f"{path}: circular 'extends' chain {[str(p) for p in seen]}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
-    _anchor_roots(raw, path.parent)
-    parent = raw.pop("extends", None)
-    if parent is None:
-        return raw
-    base = _read_with_extends(_preset_path(parent, relative_to=path.parent), seen + (path,))
-    base.pop("preset", None)
-    return _merge(base, raw)
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in {"roots", "patients"}:
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _build(cls: type, raw: Any, where: str) -> Any:
-    """Recursively turn plain YAML data into the (frozen) dataclass ``cls``."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown} in {cls.__name__}; allowed: {sorted(names)}")
-    kwargs = {}
-    for key, value in raw.items():
-        kwargs[key] = _coerce(hints[key], value, f"{where}: {key}")
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required key is missing
-        raise ConfigError(f"{where}: {cls.__name__}: {exc}") from exc
-
-
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        item = args[0] if args else Any
-        return tuple(_coerce(item, v, f"{where}[{i}]{_named(v)}") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    if hint is Any:
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, str, bool) and not (
-        isinstance(value, hint) and not (hint is int and isinstance(value, bool))
-    ):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
-    return value
-
-
-def _named(item: Any) -> str:
-    """`` (<name>)`` for a list item that has a name (a setting, an institution), so errors say which."""
-    return f" ({item['name']})" if isinstance(item, dict) and "name" in item else ""
 
 
 def _validate(cfg: ExperimentConfig, where: str) -> None:
