@@ -2,8 +2,8 @@
 
 Stages: ``ddval.data`` (index, resize, partition) -> ``ddval.train`` (coalitions) ->
 ``ddval.valuation`` (features, KNN-Shapley, baselines) -> ``ddval.economy`` (chain, IPFS,
-payouts) -> ``ddval.plots``. The architecture (data flow, where each concept lives, the rules the
-code keeps): docs/architecture.md in the repository.
+payouts) -> ``ddval.plots`` / ``ddval.plots_economy``. The architecture (data flow, where each concept
+lives, the rules the code keeps): docs/architecture.md in the repository.
 """
 
 from ddval import numerics as _numerics

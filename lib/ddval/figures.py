@@ -1,7 +1,8 @@
 """Notebook 06's registry: which result table each figure reads, drawing, saving and showing it.
 
 :data:`FIGURES` lists the figures and tables of the paper in the order of notebook 06; :func:`render`
-loads the inputs of one, draws it with :mod:`ddval.plots`, writes ``<name>.png``, ``<name>.pdf`` and
+loads the inputs of one, draws it with :mod:`ddval.plots` (valuation, training) or
+:mod:`ddval.plots_economy` (token economy), writes ``<name>.png``, ``<name>.pdf`` and
 ``summary_<name>.csv`` into the figures folder and returns what to show, or a one-line note when its
 inputs do not exist for this preset. Under a figure it shows its numbers through
 :func:`ddval.display.table`; where they run long (a row per institution and method, per client count,
@@ -18,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ddval import plots, scorecard
+from ddval import plots, plots_economy, scorecard
 from ddval import summary as S
 from ddval.display import location, order_methods, plus_minus, table
 from ddval.store import atomic_path, write_table
@@ -133,9 +134,9 @@ FIGURES: dict[str, FigureSpec] = {
     "flip_detection": FigureSpec("flip_detection.csv", S.flip_detection, plots.flip_detection),
     "scalability": FigureSpec("scalability.csv", S.scalability, plots.scalability, view=scalability_view),
     "dp_noise": FigureSpec("dp.csv", S.dp_noise, plots.dp_noise),
-    "gas": FigureSpec("gas.csv", S.gas, plots.gas),
+    "gas": FigureSpec("gas.csv", S.gas, plots_economy.gas),
     "payout_scaling": FigureSpec(
-        "payout_scaling.csv", S.payout_scaling, plots.payout_scaling, view=payout_scaling_view
+        "payout_scaling.csv", S.payout_scaling, plots_economy.payout_scaling, view=payout_scaling_view
     ),
     "training_curves": FigureSpec("curves.csv", S.training_curves, plots.training_curves, view=training_curves_view),
 }

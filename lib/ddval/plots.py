@@ -1,102 +1,28 @@
-"""The paper's figures and tables, drawn from result tables only.
+"""The paper's valuation and training figures, drawn from result tables only.
 
 One function per figure. Each takes the tidy table of ``docs/tables.md`` gathered over seeds
 (``ddval.summary.ResultTables.load``: one row per seed and setting, with ``seed`` and ``setting``
 columns), reduces it with the same-named function of :mod:`ddval.summary` (mean ± 95 % Student-t CI
 over seeds) and returns a :class:`matplotlib.figure.Figure`. Figures are plain ``Figure`` objects,
 not pyplot figures: nothing global is touched, nothing leaks in loops, and Jupyter shows one only
-when asked to. Styling is seaborn's ``whitegrid``/``paper`` with the colour-blind-safe
-``colorblind`` palette; every method, setting and payout scheme keeps its colour across figures.
+when asked to.
 
-:mod:`ddval.figures` lists them in the order of notebook 06 and renders, saves and shows them.
-
-Why one module past 400 lines: every figure shares the style decorator, the palette and the panel
-helpers below, and a reader compares the figures side by side; split it by figure family (values,
-training, economy) when it grows further.
+The token-economy figures (gas, payout cost) are in :mod:`ddval.plots_economy`; the style, palette and
+panel helpers both share are in :mod:`ddval.plot_style`. :mod:`ddval.figures` lists them in the order of
+notebook 06 and renders, saves and shows them.
 """
 
 from __future__ import annotations
 
-import functools
-import textwrap
-from collections.abc import Callable
-
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from ddval import summary as S
-from ddval.display import INSTITUTION_LABELS, METHOD_LABELS, PAYOUT_LABELS, SETTING_LABELS, label
-
-# --------------------------------------------------------------------------------------------
-# Names and colours
-# --------------------------------------------------------------------------------------------
-
-_PALETTE = sns.color_palette("colorblind", 10)
-
-
-def method_color(method: str) -> tuple[float, float, float]:
-    """Fixed colour of a valuation method (unknown methods after the known ones)."""
-    order = list(S.METHODS)
-    i = order.index(method) if method in order else len(order) + sum(map(ord, method)) % (10 - len(order))
-    return _PALETTE[i % 10]
-
-
-def setting_color(setting: str) -> tuple[float, float, float]:
-    """Fixed colour of a setting: non-IID, IID, label flip, quality, then the others."""
-    order = ["noniid", "iid", "labelflip", "quality"]
-    i = order.index(setting) if setting in order else len(order) + sum(map(ord, setting)) % (10 - len(order))
-    return _PALETTE[i % 10]
-
-
-def _style(draw: Callable[..., Figure]) -> Callable[..., Figure]:
-    """Draw inside seaborn's style and context so that fonts and grids are set when the artists are made
-    (rcParams are read at creation) and the global rcParams stay untouched."""
-
-    @functools.wraps(draw)
-    def wrapper(*args, **kwargs):
-        with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.15):
-            return draw(*args, **kwargs)
-
-    return wrapper
-
-
-def _figure(ncols: int, width: float = 4.2, height: float = 3.4) -> tuple[Figure, list[Axes]]:
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
-    return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
-
-
-def _nan0(x: pd.Series) -> np.ndarray:
-    """Error-bar half-widths with NaN (one seed) drawn as no bar."""
-    return np.nan_to_num(x.to_numpy(dtype=float), nan=0.0)
-
-
-def _grouped_bars(
-    ax: Axes, frame: pd.DataFrame, x: str, hue: str, y: str, err: str, colors: dict, labels: dict
-) -> None:
-    """Bars of ``y`` ± ``err`` at categorical ``x`` positions, one bar per ``hue`` value, side by side."""
-    xs = list(dict.fromkeys(frame[x]))
-    hues = list(dict.fromkeys(frame[hue]))
-    width = 0.8 / len(hues)
-    for j, h in enumerate(hues):
-        part = frame[frame[hue] == h].set_index(x).reindex(xs)
-        pos = np.arange(len(xs)) - 0.4 + width * (j + 0.5)
-        ax.bar(
-            pos,
-            part[y],
-            width,
-            yerr=_nan0(part[err]),
-            capsize=2.5,
-            color=colors[h],
-            label=labels.get(h, h),
-            error_kw={"elinewidth": 1.0},
-        )
-    ax.set_xticks(np.arange(len(xs)))
-
+from ddval.display import INSTITUTION_LABELS, METHOD_LABELS, SETTING_LABELS, label
+from ddval.plot_style import _dodge, _figure, _grouped_bars, _legend_handle, _measured_handles, _measured_series
+from ddval.plot_style import _nan0, _series_style, _style, method_color, setting_color
 
 # --------------------------------------------------------------------------------------------
 # Figures (one function each)
@@ -381,42 +307,6 @@ def scalability(scal: pd.DataFrame) -> Figure:
 _MARKERS = {"exact": "s", "ddval": "o", "or": "^", "lambda_mr": "v", "gtg": "D", "safe": "P"}
 
 
-def _dodge(n: int, width: float) -> np.ndarray:
-    """``n`` sideways offsets spread evenly over ``width``, centred on 0."""
-    return (np.arange(n) - (n - 1) / 2) * (width / max(n - 1, 1))
-
-
-def _series_style(color: tuple[float, float, float], marker: str) -> dict:
-    return {"color": color, "marker": marker, "markersize": 6.5, "markeredgewidth": 1.3}
-
-
-def _measured_series(
-    ax: Axes, x: np.ndarray, y: np.ndarray, measured: np.ndarray, style: dict, yerr: np.ndarray | None = None
-) -> None:
-    """A line through ``(x, y)``: filled markers and solid segments where ``measured``, hollow markers
-    reached by dashed segments elsewhere (extrapolated or estimated from a sample). ``yerr``: half-widths
-    of shape (n,) or lower/upper distances of shape (2, n)."""
-    color = style["color"]
-    for i in range(len(x) - 1):
-        ax.plot(x[i : i + 2], y[i : i + 2], ls="-" if measured[i + 1] else "--", color=color, lw=1.4)
-    for points, face in ((measured, color), (~measured, "white")):
-        if points.any():
-            err = None if yerr is None else yerr[..., points]
-            ax.errorbar(x[points], y[points], yerr=err, ls="none", capsize=2, mfc=face, **style)
-
-
-def _legend_handle(color, marker: str, name: str) -> Line2D:
-    return Line2D([], [], color=color, marker=marker, markersize=6.5, markeredgewidth=1.3, lw=1.4, label=name)
-
-
-def _measured_handles(measured: str, other: str) -> list[Line2D]:
-    """Legend entries for the marker fill: ``measured`` (filled, solid) and ``other`` (hollow, dashed)."""
-    return [
-        Line2D([], [], color="0.3", marker="o", mfc="0.3", lw=1.4, label=measured),
-        Line2D([], [], color="0.3", marker="o", mfc="white", ls="--", lw=1.4, label=other),
-    ]
-
-
 @_style
 def dp_noise(dp: pd.DataFrame) -> Figure:
     """Cosine similarity [%] of DDVal's institution values to the exact ones when Gaussian noise is added to
@@ -440,79 +330,6 @@ def dp_noise(dp: pd.DataFrame) -> Figure:
     ax.set_ylabel("Cosine to exact values [%]")
     ax.legend(title="Setting", fontsize="small")
     return fig
-
-
-@_style
-def gas(gas_table: pd.DataFrame) -> Figure:
-    """Gas per transaction of every token-economy operation (mean, min–max as whiskers), coloured by the
-    actor that sends it, with the number of transactions per run."""
-    s = S.gas(gas_table)
-    actors = list(dict.fromkeys(s["actor"]))
-    colors = {a: _PALETTE[i % 10] for i, a in enumerate(actors)}
-    fig, (ax,) = _figure(1, width=6.5, height=0.32 * len(s) + 1.4)
-    pos = np.arange(len(s))[::-1]
-    k = s[["gas_mean", "gas_min", "gas_max"]] / 1000.0  # thousands of gas: readable tick labels
-    err = np.vstack([k["gas_mean"] - k["gas_min"], k["gas_max"] - k["gas_mean"]])
-    ax.barh(pos, k["gas_mean"], xerr=err, capsize=2, color=[colors[a] for a in s["actor"]])
-    for p, top, n in zip(pos, k["gas_max"], s["n_tx"]):
-        ax.annotate(f"×{n:g}", (top, p), xytext=(4, 0), textcoords="offset points", va="center", fontsize="small")
-    ax.set_yticks(pos, [f"{o} ({label(a, INSTITUTION_LABELS)})" for o, a in zip(s["operation"], s["actor"])])
-    ax.set_xlabel("Gas per transaction [10³ gas]")
-    ax.set_ylabel("Operation (actor)")
-    ax.margins(x=0.12)
-    return fig
-
-
-@_style
-def payout_scaling(payout: pd.DataFrame) -> Figure:
-    """Cost of paying many recipients, per payout scheme: total gas (log–log) and gas per recipient (mean,
-    min–max as whiskers) against the number of recipients. Large counts are measured on a sample of the
-    recipients; their markers are hollow and their total is setup gas + recipients × the sample's mean
-    (a note under the figure says how many were measured)."""
-    s = S.payout_scaling(payout)
-    fig = Figure(figsize=(9.2, 4.4), layout="constrained")
-    a, b = fig.subplots(1, 2, sharex=True)
-    methods = list(dict.fromkeys(s["method"]))
-    offsets = 10 ** _dodge(len(methods), 0.08)  # multiplicative: the x axis is logarithmic
-    handles = []
-    for i, (method, off) in enumerate(zip(methods, offsets)):
-        part = s[s["method"] == method].sort_values("n_recipients")
-        style = _series_style(_PALETTE[(i + 3) % 10], "os"[i % 2])
-        x, measured = part["n_recipients"].to_numpy(dtype=float) * off, part["measured"].to_numpy(dtype=bool)
-        per = part["gas_per_recipient"].to_numpy(dtype=float) / 1000.0
-        spread = np.vstack([per - part["gas_per_recipient_min"] / 1000.0, part["gas_per_recipient_max"] / 1000.0 - per])
-        _measured_series(a, x, part["total_gas"].to_numpy(dtype=float), measured, style)
-        _measured_series(b, x, per, measured, style, np.clip(spread, 0, None))
-        handles.append(_legend_handle(style["color"], style["marker"], label(method, PAYOUT_LABELS)))
-    for ax in (a, b):
-        ax.set_xscale("log")
-        ax.set_xlabel("Number of recipients")
-    a.set_yscale("log")
-    a.set_ylabel("Total gas [gas]")
-    b.set_ylabel("Gas per recipient [10³ gas]")
-    b.set_ylim(bottom=0)
-    marks = _measured_handles("every recipient measured", "from a sample of recipients")
-    fig.legend(handles=handles + marks, loc="outside lower center", ncols=2, fontsize="small")
-    note = _sample_note(s)
-    if note:  # a suptitle: the constrained layout keeps room for it (a free fig.text would overlap)
-        fig.suptitle(textwrap.fill(note, 125), fontsize="small")
-    return fig
-
-
-def _sample_note(s: pd.DataFrame) -> str:
-    """What the hollow markers of :func:`payout_scaling` stand for, from the table's own counts."""
-    sampled = s[~s["measured"]]
-    if sampled.empty:
-        return ""
-    parts = []
-    for method, rows in sampled.groupby("method", sort=False):
-        counts = ", ".join(f"{m:,.0f} of {n:,.0f}" for m, n in zip(rows["n_measured"], rows["n_recipients"]))
-        parts.append(f"{label(method, PAYOUT_LABELS).split(' (')[0].lower()} {counts}")
-    return (
-        "Hollow markers: to keep the run short, only some recipients were paid on the test chain ("
-        + "; ".join(parts)
-        + "); their total is setup gas + recipients × the sample's mean gas per recipient."
-    )
 
 
 @_style

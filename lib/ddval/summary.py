@@ -4,7 +4,7 @@ The stages write one tidy table per seed and setting (``docs/tables.md``). This 
 (``<root>/<preset>/seed-<s>/<setting>/<stage>/<file>``), checks their columns, stacks them with
 ``seed`` and ``setting`` columns, and reduces them to *summaries*: mean and half-width of the 95 %
 Student-t confidence interval over seeds (the paper's ``mean_confidence_stats``). ``ddval.plots``
-draws each summary; notebook 06 prints them.
+and ``ddval.plots_economy`` draw each summary; notebook 06 prints them.
 
 Units in the summaries are the units on the figures: Shapley values and cosine similarities in
 percent (``*_pct``), times in seconds, gas in gas units.
@@ -68,7 +68,7 @@ def summarize(
 
 
 # --------------------------------------------------------------------------------------------
-# The numbers behind each figure (one function per figure; same names as in ddval.plots)
+# The numbers behind each figure (one function per figure; same names as in ddval.plots / plots_economy)
 # --------------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
-"""ddval.plots on the fixture tables: each figure has the expected panels and series, draws the summary
-numbers, and is saved as PNG + PDF with its summary table (ddval.figures)."""
+"""ddval.plots and ddval.plots_economy on the fixture tables: each figure has the expected panels and series,
+draws the summary numbers, and is saved as PNG + PDF with its summary table (ddval.figures)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
 
 from ddval import figures as F
+from ddval import plot_style
 from ddval import plots as P
+from ddval import plots_economy as PE
 from ddval import summary as S
 
 
@@ -194,7 +196,7 @@ def test_dp_noise(tables):
 
 def test_gas(tables):
     g = tables.load("gas.csv")
-    fig = P.gas(g)
+    fig = PE.gas(g)
     (ax,) = fig.axes
     (bars,) = _bars(ax)
     s = S.gas(g)
@@ -206,7 +208,7 @@ def test_gas(tables):
 
 def test_payout_scaling_is_complete_and_says_what_is_sampled(tables):
     payout = tables.load("payout_scaling.csv")
-    fig = P.payout_scaling(payout)
+    fig = PE.payout_scaling(payout)
     a, b = fig.axes
     sampled = payout[payout["n_measured"] < payout["n_recipients"]]
     assert len(sampled) and payout.loc[sampled.index, "total_gas"].isna().all()  # the writer leaves them empty
@@ -308,4 +310,4 @@ def test_labels_and_colours():
     assert P.label("client3", P.INSTITUTION_LABELS) == "Client 3"
     assert P.label("nih", P.INSTITUTION_LABELS) == "NIH"
     assert P.label("weird_name", {}) == "weird_name"
-    assert len({P.method_color(m) for m in S.METHODS}) == len(S.METHODS)
+    assert len({plot_style.method_color(m) for m in S.METHODS}) == len(S.METHODS)

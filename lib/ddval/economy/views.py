@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ddval import figures, plots
+from ddval import figures, plots_economy
 from ddval.economy.stage import EconomyResult
 
 
@@ -71,6 +71,6 @@ def scaling_view(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def scaling_figure(table: pd.DataFrame) -> figures.Rendered:
-    """The payout-cost figure (:func:`ddval.plots.payout_scaling`) above :func:`scaling_view`'s table;
+    """The payout-cost figure (:func:`ddval.plots_economy.payout_scaling`) above :func:`scaling_view`'s table;
     nothing is written to disk (notebook 06 saves the figure over all seeds)."""
-    return figures.Rendered("payout_scaling", plots.payout_scaling(table), scaling_view(table), files=())
+    return figures.Rendered("payout_scaling", plots_economy.payout_scaling(table), scaling_view(table), files=())
