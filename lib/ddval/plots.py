@@ -21,25 +21,36 @@ from matplotlib.ticker import MaxNLocator
 
 from ddval import summary as S
 from ddval.display import INSTITUTION_LABELS, METHOD_LABELS, SETTING_LABELS, label
-from ddval.plot_style import _dodge, _figure, _grouped_bars, _legend_handle, _measured_handles, _measured_series
-from ddval.plot_style import _nan0, _series_style, _style, method_color, setting_color
+from ddval.plot_style import (
+    dodge,
+    figure_style,
+    grouped_bars,
+    legend_handle,
+    measured_handles,
+    measured_series,
+    method_color,
+    nan_to_zero,
+    new_figure,
+    series_style,
+    setting_color,
+)
 
 # --------------------------------------------------------------------------------------------
 # Figures (one function each)
 # --------------------------------------------------------------------------------------------
 
 
-@_style
+@figure_style
 def institution_values(values: pd.DataFrame) -> Figure:
     """Institution Shapley values per method with 95 % CIs over seeds: one panel per SV-accuracy setting
     (those with exact values), bars grouped by institution, one bar per method."""
     s = S.institution_values(values)
     settings = S.order_settings(s["setting"])
-    fig, axes = _figure(len(settings), width=5.0)
+    fig, axes = new_figure(len(settings), width=5.0)
     methods = S.order_methods(s["method"])
     for ax, setting in zip(axes, settings):
         part = s[s["setting"] == setting]
-        _grouped_bars(
+        grouped_bars(
             ax,
             part,
             "institution",
@@ -79,7 +90,7 @@ def _similarity_limits(sim: pd.DataFrame, s: pd.DataFrame) -> tuple[float, float
     return max(-100.0, low - max(5.0, 0.3 * (100.0 - low))), 100.5
 
 
-@_style
+@figure_style
 def similarity(sim: pd.DataFrame) -> Figure:
     """Cosine similarity [%] of each method's institution values to the exact ones, one panel per setting:
     every seed as a dot, the mean with its bootstrap interval, the reference splits as horizontal lines
@@ -88,7 +99,7 @@ def similarity(sim: pd.DataFrame) -> Figure:
     with their mean written beside them, so one poor method does not squash the others."""
     s = S.similarity(sim)
     settings = S.order_settings(s["setting"])
-    fig, axes = _figure(len(settings), width=5.2, height=3.8)
+    fig, axes = new_figure(len(settings), width=5.2, height=3.8)
     low, high = _similarity_limits(sim, s)
     for ax, setting in zip(axes, settings):
         here = s[s["setting"] == setting].set_index("method")
@@ -151,15 +162,15 @@ def similarity(sim: pd.DataFrame) -> Figure:
     return fig
 
 
-@_style
+@figure_style
 def labelflip_values(flip: pd.DataFrame) -> Figure:
     """DDVal institution value [%] against the institution's share of flipped labels [%], mean ± 95 % CI
     over seeds (the paper's label-flip bar chart)."""
     s = S.labelflip_values(flip)
     settings = S.order_settings(s["setting"])
     s = s.assign(x=s["flip_rate_pct"].map(lambda v: f"{v:g}"))
-    fig, (ax,) = _figure(1, width=5.0)
-    _grouped_bars(
+    fig, (ax,) = new_figure(1, width=5.0)
+    grouped_bars(
         ax, s, "x", "setting", "value_pct", "value_pct_ci95", {k: setting_color(k) for k in settings}, SETTING_LABELS
     )
     ax.set_xticklabels(list(dict.fromkeys(s["x"])))
@@ -170,7 +181,7 @@ def labelflip_values(flip: pd.DataFrame) -> Figure:
     return fig
 
 
-@_style
+@figure_style
 def flipped_points(points: pd.DataFrame) -> Figure:
     """Per-image DDVal values in the label-flip settings: (a) mean by number of flipped labels, mean ± 95 %
     CI over seeds; (b) distribution for clean images against images with at least one flipped label."""
@@ -178,8 +189,8 @@ def flipped_points(points: pd.DataFrame) -> Figure:
     unit = s["unit"].iloc[0]
     exp = int(unit.split("e")[1])  # "1e-04" -> -4
     settings = S.order_settings(s["setting"])
-    fig, (a, b) = _figure(2, width=4.4)
-    _grouped_bars(
+    fig, (a, b) = new_figure(2, width=4.4)
+    grouped_bars(
         a,
         s.assign(x=s["n_flipped"].astype(str)),
         "x",
@@ -220,17 +231,22 @@ def flipped_points(points: pd.DataFrame) -> Figure:
     return fig
 
 
-@_style
+@figure_style
 def flip_detection(det: pd.DataFrame) -> Figure:
     """AUROC of finding images with flipped labels by their low DDVal value, per label-flip setting: mean
     ± 95 % CI over seeds, each seed as a dot, chance level dashed."""
     s = S.flip_detection(det)
     settings = S.order_settings(s["setting"])
-    fig, (ax,) = _figure(1, width=3.6)
+    fig, (ax,) = new_figure(1, width=3.6)
     pos = np.arange(len(settings))
     part = s.set_index("setting").reindex(settings)
     ax.bar(
-        pos, part["auroc"], 0.5, yerr=_nan0(part["auroc_ci95"]), capsize=3, color=[setting_color(k) for k in settings]
+        pos,
+        part["auroc"],
+        0.5,
+        yerr=nan_to_zero(part["auroc_ci95"]),
+        capsize=3,
+        color=[setting_color(k) for k in settings],
     )
     for i, setting in enumerate(settings):
         seeds = det.loc[det["setting"] == setting, "auroc"].to_numpy(dtype=float)
@@ -245,7 +261,11 @@ def flip_detection(det: pd.DataFrame) -> Figure:
     return fig
 
 
-@_style
+#: A marker per valuation method: series with nearly equal numbers stay apart without colour too.
+_MARKERS = {"exact": "s", "ddval": "o", "or": "^", "lambda_mr": "v", "gtg": "D", "safe": "P"}
+
+
+@figure_style
 def scalability(scal: pd.DataFrame) -> Figure:
     """Runtime (log scale) and number of coalition-utility evaluations against the number of clients, per
     method: DDVal grows with the data points, the coalition methods with 2^n. Filled markers and solid
@@ -258,20 +278,20 @@ def scalability(scal: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(9.2, 3.0 * len(settings) + 1.2), layout="constrained")
     grid = fig.subplots(len(settings), 2, squeeze=False)
     step = float(np.min(np.diff(np.unique(s["n_clients"])))) if s["n_clients"].nunique() > 1 else 1.0
-    offsets = _dodge(len(methods), 0.35 * step)
+    offsets = dodge(len(methods), 0.35 * step)
     for (a, b), setting in zip(grid, settings):
         for method, off in zip(methods, offsets):
             part = s[(s["method"] == method) & (s["setting"] == setting)].sort_values("n_clients")
             if part.empty:
                 continue
             x, measured = part["n_clients"].to_numpy(dtype=float) + off, part["measured"].to_numpy(dtype=bool)
-            style = _series_style(method_color(method), _MARKERS.get(method, "o"))
+            style = series_style(method_color(method), _MARKERS.get(method, "o"))
             time = part["wall_time_s"].to_numpy(dtype=float)
-            _measured_series(a, x, time, measured, style, _nan0(part["wall_time_s_ci95"]))
+            measured_series(a, x, time, measured, style, nan_to_zero(part["wall_time_s_ci95"]))
             evals = part["n_utility_evals"].to_numpy(dtype=float)
             some = evals > 0  # DDVal needs none: nothing to draw on a log axis
             if some.any():
-                _measured_series(b, x[some], evals[some], measured[some], style)
+                measured_series(b, x[some], evals[some], measured[some], style)
         if "ddval" in methods and not (s.loc[s["method"] == "ddval", "n_utility_evals"] > 0).any():
             b.text(
                 0.98,
@@ -293,9 +313,9 @@ def scalability(scal: pd.DataFrame) -> Figure:
             ax.set_xticks(sorted(s["n_clients"].unique()))
         a.set_ylabel("Wall time [s]")
         b.set_ylabel("Coalition utility evaluations")
-    handles = [_legend_handle(method_color(m), _MARKERS.get(m, "o"), label(m, METHOD_LABELS)) for m in methods]
+    handles = [legend_handle(method_color(m), _MARKERS.get(m, "o"), label(m, METHOD_LABELS)) for m in methods]
     fig.legend(
-        handles=handles + _measured_handles("measured", "extrapolated"),
+        handles=handles + measured_handles("measured", "extrapolated"),
         loc="outside lower center",
         ncols=4,
         fontsize="small",
@@ -303,22 +323,18 @@ def scalability(scal: pd.DataFrame) -> Figure:
     return fig
 
 
-#: A marker per valuation method: series with nearly equal numbers stay apart without colour too.
-_MARKERS = {"exact": "s", "ddval": "o", "or": "^", "lambda_mr": "v", "gtg": "D", "safe": "P"}
-
-
-@_style
+@figure_style
 def dp_noise(dp: pd.DataFrame) -> Figure:
     """Cosine similarity [%] of DDVal's institution values to the exact ones when Gaussian noise is added to
     the shared features, against the noise scale (symmetric-log axis, 0 = no noise), per setting."""
     s = S.dp_noise(dp)
-    fig, (ax,) = _figure(1, width=5.0)
+    fig, (ax,) = new_figure(1, width=5.0)
     for setting in S.order_settings(s["setting"]):
         part = s[s["setting"] == setting]
         ax.errorbar(
             part["noise_scale"],
             part["cosine_pct"],
-            yerr=_nan0(part["cosine_pct_ci95"]),
+            yerr=nan_to_zero(part["cosine_pct_ci95"]),
             marker="o",
             capsize=3,
             color=setting_color(setting),
@@ -332,19 +348,19 @@ def dp_noise(dp: pd.DataFrame) -> Figure:
     return fig
 
 
-@_style
+@figure_style
 def training_curves(curves: pd.DataFrame) -> Figure:
     """Training (dashed) and validation (solid) loss of the grand coalition per communication round, mean
     with a 95 % CI band over seeds, one panel per setting."""
     s = S.training_curves(curves)
     settings = S.order_settings(s["setting"])
-    fig, axes = _figure(len(settings), width=3.8)
+    fig, axes = new_figure(len(settings), width=3.8)
     for ax, setting in zip(axes, settings):
         part = s[s["setting"] == setting]
         color = setting_color(setting)
         for col, ls, name in (("val_loss", "-", "validation"), ("train_loss", "--", "training")):
             ax.plot(part["round"], part[col], ls=ls, color=color, label=name)
-            ci = _nan0(part[f"{col}_ci95"])
+            ci = nan_to_zero(part[f"{col}_ci95"])
             ax.fill_between(part["round"], part[col] - ci, part[col] + ci, color=color, alpha=0.2, lw=0)
         ax.set_title(label(setting, SETTING_LABELS))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers

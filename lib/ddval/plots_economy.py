@@ -16,18 +16,26 @@ from matplotlib.figure import Figure
 
 from ddval import summary as S
 from ddval.display import INSTITUTION_LABELS, PAYOUT_LABELS, label
-from ddval.plot_style import _PALETTE, _dodge, _figure, _legend_handle, _measured_handles, _measured_series
-from ddval.plot_style import _series_style, _style
+from ddval.plot_style import (
+    PALETTE,
+    dodge,
+    figure_style,
+    legend_handle,
+    measured_handles,
+    measured_series,
+    new_figure,
+    series_style,
+)
 
 
-@_style
+@figure_style
 def gas(gas_table: pd.DataFrame) -> Figure:
     """Gas per transaction of every token-economy operation (mean, min–max as whiskers), coloured by the
     actor that sends it, with the number of transactions per run."""
     s = S.gas(gas_table)
     actors = list(dict.fromkeys(s["actor"]))
-    colors = {a: _PALETTE[i % 10] for i, a in enumerate(actors)}
-    fig, (ax,) = _figure(1, width=6.5, height=0.32 * len(s) + 1.4)
+    colors = {a: PALETTE[i % 10] for i, a in enumerate(actors)}
+    fig, (ax,) = new_figure(1, width=6.5, height=0.32 * len(s) + 1.4)
     pos = np.arange(len(s))[::-1]
     k = s[["gas_mean", "gas_min", "gas_max"]] / 1000.0  # thousands of gas: readable tick labels
     err = np.vstack([k["gas_mean"] - k["gas_min"], k["gas_max"] - k["gas_mean"]])
@@ -41,7 +49,7 @@ def gas(gas_table: pd.DataFrame) -> Figure:
     return fig
 
 
-@_style
+@figure_style
 def payout_scaling(payout: pd.DataFrame) -> Figure:
     """Cost of paying many recipients, per payout scheme: total gas (log–log) and gas per recipient (mean,
     min–max as whiskers) against the number of recipients. Large counts are measured on a sample of the
@@ -51,17 +59,17 @@ def payout_scaling(payout: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(9.2, 4.4), layout="constrained")
     a, b = fig.subplots(1, 2, sharex=True)
     methods = list(dict.fromkeys(s["method"]))
-    offsets = 10 ** _dodge(len(methods), 0.08)  # multiplicative: the x axis is logarithmic
+    offsets = 10 ** dodge(len(methods), 0.08)  # multiplicative: the x axis is logarithmic
     handles = []
     for i, (method, off) in enumerate(zip(methods, offsets)):
         part = s[s["method"] == method].sort_values("n_recipients")
-        style = _series_style(_PALETTE[(i + 3) % 10], "os"[i % 2])
+        style = series_style(PALETTE[(i + 3) % 10], "os"[i % 2])
         x, measured = part["n_recipients"].to_numpy(dtype=float) * off, part["measured"].to_numpy(dtype=bool)
         per = part["gas_per_recipient"].to_numpy(dtype=float) / 1000.0
         spread = np.vstack([per - part["gas_per_recipient_min"] / 1000.0, part["gas_per_recipient_max"] / 1000.0 - per])
-        _measured_series(a, x, part["total_gas"].to_numpy(dtype=float), measured, style)
-        _measured_series(b, x, per, measured, style, np.clip(spread, 0, None))
-        handles.append(_legend_handle(style["color"], style["marker"], label(method, PAYOUT_LABELS)))
+        measured_series(a, x, part["total_gas"].to_numpy(dtype=float), measured, style)
+        measured_series(b, x, per, measured, style, np.clip(spread, 0, None))
+        handles.append(legend_handle(style["color"], style["marker"], label(method, PAYOUT_LABELS)))
     for ax in (a, b):
         ax.set_xscale("log")
         ax.set_xlabel("Number of recipients")
@@ -69,7 +77,7 @@ def payout_scaling(payout: pd.DataFrame) -> Figure:
     a.set_ylabel("Total gas [gas]")
     b.set_ylabel("Gas per recipient [10³ gas]")
     b.set_ylim(bottom=0)
-    marks = _measured_handles("every recipient measured", "from a sample of recipients")
+    marks = measured_handles("every recipient measured", "from a sample of recipients")
     fig.legend(handles=handles + marks, loc="outside lower center", ncols=2, fontsize="small")
     note = _sample_note(s)
     if note:  # a suptitle: the constrained layout keeps room for it (a free fig.text would overlap)
