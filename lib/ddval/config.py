@@ -128,6 +128,10 @@ class SettingConfig:
     # training replicates of this setting's coalitions (None: train.replicates), e.g. a noise ceiling for the
     # setting that needs one without replicating every setting; left out of hashes while None
     replicates: int | None = field(default=None, metadata={OMIT_DEFAULT: True})
+    # every training and validation block half male, half female patients (the paper's non-IID setting: 14,000
+    # + 14,000 training scans per institution); patients of unknown sex are left out of those blocks; left out
+    # of hashes while false
+    sex_balance: bool = field(default=False, metadata={OMIT_DEFAULT: True})
 
 
 def setting_identity(setting: SettingConfig) -> SettingConfig:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -227,3 +229,39 @@ def test_synthetic_stage_hashes_do_not_depend_on_the_results_folder(tmp_path, ti
         sdir = layout.setting_dir(tiny_cfg, 0, "noniid", root)
         hashes.append(store.read_json(store.record_path(sdir, "partition"))["params_hash"])
     assert hashes[0] == hashes[1]
+
+
+def _patient_sex(partition: pd.DataFrame) -> pd.Series:
+    return partition.groupby("patient_id", sort=False)["sex"].first()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sex_balance_takes_half_male_half_female_whole_patients(seed):
+    """The paper's non-IID setting (sex_balance): every train and val block is n // 2 scans of male patients
+    and the rest of female ones, no patient of unknown sex is used for them, patients stay whole and in one
+    split, and the test pools are those of the unbalanced setting."""
+    index = fake_index({"nih": 400, "chexpert": 400, "mimic": 400}, seed=5)
+    index.loc[index.index % 7 == 0, "sex"] = "U"  # some scans of unknown sex
+    unbalanced = SettingConfig("noniid", "noniid", tuple(inst(d, [d], 91, 30, test=40) for d in ("nih", "mimic")))
+    balanced = dataclasses.replace(unbalanced, sex_balance=True)
+    part, plain = make_partition(index, balanced, seed), make_partition(index, unbalanced, seed)
+    sex = index.groupby("patient_id")["sex"].first()  # a patient's sex: their first scan's
+    for (name, split), frame in part.groupby(["institution", "split"]):
+        who = frame["patient_id"].map(sex)
+        if split == "test":
+            expected = plain[(plain["institution"] == name) & (plain["split"] == "test")]
+            assert list(frame["scan_id"]) == list(expected["scan_id"])
+            continue
+        n = len(frame)
+        assert n == {"train": 91, "val": 30}[split]
+        assert (who == "M").sum() == n // 2 and (who == "F").sum() == n - n // 2, (name, split)
+    check_partition(part)
+
+
+def test_sex_balance_says_which_sex_runs_out():
+    index = fake_index({"nih": 200}, seed=5)  # 200 patients, about 520 scans
+    index["sex"] = np.where(index["patient_id"].rank(method="dense") % 5 == 0, "F", "M")  # a fifth female
+    setting = SettingConfig("noniid", "noniid", (inst("nih", ["nih"], 240, 10, test=10),), sex_balance=True)
+    make_partition(index, dataclasses.replace(setting, sex_balance=False), 0)  # enough scans, unbalanced
+    with pytest.raises(PartitionError, match="female patients"):
+        make_partition(index, setting, 0)

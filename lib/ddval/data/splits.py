@@ -11,6 +11,11 @@ exact and no patient is split between blocks. All train blocks of a dataset are 
 blocks (changing a val size never changes a training set). An institution drawing on ``k`` datasets
 takes ``n / k`` scans from each.
 
+With ``SettingConfig.sex_balance`` (the paper's non-IID setting) every train and val block takes
+``n // 2`` scans from the pool's male patients and the rest from its female ones, each from its own run
+of consecutive whole patients in the same shuffled order (a patient's sex is that of their first scan;
+patients of unknown sex are not used for training or validation). Test pools are not balanced.
+
 Schemes (``SettingConfig.scheme``):
 
 * ``noniid``: each institution draws on exactly one dataset (the paper: one per dataset); test
@@ -121,6 +126,24 @@ class _Cursor:
         return block
 
 
+class _SexBalancedCursor:
+    """Blocks of ``n // 2`` scans of male and ``n - n // 2`` of female patients (``sex_balance``), each
+    from a :class:`_Cursor` over that sex's patients of the pool, in the pool's order."""
+
+    SEXES = (("M", "male"), ("F", "female"))
+
+    def __init__(self, pool: pd.DataFrame, name: str):
+        sex = pool.groupby("_rank", sort=False)["sex"].transform("first")
+        self.cursors = [
+            _Cursor(pool.loc[sex == code].reset_index(drop=True), f"{name}'s {word} patients")
+            for code, word in self.SEXES
+        ]
+
+    def take(self, n: int, who: str) -> pd.DataFrame:
+        male, female = self.cursors
+        return pd.concat([male.take(n // 2, who), female.take(n - n // 2, who)], ignore_index=True)
+
+
 def _shares(n: int, datasets: tuple[str, ...]) -> dict[str, int]:
     """``n`` scans split over ``datasets`` as equally as possible (remainder to the first ones)."""
     k = len(datasets)
@@ -159,7 +182,8 @@ def make_partition(index: pd.DataFrame, setting: SettingConfig, seed: int) -> pd
     if missing:
         raise PartitionError(f"setting {setting.name!r} draws on {missing}, which the index does not contain")
     pools = patient_pools(index.loc[index["dataset"].isin(used)], seed, setting.test_fraction)
-    trainval = {d: _Cursor(pools[d][0], f"{d} train/val pool") for d in used}
+    cursor = _SexBalancedCursor if setting.sex_balance else _Cursor
+    trainval = {d: cursor(pools[d][0], f"{d} train/val pool") for d in used}
     tests = {d: _Cursor(pools[d][1], f"{d} test pool") for d in used}
     blocks: dict[tuple[str, str], list[pd.DataFrame]] = {(i.name, s): [] for i in setting.institutions for s in SPLITS}
     for split in ("train", "val"):
