@@ -111,3 +111,94 @@ def test_demo_noniid_ceiling_is_above_ddval_and_the_references_in_every_seed():
     assert here[rows].lt(ceiling, axis=0).all().all(), here[rows].assign(ceiling=ceiling)
     assert (here.mean() < ceiling.mean()).all(), here.mean()
     assert ceiling.min() > 0.98, ceiling
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark preset (results/benchmark, 5 seeds, 3 training replicates): the README's headline
+# --------------------------------------------------------------------------------------------
+
+
+def _benchmark(name: str) -> pd.DataFrame:
+    """A table of the shipped benchmark run; the README's headline rests on it, so it must be there."""
+    assert "benchmark" in PRESETS, "results/benchmark is not shipped: run ddval reproduce --preset benchmark"
+    frame = _tables("benchmark").load(name)
+    assert frame is not None and len(frame), f"results/benchmark has no {name}"
+    return frame
+
+
+def _quality_cosines() -> pd.DataFrame:
+    sim = _benchmark("similarity.csv")
+    return sim[sim["setting"] == "quality"].pivot_table(index="seed", columns="method", values="cosine")
+
+
+def _quality_values(method: str) -> pd.DataFrame:
+    values = _benchmark("institution_values.csv")
+    here = values[(values["setting"] == "quality") & (values["method"] == method)]
+    return here.pivot_table(index="seed", columns="institution", values="value")
+
+
+def test_benchmark_has_five_seeds_and_three_replicates_of_every_coalition():
+    reps = _benchmark("replicates.csv")
+    for setting, frame in reps.groupby("setting"):
+        assert sorted(frame["seed"].unique()) == [0, 1, 2, 3, 4], setting
+        per = frame.groupby(["seed", "coalition"])["replicate"].nunique()
+        assert (per == 3).all(), setting
+    assert reps[reps["setting"] == "quality"]["coalition"].nunique() == 31
+
+
+def test_benchmark_trainings_stop_by_patience_not_by_the_round_cap():
+    """Issue 11: at least 90 % of the coalition trainings behind the ground truth end by patience."""
+    reps = _benchmark("replicates.csv")
+    share = reps.groupby("setting")["stop"].apply(lambda s: (s == "patience").mean())
+    assert (share >= 0.9).all(), share
+
+
+def test_benchmark_quality_ground_truth_is_firm_and_counting_cannot_follow_it():
+    """On institutions of equal size that differ in quality, exact values from single replicates agree at
+    89 % cosine or more in every seed, while the equal split (= the size split) stays 20 points or more below
+    that ceiling in every seed: this setting can tell valuing data from counting it."""
+    cos = _quality_cosines()
+    assert (cos["noise_ceiling"] >= 0.89).all(), cos["noise_ceiling"]
+    np.testing.assert_allclose(cos["equal_split"], cos["size_split"], atol=1e-12)  # equal sizes
+    assert (cos["noise_ceiling"] - cos["equal_split"] >= 0.20).all(), cos[["noise_ceiling", "equal_split"]]
+
+
+def test_benchmark_quality_ddval_beats_counting_but_stays_far_below_the_ceiling():
+    """DDVal beats the best reference split in 4 of 5 seeds with a mean paired difference whose interval is
+    above zero, and is below the noise ceiling in every seed, by more than 10 points on the mean (the issue's
+    target, within 1 point of the ceiling, is not met)."""
+    from ddval.scorecard import BEST_REFERENCE, versus
+
+    sim = _benchmark("similarity.csv")
+    best = versus(sim[sim["setting"] == "quality"], "ddval", [BEST_REFERENCE]).iloc[0]
+    assert best["wins"] >= 4 and best["n"] == 5 and best["diff_low"] > 0, best
+    cos = _quality_cosines()
+    assert (cos["ddval"] < cos["noise_ceiling"]).all()
+    assert (cos["noise_ceiling"] - cos["ddval"]).mean() > 0.10
+
+
+def test_benchmark_quality_safe_is_nearest_the_ceiling_and_no_method_passes_it_on_the_mean():
+    cos = _quality_cosines()
+    methods = cos.drop(columns=["noise_ceiling", "equal_split", "size_split", "positives_split"]).mean()
+    assert methods.idxmax() == "safe", methods
+    assert (methods < cos["noise_ceiling"].mean()).all(), methods
+
+
+def test_benchmark_quality_ddval_ranks_label_noise_below_the_clean_institution_in_every_seed():
+    """Like the exact values, DDVal values the institution with 30 % flipped labels below the clean one in
+    every seed; unlike them, it values it below zero in every seed (retraining still gains from the 70 %
+    correct labels: its exact value is within ±0.03 AUROC of zero)."""
+    ddval, exact = _quality_values("ddval"), _quality_values("exact")
+    assert (ddval["noisy"] < ddval["clean"]).all() and (exact["noisy"] < exact["clean"]).all()
+    assert (ddval["noisy"] < 0).all(), ddval["noisy"]
+    assert (exact["noisy"].abs() < 0.03).all(), exact["noisy"]
+
+
+def test_benchmark_quality_ddval_credits_out_of_distribution_scans_that_retraining_does_not():
+    """A failure the benchmark exposes: DDVal values the institution of out-of-distribution scans above zero
+    and above its exact value in every seed, while its exact value is negative on the mean over seeds; and it
+    gives the clean institution less than its exact value in every seed."""
+    ddval, exact = _quality_values("ddval"), _quality_values("exact")
+    assert (ddval["ood"] > 0).all() and (ddval["ood"] > exact["ood"]).all(), (ddval["ood"], exact["ood"])
+    assert exact["ood"].mean() < 0, exact["ood"]
+    assert (ddval["clean"] < exact["clean"]).all()
