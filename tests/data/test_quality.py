@@ -194,7 +194,8 @@ def test_a_preset_without_kinds_cuts_exactly_as_before(tmp_path, tiny_cfg):
         partition = load_partition(tiny_cfg, 0, setting.name, root)
         pd.testing.assert_frame_equal(partition, make_partition(index, setting, 0))
         old = dataclasses.asdict(setting)
-        del old["replicates"]  # neither field existed (and a setting's replicates are not part of its partition)
+        # none of these fields existed (and a setting's replicates are not part of its partition)
+        del old["replicates"], old["sex_balance"]
         for inst in old["institutions"]:
             del inst["quality"]
         params = {"setting": old, "seed": 0, "index": record["params_hash"]}
