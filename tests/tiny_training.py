@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ddval.config import TrainConfig
-from ddval.train.stage import SettingData
+from ddval.train.setting_data import SettingData
 
 IMAGE = 32  # the smallest input a DenseNet's five halvings accept
 

@@ -20,7 +20,7 @@ from ddval.data import degrade, run_index_stage, run_resize_stage
 from ddval.data.images import read_grayscale
 from ddval.data.splits import load_partition, make_partition
 from ddval.data.views import quality_montage
-from ddval.train.stage import frame_digest
+from ddval.train.setting_data import frame_digest
 
 KINDS = ("clean", "degraded", "shifted", "duplicates", "ood")
 TRAIN, VAL, TEST = 9, 2, 3  # 9 training scans: a duplicates institution holds ceil(9 / 4) = 3 distinct ones

@@ -13,7 +13,8 @@ from ddval.data.splits import load_partition
 from ddval.train import pretrain, record, run_training_stage
 from ddval.train.local import derive_seed
 from ddval.train.models import build_model
-from ddval.train.stage import EXECUTION_ONLY, coalition_params, frame_digest, model_params
+from ddval.train.setting_data import frame_digest
+from ddval.train.stage import EXECUTION_ONLY, coalition_params, model_params
 
 TINY = {
     "data": {

@@ -10,7 +10,7 @@ A hospital keeps, on its own machine, one folder per study (``--node-config "dat
 Nothing of another institution is there: no rows, no index, no scans. :func:`export_sites` carves the
 site roots out of an in-process run (the demo, the tests); a hospital with its own data writes the
 same files from its own index (``ddval.data``) and split. :func:`load_site` reads one back and builds
-the institution's datasets exactly as the in-process trainer does (:func:`ddval.train.stage.
+the institution's datasets exactly as the in-process trainer does (:func:`ddval.train.setting_data.
 institution_datasets`), so a site trains on the same tensors in the same order.
 """
 
@@ -60,13 +60,13 @@ class Site:
 
     def datasets(self, cfg: ExperimentConfig) -> dict[str, Dataset]:
         """Train (augmented when ``train.augment``), val and test datasets, as the in-process trainer."""
-        from ddval.train.stage import institution_datasets
+        from ddval.train.setting_data import institution_datasets
 
         return institution_datasets(cfg, self.rows, f"data root {self.root}", self.institution)
 
     def digest(self) -> str:
         """Content hash of the rows (scan locations left out): what the server records of this site."""
-        from ddval.train.stage import frame_digest
+        from ddval.train.setting_data import frame_digest
 
         return frame_digest(self.rows)
 

@@ -28,7 +28,8 @@ from ddval.train.results import (
     test_sets,
     utility_map,
 )
-from ddval.train.stage import load_setting_data, run_training_stage
+from ddval.train.setting_data import load_setting_data
+from ddval.train.stage import run_training_stage
 from ddval.train.swarm import train_swarm
 
 __all__ = [

@@ -117,7 +117,7 @@ def pretrain_params(cfg: ExperimentConfig, seed: int, setting: str, partition_di
         cfg: the experiment.
         seed: the run's seed.
         setting: the setting (its partition decides which scans are public).
-        partition_digest: :func:`ddval.train.stage.frame_digest` of the partition.
+        partition_digest: :func:`ddval.train.setting_data.frame_digest` of the partition.
 
     Returns:
         The parameters (their hash stamps the backbone and every coalition trained from it).
@@ -155,7 +155,7 @@ def pretrained_backbone(
         seed: the run's seed.
         setting: the setting.
         partition: its partition.
-        partition_digest: :func:`ddval.train.stage.frame_digest` of ``partition``.
+        partition_digest: :func:`ddval.train.setting_data.frame_digest` of ``partition``.
         root: results root.
 
     Returns:

@@ -24,7 +24,8 @@ from ddval.train.aggregate import State
 from ddval.train.checkpoints import load_checkpoint
 from ddval.train.models import build_model
 from ddval.train.record import STAGE, round_path
-from ddval.train.stage import assemble_if_complete, coalition_params, coalition_status, load_setting_data, stage_scope
+from ddval.train.setting_data import load_setting_data
+from ddval.train.stage import assemble_if_complete, coalition_params, coalition_status, stage_scope
 
 #: Worth of the empty coalition (a random classifier's AUROC).
 EMPTY_COALITION_UTILITY = 0.5

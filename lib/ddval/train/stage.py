@@ -25,18 +25,15 @@ corrupt or was written with other parameters is an error, never reused silently.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from ddval import layout, numerics, store
 from ddval.config import ExperimentConfig, setting_identity
@@ -44,11 +41,11 @@ from ddval.layout import coalition_dir, coalition_id, parse_coalition, setting_c
 from ddval.progress import progress
 from ddval.procs import die_with_parent
 from ddval.train.fedavg import fedavg_round
-from ddval.train.local import Client
 from ddval.train.metrics import Utility, coalition_utility
 from ddval.train.models import pretrained_weights_digest
 from ddval.train.pretrain import pretrain_hash, pretrained_backbone
 from ddval.train.record import STAGE, record_coalition
+from ddval.train.setting_data import SettingData, frame_digest, load_setting_data
 from ddval.train.swarm import swarm_round
 
 log = logging.getLogger(__name__)
@@ -57,64 +54,6 @@ log = logging.getLogger(__name__)
 #: (so changing them never invalidates a trained coalition; the number of replicates changes which
 #: models exist, not any one of them: each replicate's own number is in its parameters).
 EXECUTION_ONLY = ("processes", "replicates")
-
-
-# --------------------------------------------------------------------------------------------
-# Data of a setting
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SettingData:
-    """A setting's partition and, per institution, its train (augmented), val and test datasets."""
-
-    partition: pd.DataFrame
-    train: dict[str, Dataset]
-    val: dict[str, Dataset]
-    test: dict[str, Dataset]
-
-    def clients(self, members: Sequence[str]) -> list[Client]:
-        return [Client(name, self.train[name], self.val[name]) for name in members]
-
-
-def load_setting_data(
-    cfg: ExperimentConfig, seed: int, setting: str, root: str | os.PathLike | None = None
-) -> SettingData:
-    """Partition of ``setting`` (``ddval.data.splits.load_partition``) as datasets per institution."""
-    from ddval.data.splits import load_partition
-
-    partition = load_partition(cfg, seed, setting, root=root)
-    out: dict[str, dict[str, Dataset]] = {"train": {}, "val": {}, "test": {}}
-    for inst in cfg.setting(setting).institutions:
-        rows = partition[partition["institution"] == inst.name]
-        datasets = institution_datasets(cfg, rows, f"partition of setting {setting!r} (seed {seed})", inst.name)
-        for split, data in datasets.items():
-            out[split][inst.name] = data
-    return SettingData(partition, out["train"], out["val"], out["test"])
-
-
-def institution_datasets(cfg: ExperimentConfig, rows: pd.DataFrame, where: str, name: str) -> dict[str, Dataset]:
-    """One institution's train (augmented when ``train.augment``), val and test datasets.
-
-    Args:
-        cfg: the experiment (image size, augmentation).
-        rows: the institution's partition rows, in partition order.
-        where: what the rows come from, for errors (a partition, a site's data root).
-        name: the institution.
-
-    Returns:
-        ``{"train": ..., "val": ..., "test": ...}``, rows of each split in partition order.
-    """
-    from ddval.data.dataset import XrayDataset
-
-    out: dict[str, Dataset] = {}
-    for split in ("train", "val", "test"):
-        frame = rows[rows["split"] == split].reset_index(drop=True)
-        if frame.empty:
-            raise ValueError(f"{where}: institution {name!r} has no {split} scans")
-        train = split == "train" and cfg.train.augment
-        out[split] = XrayDataset(frame, cfg.data.image_size, train=train, train_cfg=cfg.train if train else None)
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,20 +93,6 @@ def model_params(cfg: ExperimentConfig, seed: int, setting: str, members: Sequen
         "numerics": numerics.fingerprint(),
         **pretrained_weights_digest(cfg.train),  # which ImageNet weights (none for random or small models)
     }
-
-
-#: Partition columns that say where a scan lies, not what it is: left out of the digest, so the same
-#: preset gives the same hashes (and byte-identical checkpoints) in any results folder.
-LOCATION_COLUMNS = ("path",)
-
-
-def frame_digest(frame: pd.DataFrame) -> str:
-    """Content hash of the partition (so a re-made partition never reuses old models); the scans'
-    locations are not part of it (the image size is, in :func:`coalition_params`)."""
-    ordered = frame.reindex(sorted(c for c in frame.columns if c not in LOCATION_COLUMNS), axis=1)
-    digest = hashlib.sha256("|".join(map(str, ordered.columns)).encode())
-    digest.update(pd.util.hash_pandas_object(ordered, index=False).to_numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------
