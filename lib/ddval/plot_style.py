@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ddval import summary as S
+from ddval.layout import REFERENCE_SPLITS
 
 # --------------------------------------------------------------------------------------------
 # Names and colours
@@ -29,10 +30,9 @@ PALETTE = sns.color_palette("colorblind", 10)
 
 
 def method_color(method: str) -> tuple[float, float, float]:
-    """Fixed colour of a valuation method (unknown methods after the known ones)."""
-    order = list(S.METHODS)
-    i = order.index(method) if method in order else len(order) + sum(map(ord, method)) % (10 - len(order))
-    return PALETTE[i % 10]
+    """Fixed colour of a valuation method or reference split, each its own (unknown names share one)."""
+    order = [*S.METHODS, *REFERENCE_SPLITS]  # the palette's 10 colours, one each
+    return PALETTE[order.index(method) if method in order else sum(map(ord, method)) % len(PALETTE)]
 
 
 def setting_color(setting: str) -> tuple[float, float, float]:

@@ -84,33 +84,28 @@ def test_shipped_intervals_stay_inside_each_metric_range(preset):
 
 def test_demo_noniid_size_split_is_as_good_as_ddval():
     """The README's claim on the demo's non-IID setting (institutions that differ mainly in size): DDVal's
-    cosine is within a point of the size split's in every seed, and DDVal beats the best reference split
-    in no seed, so the benchmark does not credit it there."""
+    cosine is within half a point of the size split's in every seed, and on the mean over seeds it is below
+    the best reference split of each seed, so the benchmark does not credit it there."""
     from ddval.scorecard import BEST_REFERENCE, versus
 
-    sim = _tables("demo").load("similarity.csv") if "demo" in PRESETS else None
-    if sim is None or "size_split" not in set(sim["method"]):
-        pytest.skip("results/demo has no reference-split rows")
+    sim = _tables("demo").load("similarity.csv")
     here = sim[sim["setting"] == "noniid"].pivot_table(index="seed", columns="method", values="cosine")
-    assert ((here["ddval"] - here["size_split"]).abs() < 0.01).all(), here[["ddval", "size_split"]]
+    assert ((here["ddval"] - here["size_split"]).abs() < 0.005).all(), here[["ddval", "size_split"]]
     best = versus(sim[sim["setting"] == "noniid"], "ddval", [BEST_REFERENCE]).iloc[0]
-    assert best["wins"] == 0 and best["n"] == len(here)
+    assert best["wins"] <= 1 and best["n"] == len(here) and best["diff"] < 0, best
 
 
-def test_demo_noniid_ceiling_is_above_ddval_and_the_references_in_every_seed():
+def test_demo_noniid_ceiling_is_above_ddval_in_every_seed_and_above_every_row_on_the_mean():
     """The README's claim on the demo's non-IID setting (3 training replicates): exact values from single
-    replicates agree with each other better than DDVal or any reference split agrees with the ground truth, in
-    every seed, and better than every method on the mean over seeds (MR passes the ceiling in single seeds: a
-    method is scored against the mean of all replicates, which is less noisy than one replicate)."""
-    sim = _tables("demo").load("similarity.csv") if "demo" in PRESETS else None
-    if sim is None or "noise_ceiling" not in set(sim["method"]):
-        pytest.skip("results/demo has no noise ceiling")
+    replicates agree with each other at 96 % or more and better than DDVal agrees with the ground truth in every
+    seed, and better than every method and reference split on the mean over seeds (a row can pass the ceiling
+    in a single seed: it is scored against the mean of all replicates, which is less noisy than one)."""
+    sim = _tables("demo").load("similarity.csv")
     here = sim[sim["setting"] == "noniid"].pivot_table(index="seed", columns="method", values="cosine")
     ceiling = here.pop("noise_ceiling")
-    rows = ["ddval", "equal_split", "size_split", "positives_split"]
-    assert here[rows].lt(ceiling, axis=0).all().all(), here[rows].assign(ceiling=ceiling)
+    assert (here["ddval"] < ceiling).all(), here["ddval"]
     assert (here.mean() < ceiling.mean()).all(), here.mean()
-    assert ceiling.min() > 0.98, ceiling
+    assert ceiling.min() > 0.96, ceiling
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,3 +197,45 @@ def test_benchmark_quality_ddval_credits_out_of_distribution_scans_that_retraini
     assert (ddval["ood"] > 0).all() and (ddval["ood"] > exact["ood"]).all(), (ddval["ood"], exact["ood"])
     assert exact["ood"].mean() < 0, exact["ood"]
     assert (ddval["clean"] < exact["clean"]).all()
+
+
+def test_the_demo_trains_what_the_benchmark_trains_for_its_seeds():
+    """The README's claim: the demo's non-IID and IID settings are the benchmark's, so for the demo's seeds the
+    same partitions give the same trainings, bit for bit (every replicate's utility, rounds and stop), and the
+    same exact values."""
+    demo = _tables("demo").load("replicates.csv")
+    bench = _benchmark("replicates.csv")
+    keys = ["setting", "seed", "replicate", "coalition"]
+    for setting in ("noniid", "iid"):
+        mine = demo[demo["setting"] == setting].sort_values(keys).reset_index(drop=True)
+        theirs = bench[(bench["setting"] == setting) & bench["seed"].isin(mine["seed"])]
+        theirs = theirs[theirs["replicate"].isin(mine["replicate"])].sort_values(keys).reset_index(drop=True)
+        assert len(mine) and len(mine) == len(theirs), setting
+        pd.testing.assert_frame_equal(mine, theirs[mine.columns])
+
+
+def _benchmark_cosines(setting: str) -> pd.DataFrame:
+    sim = _benchmark("similarity.csv")
+    return sim[sim["setting"] == setting].pivot_table(index="seed", columns="method", values="cosine")
+
+
+def test_benchmark_noniid_control_still_measures_size():
+    """On the size control DDVal is within 0.4 points of the size split in every seed and beats the best
+    reference split in at most 1 of 5 seeds, below it on the mean."""
+    from ddval.scorecard import BEST_REFERENCE, versus
+
+    cos = _benchmark_cosines("noniid")
+    assert ((cos["ddval"] - cos["size_split"]).abs() < 0.004).all(), cos[["ddval", "size_split"]]
+    sim = _benchmark("similarity.csv")
+    best = versus(sim[sim["setting"] == "noniid"], "ddval", [BEST_REFERENCE]).iloc[0]
+    assert best["wins"] <= 1 and best["diff_high"] < 0, best
+
+
+def test_benchmark_iid_null_case_separates_nothing():
+    """On equal institutions every reference split, DDVal and SaFE score 98.5 % or more on the mean, within a
+    point of each other, and the ceiling of single replicates lies below them (the ground truth is the mean of
+    three replicates)."""
+    means = _benchmark_cosines("iid").mean()
+    rows = ["ddval", "safe", "equal_split", "size_split", "positives_split"]
+    assert (means[rows] >= 0.985).all() and means[rows].max() - means[rows].min() < 0.01, means[rows]
+    assert (means["noise_ceiling"] < means[rows]).all(), means
