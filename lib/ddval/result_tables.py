@@ -65,6 +65,14 @@ class ResultTables:
         root = Path(results_root).expanduser().resolve() if results_root else shipped_results_root()
         return cls(root, preset_name(preset))  # a preset given as a YAML file is filed under its name
 
+    @classmethod
+    def open_run_or_shipped(cls, results_root: str | os.PathLike | None, preset: str) -> "ResultTables":
+        """The tables of ``preset`` under ``results_root`` when a run of it is there, else the shipped ones
+        (notebook 06 shows the benchmark's headline beside any run; a run of the benchmark preset into the
+        same root shows that run instead)."""
+        run = cls.open(results_root, preset)
+        return run if any(run.preset_dir.glob("seed-*")) else cls.open(None, preset)
+
     @property
     def preset_dir(self) -> Path:
         return self.root / self.preset

@@ -239,3 +239,13 @@ def test_headline(fixture_root, tmp_path):
         table.loc[("noniid", "size_split"), "vs best reference"] == ""
     )  # references are not judged against themselves
     assert S.headline(tmp_path, "demo") is None
+
+
+def test_a_preset_not_run_under_a_results_root_is_read_from_the_shipped_tables(tmp_path):
+    """Notebook 06 shows the benchmark beside any run: the run's own tables when the root holds a run of it,
+    else the shipped ones."""
+    from ddval.result_tables import ResultTables, shipped_results_root
+
+    assert ResultTables.open_run_or_shipped(tmp_path, "benchmark").root == shipped_results_root()
+    (tmp_path / "benchmark" / "seed-0").mkdir(parents=True)
+    assert ResultTables.open_run_or_shipped(tmp_path, "benchmark").root == tmp_path.resolve()
